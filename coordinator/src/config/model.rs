@@ -1,0 +1,344 @@
+//! The `shardci.toml` schema as serde types. Every table denies unknown keys so a typo fails
+//! loudly at its position instead of silently doing nothing; cross-references (test type names,
+//! connectors, axes) are checked afterwards in `validate`, which keeps spans for its messages.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{Bytes, Seconds};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub project: ProjectConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub defaults: StepFields,
+    #[serde(default)]
+    pub images: Vec<ImageConfig>,
+    #[serde(default)]
+    pub test_types: IndexMap<String, StepFields>,
+    #[serde(default)]
+    pub templates: IndexMap<String, TemplateConfig>,
+    #[serde(default)]
+    pub connectors: IndexMap<String, ConnectorOverride>,
+    #[serde(default)]
+    pub shared: Vec<SharedConfig>,
+    #[serde(default)]
+    pub selection: SelectionConfig,
+    #[serde(default)]
+    pub matrix: IndexMap<String, AxisConfig>,
+    #[serde(default)]
+    pub labels: LabelsConfig,
+    #[serde(default)]
+    pub sharding: ShardingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+}
+
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        Self {
+            default_branch: default_branch(),
+        }
+    }
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    #[default]
+    Airbyte,
+    Generic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    #[serde(default)]
+    pub layout: Layout,
+    /// Airbyte layout: the folder holding `<name>/metadata.yaml`.
+    #[serde(default = "default_connectors_dir")]
+    pub connectors_dir: String,
+    /// Airbyte layout: docs pages live at `<docs_dir>/<type>s/<name without type prefix>.md`.
+    #[serde(default = "default_docs_dir")]
+    pub docs_dir: String,
+    /// Generic layout: a glob matching each connector's `connector.toml`.
+    pub metadata: Option<Spanned<String>>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            layout: Layout::Airbyte,
+            connectors_dir: default_connectors_dir(),
+            docs_dir: default_docs_dir(),
+            metadata: None,
+        }
+    }
+}
+
+fn default_connectors_dir() -> String {
+    "airbyte-integrations/connectors".into()
+}
+
+fn default_docs_dir() -> String {
+    "docs/integrations".into()
+}
+
+/// Fields a step can get from `[defaults]`, a test type, a language template or a connector
+/// override; the most specific one that sets a field wins, and `env` maps merge.
+///
+/// One struct for all four places (rather than `serde(flatten)`, which disables
+/// `deny_unknown_fields`); the keys that only mean something on a test type are rejected
+/// elsewhere by validation, with their position.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StepFields {
+    /// Test type only.
+    pub description: Option<Spanned<String>>,
+    /// Test type only: steps (test types) that must succeed first.
+    pub depends_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Test type only: the `connectorTestSuitesOptions` suite that enables it (e.g. `unitTests`).
+    pub suite: Option<Spanned<String>>,
+    /// Retries allowed for test failures; a pass after a failure is reported as flaky.
+    pub retries: Option<u32>,
+    /// Worker labels a job needs.
+    pub requires: Option<Vec<String>>,
+    pub image: Option<String>,
+    pub command: Option<String>,
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    pub secrets: Option<Vec<String>>,
+    pub workdir: Option<String>,
+    pub timeout: Option<Seconds>,
+    pub expected_duration: Option<Seconds>,
+    pub resources: Option<ResourcesConfig>,
+    pub artifacts: Option<Vec<String>>,
+    pub network: Option<bool>,
+    /// Build an image from a Dockerfile in the connector before the command runs.
+    pub build_image: Option<ImageBuildConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    pub memory: Option<Bytes>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBuildConfig {
+    /// Dockerfile path relative to the connector folder.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    /// Build context relative to the connector folder.
+    #[serde(default = "default_context")]
+    pub context: String,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".into()
+}
+
+fn default_context() -> String {
+    ".".into()
+}
+
+/// An image the project builds itself (there may be no registry to pull from).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    pub tag: String,
+    /// Build context, relative to the monorepo root.
+    pub context: String,
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// The test types a connector of this language has.
+    #[serde(default)]
+    pub test_types: Vec<Spanned<String>>,
+    /// Per test type step fields for this language.
+    #[serde(default)]
+    pub steps: IndexMap<String, Spanned<StepFields>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorOverride {
+    /// Connectors or shared components whose changes also test this one.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    /// Use another language's template.
+    pub template: Option<Spanned<String>>,
+    /// Test types never run for this connector.
+    #[serde(default)]
+    pub skip_test_types: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub steps: IndexMap<String, Spanned<StepFields>>,
+}
+
+/// A path outside connector folders that connectors build on (a CDK, shared test tooling).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedConfig {
+    pub name: Spanned<String>,
+    pub paths: Vec<Spanned<String>>,
+    /// Every connector of these languages depends on this component.
+    #[serde(default)]
+    pub languages: Vec<Spanned<String>>,
+    /// These connectors depend on this component.
+    #[serde(default)]
+    pub connectors: Vec<Spanned<String>>,
+    /// Other shared components this one builds on.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    /// Test types a change here selects on dependents (default: all).
+    pub test_types: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionConfig {
+    /// Files whose change forces full tests (CI definitions, this file, build tooling).
+    #[serde(default)]
+    pub environment: Vec<Spanned<String>>,
+    /// Files outside connectors that never select anything (docs, licences).
+    #[serde(default)]
+    pub ignore: Vec<Spanned<String>>,
+    /// Test types a connector's docs page selects (default: none).
+    #[serde(default)]
+    pub docs_test_types: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: Spanned<String>,
+    /// Globs relative to the connector folder.
+    pub files: Vec<Spanned<String>>,
+    /// Test types the rule selects; empty means "classified, selects nothing" (e.g. docs).
+    pub test_types: Vec<Spanned<String>>,
+    /// Only for connectors of these languages (default: all).
+    #[serde(default)]
+    pub languages: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expand {
+    /// All versions = the cross product with the other axes.
+    #[default]
+    Cross,
+    /// All versions = zipped (paired) with the other `zip` axes, as Airflow pairs backends.
+    Zip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxisConfig {
+    pub values: Spanned<Vec<String>>,
+    /// Default-versions value (default: the first value).
+    pub default: Option<Spanned<String>>,
+    /// Latest-versions value (default: the last value).
+    pub latest: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expand: Expand,
+    /// Languages the axis applies to (default: all).
+    #[serde(default)]
+    pub languages: Vec<Spanned<String>>,
+    /// Test types the axis applies to (default: all).
+    #[serde(default)]
+    pub test_types: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    #[serde(default = "label_full_tests")]
+    pub full_tests: Vec<String>,
+    #[serde(default = "label_all_versions")]
+    pub all_versions: Vec<String>,
+    #[serde(default = "label_default_versions_only")]
+    pub default_versions_only: Vec<String>,
+    #[serde(default = "label_latest_versions_only")]
+    pub latest_versions_only: Vec<String>,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            full_tests: label_full_tests(),
+            all_versions: label_all_versions(),
+            default_versions_only: label_default_versions_only(),
+            latest_versions_only: label_latest_versions_only(),
+        }
+    }
+}
+
+fn label_full_tests() -> Vec<String> {
+    vec!["full tests needed".into()]
+}
+fn label_all_versions() -> Vec<String> {
+    vec!["all versions".into()]
+}
+fn label_default_versions_only() -> Vec<String> {
+    vec!["default versions only".into()]
+}
+fn label_latest_versions_only() -> Vec<String> {
+    vec!["latest versions only".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardingConfig {
+    /// Slots assumed when `--workers` is not given.
+    #[serde(default = "default_slots")]
+    pub default_slots: u32,
+    /// Shards per slot: more, smaller shards absorb wrong estimates; fewer amortise set-up.
+    #[serde(default = "default_shards_per_slot")]
+    pub shards_per_slot: u32,
+    /// A shard is not made shorter than this unless one job is (per-shard set-up is not free).
+    #[serde(default = "default_min_shard")]
+    pub min_shard_duration: Seconds,
+}
+
+impl Default for ShardingConfig {
+    fn default() -> Self {
+        Self {
+            default_slots: default_slots(),
+            shards_per_slot: default_shards_per_slot(),
+            min_shard_duration: default_min_shard(),
+        }
+    }
+}
+
+fn default_slots() -> u32 {
+    4
+}
+fn default_shards_per_slot() -> u32 {
+    3
+}
+fn default_min_shard() -> Seconds {
+    Seconds(30.0)
+}

@@ -1,0 +1,229 @@
+//! Assembles a plan from its inputs: classify, decide modes, select, check applicability,
+//! expand the matrix, resolve steps, estimate and shard. Pure and deterministic: the same
+//! inputs give the same plan, byte for byte once serialised.
+
+use std::collections::BTreeSet;
+
+use crate::config::{Config, Language};
+use crate::repo::{ChangedFile, Connector, Connectors};
+
+use super::classify::classify;
+use super::error::PlanError;
+use super::matrix::{job_id, points};
+use super::model::{Event, Job, PLAN_FORMAT, Plan, SkippedJob, SourceInfo, Versions};
+use super::modes::{ModeInputs, decide};
+use super::select::{DependencyGraph, select, template_for};
+use super::shard::shard;
+use super::steps::{JobSpec, estimate, resolve};
+use super::timings::Timings;
+
+/// airbyte-ci style filters, intersected with the selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub connectors: Vec<String>,
+    pub languages: Vec<Language>,
+    pub support_levels: Vec<String>,
+    pub test_types: Vec<String>,
+    pub skip_steps: Vec<String>,
+}
+
+impl Filters {
+    pub fn keeps(&self, connector: &Connector) -> bool {
+        (self.connectors.is_empty() || self.connectors.contains(&connector.name))
+            && (self.languages.is_empty() || self.languages.contains(&connector.language))
+            && (self.support_levels.is_empty()
+                || connector.support_level.as_ref().is_some_and(|s| {
+                    self.support_levels
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(s))
+                }))
+    }
+
+    /// Rejects names that match nothing, so a typo is not an empty plan.
+    pub fn check(&self, config: &Config, connectors: &Connectors) -> Result<(), PlanError> {
+        for name in &self.connectors {
+            if connectors.get(name).is_none() {
+                return Err(PlanError::Usage(format!(
+                    "--connector {name}: no such connector"
+                )));
+            }
+        }
+        for name in self.test_types.iter().chain(&self.skip_steps) {
+            if !config.test_types.contains_key(name) {
+                return Err(PlanError::Usage(format!(
+                    "unknown test type or step {name:?} (defined: {})",
+                    config
+                        .test_types
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct PlanInputs<'a> {
+    pub config: &'a Config,
+    pub connectors: &'a Connectors,
+    pub changes: &'a [ChangedFile],
+    pub event: Event,
+    pub branch: Option<String>,
+    pub labels: Vec<String>,
+    pub all: bool,
+    pub filters: Filters,
+    /// Worker slots to plan for; `None` = `sharding.default_slots`.
+    pub slots: Option<u32>,
+    pub timings: &'a Timings,
+    pub source: SourceInfo,
+}
+
+pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
+    let config = inputs.config;
+    inputs.filters.check(config, inputs.connectors)?;
+    let graph = DependencyGraph::build(config, inputs.connectors)?;
+    let files = classify(config, inputs.connectors, inputs.changes);
+    let mut labels = inputs.labels.clone();
+    labels.sort();
+    labels.dedup();
+    let modes = decide(
+        config,
+        &ModeInputs {
+            event: inputs.event,
+            branch: inputs.branch.as_deref(),
+            labels: &labels,
+            all: inputs.all,
+            files: &files,
+        },
+    );
+    let chosen = select(config, inputs.connectors, &graph, &files, &modes);
+
+    let mut jobs = Vec::new();
+    let mut skipped = BTreeSet::new();
+    let test_type_order = |t: &str| config.test_types.get_index_of(t).unwrap_or(usize::MAX);
+    let mut pairs: Vec<(&(String, String), &BTreeSet<String>)> = chosen.iter().collect();
+    pairs.sort_by(|a, b| {
+        (a.0.0.as_str(), test_type_order(&a.0.1)).cmp(&(b.0.0.as_str(), test_type_order(&b.0.1)))
+    });
+    for ((connector_name, test_type), reasons) in pairs {
+        let Some(connector) = inputs.connectors.get(connector_name) else {
+            continue;
+        };
+        if !inputs.filters.keeps(connector)
+            || (!inputs.filters.test_types.is_empty()
+                && !inputs.filters.test_types.contains(test_type))
+        {
+            continue;
+        }
+        let skip = |reason: String| SkippedJob {
+            connector: connector_name.clone(),
+            test_type: test_type.clone(),
+            reason,
+        };
+        let Some(template) = template_for(config, connector) else {
+            return Err(PlanError::NoTemplate {
+                connector: connector.name.clone(),
+                language: connector.language,
+            });
+        };
+        if !template.test_types.contains(test_type) {
+            // This language has no such test type: not a skip, the job does not exist.
+            continue;
+        }
+        if connector.is_archived() {
+            skipped.insert(skip(format!(
+                "connector is archived (supportLevel: archived in {})",
+                connector.metadata_path
+            )));
+            continue;
+        }
+        if config
+            .connectors
+            .get(&connector.name)
+            .is_some_and(|o| o.skip_test_types.iter().any(|s| s.get_ref() == test_type))
+        {
+            skipped.insert(skip(format!(
+                "skip_test_types in [connectors.{}] of shardci.toml",
+                connector.name
+            )));
+            continue;
+        }
+        if let Some(suite) = config
+            .test_types
+            .get(test_type)
+            .and_then(|t| t.suite.as_ref())
+            && !connector.suite_enabled(suite)
+        {
+            skipped.insert(skip(format!(
+                "suite {suite} is not enabled in {} (connectorTestSuitesOptions)",
+                connector.metadata_path
+            )));
+            continue;
+        }
+        let axes: Vec<_> = config
+            .matrix
+            .iter()
+            .filter(|a| a.applies_to(connector.language, test_type))
+            .collect();
+        for point in points(&axes, modes.versions) {
+            let spec = JobSpec {
+                config,
+                connector,
+                template,
+                test_type,
+                point: &point,
+                skip_steps: &inputs.filters.skip_steps,
+            };
+            let Some(resolved) = resolve(&spec) else {
+                skipped.insert(skip(format!("--skip-step {test_type}")));
+                break;
+            };
+            let id = job_id(&connector.name, test_type, &point);
+            let mut steps = resolved.steps;
+            let (expected_seconds, estimate) = estimate(&id, &mut steps, inputs.timings);
+            jobs.push(Job {
+                id,
+                connector: connector.name.clone(),
+                test_type: test_type.clone(),
+                language: connector.language,
+                matrix: point.iter().cloned().collect(),
+                reasons: reasons.iter().cloned().collect(),
+                steps,
+                expected_seconds,
+                estimate,
+                requires: resolved.requires,
+                test_retries: resolved.test_retries,
+            });
+        }
+    }
+
+    let slots = inputs.slots.unwrap_or(config.sharding.default_slots).max(1);
+    let sharding = shard(&jobs, slots, &config.sharding);
+    let connectors: Vec<String> = jobs
+        .iter()
+        .map(|j| j.connector.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(Plan {
+        format: PLAN_FORMAT,
+        event: inputs.event,
+        labels,
+        source: inputs.source.clone(),
+        full_tests: modes.full_tests,
+        all_versions: modes.versions == Versions::All,
+        versions: modes.versions,
+        mode_reasons: modes.reasons,
+        changed_files: files,
+        connectors,
+        jobs,
+        skipped: skipped.into_iter().collect(),
+        shards: sharding.shards,
+        slots,
+        total_seconds: sharding.total_seconds,
+        lower_bound_seconds: sharding.lower_bound_seconds,
+        predicted_makespan_seconds: sharding.predicted_makespan_seconds,
+    })
+}

@@ -1,0 +1,76 @@
+//! Classifies each changed path: environment file, connector file (by rules), docs page,
+//! shared component, ignored, or unclassified. Pure: config and connectors in, classes out.
+
+use crate::config::Config;
+use crate::repo::{ChangedFile, Connectors};
+
+use super::model::{ClassifiedFile, FileClass, RuleMatch};
+
+/// One entry per path a change touches (a rename yields its old and new paths), sorted by
+/// path, so the plan does not depend on the order git printed them in.
+pub fn classify(
+    config: &Config,
+    connectors: &Connectors,
+    changes: &[ChangedFile],
+) -> Vec<ClassifiedFile> {
+    let mut out: Vec<ClassifiedFile> = changes
+        .iter()
+        .flat_map(|change| {
+            change.paths().map(move |path| ClassifiedFile {
+                path: path.to_string(),
+                status: change.status,
+                previous_path: change.previous_path.clone().filter(|_| path == change.path),
+                class: classify_path(config, connectors, path),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.status.cmp(&b.status)));
+    out.dedup_by(|a, b| a.path == b.path && a.status == b.status);
+    out
+}
+
+fn classify_path(config: &Config, connectors: &Connectors, path: &str) -> FileClass {
+    if let Some(glob) = config.environment.first_match(path) {
+        return FileClass::Environment {
+            glob: glob.to_string(),
+        };
+    }
+    if let Some((connector, relative)) = connectors.owner_of(path) {
+        let rules: Vec<RuleMatch> = config
+            .rules
+            .iter()
+            .filter(|rule| {
+                rule.languages.is_empty() || rule.languages.contains(&connector.language)
+            })
+            .filter(|rule| rule.files.is_match(relative))
+            .map(|rule| RuleMatch {
+                rule: rule.name.clone(),
+                test_types: rule.test_types.clone(),
+            })
+            .collect();
+        return FileClass::Connector {
+            connector: connector.name.clone(),
+            fallback: rules.is_empty(),
+            rules,
+        };
+    }
+    if let Some(connector) = connectors.docs_owner(path) {
+        return FileClass::DocsPage {
+            connector: connector.name.clone(),
+        };
+    }
+    for component in &config.shared {
+        if let Some(glob) = component.paths.first_match(path) {
+            return FileClass::Shared {
+                component: component.name.clone(),
+                glob: glob.to_string(),
+            };
+        }
+    }
+    if let Some(glob) = config.ignore.first_match(path) {
+        return FileClass::Ignored {
+            glob: glob.to_string(),
+        };
+    }
+    FileClass::Unclassified
+}

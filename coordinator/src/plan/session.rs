@@ -1,0 +1,192 @@
+//! Planning a repository on disk: the I/O around [`build_plan`] (git, the configuration at head,
+//! discovery, timing history).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{CONFIG_FILE, Config, ConfigError};
+use crate::repo::{ChangedFile, Connectors, FsTree, GitRepo, GitTree, SourceTree, discover};
+
+use super::build::{Filters, PlanInputs, build_plan};
+use super::error::PlanError;
+use super::model::{Event, Plan, SourceInfo};
+use super::timings::Timings;
+
+/// What `shardci plan` was asked.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub repo: PathBuf,
+    /// `None`: `origin/<default branch>`, else `<default branch>`.
+    pub base: Option<String>,
+    /// `None`: the working tree at `HEAD`.
+    pub head: Option<String>,
+    pub include_uncommitted: bool,
+    pub event: Event,
+    /// The branch the event is on; `None`: the checked-out branch.
+    pub branch: Option<String>,
+    pub labels: Vec<String>,
+    pub all: bool,
+    pub filters: Filters,
+    pub slots: Option<u32>,
+    pub timings: Option<PathBuf>,
+}
+
+impl PlanRequest {
+    pub fn new(repo: impl Into<PathBuf>) -> Self {
+        Self {
+            repo: repo.into(),
+            base: None,
+            head: None,
+            include_uncommitted: false,
+            event: Event::PullRequest,
+            branch: None,
+            labels: Vec::new(),
+            all: false,
+            filters: Filters::default(),
+            slots: None,
+            timings: None,
+        }
+    }
+}
+
+/// A monorepo opened at head: configuration and connectors, without a diff yet.
+pub struct Workspace {
+    pub git: GitRepo,
+    pub config: Config,
+    pub connectors: Connectors,
+    pub head_commit: Option<String>,
+    /// Whether the working tree (not a commit's tree) was read.
+    pub working_tree: bool,
+}
+
+impl Workspace {
+    /// Opens the monorepo at `head` (`None` = the working tree).
+    pub fn open(repo: &Path, head: Option<&str>) -> Result<Workspace, PlanError> {
+        let git = GitRepo::open(repo)?;
+        let head_commit = match head {
+            Some(rev) => Some(git.resolve(rev)?),
+            None => git.resolve("HEAD").ok(),
+        };
+        let (tree, working_tree): (Box<dyn SourceTree>, bool) = match (head, &head_commit) {
+            (Some(_), Some(commit)) => (
+                Box::new(GitTree::open(git.toplevel(), git.prefix(), commit)?),
+                false,
+            ),
+            _ => (Box::new(FsTree::new(repo)), true),
+        };
+        let config_path = repo.join(CONFIG_FILE);
+        let text = tree
+            .read_many(&[CONFIG_FILE.to_string()])
+            .pop()
+            .unwrap_or_else(|| Err(std::io::Error::other("nothing read")))
+            .map_err(|e| ConfigError {
+                path: config_path.clone(),
+                line: 1,
+                column: 1,
+                message: format!("failed to read the configuration: {e}"),
+            })?;
+        let text = String::from_utf8(text).map_err(|_| ConfigError {
+            path: config_path.clone(),
+            line: 1,
+            column: 1,
+            message: "the configuration is not UTF-8 text".into(),
+        })?;
+        let config = Config::parse(&config_path, &text)?;
+        let connectors = discover(&config, tree.as_ref())?;
+        Ok(Workspace {
+            git,
+            config,
+            connectors,
+            head_commit,
+            working_tree,
+        })
+    }
+}
+
+pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
+    if request.include_uncommitted && request.head.as_deref().is_some_and(|h| h != "HEAD") {
+        return Err(PlanError::Usage(
+            "--include-uncommitted reads the working tree, so it cannot be combined with --head"
+                .into(),
+        ));
+    }
+    let head = request.head.as_deref().filter(|h| *h != "HEAD");
+    let workspace = Workspace::open(&request.repo, head)?;
+    let git = &workspace.git;
+    let config = &workspace.config;
+    let branch = request.branch.clone().or_else(|| {
+        if head.is_none() {
+            git.current_branch()
+        } else {
+            None
+        }
+    });
+
+    // A diff is only optional when the modes select everything anyway and no base was given.
+    let on_default = |b: &Option<String>| b.as_deref() == Some(config.default_branch.as_str());
+    let full_anyway = request.all
+        || (request.event == Event::Schedule && (branch.is_none() || on_default(&branch)))
+        || (request.event == Event::Push && on_default(&branch));
+    let base = match &request.base {
+        Some(base) => Some(base.clone()),
+        None if full_anyway => None,
+        None => Some(default_base(git, &config.default_branch)?),
+    };
+
+    let mut source = SourceInfo {
+        head_ref: request.head.clone().unwrap_or_else(|| "HEAD".into()),
+        head_commit: workspace.head_commit.clone(),
+        include_uncommitted: request.include_uncommitted,
+        branch: branch.clone(),
+        ..SourceInfo::default()
+    };
+    let changes: Vec<ChangedFile> = match &base {
+        None => Vec::new(),
+        Some(base_ref) => {
+            let base_commit = git.resolve(base_ref)?;
+            let head_commit = workspace.head_commit.clone().ok_or_else(|| {
+                PlanError::Usage(format!("{} has no commits yet", request.repo.display()))
+            })?;
+            let merge_base = git.merge_base(&base_commit, &head_commit)?;
+            let changes = if request.include_uncommitted {
+                git.diff_working_tree(&merge_base)?
+            } else {
+                git.diff(&merge_base, &head_commit)?
+            };
+            source.base_ref = Some(base_ref.clone());
+            source.base_commit = Some(base_commit);
+            source.merge_base = Some(merge_base);
+            changes
+        }
+    };
+    let timings = match &request.timings {
+        Some(path) => Timings::load(path)?,
+        None => Timings::default(),
+    };
+    build_plan(&PlanInputs {
+        config,
+        connectors: &workspace.connectors,
+        changes: &changes,
+        event: request.event,
+        branch,
+        labels: request.labels.clone(),
+        all: request.all,
+        filters: request.filters.clone(),
+        slots: request.slots,
+        timings: &timings,
+        source,
+    })
+}
+
+/// `origin/<default>` when it exists (CI checkouts), else `<default>` (laptops).
+fn default_base(git: &GitRepo, default_branch: &str) -> Result<String, PlanError> {
+    let remote = format!("origin/{default_branch}");
+    if git.ref_exists(&remote) {
+        return Ok(remote);
+    }
+    if git.ref_exists(default_branch) {
+        return Ok(default_branch.to_string());
+    }
+    Err(PlanError::Usage(format!(
+        "no --base given, and neither {remote} nor {default_branch} exists; pass --base <ref> (project.default_branch is {default_branch:?})"
+    )))
+}

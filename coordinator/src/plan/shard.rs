@@ -1,0 +1,127 @@
+//! Sharding: pack jobs into shards balanced by expected duration, and order them for dispatch.
+//!
+//! Jobs are grouped by the worker labels they need (a shard must fit one worker), then each
+//! group is packed by LPT (longest job first, into the least-loaded shard) into about
+//! `slots x shards_per_slot` shards: several shards per slot let pull-based dispatch absorb
+//! wrong estimates, and `min_shard_duration` keeps per-shard set-up from dominating. Shards are
+//! dispatched longest first (list scheduling), so the predicted makespan approaches the lower
+//! bound `max(total / slots, longest job)`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use crate::config::ShardingConfig;
+
+use super::model::{Job, Shard};
+
+pub struct Sharding {
+    pub shards: Vec<Shard>,
+    pub total_seconds: f64,
+    pub lower_bound_seconds: f64,
+    pub predicted_makespan_seconds: f64,
+}
+
+/// Durations as whole milliseconds, so heaps order them exactly and deterministically.
+fn millis(seconds: f64) -> u64 {
+    (seconds.max(0.0) * 1000.0).round() as u64
+}
+
+pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
+    let slots = slots.max(1);
+    let total: f64 = jobs.iter().map(|j| j.expected_seconds).sum();
+    let longest = jobs
+        .iter()
+        .map(|j| j.expected_seconds)
+        .fold(0.0_f64, f64::max);
+    let lower_bound = (total / f64::from(slots)).max(longest);
+    if jobs.is_empty() {
+        return Sharding {
+            shards: Vec::new(),
+            total_seconds: 0.0,
+            lower_bound_seconds: 0.0,
+            predicted_makespan_seconds: 0.0,
+        };
+    }
+
+    let by_slots = (slots as usize).saturating_mul(config.shards_per_slot.max(1) as usize);
+    let by_size = if config.min_shard_duration.0 > 0.0 {
+        ((total / config.min_shard_duration.0).floor() as usize).max(1)
+    } else {
+        usize::MAX
+    };
+    let target = by_slots.min(by_size).min(jobs.len()).max(1);
+
+    let mut groups: BTreeMap<&[String], Vec<&Job>> = BTreeMap::new();
+    for job in jobs {
+        groups.entry(job.requires.as_slice()).or_default().push(job);
+    }
+
+    let mut packed: Vec<(u64, Vec<&Job>, &[String])> = Vec::new();
+    for (requires, mut members) in groups {
+        let group_total: f64 = members.iter().map(|j| j.expected_seconds).sum();
+        let share = if total > 0.0 {
+            (target as f64 * group_total / total).round() as usize
+        } else {
+            target * members.len() / jobs.len()
+        };
+        let count = share.clamp(1, members.len());
+        members.sort_by(|a, b| {
+            b.expected_seconds
+                .total_cmp(&a.expected_seconds)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut bins: Vec<(u64, Vec<&Job>)> = (0..count).map(|_| (0, Vec::new())).collect();
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
+            (0..count).map(|i| Reverse((0, i))).collect();
+        for job in members {
+            let Some(Reverse((load, index))) = heap.pop() else {
+                break;
+            };
+            let load = load + millis(job.expected_seconds);
+            bins[index].0 = load;
+            bins[index].1.push(job);
+            heap.push(Reverse((load, index)));
+        }
+        packed.extend(
+            bins.into_iter()
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(l, b)| (l, b, requires)),
+        );
+    }
+
+    packed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1[0].id.cmp(&b.1[0].id)));
+    let width = packed.len().to_string().len().max(3);
+    let shards: Vec<Shard> = packed
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, members, requires))| Shard {
+            id: format!("shard-{:0width$}", i + 1),
+            expected_seconds: members.iter().map(|j| j.expected_seconds).sum(),
+            jobs: members.iter().map(|j| j.id.clone()).collect(),
+            requires: requires.to_vec(),
+        })
+        .collect();
+
+    let predicted = list_schedule(&shards, slots);
+    Sharding {
+        shards,
+        total_seconds: total,
+        lower_bound_seconds: lower_bound,
+        predicted_makespan_seconds: predicted,
+    }
+}
+
+/// Makespan of giving each shard, in order, to the slot that frees up first.
+pub fn list_schedule(shards: &[Shard], slots: u32) -> f64 {
+    let mut free_at: BinaryHeap<Reverse<u64>> = (0..slots.max(1)).map(|_| Reverse(0)).collect();
+    let mut makespan = 0;
+    for shard in shards {
+        let Some(Reverse(start)) = free_at.pop() else {
+            break;
+        };
+        let end = start + millis(shard.expected_seconds);
+        makespan = makespan.max(end);
+        free_at.push(Reverse(end));
+    }
+    makespan as f64 / 1000.0
+}

@@ -1,0 +1,253 @@
+//! A job's step DAG: the job's test type plus everything it depends on, each step's fields
+//! resolved from `[defaults]` < `[test_types.T]` < `[templates.L.steps.T]` <
+//! `[connectors.C.steps.T]`, and the expected duration along the job's critical path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, ConnectorOverride, StepFields, Template};
+use crate::repo::Connector;
+
+use super::matrix::Point;
+use super::model::{Estimate, ImageBuild, Resources, Step};
+use super::timings::Timings;
+
+const DEFAULT_TIMEOUT_SECONDS: f64 = 30.0 * 60.0;
+const DEFAULT_EXPECTED_SECONDS: f64 = 60.0;
+const DEFAULT_MEMORY_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+const DEFAULT_CPUS: f64 = 1.0;
+const DEFAULT_PIDS: u32 = 1024;
+
+pub struct JobSpec<'a> {
+    pub config: &'a Config,
+    pub connector: &'a Connector,
+    pub template: &'a Template,
+    pub test_type: &'a str,
+    pub point: &'a Point,
+    pub skip_steps: &'a [String],
+}
+
+pub struct ResolvedJob {
+    pub steps: Vec<Step>,
+    pub requires: Vec<String>,
+    pub test_retries: u32,
+}
+
+/// The steps of one job in dependency order, or `None` when `--skip-step` removed the job's own
+/// step.
+pub fn resolve(spec: &JobSpec<'_>) -> Option<ResolvedJob> {
+    if spec.skip_steps.iter().any(|s| s == spec.test_type) {
+        return None;
+    }
+    let order = closure(spec.config, spec.test_type);
+    let skipped: BTreeSet<&str> = spec.skip_steps.iter().map(String::as_str).collect();
+    let over = spec.config.connectors.get(&spec.connector.name);
+    let mut steps = Vec::new();
+    let mut requires = BTreeSet::new();
+    let mut test_retries = 0;
+    for name in &order {
+        if skipped.contains(name.as_str()) {
+            continue;
+        }
+        let layers = layers(spec.config, spec.template, over, name);
+        let fields = merge(&layers);
+        if name == spec.test_type {
+            test_retries = fields.retries.unwrap_or(0);
+        }
+        requires.extend(fields.requires.clone().unwrap_or_default());
+        // Bridge over skipped steps so ordering between the remaining ones is kept.
+        let depends_on = effective_deps(spec.config, name, &skipped);
+        steps.push(make_step(spec, name, &fields, depends_on));
+    }
+    Some(ResolvedJob {
+        steps,
+        requires: requires.into_iter().collect(),
+        test_retries,
+    })
+}
+
+/// `test_type` and its transitive dependencies, dependencies first (depth-first, in the
+/// order `depends_on` lists them). The test-type graph was checked acyclic at load.
+fn closure(config: &Config, test_type: &str) -> Vec<String> {
+    fn visit(config: &Config, name: &str, seen: &mut BTreeSet<String>, out: &mut Vec<String>) {
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        if let Some(t) = config.test_types.get(name) {
+            for dep in &t.depends_on {
+                visit(config, dep, seen, out);
+            }
+        }
+        out.push(name.to_string());
+    }
+    let mut out = Vec::new();
+    visit(config, test_type, &mut BTreeSet::new(), &mut out);
+    out
+}
+
+fn effective_deps(config: &Config, name: &str, skipped: &BTreeSet<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack: Vec<String> = config
+        .test_types
+        .get(name)
+        .map(|t| t.depends_on.iter().rev().cloned().collect())
+        .unwrap_or_default();
+    while let Some(dep) = stack.pop() {
+        if skipped.contains(dep.as_str()) {
+            if let Some(t) = config.test_types.get(&dep) {
+                stack.extend(t.depends_on.iter().rev().cloned());
+            }
+        } else if !out.contains(&dep) {
+            out.push(dep);
+        }
+    }
+    out
+}
+
+fn layers<'a>(
+    config: &'a Config,
+    template: &'a Template,
+    over: Option<&'a ConnectorOverride>,
+    name: &str,
+) -> Vec<&'a StepFields> {
+    [
+        Some(&config.defaults),
+        config.test_types.get(name).map(|t| &t.fields),
+        template.steps.get(name),
+        over.and_then(|o| o.steps.get(name)).map(|s| s.get_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Most specific layer wins per field; `env` maps merge.
+fn merge(layers: &[&StepFields]) -> StepFields {
+    let mut out = StepFields::default();
+    for layer in layers {
+        let l = (*layer).clone();
+        out.image = l.image.or(out.image);
+        out.command = l.command.or(out.command);
+        out.secrets = l.secrets.or(out.secrets);
+        out.workdir = l.workdir.or(out.workdir);
+        out.timeout = l.timeout.or(out.timeout);
+        out.expected_duration = l.expected_duration.or(out.expected_duration);
+        out.artifacts = l.artifacts.or(out.artifacts);
+        out.network = l.network.or(out.network);
+        out.build_image = l.build_image.or(out.build_image);
+        out.retries = l.retries.or(out.retries);
+        out.requires = l.requires.or(out.requires);
+        out.resources = match (out.resources, l.resources) {
+            (Some(base), Some(top)) => Some(crate::config::ResourcesConfig {
+                memory: top.memory.or(base.memory),
+                cpus: top.cpus.or(base.cpus),
+                pids: top.pids.or(base.pids),
+            }),
+            (base, top) => top.or(base),
+        };
+        out.env.extend(l.env);
+    }
+    out
+}
+
+fn connector_path(connector: &Connector, relative: &str) -> String {
+    let trimmed = relative.trim_start_matches("./");
+    if trimmed.is_empty() || trimmed == "." {
+        connector.dir.clone()
+    } else {
+        format!("{}/{trimmed}", connector.dir)
+    }
+}
+
+fn env_name(axis: &str) -> String {
+    axis.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Vec<String>) -> Step {
+    let connector = spec.connector;
+    let image_tag = format!("{}:dev", connector.docker_repository);
+    let mut env: BTreeMap<String, String> = BTreeMap::from([
+        ("SHARDCI_CONNECTOR".into(), connector.name.clone()),
+        ("SHARDCI_CONNECTOR_DIR".into(), connector.dir.clone()),
+        ("SHARDCI_LANGUAGE".into(), connector.language.to_string()),
+        ("SHARDCI_TEST_TYPE".into(), spec.test_type.to_string()),
+        ("SHARDCI_STEP".into(), name.to_string()),
+        ("SHARDCI_CONNECTOR_IMAGE".into(), image_tag.clone()),
+    ]);
+    if let Some(version) = &connector.version {
+        env.insert("SHARDCI_CONNECTOR_VERSION".into(), version.clone());
+    }
+    for (axis, value) in spec.point {
+        env.insert(format!("SHARDCI_MATRIX_{}", env_name(axis)), value.clone());
+    }
+    env.extend(fields.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let resources = fields.resources.unwrap_or_default();
+    Step {
+        name: name.to_string(),
+        // Presence of image and command was checked per template at load.
+        image: fields.image.clone().unwrap_or_default(),
+        command: fields.command.clone().unwrap_or_default(),
+        workdir: fields
+            .workdir
+            .as_deref()
+            .map_or_else(|| connector.dir.clone(), |w| connector_path(connector, w)),
+        env,
+        secrets: fields.secrets.clone().unwrap_or_default(),
+        depends_on,
+        timeout_seconds: fields.timeout.map_or(DEFAULT_TIMEOUT_SECONDS, |t| t.0),
+        expected_seconds: fields
+            .expected_duration
+            .map_or(DEFAULT_EXPECTED_SECONDS, |t| t.0),
+        resources: Resources {
+            memory_bytes: resources.memory.map_or(DEFAULT_MEMORY_BYTES, |m| m.0),
+            cpus: resources.cpus.unwrap_or(DEFAULT_CPUS),
+            pids: resources.pids.unwrap_or(DEFAULT_PIDS),
+        },
+        artifacts: fields.artifacts.clone().unwrap_or_default(),
+        network: fields.network.unwrap_or(false),
+        build_image: fields.build_image.as_ref().map(|b| ImageBuild {
+            context: connector_path(connector, &b.context),
+            dockerfile: connector_path(connector, &b.dockerfile),
+            tag: image_tag.clone(),
+        }),
+    }
+}
+
+/// Expected seconds of a job: its own history, else the longest chain of its steps (each
+/// from its test type's history or its configured expectation).
+pub fn estimate(job_id: &str, steps: &mut [Step], timings: &Timings) -> (f64, Estimate) {
+    let mut used_history = false;
+    for step in steps.iter_mut() {
+        if let Some(measured) = timings.test_type(&step.name) {
+            step.expected_seconds = measured;
+            used_history = true;
+        }
+    }
+    if let Some(measured) = timings.job(job_id) {
+        return (measured, Estimate::History);
+    }
+    // Steps are in dependency order, so one pass computes the longest finishing time.
+    let mut finish: BTreeMap<&str, f64> = BTreeMap::new();
+    for step in steps.iter() {
+        let start = step
+            .depends_on
+            .iter()
+            .filter_map(|d| finish.get(d.as_str()))
+            .fold(0.0_f64, |a, &b| a.max(b));
+        finish.insert(&step.name, start + step.expected_seconds);
+    }
+    let critical = finish.values().fold(0.0_f64, |a, &b| a.max(b));
+    let source = if used_history {
+        Estimate::TestTypeHistory
+    } else {
+        Estimate::Default
+    };
+    (critical, source)
+}

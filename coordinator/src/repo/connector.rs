@@ -1,0 +1,43 @@
+//! What shardci knows about a connector after discovery.
+
+use serde::Serialize;
+
+use crate::config::Language;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connector {
+    /// The folder name, e.g. `source-faker`; the identity used everywhere.
+    pub name: String,
+    /// The connector folder, relative to the monorepo root.
+    pub dir: String,
+    pub language: Language,
+    /// `source`, `destination`, ... when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_type: Option<String>,
+    /// Image repository, e.g. `airbyte/source-faker`; builds are tagged `<repository>:dev`.
+    pub docker_repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support_level: Option<String>,
+    pub tags: Vec<String>,
+    /// Suites enabled by the metadata; `None` when the metadata does not restrict them.
+    pub enabled_suites: Option<Vec<String>>,
+    pub metadata_path: String,
+    /// The docs page that belongs to this connector, if it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docs_page: Option<String>,
+}
+
+impl Connector {
+    pub fn is_archived(&self) -> bool {
+        self.support_level.as_deref() == Some("archived")
+    }
+
+    /// Whether the metadata enables `suite` (unrestricted metadata enables every suite).
+    pub fn suite_enabled(&self, suite: &str) -> bool {
+        self.enabled_suites
+            .as_ref()
+            .is_none_or(|suites| suites.iter().any(|s| s == suite))
+    }
+}

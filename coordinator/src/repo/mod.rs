@@ -1,0 +1,13 @@
+//! The monorepo: its files at head, its connectors, and what changed.
+
+mod airbyte;
+mod connector;
+mod discover;
+mod git;
+mod tree;
+
+pub use airbyte::{AirbyteMetadata, parse_metadata};
+pub use connector::Connector;
+pub use discover::{Connectors, DiscoveryError, MetadataError, detect_language, discover};
+pub use git::{ChangeStatus, ChangedFile, GitError, GitRepo, parse_name_status};
+pub use tree::{FsTree, GitTree, SourceTree};

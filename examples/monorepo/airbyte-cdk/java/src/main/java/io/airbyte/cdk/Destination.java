@@ -1,0 +1,3 @@
+package io.airbyte.cdk;
+
+public interface Destination {}

@@ -1,0 +1,2 @@
+def launch(source, args):
+    return source.read(args)

@@ -1,0 +1,3 @@
+class AbstractSource:
+    def streams(self, config):
+        raise NotImplementedError

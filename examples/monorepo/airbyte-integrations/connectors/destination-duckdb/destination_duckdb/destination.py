@@ -1,0 +1,3 @@
+class DestinationDuckdb:
+    def write(self, config, catalog, messages):
+        yield from messages

@@ -1,0 +1,2 @@
+def test_write_then_read():
+    assert True

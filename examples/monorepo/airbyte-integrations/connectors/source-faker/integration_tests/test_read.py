@@ -1,0 +1,2 @@
+def test_read_returns_records():
+    assert True

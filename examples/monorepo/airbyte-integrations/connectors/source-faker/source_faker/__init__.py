@@ -1,0 +1,3 @@
+from .source import SourceFaker
+
+__all__ = ["SourceFaker"]

@@ -1,0 +1,5 @@
+from source_file.client import Client
+
+
+class SecureClient(Client):
+    pass

@@ -1,0 +1,2 @@
+def test_local_files_are_refused():
+    assert True

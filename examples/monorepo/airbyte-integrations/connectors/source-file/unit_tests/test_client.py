@@ -1,0 +1,3 @@
+def test_client_keeps_its_url():
+    from source_file.client import Client
+    assert Client("s3://bucket/a.csv").url == "s3://bucket/a.csv"

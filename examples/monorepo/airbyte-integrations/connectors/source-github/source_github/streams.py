@@ -1,0 +1,2 @@
+class Repositories:
+    primary_key = "id"

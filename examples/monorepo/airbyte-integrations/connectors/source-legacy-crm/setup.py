@@ -1,0 +1,3 @@
+from setuptools import setup
+
+setup(name="source_legacy_crm")

@@ -1,0 +1,6 @@
+package io.airbyte.integrations;
+
+class SourcePostgresIT {
+  @org.junit.jupiter.api.Test
+  void readsAndWrites() {}
+}

@@ -1,0 +1,16 @@
+//! The `shardci.v1` wire contract: generated prost messages and tonic services.
+//!
+//! Nothing here knows about planning or scheduling; the coordinator and worker convert between
+//! these types and their own domain types at the edge, so a change of wire format never ripples
+//! into the logic and a malformed message is rejected in one place.
+
+/// The API version peers exchange at connect; a peer with another major version is refused.
+pub const API_VERSION: u32 = 1;
+
+/// gRPC metadata key carrying [`API_VERSION`] on every call.
+pub const API_VERSION_HEADER: &str = "shardci-api-version";
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("shardci.v1");
+}
