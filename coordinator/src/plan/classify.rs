@@ -36,22 +36,22 @@ fn classify_path(config: &Config, connectors: &Connectors, path: &str) -> FileCl
         };
     }
     if let Some((connector, relative)) = connectors.owner_of(path) {
-        let rules: Vec<RuleMatch> = config
+        // The first rule in file order decides, so specific rules written first narrow the
+        // broad ones written after them.
+        let rule = config
             .rules
             .iter()
             .filter(|rule| {
                 rule.languages.is_empty() || rule.languages.contains(&connector.language)
             })
-            .filter(|rule| rule.files.is_match(relative))
+            .find(|rule| rule.files.is_match(relative))
             .map(|rule| RuleMatch {
                 rule: rule.name.clone(),
                 test_types: rule.test_types.clone(),
-            })
-            .collect();
+            });
         return FileClass::Connector {
             connector: connector.name.clone(),
-            fallback: rules.is_empty(),
-            rules,
+            rule,
         };
     }
     if let Some(connector) = connectors.docs_owner(path) {

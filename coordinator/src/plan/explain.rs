@@ -84,13 +84,10 @@ fn describe_class(file: &ClassifiedFile) -> String {
         FileClass::Environment { glob } => {
             format!("environment file (matches {glob:?}): full tests")
         }
-        FileClass::Connector {
-            connector,
-            rules,
-            fallback,
-        } => {
+        FileClass::Connector { connector, rule } => {
+            let fallback = rule.is_none();
             let mut parts = Vec::new();
-            for rule in rules {
+            if let Some(rule) = rule {
                 if rule.test_types.is_empty() {
                     parts.push(format!("rule {} selects nothing", rule.rule));
                 } else {
@@ -101,7 +98,7 @@ fn describe_class(file: &ClassifiedFile) -> String {
                     ));
                 }
             }
-            if *fallback {
+            if fallback {
                 parts.push("no rule matches: every test type".into());
             }
             format!("connector {connector}; {}", parts.join("; "))

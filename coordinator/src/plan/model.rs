@@ -96,10 +96,9 @@ pub enum FileClass {
     /// Inside a connector's folder.
     Connector {
         connector: String,
-        /// Rules that matched, with the test types each selects.
-        rules: Vec<RuleMatch>,
-        /// No rule matched: every test type of the connector runs.
-        fallback: bool,
+        /// The first rule (in file order) that matched; `None`: no rule matched, so every test
+        /// type of the connector runs (the broad fallback, never nothing).
+        rule: Option<RuleMatch>,
     },
     /// A connector's docs page.
     DocsPage { connector: String },

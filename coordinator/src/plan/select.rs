@@ -176,16 +176,13 @@ pub fn select(
     for file in files {
         let shown = describe_path(file);
         match &file.class {
-            FileClass::Connector {
-                connector,
-                rules,
-                fallback,
-            } => {
+            FileClass::Connector { connector, rule } => {
+                let fallback = rule.is_none();
                 let Some(c) = connectors.get(connector) else {
                     continue;
                 };
                 let mut selected = BTreeSet::new();
-                if *fallback {
+                if fallback {
                     for t in all_types_of(c) {
                         add(
                             &mut chosen,
@@ -198,7 +195,7 @@ pub fn select(
                         selected.insert(t);
                     }
                 }
-                for rule in rules {
+                if let Some(rule) = rule {
                     if rule.test_types.is_empty() {
                         continue;
                     }
