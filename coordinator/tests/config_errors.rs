@@ -29,7 +29,10 @@ fn error(text: &str) -> String {
 #[test]
 fn the_base_configuration_is_valid() {
     let config = Config::parse(Path::new("shardci.toml"), BASE).unwrap();
-    assert_eq!(config.test_types.keys().collect::<Vec<_>>(), ["build", "unit"]);
+    assert_eq!(
+        config.test_types.keys().collect::<Vec<_>>(),
+        ["build", "unit"]
+    );
     assert_eq!(config.default_branch, "main");
 }
 
@@ -52,18 +55,27 @@ fn unknown_key_in_a_table() {
 #[test]
 fn unknown_top_level_table() {
     let err = error(&format!("{BASE}\n[triggers]\ncron = 1\n"));
-    assert!(err.starts_with("repo/shardci.toml:15:2: unknown field `triggers`, expected one of"), "{err}");
+    assert!(
+        err.starts_with("repo/shardci.toml:15:2: unknown field `triggers`, expected one of"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_key_in_a_test_type() {
     let err = error(&BASE.replace("[test_types.unit]\n", "[test_types.unit]\ncomand = \"x\"\n"));
-    assert!(err.starts_with("repo/shardci.toml:9:1: unknown field `comand`, expected one of"), "{err}");
+    assert!(
+        err.starts_with("repo/shardci.toml:9:1: unknown field `comand`, expected one of"),
+        "{err}"
+    );
 }
 
 #[test]
 fn test_type_cycle() {
-    let text = BASE.replace("[test_types.build]\n", "[test_types.build]\ndepends_on = [\"unit\"]\n");
+    let text = BASE.replace(
+        "[test_types.build]\n",
+        "[test_types.build]\ndepends_on = [\"unit\"]\n",
+    );
     assert_eq!(
         error(&text),
         "repo/shardci.toml:6:14: test types form a dependency cycle: build -> unit -> build"
@@ -81,7 +93,10 @@ fn unknown_step_in_depends_on() {
 
 #[test]
 fn template_missing_a_dependency() {
-    let text = BASE.replace("test_types = [\"build\", \"unit\"]", "test_types = [\"unit\"]");
+    let text = BASE.replace(
+        "test_types = [\"build\", \"unit\"]",
+        "test_types = [\"unit\"]",
+    );
     assert_eq!(
         error(&text),
         "repo/shardci.toml:13:15: template python: test type unit depends on build, which the template does not list"
@@ -90,7 +105,10 @@ fn template_missing_a_dependency() {
 
 #[test]
 fn step_without_a_command() {
-    let text = BASE.replace("depends_on = [\"build\"]\ncommand = \"true\"", "depends_on = [\"build\"]");
+    let text = BASE.replace(
+        "depends_on = [\"build\"]\ncommand = \"true\"",
+        "depends_on = [\"build\"]",
+    );
     assert_eq!(
         error(&text),
         "repo/shardci.toml:12:24: template python: test type unit has no command (set `command` in [test_types.unit] or [templates.python.steps.unit])"
@@ -99,14 +117,21 @@ fn step_without_a_command() {
 
 #[test]
 fn invalid_glob() {
-    let text = format!("{BASE}\n[[selection.rules]]\nname = \"bad\"\nfiles = [\"src/[a\"]\ntest_types = [\"unit\"]\n");
+    let text = format!(
+        "{BASE}\n[[selection.rules]]\nname = \"bad\"\nfiles = [\"src/[a\"]\ntest_types = [\"unit\"]\n"
+    );
     let err = error(&text);
-    assert!(err.starts_with("repo/shardci.toml:17:10: selection rule \"bad\": invalid glob \"src/[a\""), "{err}");
+    assert!(
+        err.starts_with("repo/shardci.toml:17:10: selection rule \"bad\": invalid glob \"src/[a\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn rule_with_an_unknown_test_type() {
-    let text = format!("{BASE}\n[[selection.rules]]\nname = \"r\"\nfiles = [\"**\"]\ntest_types = [\"e2e\"]\n");
+    let text = format!(
+        "{BASE}\n[[selection.rules]]\nname = \"r\"\nfiles = [\"**\"]\ntest_types = [\"e2e\"]\n"
+    );
     assert_eq!(
         error(&text),
         "repo/shardci.toml:18:15: selection rule \"r\": unknown test type \"e2e\" (defined: build, unit)"
@@ -124,7 +149,8 @@ fn bad_duration() {
 
 #[test]
 fn matrix_default_not_among_values() {
-    let text = format!("{BASE}\n[matrix.python]\nvalues = [\"3.11\", \"3.12\"]\ndefault = \"3.9\"\n");
+    let text =
+        format!("{BASE}\n[matrix.python]\nvalues = [\"3.11\", \"3.12\"]\ndefault = \"3.9\"\n");
     assert_eq!(
         error(&text),
         "repo/shardci.toml:17:11: matrix axis python: default \"3.9\" is not one of its values (3.11, 3.12)"
@@ -159,7 +185,9 @@ fn no_test_types() {
 
 #[test]
 fn shared_component_depending_on_an_unknown_component() {
-    let text = format!("{BASE}\n[[shared]]\nname = \"cdk\"\npaths = [\"cdk/**\"]\ndepends_on = [\"nope\"]\n");
+    let text = format!(
+        "{BASE}\n[[shared]]\nname = \"cdk\"\npaths = [\"cdk/**\"]\ndepends_on = [\"nope\"]\n"
+    );
     assert_eq!(
         error(&text),
         "repo/shardci.toml:18:15: shared component \"cdk\" depends on unknown shared component \"nope\""

@@ -18,7 +18,10 @@ const PY: [&str; 6] = [
 ];
 
 fn pairs(plan: &Plan) -> BTreeSet<String> {
-    plan.jobs.iter().map(|j| format!("{}/{}", j.connector, j.test_type)).collect()
+    plan.jobs
+        .iter()
+        .map(|j| format!("{}/{}", j.connector, j.test_type))
+        .collect()
 }
 
 fn expand(connectors: &[&str], types: &[&str]) -> Vec<String> {
@@ -110,7 +113,11 @@ impl Case {
 }
 
 fn cases() -> Vec<Case> {
-    let faker_code = ["source-faker/unit", "source-faker/integration", "source-faker/acceptance"];
+    let faker_code = [
+        "source-faker/unit",
+        "source-faker/integration",
+        "source-faker/acceptance",
+    ];
     vec![
         case("python source file", &["M {C}/source-faker/source_faker/streams.py"])
             .pairs(&faker_code)
@@ -253,8 +260,19 @@ fn cases() -> Vec<Case> {
 #[test]
 fn selection_table() {
     let (config, connectors) = load_example();
-    let everything = pairs(&plan(&config, &connectors, &Scenario { all: true, ..Scenario::default() }));
-    assert!(everything.len() > 30, "the example selects {} pairs with --all", everything.len());
+    let everything = pairs(&plan(
+        &config,
+        &connectors,
+        &Scenario {
+            all: true,
+            ..Scenario::default()
+        },
+    ));
+    assert!(
+        everything.len() > 30,
+        "the example selects {} pairs with --all",
+        everything.len()
+    );
     let cases = cases();
     assert!(cases.len() >= 40, "only {} cases", cases.len());
     let mut failures = Vec::new();
@@ -310,7 +328,12 @@ fn selection_table() {
             failures.push(format!("{}: {}", case.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -343,26 +366,51 @@ fn skipped_jobs_say_why() {
 #[test]
 fn full_tests_never_select_archived_connectors() {
     let (config, connectors) = load_example();
-    let plan = plan(&config, &connectors, &Scenario { all: true, ..Scenario::default() });
+    let plan = plan(
+        &config,
+        &connectors,
+        &Scenario {
+            all: true,
+            ..Scenario::default()
+        },
+    );
     assert!(!plan.connectors.contains(&"source-legacy-crm".to_string()));
-    assert!(plan.skipped.iter().any(|s| s.connector == "source-legacy-crm"));
+    assert!(
+        plan.skipped
+            .iter()
+            .any(|s| s.connector == "source-legacy-crm")
+    );
 }
 
 #[test]
 fn jobs_carry_their_step_dag() {
     let (config, connectors) = load_example();
-    let plan = plan(&config, &connectors, &Scenario {
-        changes: vec![change(&format!("M {C}/destination-duckdb/Dockerfile"))],
-        ..Scenario::default()
-    });
-    let acceptance = plan.jobs.iter().find(|j| j.id == "destination-duckdb/acceptance").expect("acceptance job");
+    let plan = plan(
+        &config,
+        &connectors,
+        &Scenario {
+            changes: vec![change(&format!("M {C}/destination-duckdb/Dockerfile"))],
+            ..Scenario::default()
+        },
+    );
+    let acceptance = plan
+        .jobs
+        .iter()
+        .find(|j| j.id == "destination-duckdb/acceptance")
+        .expect("acceptance job");
     let names: Vec<&str> = acceptance.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["build", "acceptance"]);
     assert_eq!(acceptance.steps[1].depends_on, ["build"]);
     let build = &acceptance.steps[0];
-    let image = build.build_image.as_ref().expect("the duckdb build step builds its image");
+    let image = build
+        .build_image
+        .as_ref()
+        .expect("the duckdb build step builds its image");
     assert_eq!(image.tag, "airbyte/destination-duckdb:dev");
-    assert_eq!(image.dockerfile, format!("{C}/destination-duckdb/Dockerfile"));
+    assert_eq!(
+        image.dockerfile,
+        format!("{C}/destination-duckdb/Dockerfile")
+    );
     assert_eq!(build.workdir, format!("{C}/destination-duckdb"));
     assert_eq!(build.env["SHARDCI_CONNECTOR"], "destination-duckdb");
     assert_eq!(acceptance.steps[1].timeout_seconds, 1200.0);
@@ -375,21 +423,56 @@ fn filters_intersect_the_selection() {
     let (config, connectors) = load_example();
     let cdk = vec![change("M airbyte-cdk/python/airbyte_cdk/entrypoint.py")];
     let only = |filters: Filters| {
-        pairs(&plan(&config, &connectors, &Scenario { changes: cdk.clone(), filters, ..Scenario::default() }))
+        pairs(&plan(
+            &config,
+            &connectors,
+            &Scenario {
+                changes: cdk.clone(),
+                filters,
+                ..Scenario::default()
+            },
+        ))
     };
-    let by_name = only(Filters { connectors: vec!["source-faker".into()], ..Filters::default() });
-    assert!(by_name.iter().all(|p| p.starts_with("source-faker/")) && by_name.len() == 4, "{by_name:?}");
-    let by_type = only(Filters { test_types: vec!["unit".into()], ..Filters::default() });
-    assert!(by_type.iter().all(|p| p.ends_with("/unit")) && by_type.len() == 6, "{by_type:?}");
-    let by_language = only(Filters { languages: vec![Language::LowCode], ..Filters::default() });
-    assert!(by_language.iter().all(|p| p.starts_with("source-stripe/")), "{by_language:?}");
-    let by_level = only(Filters { support_levels: vec!["community".into()], ..Filters::default() });
+    let by_name = only(Filters {
+        connectors: vec!["source-faker".into()],
+        ..Filters::default()
+    });
+    assert!(
+        by_name.iter().all(|p| p.starts_with("source-faker/")) && by_name.len() == 4,
+        "{by_name:?}"
+    );
+    let by_type = only(Filters {
+        test_types: vec!["unit".into()],
+        ..Filters::default()
+    });
+    assert!(
+        by_type.iter().all(|p| p.ends_with("/unit")) && by_type.len() == 6,
+        "{by_type:?}"
+    );
+    let by_language = only(Filters {
+        languages: vec![Language::LowCode],
+        ..Filters::default()
+    });
+    assert!(
+        by_language.iter().all(|p| p.starts_with("source-stripe/")),
+        "{by_language:?}"
+    );
+    let by_level = only(Filters {
+        support_levels: vec!["community".into()],
+        ..Filters::default()
+    });
     assert_eq!(
-        by_level.iter().map(|p| p.split('/').next().unwrap()).collect::<BTreeSet<_>>(),
+        by_level
+            .iter()
+            .map(|p| p.split('/').next().unwrap())
+            .collect::<BTreeSet<_>>(),
         BTreeSet::from(["destination-duckdb", "source-file-secure"])
     );
     // Filters never add: a connector the change does not touch stays out.
-    let untouched = only(Filters { connectors: vec!["source-postgres".into()], ..Filters::default() });
+    let untouched = only(Filters {
+        connectors: vec!["source-postgres".into()],
+        ..Filters::default()
+    });
     assert!(untouched.is_empty());
 }
 
@@ -397,14 +480,34 @@ fn filters_intersect_the_selection() {
 fn skip_step_removes_the_step_and_bridges_its_dependents() {
     use shardci_coordinator::plan::Filters;
     let (config, connectors) = load_example();
-    let plan = plan(&config, &connectors, &Scenario {
-        changes: vec![change(&format!("M {C}/source-faker/metadata.yaml"))],
-        filters: Filters { skip_steps: vec!["build".into()], ..Filters::default() },
-        ..Scenario::default()
-    });
-    assert_eq!(pairs(&plan), BTreeSet::from(["source-faker/acceptance".to_string()]));
+    let plan = plan(
+        &config,
+        &connectors,
+        &Scenario {
+            changes: vec![change(&format!("M {C}/source-faker/metadata.yaml"))],
+            filters: Filters {
+                skip_steps: vec!["build".into()],
+                ..Filters::default()
+            },
+            ..Scenario::default()
+        },
+    );
+    assert_eq!(
+        pairs(&plan),
+        BTreeSet::from(["source-faker/acceptance".to_string()])
+    );
     let job = &plan.jobs[0];
-    assert_eq!(job.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["acceptance"]);
+    assert_eq!(
+        job.steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["acceptance"]
+    );
     assert!(job.steps[0].depends_on.is_empty());
-    assert!(plan.skipped.iter().any(|s| s.test_type == "build" && s.reason == "--skip-step build"));
+    assert!(
+        plan.skipped
+            .iter()
+            .any(|s| s.test_type == "build" && s.reason == "--skip-step build")
+    );
 }

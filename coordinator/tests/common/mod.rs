@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use shardci_coordinator::config::Config;
-use shardci_coordinator::plan::{Event, Filters, Plan, PlanInputs, SourceInfo, Timings, build_plan};
+use shardci_coordinator::plan::{
+    Event, Filters, Plan, PlanInputs, SourceInfo, Timings, build_plan,
+};
 use shardci_coordinator::repo::{ChangeStatus, ChangedFile, Connectors, FsTree, discover};
 
 pub const C: &str = "airbyte-integrations/connectors";
@@ -57,7 +59,12 @@ pub fn plan(config: &Config, connectors: &Connectors, s: &Scenario<'_>) -> Plan 
     plan_with_timings(config, connectors, s, &Timings::default())
 }
 
-pub fn plan_with_timings(config: &Config, connectors: &Connectors, s: &Scenario<'_>, timings: &Timings) -> Plan {
+pub fn plan_with_timings(
+    config: &Config,
+    connectors: &Connectors,
+    s: &Scenario<'_>,
+    timings: &Timings,
+) -> Plan {
     build_plan(&PlanInputs {
         config,
         connectors,
@@ -86,7 +93,11 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -108,7 +119,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// on branch `master`.
 pub fn example_git_repo(subdir: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let root = if subdir.is_empty() { dir.path().to_path_buf() } else { dir.path().join(subdir) };
+    let root = if subdir.is_empty() {
+        dir.path().to_path_buf()
+    } else {
+        dir.path().join(subdir)
+    };
     copy_tree(&example_root(), &root);
     git(dir.path(), &["init", "-q", "-b", "master"]);
     git(dir.path(), &["add", "-A"]);

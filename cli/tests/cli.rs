@@ -1,0 +1,489 @@
+//! The `shardci` binary's contract: JSON shape, determinism, exit codes and error messages.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const C: &str = "airbyte-integrations/connectors";
+
+fn example_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo")
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A committed copy of the example on `master`, then a `feature` branch changing source-faker.
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&example_root(), dir.path());
+    git(dir.path(), &["init", "-q", "-b", "master"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "initial"]);
+    git(dir.path(), &["checkout", "-q", "-b", "feature"]);
+    let streams = dir
+        .path()
+        .join(C)
+        .join("source-faker/source_faker/streams.py");
+    let mut text = fs::read_to_string(&streams).unwrap();
+    text.push_str("\n\nclass Reviews:\n    primary_key = \"id\"\n");
+    fs::write(&streams, text).unwrap();
+    git(dir.path(), &["commit", "-qam", "faker: reviews stream"]);
+    dir
+}
+
+fn shardci(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardci"))
+        .args(args)
+        .env_remove("SHARDCI_REPO")
+        .env_remove("SHARDCI_BASE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Exit 2, a message, nothing on stdout, no panic.
+fn usage_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {err}\nstdout: {}",
+        stdout(out)
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty(), "{}", stdout(out));
+    err
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--base",
+        "master",
+        "--workers",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["full_tests"], false);
+    assert_eq!(plan["all_versions"], false);
+    assert_eq!(plan["connectors"], serde_json::json!(["source-faker"]));
+    let jobs = plan["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    let unit = jobs.iter().find(|j| j["test_type"] == "unit").unwrap();
+    assert_eq!(unit["id"], "source-faker/unit[python=3.11,cdk=pinned]");
+    assert_eq!(unit["connector"], "source-faker");
+    assert_eq!(
+        unit["matrix"],
+        serde_json::json!({"python": "3.11", "cdk": "pinned"})
+    );
+    assert_eq!(
+        unit["reasons"][0],
+        "airbyte-integrations/connectors/source-faker/source_faker/streams.py belongs to connector source-faker; rule python-code selects unit, integration, acceptance"
+    );
+    assert_eq!(unit["steps"][1]["name"], "unit");
+    assert_eq!(unit["steps"][1]["depends_on"], serde_json::json!(["build"]));
+    let shards = plan["shards"].as_array().unwrap();
+    assert!(!shards.is_empty());
+    for shard in shards {
+        assert!(
+            shard["id"].is_string()
+                && shard["jobs"].is_array()
+                && shard["expected_seconds"].is_number()
+        );
+    }
+    assert_eq!(plan["slots"], 3);
+    assert!(plan["lower_bound_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        plan["predicted_makespan_seconds"].as_f64().unwrap()
+            >= plan["lower_bound_seconds"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn plan_json_is_byte_identical_across_runs() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let args = [
+        "plan",
+        "--repo",
+        root,
+        "--base",
+        "master",
+        "--label",
+        "all versions",
+        "--json",
+    ];
+    let first = shardci(&args);
+    let second = shardci(&args);
+    assert!(first.status.success());
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
+fn explain_says_why() {
+    let dir = repo();
+    let out = shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "master",
+        "--explain",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "Modes: full_tests=false, versions=default versions",
+        "M airbyte-integrations/connectors/source-faker/source_faker/streams.py",
+        "because airbyte-integrations/connectors/source-faker/source_faker/streams.py belongs to connector source-faker; rule python-code selects unit, integration, acceptance",
+        "source-faker/unit[python=3.11,cdk=pinned]",
+        "steps: build -> unit",
+        "Shards (",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn malformed_toml_names_file_line_and_column() {
+    let dir = repo();
+    fs::write(
+        dir.path().join("shardci.toml"),
+        "[project]\ndefault_branch = \"master\n",
+    )
+    .unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(
+        err.contains("shardci.toml:2:25: invalid basic string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_names_it_and_where() {
+    let dir = repo();
+    let path = dir.path().join("shardci.toml");
+    let text = fs::read_to_string(&path).unwrap().replace(
+        "shards_per_slot = 3",
+        "shards_per_slot = 3\nshard_count = 9",
+    );
+    fs::write(&path, text).unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(
+        err.contains("shardci.toml:") && err.contains("unknown field `shard_count`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dependency_cycle_is_named() {
+    let dir = repo();
+    let path = dir.path().join("shardci.toml");
+    let mut text = fs::read_to_string(&path).unwrap();
+    text = text.replace(
+        "# --- Shared components",
+        "[connectors.source-file]\ndepends_on = [\"source-file-secure\"]\n\n# --- Shared components",
+    );
+    fs::write(&path, text).unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(
+        err.contains("dependencies form a cycle: source-file -> source-file-secure -> source-file"),
+        "{err}"
+    );
+    assert!(err.contains("shardci.toml:"), "{err}");
+}
+
+#[test]
+fn metadata_that_is_not_yaml_or_lacks_data_names_the_files() {
+    let dir = repo();
+    fs::write(
+        dir.path().join(C).join("source-faker/metadata.yaml"),
+        "data: [unclosed\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join(C).join("source-file/metadata.yaml"),
+        "metadataSpecVersion: 1.0\n",
+    )
+    .unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(
+        err.contains("2 connector metadata file(s) cannot be used"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{C}/source-faker/metadata.yaml: not valid YAML")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{C}/source-file/metadata.yaml: field data: missing"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_ref_is_named() {
+    let dir = repo();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "origin/nope",
+    ]));
+    assert!(err.contains("unknown git ref \"origin/nope\""), "{err}");
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "master",
+        "--head",
+        "v9.9.9",
+    ]));
+    assert!(err.contains("unknown git ref \"v9.9.9\""), "{err}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_git_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&example_root(), dir.path());
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "master",
+    ]));
+    assert!(err.contains("is not inside a git repository"), "{err}");
+}
+
+#[test]
+fn a_directory_without_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q"]);
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(
+        err.contains("shardci.toml:1:1: failed to read the configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_timing_history_is_named() {
+    let dir = repo();
+    let timings = dir.path().join("timings.json");
+    fs::write(&timings, "{\"jobs\": [}").unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--all",
+        "--timings",
+        timings.to_str().unwrap(),
+    ]));
+    assert!(err.contains("timings.json:1:"), "{err}");
+}
+
+#[test]
+fn unknown_filters_are_usage_errors() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--connector",
+        "source-nope",
+    ]));
+    assert!(
+        err.contains("--connector source-nope: no such connector"),
+        "{err}"
+    );
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--test-type",
+        "e2e",
+    ]));
+    assert!(err.contains("unknown test type or step \"e2e\""), "{err}");
+    let err = usage_error(&shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--language",
+        "cobol",
+    ]));
+    assert!(
+        err.contains("--language: unknown language \"cobol\""),
+        "{err}"
+    );
+    usage_error(&shardci(&["plan", "--repo", root, "--workers", "0"]));
+}
+
+#[test]
+fn timing_history_reshapes_estimates() {
+    let dir = repo();
+    let timings = dir.path().join("timings.json");
+    fs::write(
+        &timings,
+        r#"{"version": 1, "jobs": {"source-faker/acceptance": {"p50_seconds": 600}}, "test_types": {"build": {"samples": [5, 7, 6]}}}"#,
+    )
+    .unwrap();
+    let out = shardci(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "master",
+        "--timings",
+        timings.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = |id: &str| {
+        plan["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(job("source-faker/acceptance")["expected_seconds"], 600.0);
+    assert_eq!(job("source-faker/acceptance")["estimate"], "history");
+    // build measured at 6s (median) + unit's configured 45s.
+    assert_eq!(
+        job("source-faker/unit[python=3.11,cdk=pinned]")["expected_seconds"],
+        51.0
+    );
+    assert_eq!(
+        job("source-faker/unit[python=3.11,cdk=pinned]")["estimate"],
+        "test_type_history"
+    );
+    assert_eq!(plan["lower_bound_seconds"], 600.0);
+}
+
+#[test]
+fn connectors_list() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&["connectors", "list", "--repo", root, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list.as_array().unwrap();
+    assert_eq!(items.len(), 11);
+    let find = |name: &str| items.iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(find("source-pokeapi")["language"], "manifest-only");
+    assert_eq!(find("source-stripe")["language"], "low-code");
+    assert_eq!(find("source-stripe")["version"], "5.4");
+    assert_eq!(find("source-postgres")["language"], "java");
+    assert_eq!(find("source-legacy-crm")["support_level"], "archived");
+    assert_eq!(
+        find("source-github")["enabled_suites"],
+        serde_json::json!(["build", "unit", "acceptance"])
+    );
+    assert_eq!(
+        find("source-faker")["docs_page"],
+        "docs/integrations/sources/faker.md"
+    );
+
+    let out = shardci(&[
+        "connectors",
+        "list",
+        "--repo",
+        root,
+        "--modified",
+        "--base",
+        "master",
+        "--json",
+    ]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect::<Vec<_>>(),
+        ["source-faker"]
+    );
+
+    let out = shardci(&["connectors", "list", "--repo", root, "--language", "java"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
