@@ -317,7 +317,7 @@ fn selection_table() {
             let found = plan
                 .jobs
                 .iter()
-                .flat_map(|j| &j.reasons)
+                .flat_map(|j| j.reasons.iter())
                 .chain(&plan.mode_reasons)
                 .any(|r| r.contains(text));
             if !found {

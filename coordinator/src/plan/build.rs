@@ -3,6 +3,7 @@
 //! inputs give the same plan, byte for byte once serialised.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::config::{Config, Language};
 use crate::repo::{ChangedFile, Connector, Connectors};
@@ -10,11 +11,13 @@ use crate::repo::{ChangedFile, Connector, Connectors};
 use super::classify::classify;
 use super::error::PlanError;
 use super::matrix::{job_id, points};
-use super::model::{Event, Job, PLAN_FORMAT, Plan, SkippedJob, SourceInfo, Versions};
+use super::model::{
+    Estimate, Event, Job, PLAN_FORMAT, Plan, SkippedJob, SourceInfo, Step, Versions,
+};
 use super::modes::{ModeInputs, decide};
 use super::select::{DependencyGraph, select, template_for};
 use super::shard::shard;
-use super::steps::{JobSpec, estimate, resolve};
+use super::steps::{JobSpec, estimate_steps, resolve};
 use super::timings::Timings;
 
 /// airbyte-ci style filters, intersected with the selection.
@@ -167,33 +170,38 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .iter()
             .filter(|a| a.applies_to(connector.language, test_type))
             .collect();
+        let spec = JobSpec {
+            config,
+            connector,
+            template,
+            test_type,
+            skip_steps: &inputs.filters.skip_steps,
+        };
+        let Some(resolved) = resolve(&spec) else {
+            skipped.insert(skip(format!("--skip-step {test_type}")));
+            continue;
+        };
+        let reasons: Arc<[String]> = reasons.iter().cloned().collect();
+        let mut steps = resolved.steps;
+        let (steps_seconds, steps_estimate) = estimate_steps(&mut steps, inputs.timings);
+        let steps: Arc<[Step]> = steps.into();
         for point in points(&axes, modes.versions) {
-            let spec = JobSpec {
-                config,
-                connector,
-                template,
-                test_type,
-                point: &point,
-                skip_steps: &inputs.filters.skip_steps,
-            };
-            let Some(resolved) = resolve(&spec) else {
-                skipped.insert(skip(format!("--skip-step {test_type}")));
-                break;
-            };
             let id = job_id(&connector.name, test_type, &point);
-            let mut steps = resolved.steps;
-            let (expected_seconds, estimate) = estimate(&id, &mut steps, inputs.timings);
+            let (expected_seconds, estimate) = match inputs.timings.job(&id) {
+                Some(measured) => (measured, Estimate::History),
+                None => (steps_seconds, steps_estimate),
+            };
             jobs.push(Job {
                 id,
                 connector: connector.name.clone(),
                 test_type: test_type.clone(),
                 language: connector.language,
-                matrix: point.iter().cloned().collect(),
-                reasons: reasons.iter().cloned().collect(),
-                steps,
+                matrix: point.into_iter().collect(),
+                reasons: Arc::clone(&reasons),
+                steps: Arc::clone(&steps),
                 expected_seconds,
                 estimate,
-                requires: resolved.requires,
+                requires: resolved.requires.clone(),
                 test_retries: resolved.test_retries,
             });
         }

@@ -191,7 +191,7 @@ pub fn render_explain(plan: &Plan) -> String {
             },
             chain.join(" -> ")
         );
-        for reason in &job.reasons {
+        for reason in job.reasons.iter() {
             let _ = writeln!(out, "      because {reason}");
         }
     }

@@ -2,6 +2,7 @@
 //! JSON contract of `shardci plan --json` (field names are stable; new fields may be added).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -181,8 +182,11 @@ pub struct Job {
     pub test_type: String,
     pub language: Language,
     pub matrix: BTreeMap<String, String>,
-    pub reasons: Vec<String>,
-    pub steps: Vec<Step>,
+    /// Shared by every matrix point of one (connector, test type).
+    pub reasons: Arc<[String]>,
+    /// Shared by every matrix point of one (connector, test type); the runner adds the
+    /// point as `SHARDCI_MATRIX_<AXIS>` (see `matrix_env`).
+    pub steps: Arc<[Step]>,
     pub expected_seconds: f64,
     pub estimate: Estimate,
     /// Worker labels needed.

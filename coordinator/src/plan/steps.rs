@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::{Config, ConnectorOverride, StepFields, Template};
 use crate::repo::Connector;
 
-use super::matrix::Point;
 use super::model::{Estimate, ImageBuild, Resources, Step};
 use super::timings::Timings;
 
@@ -22,7 +21,6 @@ pub struct JobSpec<'a> {
     pub connector: &'a Connector,
     pub template: &'a Template,
     pub test_type: &'a str,
-    pub point: &'a Point,
     pub skip_steps: &'a [String],
 }
 
@@ -184,9 +182,6 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     if let Some(version) = &connector.version {
         env.insert("SHARDCI_CONNECTOR_VERSION".into(), version.clone());
     }
-    for (axis, value) in spec.point {
-        env.insert(format!("SHARDCI_MATRIX_{}", env_name(axis)), value.clone());
-    }
     env.extend(fields.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let resources = fields.resources.unwrap_or_default();
     Step {
@@ -220,18 +215,27 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     }
 }
 
-/// Expected seconds of a job: its own history, else the longest chain of its steps (each
-/// from its test type's history or its configured expectation).
-pub fn estimate(job_id: &str, steps: &mut [Step], timings: &Timings) -> (f64, Estimate) {
+/// The environment a runner adds to every step of a job for its matrix point
+/// (`SHARDCI_MATRIX_PYTHON=3.11`). Kept out of [`Step::env`] so all points of one
+/// (connector, test type) share one step list.
+pub fn matrix_env<'a>(
+    matrix: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, String)> {
+    matrix
+        .into_iter()
+        .map(|(axis, value)| (format!("SHARDCI_MATRIX_{}", env_name(axis)), value.clone()))
+        .collect()
+}
+
+/// Expected seconds of a job's steps along their longest chain, each step from its test
+/// type's history or its configured expectation; records the estimate on each step.
+pub fn estimate_steps(steps: &mut [Step], timings: &Timings) -> (f64, Estimate) {
     let mut used_history = false;
     for step in steps.iter_mut() {
         if let Some(measured) = timings.test_type(&step.name) {
             step.expected_seconds = measured;
             used_history = true;
         }
-    }
-    if let Some(measured) = timings.job(job_id) {
-        return (measured, Estimate::History);
     }
     // Steps are in dependency order, so one pass computes the longest finishing time.
     let mut finish: BTreeMap<&str, f64> = BTreeMap::new();

@@ -166,7 +166,7 @@ mod tests {
     fn names_the_file_and_field_when_a_needed_field_is_unusable() {
         let err = parse_metadata(
             "c/metadata.yaml",
-            "data:\n  connectorTestSuitesOptions: yes\n",
+            "data:\n  connectorTestSuitesOptions: true\n",
         )
         .unwrap_err();
         assert_eq!(
