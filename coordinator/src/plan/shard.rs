@@ -125,3 +125,99 @@ pub fn list_schedule(shards: &[Shard], slots: u32) -> f64 {
     }
     makespan as f64 / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Language, Seconds};
+    use crate::plan::model::Estimate;
+
+    fn job(id: &str, seconds: f64, requires: &[&str]) -> Job {
+        Job {
+            id: id.into(),
+            connector: id.split('/').next().unwrap_or(id).into(),
+            test_type: "unit".into(),
+            language: Language::Python,
+            matrix: Default::default(),
+            reasons: Arc::from(Vec::<String>::new()),
+            steps: Arc::from(Vec::new()),
+            expected_seconds: seconds,
+            estimate: Estimate::Default,
+            requires: requires.iter().map(|s| s.to_string()).collect(),
+            test_retries: 0,
+        }
+    }
+
+    fn config(per_slot: u32, min: f64) -> ShardingConfig {
+        ShardingConfig {
+            default_slots: 4,
+            shards_per_slot: per_slot,
+            min_shard_duration: Seconds(min),
+        }
+    }
+
+    #[test]
+    fn no_jobs_no_shards() {
+        let s = shard(&[], 4, &config(3, 30.0));
+        assert!(s.shards.is_empty());
+        assert_eq!((s.lower_bound_seconds, s.predicted_makespan_seconds), (0.0, 0.0));
+    }
+
+    #[test]
+    fn equal_jobs_meet_the_lower_bound() {
+        let jobs: Vec<Job> = (0..24).map(|i| job(&format!("c{i:02}/unit"), 60.0, &[])).collect();
+        let s = shard(&jobs, 4, &config(3, 30.0));
+        assert_eq!(s.shards.len(), 12);
+        assert_eq!(s.lower_bound_seconds, 360.0);
+        assert_eq!(s.predicted_makespan_seconds, 360.0);
+    }
+
+    #[test]
+    fn one_long_job_bounds_the_makespan() {
+        let mut jobs: Vec<Job> = (0..8).map(|i| job(&format!("c{i}/unit"), 10.0, &[])).collect();
+        jobs.push(job("slow/acceptance", 500.0, &[]));
+        let s = shard(&jobs, 4, &config(3, 1.0));
+        assert_eq!(s.lower_bound_seconds, 500.0);
+        assert_eq!(s.predicted_makespan_seconds, 500.0);
+        assert_eq!(s.shards[0].jobs, ["slow/acceptance"], "the longest shard is dispatched first");
+    }
+
+    #[test]
+    fn shards_never_mix_label_requirements() {
+        let jobs = vec![
+            job("a/unit", 30.0, &[]),
+            job("b/unit", 30.0, &["large"]),
+            job("c/unit", 30.0, &["large"]),
+            job("d/unit", 30.0, &[]),
+        ];
+        let s = shard(&jobs, 1, &config(1, 1000.0));
+        assert_eq!(s.shards.len(), 2);
+        for shard in &s.shards {
+            let large = shard.requires == ["large"];
+            assert!(shard.jobs.iter().all(|j| (j == "b/unit" || j == "c/unit") == large), "{shard:?}");
+        }
+    }
+
+    #[test]
+    fn min_shard_duration_limits_tiny_shards() {
+        let jobs: Vec<Job> = (0..20).map(|i| job(&format!("c{i:02}/lint"), 1.0, &[])).collect();
+        let s = shard(&jobs, 8, &config(3, 10.0));
+        assert_eq!(s.shards.len(), 2, "20s of work in shards of at least 10s");
+    }
+
+    #[test]
+    fn dispatch_order_is_longest_first_with_stable_ids() {
+        let jobs: Vec<Job> = [5.0, 50.0, 20.0, 35.0, 10.0, 40.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| job(&format!("c{i}/unit"), t, &[]))
+            .collect();
+        let s = shard(&jobs, 2, &config(3, 1.0));
+        let expected: Vec<f64> = s.shards.iter().map(|s| s.expected_seconds).collect();
+        assert!(expected.windows(2).all(|w| w[0] >= w[1]), "{expected:?}");
+        assert_eq!(s.shards[0].id, "shard-001");
+        assert!(s.predicted_makespan_seconds >= s.lower_bound_seconds);
+    }
+}
