@@ -162,12 +162,17 @@ mod tests {
     fn no_jobs_no_shards() {
         let s = shard(&[], 4, &config(3, 30.0));
         assert!(s.shards.is_empty());
-        assert_eq!((s.lower_bound_seconds, s.predicted_makespan_seconds), (0.0, 0.0));
+        assert_eq!(
+            (s.lower_bound_seconds, s.predicted_makespan_seconds),
+            (0.0, 0.0)
+        );
     }
 
     #[test]
     fn equal_jobs_meet_the_lower_bound() {
-        let jobs: Vec<Job> = (0..24).map(|i| job(&format!("c{i:02}/unit"), 60.0, &[])).collect();
+        let jobs: Vec<Job> = (0..24)
+            .map(|i| job(&format!("c{i:02}/unit"), 60.0, &[]))
+            .collect();
         let s = shard(&jobs, 4, &config(3, 30.0));
         assert_eq!(s.shards.len(), 12);
         assert_eq!(s.lower_bound_seconds, 360.0);
@@ -176,12 +181,18 @@ mod tests {
 
     #[test]
     fn one_long_job_bounds_the_makespan() {
-        let mut jobs: Vec<Job> = (0..8).map(|i| job(&format!("c{i}/unit"), 10.0, &[])).collect();
+        let mut jobs: Vec<Job> = (0..8)
+            .map(|i| job(&format!("c{i}/unit"), 10.0, &[]))
+            .collect();
         jobs.push(job("slow/acceptance", 500.0, &[]));
         let s = shard(&jobs, 4, &config(3, 1.0));
         assert_eq!(s.lower_bound_seconds, 500.0);
         assert_eq!(s.predicted_makespan_seconds, 500.0);
-        assert_eq!(s.shards[0].jobs, ["slow/acceptance"], "the longest shard is dispatched first");
+        assert_eq!(
+            s.shards[0].jobs,
+            ["slow/acceptance"],
+            "the longest shard is dispatched first"
+        );
     }
 
     #[test]
@@ -196,13 +207,21 @@ mod tests {
         assert_eq!(s.shards.len(), 2);
         for shard in &s.shards {
             let large = shard.requires == ["large"];
-            assert!(shard.jobs.iter().all(|j| (j == "b/unit" || j == "c/unit") == large), "{shard:?}");
+            assert!(
+                shard
+                    .jobs
+                    .iter()
+                    .all(|j| (j == "b/unit" || j == "c/unit") == large),
+                "{shard:?}"
+            );
         }
     }
 
     #[test]
     fn min_shard_duration_limits_tiny_shards() {
-        let jobs: Vec<Job> = (0..20).map(|i| job(&format!("c{i:02}/lint"), 1.0, &[])).collect();
+        let jobs: Vec<Job> = (0..20)
+            .map(|i| job(&format!("c{i:02}/lint"), 1.0, &[]))
+            .collect();
         let s = shard(&jobs, 8, &config(3, 10.0));
         assert_eq!(s.shards.len(), 2, "20s of work in shards of at least 10s");
     }
