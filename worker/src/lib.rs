@@ -1,5 +1,11 @@
-//! shardci's worker library: the session with a coordinator, the source cache, the step runner
-//! and its executors. Only the API version check exists so far.
+//! shardci's worker library: executors that run steps (Docker, plain processes), the job DAG
+//! runner, local image builds, and log masking. The session with a coordinator builds on these.
+
+pub mod dag;
+pub mod executor;
+pub mod images;
+pub mod logs;
+pub mod spec;
 
 /// Whether a coordinator speaking `version` can be served by this worker.
 pub fn api_compatible(version: u32) -> bool {

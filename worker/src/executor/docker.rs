@@ -1,0 +1,378 @@
+//! Runs steps in Docker containers through the Engine API (bollard): the source bind-mounted
+//! read-only, the job's work dir writable, no network unless asked, memory/CPU/pids limits, no
+//! privileges, every container labelled and removed afterwards. Timeouts stop (grace, then
+//! kill) and are classified `timeout`; the kernel's OOM kill is classified `oom`; a missing
+//! image `image`; an Engine failure `docker`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{Executor, StepContext, step_env};
+use crate::logs::LogSink;
+use crate::spec::{FailureClass, StepOutcome, StepSpec};
+
+/// Every container shardci starts carries this label (value `true`).
+pub const LABEL_MANAGED: &str = "shardci.managed";
+/// The worker that started a container, so a restarted worker sweeps its own orphans only.
+pub const LABEL_WORKER: &str = "shardci.worker";
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to reach the Docker Engine: {0}")]
+pub struct DockerSetupError(#[from] BollardError);
+
+#[derive(Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    worker_id: String,
+}
+
+fn engine_error(step: &str, started: Instant, what: &str, e: &BollardError) -> StepOutcome {
+    StepOutcome::failed(
+        step,
+        FailureClass::Docker,
+        started.elapsed(),
+        format!("{what}: {e}"),
+    )
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerExecutor {
+    /// Connects to the local Engine and agrees on an API version with it.
+    pub async fn connect(worker_id: &str) -> Result<Self, DockerSetupError> {
+        let docker = Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        docker.ping().await?;
+        Ok(Self {
+            docker,
+            worker_id: worker_id.to_string(),
+        })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes containers a previous run of this worker left behind (it was killed, or the
+    /// host rebooted). Returns how many were removed.
+    pub async fn sweep_orphans(&self) -> Result<usize, DockerSetupError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_WORKER}={}", self.worker_id),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await?;
+        let mut removed = 0;
+        for container in containers {
+            if let Some(id) = container.id {
+                let force = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                if self.docker.remove_container(&id, Some(force)).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn build_step_image(
+        &self,
+        step: &StepSpec,
+        ctx: &StepContext,
+        logs: &mut dyn LogSink,
+        started: Instant,
+    ) -> Option<StepOutcome> {
+        let build = step.build_image.as_ref()?;
+        let context = ctx.source_dir.join(&build.context);
+        let dockerfile = ctx.source_dir.join(&build.dockerfile);
+        let relative = match dockerfile.strip_prefix(&context) {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(_) => {
+                return Some(StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Test,
+                    started.elapsed(),
+                    format!(
+                        "{} is not inside the build context {}",
+                        build.dockerfile, build.context
+                    ),
+                ));
+            }
+        };
+        logs.write(
+            format!(
+                "[shardci] building {} from {}\n",
+                build.tag, build.dockerfile
+            )
+            .as_bytes(),
+        );
+        let tar = match crate::images::tar_context(&context, &[]) {
+            Ok(tar) => tar,
+            Err(e) => {
+                return Some(StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Source,
+                    started.elapsed(),
+                    format!("failed to pack the build context {}: {e}", build.context),
+                ));
+            }
+        };
+        let labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+        match crate::images::build(&self.docker, &build.tag, &relative, tar, &labels, logs).await {
+            Ok(()) => None,
+            // The Dockerfile under test is broken: the change's fault, not the machine's.
+            Err(crate::images::BuildError::Failed(message)) => Some(StepOutcome::failed(
+                &step.name,
+                FailureClass::Test,
+                started.elapsed(),
+                format!("docker build of {} failed: {message}", build.tag),
+            )),
+            Err(crate::images::BuildError::Engine(e)) => {
+                Some(engine_error(&step.name, started, "docker build", &e))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExecutor {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {
+        let started = Instant::now();
+        if let Err(e) = std::fs::create_dir_all(ctx.work_dir.join("tmp")) {
+            return StepOutcome::failed(
+                &step.name,
+                FailureClass::Source,
+                started.elapsed(),
+                format!("failed to create the work dir: {e}"),
+            );
+        }
+        if let Some(failed) = self.build_step_image(step, ctx, logs, started).await {
+            logs.finish();
+            return failed;
+        }
+        match self.docker.inspect_image(&step.image).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                logs.finish();
+                return StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Image,
+                    started.elapsed(),
+                    format!("image {} is not present on this worker", step.image),
+                );
+            }
+            Err(e) => return engine_error(&step.name, started, "inspecting the image", &e),
+        }
+
+        let mut labels: HashMap<String, String> = ctx
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(LABEL_MANAGED.into(), "true".into());
+        labels.insert(LABEL_WORKER.into(), self.worker_id.clone());
+        labels.insert("shardci.step".into(), step.name.clone());
+        let env: Vec<String> = step_env(step, ctx, "/work")
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let workdir = if step.workdir.is_empty() {
+            "/src".to_string()
+        } else {
+            format!("/src/{}", step.workdir)
+        };
+        let memory = i64::try_from(step.resources.memory_bytes).unwrap_or(i64::MAX);
+        let config = ContainerCreateBody {
+            image: Some(step.image.clone()),
+            cmd: Some(vec!["sh".into(), "-c".into(), step.command.clone()]),
+            env: Some(env),
+            working_dir: Some(workdir),
+            labels: Some(labels),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(vec![
+                    format!("{}:/src:ro", ctx.source_dir.display()),
+                    format!("{}:/work:rw", ctx.work_dir.display()),
+                ]),
+                memory: Some(memory),
+                // No swap: a step over its memory limit is OOM-killed, not slowed down.
+                memory_swap: Some(memory),
+                nano_cpus: Some(i64::from(step.resources.milli_cpus) * 1_000_000),
+                pids_limit: Some(i64::from(step.resources.pids)),
+                network_mode: Some(if step.network {
+                    "bridge".into()
+                } else {
+                    "none".into()
+                }),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let id = match self.docker.create_container(None, config).await {
+            Ok(created) => created.id,
+            Err(e) if is_not_found(&e) => {
+                return StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Image,
+                    started.elapsed(),
+                    format!("image {} is not present on this worker", step.image),
+                );
+            }
+            Err(e) => return engine_error(&step.name, started, "creating the container", &e),
+        };
+        let outcome = self.run_container(&id, step, ctx, logs, started).await;
+        let force = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(&id, Some(force)).await {
+            tracing::warn!(container = %id, error = %e, "failed to remove a step container; the next sweep will");
+        }
+        outcome
+    }
+}
+
+impl DockerExecutor {
+    async fn run_container(
+        &self,
+        id: &str,
+        step: &StepSpec,
+        ctx: &StepContext,
+        logs: &mut dyn LogSink,
+        started: Instant,
+    ) -> StepOutcome {
+        if let Err(e) = self.docker.start_container(id, None).await {
+            return engine_error(&step.name, started, "starting the container", &e);
+        }
+        let log_options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut output = self.docker.logs(id, Some(log_options));
+        let mut wait = self.docker.wait_container(id, None);
+        let deadline = tokio::time::sleep(step.timeout);
+        tokio::pin!(deadline);
+        let mut logs_open = true;
+        let mut exit: Option<Result<i64, String>> = None;
+        let mut stopped_for: Option<&'static str> = None;
+        let grace = i32::try_from(ctx.stop_grace.as_secs()).unwrap_or(10);
+        while exit.is_none() || logs_open {
+            tokio::select! {
+                chunk = output.next(), if logs_open => match chunk {
+                    Some(Ok(out)) => logs.write(&out.into_bytes()),
+                    Some(Err(_)) | None => logs_open = false,
+                },
+                waited = wait.next(), if exit.is_none() => {
+                    exit = Some(match waited {
+                        Some(Ok(response)) => Ok(response.status_code),
+                        Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err("the wait stream ended early".into()),
+                    });
+                }
+                _ = &mut deadline, if stopped_for.is_none() && exit.is_none() => {
+                    logs.write(format!("\n[shardci] step timed out after {:?}; stopping (grace {grace}s)\n", step.timeout).as_bytes());
+                    stopped_for = Some("timeout");
+                    let stop = StopContainerOptionsBuilder::default().t(grace).build();
+                    let _ = self.docker.stop_container(id, Some(stop)).await;
+                }
+                _ = ctx.cancel.cancelled(), if stopped_for.is_none() && exit.is_none() => {
+                    logs.write(format!("\n[shardci] cancelled; stopping (grace {grace}s)\n").as_bytes());
+                    stopped_for = Some("cancel");
+                    let stop = StopContainerOptionsBuilder::default().t(grace).build();
+                    let _ = self.docker.stop_container(id, Some(stop)).await;
+                }
+            }
+        }
+        logs.finish();
+        let elapsed = started.elapsed();
+        let code = match exit {
+            Some(Ok(code)) => code,
+            Some(Err(message)) => {
+                return StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Docker,
+                    elapsed,
+                    format!("waiting for the container failed: {message}"),
+                );
+            }
+            None => {
+                return StepOutcome::failed(
+                    &step.name,
+                    FailureClass::Docker,
+                    elapsed,
+                    "the container's exit status is unknown",
+                );
+            }
+        };
+        let oom = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        let mut outcome = match (stopped_for, oom, code) {
+            (Some("timeout"), _, _) => StepOutcome::failed(
+                &step.name,
+                FailureClass::Timeout,
+                elapsed,
+                format!("timed out after {:?}", step.timeout),
+            ),
+            (Some(_), _, _) => StepOutcome::cancelled(&step.name, elapsed),
+            (None, true, _) => StepOutcome::failed(
+                &step.name,
+                FailureClass::Oom,
+                elapsed,
+                format!(
+                    "killed for using more than its {} MiB memory limit",
+                    step.resources.memory_bytes / (1024 * 1024)
+                ),
+            ),
+            (None, false, 0) => StepOutcome::success(&step.name, elapsed),
+            (None, false, code) => StepOutcome::failed(
+                &step.name,
+                FailureClass::Test,
+                elapsed,
+                format!("exited with code {code}"),
+            ),
+        };
+        outcome.exit_code = Some(code);
+        outcome
+    }
+}

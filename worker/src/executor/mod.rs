@@ -1,0 +1,63 @@
+//! Executors run one step and classify how it ended. Docker (isolation, limits) is the
+//! default; the process executor serves hosts with no Docker, with the same contract minus
+//! isolation.
+
+mod docker;
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::LogSink;
+use crate::spec::{StepOutcome, StepSpec};
+
+pub use docker::{DockerExecutor, DockerSetupError, LABEL_MANAGED, LABEL_WORKER};
+pub use process::ProcessExecutor;
+
+/// Where and as what a step runs.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    /// The source tree (read-only to the step).
+    pub source_dir: PathBuf,
+    /// The job's writable directory, shared by its steps.
+    pub work_dir: PathBuf,
+    /// `shardci.*` labels for the container: run, shard, attempt, job, step, worker.
+    pub labels: BTreeMap<String, String>,
+    /// Secret values by name, for the step's `secrets`.
+    pub secrets: BTreeMap<String, String>,
+    pub cancel: CancellationToken,
+    /// Between the polite stop and the kill, on timeout or cancellation.
+    pub stop_grace: Duration,
+}
+
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs one step to its end, writing its output to `logs`. Never panics on the step's
+    /// behaviour: every way a step can end is an outcome.
+    async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome;
+
+    fn name(&self) -> &'static str;
+}
+
+/// The environment a step sees besides its own `env`.
+pub(crate) fn step_env(
+    step: &StepSpec,
+    ctx: &StepContext,
+    work_dir: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("HOME".into(), work_dir.to_string()),
+        ("TMPDIR".into(), format!("{work_dir}/tmp")),
+        ("SHARDCI_WORK_DIR".into(), work_dir.to_string()),
+    ];
+    env.extend(step.env.iter().cloned());
+    for name in &step.secrets {
+        if let Some(value) = ctx.secrets.get(name) {
+            env.push((name.clone(), value.clone()));
+        }
+    }
+    env
+}

@@ -1,0 +1,375 @@
+//! The Docker executor against the real Docker daemon: every way a step can end, isolation,
+//! labels and cleanup. Images are built locally from Debian's static busybox (no registry).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
+use shardci_worker::dag::run_job;
+use shardci_worker::executor::{
+    DockerExecutor, Executor, LABEL_MANAGED, LABEL_WORKER, StepContext,
+};
+use shardci_worker::images::{ProjectImage, ensure};
+use shardci_worker::logs::{LogSink, MaskingSink, MemorySink};
+use shardci_worker::spec::{FailureClass, ImageBuild, JobSpec, Resources, StepSpec, StepStatus};
+use tokio_util::sync::CancellationToken;
+
+const IMAGE: &str = "shardci-test/busybox:1";
+
+async fn executor(worker: &str) -> DockerExecutor {
+    let executor = DockerExecutor::connect(worker)
+        .await
+        .expect("the Docker daemon is reachable");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
+    )
+    .unwrap();
+    let image = ProjectImage {
+        tag: IMAGE.into(),
+        context: dir.path().to_path_buf(),
+        dockerfile: "Dockerfile".into(),
+        host_files: vec![("busybox".into(), PathBuf::from("/bin/busybox"))],
+    };
+    ensure(executor.client(), &image, &mut MemorySink::default())
+        .await
+        .expect("the busybox image builds");
+    executor
+}
+
+fn step(name: &str, command: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        image: IMAGE.into(),
+        command: command.into(),
+        workdir: "conn".into(),
+        env: vec![("GREETING".into(), "hello".into())],
+        secrets: vec![],
+        timeout: Duration::from_secs(60),
+        resources: Resources {
+            memory_bytes: 128 * 1024 * 1024,
+            milli_cpus: 1000,
+            pids: 64,
+        },
+        network: false,
+        build_image: None,
+        artifacts: vec![],
+        depends_on: vec![],
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ctx: StepContext,
+}
+
+fn fixture(test: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    std::fs::create_dir_all(source.join("conn")).unwrap();
+    std::fs::write(source.join("conn/data.txt"), "from the source tree\n").unwrap();
+    let ctx = StepContext {
+        source_dir: source,
+        work_dir: dir.path().join("work"),
+        labels: BTreeMap::from([
+            ("shardci.run".into(), format!("test-{test}")),
+            ("shardci.job".into(), test.into()),
+        ]),
+        secrets: BTreeMap::new(),
+        cancel: CancellationToken::new(),
+        stop_grace: Duration::from_secs(1),
+    };
+    Fixture { _dir: dir, ctx }
+}
+
+async fn containers_of_run(executor: &DockerExecutor, run: &str) -> usize {
+    let filters = HashMap::from([("label".to_string(), vec![format!("shardci.run={run}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    executor
+        .client()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_successful_step_sees_its_source_env_and_workdir_and_leaves_no_container() {
+    let executor = executor("w-success").await;
+    let f = fixture("success");
+    let mut logs = MemorySink::default();
+    let outcome = executor
+        .run(&step("unit", "cat data.txt; echo \"$GREETING from $(pwd)\"; echo work > $SHARDCI_WORK_DIR/out.txt"), &f.ctx, &mut logs)
+        .await;
+    assert_eq!(
+        outcome.status,
+        StepStatus::Success,
+        "{outcome:?} {}",
+        logs.text()
+    );
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(logs.text(), "from the source tree\nhello from /src/conn\n");
+    assert_eq!(
+        std::fs::read_to_string(f.ctx.work_dir.join("out.txt")).unwrap(),
+        "work\n"
+    );
+    assert_eq!(
+        containers_of_run(&executor, "test-success").await,
+        0,
+        "the container was removed"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_is_a_test_failure_with_its_exit_code() {
+    let executor = executor("w-fail").await;
+    let f = fixture("fail");
+    let mut logs = MemorySink::default();
+    let outcome = executor
+        .run(&step("unit", "echo broken >&2; exit 3"), &f.ctx, &mut logs)
+        .await;
+    assert_eq!(outcome.status, StepStatus::Failure);
+    assert_eq!(outcome.failure_class, Some(FailureClass::Test));
+    assert_eq!(outcome.exit_code, Some(3));
+    assert!(logs.text().contains("broken"));
+}
+
+#[tokio::test]
+async fn the_source_is_read_only_and_there_is_no_network() {
+    let executor = executor("w-iso").await;
+    let f = fixture("iso");
+    let mut logs = MemorySink::default();
+    let outcome = executor
+        .run(&step("unit", "ls /sys/class/net; if touch /src/conn/new 2>/dev/null; then echo WRITABLE; else echo read-only; fi"), &f.ctx, &mut logs)
+        .await;
+    assert_eq!(outcome.status, StepStatus::Success, "{}", logs.text());
+    assert_eq!(logs.text(), "lo\nread-only\n");
+    assert!(!f.ctx.source_dir.join("conn/new").exists());
+}
+
+#[tokio::test]
+async fn a_step_past_its_timeout_is_stopped_and_classified() {
+    let executor = executor("w-timeout").await;
+    let f = fixture("timeout");
+    let mut s = step("integration", "echo started; sleep 60");
+    s.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut logs = MemorySink::default();
+    let outcome = executor.run(&s, &f.ctx, &mut logs).await;
+    assert_eq!(
+        outcome.failure_class,
+        Some(FailureClass::Timeout),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.status, StepStatus::Error);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped, not waited out"
+    );
+    assert!(logs.text().contains("timed out"));
+    assert_eq!(containers_of_run(&executor, "test-timeout").await, 0);
+}
+
+#[tokio::test]
+async fn a_step_past_its_memory_limit_is_classified_oom() {
+    let executor = executor("w-oom").await;
+    let f = fixture("oom");
+    let mut s = step("unit", "head -c 400m /dev/zero | tail > /dev/null");
+    s.resources.memory_bytes = 32 * 1024 * 1024;
+    let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
+    assert_eq!(
+        outcome.failure_class,
+        Some(FailureClass::Oom),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_image_is_classified_image() {
+    let executor = executor("w-image").await;
+    let f = fixture("image");
+    let mut s = step("unit", "true");
+    s.image = "shardci-test/no-such-image:0".into();
+    let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
+    assert_eq!(
+        outcome.failure_class,
+        Some(FailureClass::Image),
+        "{outcome:?}"
+    );
+    assert!(outcome.message.contains("shardci-test/no-such-image:0"));
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_container_within_the_grace_period() {
+    let executor = executor("w-cancel").await;
+    let f = fixture("cancel");
+    let cancel = f.ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    let outcome = executor
+        .run(
+            &step("acceptance", "sleep 60"),
+            &f.ctx,
+            &mut MemorySink::default(),
+        )
+        .await;
+    assert_eq!(outcome.status, StepStatus::Cancelled, "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(containers_of_run(&executor, "test-cancel").await, 0);
+}
+
+#[tokio::test]
+async fn secrets_reach_the_step_and_are_masked_in_its_logs() {
+    let executor = executor("w-secret").await;
+    let mut f = fixture("secret");
+    f.ctx
+        .secrets
+        .insert("API_TOKEN".into(), "tok-123456\nsecond-line-7890".into());
+    let mut s = step("unit", "echo \"token=$API_TOKEN\"");
+    s.secrets = vec!["API_TOKEN".into()];
+    let values: Vec<String> = f.ctx.secrets.values().cloned().collect();
+    let mut logs = MaskingSink::new(MemorySink::default(), &values);
+    let outcome = executor.run(&s, &f.ctx, &mut logs).await;
+    assert_eq!(outcome.status, StepStatus::Success);
+    let text = logs.into_inner().text();
+    assert_eq!(text, "token=***\n***\n");
+}
+
+#[tokio::test]
+async fn build_steps_build_their_image_and_a_broken_dockerfile_fails_the_step() {
+    let executor = executor("w-build").await;
+    let f = fixture("build");
+    std::fs::write(
+        f.ctx.source_dir.join("conn/Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY data.txt /data.txt\n"),
+    )
+    .unwrap();
+    let mut s = step("build", "echo built");
+    s.build_image = Some(ImageBuild {
+        context: "conn".into(),
+        dockerfile: "conn/Dockerfile".into(),
+        tag: "shardci-test/conn:dev".into(),
+    });
+    let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
+    assert_eq!(outcome.status, StepStatus::Success, "{outcome:?}");
+    executor
+        .client()
+        .inspect_image("shardci-test/conn:dev")
+        .await
+        .expect("the connector image exists");
+
+    std::fs::write(
+        f.ctx.source_dir.join("conn/Dockerfile"),
+        format!("FROM {IMAGE}\nRUN exit 7\n"),
+    )
+    .unwrap();
+    s.build_image.as_mut().unwrap().tag = "shardci-test/broken:dev".into();
+    let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
+    assert_eq!(
+        outcome.failure_class,
+        Some(FailureClass::Test),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome
+            .message
+            .contains("docker build of shardci-test/broken:dev failed"),
+        "{}",
+        outcome.message
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_worker_sweeps_its_orphans_only() {
+    let executor = executor("w-sweep").await;
+    let other = DockerExecutor::connect("w-sweep-other").await.unwrap();
+    for (worker, name) in [
+        ("w-sweep", "shardci-orphan-a"),
+        ("w-sweep-other", "shardci-orphan-b"),
+    ] {
+        let _ = executor
+            .client()
+            .remove_container(
+                name,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_WORKER.to_string(), worker.to_string()),
+        ]);
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(IMAGE.into()),
+            cmd: Some(vec!["sleep".into(), "60".into()]),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        executor
+            .client()
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                body,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(executor.sweep_orphans().await.unwrap(), 1);
+    assert!(
+        executor
+            .client()
+            .inspect_container("shardci-orphan-a", None)
+            .await
+            .is_err()
+    );
+    assert!(
+        executor
+            .client()
+            .inspect_container("shardci-orphan-b", None)
+            .await
+            .is_ok(),
+        "another worker's container stays"
+    );
+    assert_eq!(other.sweep_orphans().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn dependents_of_a_failed_step_are_skipped_with_the_reason() {
+    let executor = executor("w-dag").await;
+    let f = fixture("dag");
+    let mut unit = step("unit", "echo unit");
+    unit.depends_on = vec!["build".into()];
+    let mut acceptance = step("acceptance", "echo acceptance");
+    acceptance.depends_on = vec!["build".into()];
+    let lint = step("lint", "echo lint");
+    let job = JobSpec {
+        id: "c/unit".into(),
+        steps: vec![step("build", "exit 1"), unit, acceptance, lint],
+    };
+    let outcome = run_job(&executor, &job, &f.ctx, |_| {
+        Box::new(MemorySink::default()) as Box<dyn LogSink>
+    })
+    .await;
+    let by_name: HashMap<&str, _> = outcome.steps.iter().map(|s| (s.step.as_str(), s)).collect();
+    assert_eq!(outcome.status, StepStatus::Failure);
+    assert_eq!(by_name["build"].status, StepStatus::Failure);
+    assert_eq!(by_name["unit"].status, StepStatus::Skipped);
+    assert_eq!(by_name["unit"].message, "dependency build failed");
+    assert_eq!(by_name["acceptance"].status, StepStatus::Skipped);
+    assert_eq!(
+        by_name["lint"].status,
+        StepStatus::Success,
+        "an independent step still runs"
+    );
+}
