@@ -5,3 +5,4 @@ pub mod config;
 pub mod graph;
 pub mod plan;
 pub mod repo;
+pub mod schedule;
