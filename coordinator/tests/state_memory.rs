@@ -1,0 +1,8 @@
+//! The in-memory state store passes the shared state store suite.
+
+use shardci_coordinator::state::{MemoryStore, conformance};
+
+#[tokio::test]
+async fn the_memory_store_passes_the_state_store_suite() {
+    conformance::check_all(&MemoryStore::new(), "test/").await;
+}
