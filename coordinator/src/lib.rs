@@ -6,4 +6,6 @@ pub mod graph;
 pub mod plan;
 pub mod repo;
 pub mod schedule;
+pub mod server;
 pub mod state;
+pub mod wire;
