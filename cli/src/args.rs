@@ -23,6 +23,132 @@ pub enum Command {
     /// Inspect the monorepo's connectors.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
+    /// Run the plan on this machine: an embedded coordinator and workers, steps in Docker.
+    Local(LocalArgs),
+    /// Submit the plan to a coordinator (from a CI job or a laptop), optionally watching it.
+    Submit(SubmitArgs),
+    /// List, show or cancel runs on a coordinator.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Print a step's log from a coordinator.
+    Logs(LogsArgs),
+    /// List or drain a coordinator's workers.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExecutorArg {
+    Docker,
+    Process,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub input: PlanInput,
+    /// Workers to start [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Shards each worker runs at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+    /// How steps run: in Docker containers, or as plain processes on a host without Docker.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub executor: ExecutorArg,
+    /// Where local state goes (sources, work dirs, logs) [default: <repo>/.shardci].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the final run as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to reach a coordinator.
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// The coordinator's address, e.g. http://ci-coordinator:7070.
+    #[arg(long, env = "SHARDCI_COORDINATOR", value_name = "URL")]
+    pub coordinator: String,
+    /// Bearer token for the client API.
+    #[arg(long, env = "SHARDCI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub input: PlanInput,
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Worker slots the fleet has, to shard for [default: sharding.default_slots].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Stream progress until the run ends and exit with its result.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON (the run id, or with --watch the final run).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with its job results.
+    Show {
+        run: String,
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel what is left of a run.
+    Cancel {
+        run: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub run: String,
+    /// The job id, e.g. "source-faker/unit[python=3.11,cdk=pinned]".
+    pub job: String,
+    /// The step [default: the job's test type, the part of the job id after '/'].
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Keep printing as the step runs.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// Workers with their labels, slots, current shards and last heartbeat.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a worker finish its shards and take no new ones.
+    Drain {
+        worker: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,8 +179,10 @@ pub struct FilterArgs {
     pub support_levels: Vec<String>,
 }
 
+/// What to plan: the change, the event, labels and filters. Shared by `plan`, `local` and
+/// `submit`.
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub struct PlanInput {
     /// The monorepo root (holding shardci.toml), inside a git repository.
     #[arg(long, env = "SHARDCI_REPO", default_value = ".")]
     pub repo: PathBuf,
@@ -84,9 +212,6 @@ pub struct PlanArgs {
     /// Select every connector and test type (full tests), whatever changed.
     #[arg(long)]
     pub all: bool,
-    /// Worker slots to shard for [default: sharding.default_slots].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers: Option<u32>,
     /// Duration history (JSON) to balance shards with.
     #[arg(long, value_name = "FILE", env = "SHARDCI_TIMINGS")]
     pub timings: Option<PathBuf>,
@@ -98,6 +223,15 @@ pub struct PlanArgs {
     /// Leave this step out of every job (repeatable); jobs of that test type are skipped.
     #[arg(long = "skip-step", value_name = "STEP")]
     pub skip_steps: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: PlanInput,
+    /// Worker slots to shard for [default: sharding.default_slots].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
     /// Print the plan as JSON.
     #[arg(long, conflicts_with = "explain")]
     pub json: bool,

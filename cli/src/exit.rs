@@ -40,6 +40,15 @@ impl Failure {
     }
 }
 
+impl From<shardci_coordinator::config::ConfigError> for Failure {
+    fn from(error: shardci_coordinator::config::ConfigError) -> Self {
+        Self {
+            code: Code::Usage,
+            error: error.into(),
+        }
+    }
+}
+
 impl From<PlanError> for Failure {
     fn from(error: PlanError) -> Self {
         let code = if error.is_usage() {

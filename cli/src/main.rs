@@ -1,8 +1,10 @@
 //! `shardci`: parse arguments, set up logging, run a command, map its error to an exit code.
 
 mod args;
+mod client;
 mod commands;
 mod exit;
+mod progress;
 
 use clap::Parser;
 

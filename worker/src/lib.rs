@@ -5,7 +5,10 @@ pub mod dag;
 pub mod executor;
 pub mod images;
 pub mod logs;
+pub mod session;
+pub mod source;
 pub mod spec;
+pub mod wire;
 
 /// Whether a coordinator speaking `version` can be served by this worker.
 pub fn api_compatible(version: u32) -> bool {

@@ -1,7 +1,11 @@
 //! One module per command; each turns parsed arguments into library calls and prints.
 
 mod connectors;
+mod local;
 mod plan;
+mod run;
+pub mod runs;
+mod submit;
 
 use crate::args::{Cli, Command, ConnectorsCommand};
 use crate::exit::{Code, Failure};
@@ -10,5 +14,10 @@ pub fn run(cli: Cli) -> Result<Code, Failure> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Connectors(ConnectorsCommand::List(args)) => connectors::list(args),
+        Command::Local(args) => local::run(args),
+        Command::Submit(args) => submit::run(args),
+        Command::Runs(command) => runs::runs(command),
+        Command::Logs(args) => runs::logs(args),
+        Command::Workers(command) => runs::workers(command),
     }
 }

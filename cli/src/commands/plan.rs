@@ -1,11 +1,11 @@
-//! `shardci plan`.
+//! `shardci plan`, and the planning request every running command shares.
 
 use shardci_coordinator::config::Language;
 use shardci_coordinator::plan::{
     Event, Filters, PlanRequest, plan_repository, render_explain, render_summary,
 };
 
-use crate::args::{EventArg, FilterArgs, PlanArgs};
+use crate::args::{EventArg, FilterArgs, PlanArgs, PlanInput};
 use crate::exit::{Code, Failure};
 
 pub fn event(arg: EventArg) -> Event {
@@ -34,24 +34,28 @@ pub fn filters(args: &FilterArgs) -> Result<Filters, Failure> {
     })
 }
 
-pub fn run(args: PlanArgs) -> Result<Code, Failure> {
-    let mut filters = filters(&args.filters)?;
-    filters.test_types = args.test_types.clone();
-    filters.skip_steps = args.skip_steps.clone();
-    let request = PlanRequest {
-        repo: args.repo.clone(),
-        base: args.base.clone(),
-        head: args.head.clone(),
-        include_uncommitted: args.include_uncommitted,
-        event: event(args.event),
-        branch: args.branch.clone(),
-        labels: args.labels.clone(),
-        all: args.all,
+/// The library's planning request for these flags.
+pub fn request(input: &PlanInput, slots: Option<u32>) -> Result<PlanRequest, Failure> {
+    let mut filters = filters(&input.filters)?;
+    filters.test_types = input.test_types.clone();
+    filters.skip_steps = input.skip_steps.clone();
+    Ok(PlanRequest {
+        repo: input.repo.clone(),
+        base: input.base.clone(),
+        head: input.head.clone(),
+        include_uncommitted: input.include_uncommitted,
+        event: event(input.event),
+        branch: input.branch.clone(),
+        labels: input.labels.clone(),
+        all: input.all,
         filters,
-        slots: args.workers,
-        timings: args.timings.clone(),
-    };
-    let plan = plan_repository(&request)?;
+        slots,
+        timings: input.timings.clone(),
+    })
+}
+
+pub fn run(args: PlanArgs) -> Result<Code, Failure> {
+    let plan = plan_repository(&request(&args.input, args.workers)?)?;
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::infrastructure)?;
         println!("{text}");

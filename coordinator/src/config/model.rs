@@ -168,6 +168,10 @@ pub struct ImageConfig {
     pub context: String,
     #[serde(default = "default_dockerfile")]
     pub dockerfile: String,
+    /// Files copied from the host into the build context, by name in the context:
+    /// `{ busybox = "/bin/busybox" }`.
+    #[serde(default)]
+    pub host_files: IndexMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

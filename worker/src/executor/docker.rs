@@ -44,6 +44,11 @@ fn engine_error(step: &str, started: Instant, what: &str, e: &BollardError) -> S
     )
 }
 
+/// Docker reads a relative bind source as a volume name; make it a path.
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn is_not_found(e: &BollardError) -> bool {
     matches!(
         e,
@@ -222,8 +227,8 @@ impl Executor for DockerExecutor {
             attach_stderr: Some(true),
             host_config: Some(HostConfig {
                 binds: Some(vec![
-                    format!("{}:/src:ro", ctx.source_dir.display()),
-                    format!("{}:/work:rw", ctx.work_dir.display()),
+                    format!("{}:/src:ro", absolute(&ctx.source_dir).display()),
+                    format!("{}:/work:rw", absolute(&ctx.work_dir).display()),
                 ]),
                 memory: Some(memory),
                 // No swap: a step over its memory limit is OOM-killed, not slowed down.

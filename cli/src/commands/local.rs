@@ -1,0 +1,169 @@
+//! `shardci local`: the same plan, scheduler and workers as a deployment, in one process. A
+//! coordinator listens on loopback and N workers connect to it over gRPC, so local runs
+//! exercise exactly the code a fleet runs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardci_coordinator::config::Config;
+use shardci_coordinator::schedule::SchedulerConfig;
+use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::state::MemoryStore;
+use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
+use shardci_worker::images::{ProjectImage, ensure};
+use shardci_worker::logs::MemorySink;
+use shardci_worker::session::{Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::run::{bundle, plan, state_dir, submit, who};
+use crate::args::{ExecutorArg, LocalArgs};
+use crate::client::connect;
+use crate::exit::{Code, Failure};
+use crate::progress::{exit_code, render_table, watch};
+
+pub fn run(args: LocalArgs) -> Result<Code, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}"))
+        })?;
+    runtime.block_on(local(args))
+}
+
+async fn build_images(
+    config: &Config,
+    repo: &std::path::Path,
+    docker: &DockerExecutor,
+) -> Result<(), Failure> {
+    for image in &config.images {
+        let project = ProjectImage {
+            tag: image.tag.clone(),
+            context: repo.join(&image.context),
+            dockerfile: image.dockerfile.clone(),
+            host_files: image
+                .host_files
+                .iter()
+                .map(|(name, host)| (name.clone(), host.into()))
+                .collect(),
+        };
+        let mut log = MemorySink::default();
+        match ensure(docker.client(), &project, &mut log).await {
+            Ok(true) => eprintln!("built image {}", image.tag),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(Failure::infrastructure(anyhow::anyhow!(
+                    "failed to build image {} from {}: {e}\n{}",
+                    image.tag,
+                    image.context,
+                    log.text()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn local(args: LocalArgs) -> Result<Code, Failure> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let workers = args.workers.unwrap_or(cores);
+    let plan = plan(&args.input, Some(workers * args.slots)).await?;
+    if plan.jobs.is_empty() {
+        eprintln!("nothing to run: the change selects no job (see `shardci plan --explain`)");
+        return Ok(Code::Success);
+    }
+    eprintln!(
+        "plan: {} job(s) of {} connector(s) in {} shard(s) on {workers} worker(s) x {} slot(s)",
+        plan.jobs.len(),
+        plan.connectors.len(),
+        plan.shards.len(),
+        args.slots
+    );
+    let state = state_dir(&args.input.repo, args.state_dir.as_deref())?.join("local");
+    let _ = std::fs::create_dir_all(&state);
+    let bundle = bundle(&args.input, state.join("bundle.tar")).await?;
+
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorArg::Process => Arc::new(ProcessExecutor),
+        ExecutorArg::Docker => {
+            let docker = DockerExecutor::connect("local").await.map_err(|e| {
+                Failure::infrastructure(anyhow::anyhow!(
+                    "{e}\n(no Docker here? `--executor process` runs steps as plain processes)"
+                ))
+            })?;
+            let config = Config::load(&args.input.repo)?;
+            build_images(&config, &args.input.repo, &docker).await?;
+            let swept = docker.sweep_orphans().await.unwrap_or(0);
+            if swept > 0 {
+                eprintln!("removed {swept} container(s) left by an earlier local run");
+            }
+            Arc::new(docker)
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| {
+            Failure::infrastructure(anyhow::anyhow!("failed to listen on loopback: {e}"))
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::infrastructure(anyhow::anyhow!("{e}")))?;
+    let server = tokio::spawn(serve(
+        listener,
+        ServerConfig {
+            scheduler: SchedulerConfig::default(),
+            data_dir: state.join("coordinator"),
+            tokens: Tokens::default(),
+            max_bundle_bytes: 8 << 30,
+        },
+        Arc::new(MemoryStore::new()),
+        shutdown.clone(),
+    ));
+    let url = format!("http://{address}");
+    // Local workers can run anything the plan needs.
+    let mut labels: BTreeSet<String> = plan
+        .jobs
+        .iter()
+        .flat_map(|j| j.requires.iter().cloned())
+        .collect();
+    labels.insert("local".into());
+    let mut tasks = Vec::new();
+    for i in 1..=workers {
+        let options = WorkerOptions {
+            coordinator: url.clone(),
+            // All local workers share the "local" Docker label space; ids stay distinct.
+            id: format!("local-{i}"),
+            labels: labels.iter().cloned().collect(),
+            slots: args.slots,
+            token: None,
+            data_dir: state.join("workers").join(format!("local-{i}")),
+            stop_grace: Duration::from_secs(10),
+        };
+        tasks.push(tokio::spawn(
+            Worker::new(options, executor.clone()).run(shutdown.clone()),
+        ));
+    }
+
+    let outcome = async {
+        let mut client = connect(&url, None).await?;
+        let run_id = submit(&mut client, &plan, &bundle, &who()).await?;
+        let run = watch(&mut client, &run_id, args.json).await?;
+        Ok::<_, Failure>(run)
+    }
+    .await;
+    shutdown.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let run = outcome?;
+    if args.json {
+        println!("{}", crate::commands::runs::run_json(&run));
+    } else {
+        print!("{}", render_table(&run));
+    }
+    Ok(exit_code(&run))
+}

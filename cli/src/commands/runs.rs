@@ -1,0 +1,186 @@
+//! `shardci runs`, `shardci logs` and `shardci workers`: reading and steering a coordinator.
+
+use std::io::Write;
+
+use serde_json::json;
+use shardci_proto::v1 as pb;
+
+use crate::args::{LogsArgs, RunsCommand, WorkersCommand};
+use crate::client::{connect, status_failure};
+use crate::exit::{Code, Failure};
+use crate::progress::{failure_line, render_table};
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}")))
+}
+
+fn status_text(status: i32) -> String {
+    pb::Status::try_from(status)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("STATUS_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn run_json(run: &pb::Run) -> String {
+    let results: Vec<_> = run
+        .results
+        .iter()
+        .map(|r| {
+            json!({
+                "job": r.job_id,
+                "status": status_text(r.status),
+                "attempt": r.attempt,
+                "flaky": r.flaky,
+                "failure": failure_line(r),
+                "steps": r.steps.iter().map(|s| json!({
+                    "step": s.step,
+                    "status": status_text(s.status),
+                    "failure_class": pb::FailureClass::try_from(s.failure_class).map(|c| c.as_str_name().trim_start_matches("FAILURE_CLASS_").to_ascii_lowercase()).unwrap_or_default(),
+                    "exit_code": s.exit_code,
+                    "seconds": s.duration.as_ref().map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9),
+                    "message": s.message,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let value = json!({
+        "id": run.id,
+        "status": status_text(run.status),
+        "labels": run.labels,
+        "submitted_by": run.submitted_by,
+        "shards_total": run.shards_total,
+        "shards_done": run.shards_done,
+        "results": results,
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
+    runtime()?.block_on(async {
+        match command {
+            RunsCommand::List { remote, limit, json } => {
+                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let runs = client
+                    .list_runs(pb::ListRunsRequest { limit, page_token: String::new(), status: 0 })
+                    .await
+                    .map_err(|s| status_failure("failed to list runs", s))?
+                    .into_inner()
+                    .runs;
+                if json {
+                    let items: Vec<serde_json::Value> = runs
+                        .iter()
+                        .map(|r| json!({ "id": r.id, "status": status_text(r.status), "shards_total": r.shards_total, "shards_done": r.shards_done, "submitted_by": r.submitted_by }))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
+                } else {
+                    println!("{:<24} {:<10} {:>7}  BY", "RUN", "STATUS", "SHARDS");
+                    for r in &runs {
+                        println!("{:<24} {:<10} {:>3}/{:<3}  {}", r.id, status_text(r.status), r.shards_done, r.shards_total, r.submitted_by);
+                    }
+                }
+                Ok(Code::Success)
+            }
+            RunsCommand::Show { run, remote, json } => {
+                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let run = client.get_run(pb::GetRunRequest { run_id: run }).await.map_err(|s| status_failure("failed to read the run", s))?.into_inner();
+                if json {
+                    println!("{}", run_json(&run));
+                } else {
+                    println!("run {} ({}), {}/{} shards done", run.id, status_text(run.status), run.shards_done, run.shards_total);
+                    print!("{}", render_table(&run));
+                }
+                Ok(Code::Success)
+            }
+            RunsCommand::Cancel { run, remote } => {
+                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let response = client
+                    .cancel_run(pb::CancelRunRequest { run_id: run.clone(), reason: "cancelled from the CLI".into() })
+                    .await
+                    .map_err(|s| status_failure("failed to cancel the run", s))?
+                    .into_inner();
+                println!("{run}: {}", status_text(response.status));
+                Ok(Code::Success)
+            }
+        }
+    })
+}
+
+pub fn logs(args: LogsArgs) -> Result<Code, Failure> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
+        let step = match args.step {
+            Some(step) => step,
+            None => args
+                .job
+                .split_once('/')
+                .map(|(_, rest)| rest.split('[').next().unwrap_or(rest).to_string())
+                .ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "{:?} is not a job id like connector/test_type[...]; pass --step",
+                        args.job
+                    ))
+                })?,
+        };
+        let mut stream = client
+            .stream_logs(pb::StreamLogsRequest {
+                run_id: args.run,
+                job_id: args.job,
+                step,
+                follow: args.follow,
+            })
+            .await
+            .map_err(|s| status_failure("failed to read the log", s))?
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| status_failure("the log stream failed", s))?
+        {
+            let _ = out.write_all(&chunk.data);
+            let _ = out.flush();
+        }
+        Ok(Code::Success)
+    })
+}
+
+pub fn workers(command: WorkersCommand) -> Result<Code, Failure> {
+    runtime()?.block_on(async {
+        match command {
+            WorkersCommand::List { remote, json } => {
+                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let workers = client
+                    .list_workers(pb::ListWorkersRequest {})
+                    .await
+                    .map_err(|s| status_failure("failed to list workers", s))?
+                    .into_inner()
+                    .workers;
+                if json {
+                    let items: Vec<serde_json::Value> = workers
+                        .iter()
+                        .map(|w| json!({ "id": w.id, "labels": w.labels, "slots": w.slots, "current_shards": w.current_shards, "draining": w.draining, "last_heartbeat": w.last_heartbeat.as_ref().map(|t| t.seconds) }))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
+                } else {
+                    println!("{:<20} {:>5}  {:<24} {:<9} SHARDS", "WORKER", "SLOTS", "LABELS", "STATE");
+                    for w in &workers {
+                        println!("{:<20} {:>5}  {:<24} {:<9} {}", w.id, w.slots, w.labels.join(","), if w.draining { "draining" } else { "ready" }, w.current_shards.join(" "));
+                    }
+                }
+                Ok(Code::Success)
+            }
+            WorkersCommand::Drain { worker, remote } => {
+                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                client.drain_worker(pb::DrainWorkerRequest { worker_id: worker.clone() }).await.map_err(|s| status_failure("failed to drain the worker", s))?;
+                println!("{worker}: draining (finishes its shards, takes no new ones)");
+                Ok(Code::Success)
+            }
+        }
+    })
+}

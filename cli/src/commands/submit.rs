@@ -1,0 +1,39 @@
+//! `shardci submit`: plan here, upload the tree, and hand the run to a coordinator.
+
+use super::run::{bundle, plan, state_dir, submit, who};
+use crate::args::SubmitArgs;
+use crate::client::connect;
+use crate::exit::{Code, Failure};
+use crate::progress::{exit_code, render_table, watch};
+
+pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}"))
+        })?;
+    runtime.block_on(async {
+        let plan = plan(&args.input, args.workers).await?;
+        let state = state_dir(&args.input.repo, None)?;
+        let bundle = bundle(&args.input, state.join("submit-bundle.tar")).await?;
+        let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
+        let run_id = submit(&mut client, &plan, &bundle, &who()).await?;
+        if !args.watch {
+            if args.json {
+                println!("{}", serde_json::json!({ "run_id": run_id, "jobs": plan.jobs.len(), "shards": plan.shards.len() }));
+            } else {
+                println!("{run_id}");
+            }
+            return Ok(Code::Success);
+        }
+        eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
+        let run = watch(&mut client, &run_id, args.json).await?;
+        if args.json {
+            println!("{}", crate::commands::runs::run_json(&run));
+        } else {
+            print!("{}", render_table(&run));
+        }
+        Ok(exit_code(&run))
+    })
+}

@@ -1,0 +1,2 @@
+def test_charges_are_read():
+    assert True
