@@ -1,18 +1,104 @@
-//! `shardci-coordinator`: the server that schedules shards onto workers.
-//!
-//! The planner it will serve already lives in this crate's library and is used by
-//! `shardci plan`; the gRPC server is not built yet, so this binary says so and exits.
+//! `shardci-coordinator`: parse flags, set up logging, serve until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("shardci-coordinator {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+use clap::Parser;
+use shardci_coordinator::config::parse_duration;
+use shardci_coordinator::schedule::SchedulerConfig;
+use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::state::MemoryStore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardci-coordinator",
+    version,
+    about = "Schedules shardci runs onto workers over gRPC."
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "SHARDCI_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where source bundles are kept.
+    #[arg(long, env = "SHARDCI_DATA_DIR", default_value = ".shardci/coordinator")]
+    data_dir: PathBuf,
+    /// A worker silent for this long is lost and its shards run again ("10s", "500ms").
+    #[arg(long, env = "SHARDCI_LEASE_TTL", default_value = "10s", value_parser = duration_ms)]
+    lease_ttl: u64,
+    /// Automatic retries after infrastructure failures.
+    #[arg(long, default_value_t = 2)]
+    max_infra_retries: u32,
+    /// Bearer token clients must present (none: open).
+    #[arg(long, env = "SHARDCI_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+    /// Bearer token workers must present (none: open).
+    #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: Option<String>,
+    /// Largest source bundle accepted, in bytes.
+    #[arg(long, default_value_t = 8 << 30)]
+    max_bundle_bytes: u64,
+}
+
+fn duration_ms(text: &str) -> Result<u64, String> {
+    parse_duration(text).map(|s| (s * 1000.0) as u64)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHARDCI_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: failed to listen on {}: {e}", args.listen);
+            return ExitCode::from(3);
+        }
+    };
+    match listener.local_addr() {
+        Ok(address) => println!("shardci-coordinator listening on {address}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
     }
-    eprintln!(
-        "shardci-coordinator {}: the scheduling server is not implemented yet; use `shardci plan` to plan runs",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        stop.cancel();
+    });
+    let config = ServerConfig {
+        scheduler: SchedulerConfig {
+            lease_ttl_ms: args.lease_ttl,
+            max_infra_retries: args.max_infra_retries,
+        },
+        data_dir: args.data_dir,
+        tokens: Tokens {
+            client: args.client_token,
+            worker: args.worker_token,
+        },
+        max_bundle_bytes: args.max_bundle_bytes,
+    };
+    match serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+    }
 }

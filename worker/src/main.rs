@@ -1,17 +1,121 @@
-//! `shardci-worker`: runs shards handed out by a coordinator.
-//!
-//! Not built yet: this binary says so and exits.
+//! `shardci-worker`: parse flags, set up logging, serve a coordinator until SIGINT/SIGTERM.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("shardci-worker {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+use clap::{Parser, ValueEnum};
+use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
+use shardci_worker::session::{Worker, WorkerError, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExecutorKind {
+    Docker,
+    Process,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardci-worker",
+    version,
+    about = "Runs shardci shards handed out by a coordinator."
+)]
+struct Args {
+    /// The coordinator, e.g. http://ci-coordinator:7070.
+    #[arg(long, env = "SHARDCI_COORDINATOR")]
+    coordinator: String,
+    /// Stable worker id (its orphaned containers are swept on restart) [default: the host name].
+    #[arg(long, env = "SHARDCI_WORKER_ID")]
+    id: Option<String>,
+    /// Labels shards may require, comma separated (e.g. docker,linux,large).
+    #[arg(long, env = "SHARDCI_WORKER_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Shards run at once.
+    #[arg(long, env = "SHARDCI_WORKER_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    #[arg(long, value_enum, default_value = "docker")]
+    executor: ExecutorKind,
+    /// Source cache, work dirs and logs.
+    #[arg(
+        long,
+        env = "SHARDCI_WORKER_DATA_DIR",
+        default_value = ".shardci/worker"
+    )]
+    data_dir: PathBuf,
+    /// Bearer token for the worker API.
+    #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds between a polite stop and a kill, on timeout or cancellation.
+    #[arg(long, default_value_t = 10)]
+    stop_grace_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHARDCI_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let id = args.id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into())
+    });
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorKind::Process => Arc::new(ProcessExecutor),
+        ExecutorKind::Docker => match DockerExecutor::connect(&id).await {
+            Ok(docker) => {
+                match docker.sweep_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("swept {n} container(s) left by an earlier run of {id}"),
+                    Err(e) => eprintln!("warning: failed to sweep orphaned containers: {e}"),
+                }
+                Arc::new(docker)
+            }
+            Err(e) => {
+                eprintln!("error: {e} (use --executor process on a host without Docker)");
+                return ExitCode::from(3);
+            }
+        },
+    };
+    let mut labels = args.labels;
+    labels.retain(|l| !l.is_empty());
+    let options = WorkerOptions {
+        coordinator: args.coordinator,
+        id,
+        labels,
+        slots: args.slots,
+        token: args.token,
+        data_dir: args.data_dir,
+        stop_grace: Duration::from_secs(args.stop_grace_seconds),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        stop.cancel();
+    });
+    match Worker::new(options, executor).run(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(WorkerError::Refused(why)) => {
+            eprintln!("error: the coordinator refused this worker: {why}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
     }
-    eprintln!(
-        "shardci-worker {}: the worker runtime is not implemented yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
 }

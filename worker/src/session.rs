@@ -286,6 +286,8 @@ impl Worker {
                                 lock(&shared.unacked).remove(&key);
                                 if ack.outcome == pb::ack::Outcome::Rejected as i32 {
                                     tracing::error!(shard = ?key, reason = %ack.message, "the coordinator rejected a completion");
+                                } else if ack.outcome == pb::ack::Outcome::Fenced as i32 {
+                                    tracing::warn!(shard = ?key, "the coordinator fenced this completion: the shard was reassigned while we were away");
                                 }
                             }
                         }

@@ -278,6 +278,21 @@ impl Actor {
                 let session = self
                     .scheduler
                     .connect(now, &worker, labels, slots, &running);
+                // Welcome goes first, before any notice the connect produced (such as a cancel
+                // of an attempt the worker no longer holds).
+                let ttl = std::time::Duration::from_millis(self.scheduler.config().lease_ttl_ms);
+                // Three heartbeats per lease: one lost message never costs a worker its shards.
+                let beat = (ttl / 3).max(std::time::Duration::from_millis(100));
+                let welcome = pb::Welcome {
+                    session_id: session.0.to_string(),
+                    lease_ttl: Some(wire::wire_duration(ttl)),
+                    heartbeat_interval: Some(wire::wire_duration(beat)),
+                    store_url: String::new(),
+                };
+                let message = pb::CoordinatorMessage {
+                    msg: Some(pb::coordinator_message::Msg::Welcome(welcome)),
+                };
+                let _ = outbox.try_send(Ok(message));
                 self.sessions.insert(worker, (session, outbox));
                 let _ = reply.send(session);
             }

@@ -116,6 +116,8 @@ pub struct WorkerApi {
     pub coordinator: Coordinator,
     pub sources: SourceStore,
     pub tokens: Tokens,
+    /// Reported in heartbeat acknowledgements.
+    pub lease_ttl: std::time::Duration,
 }
 
 struct UploadChunks {
@@ -590,41 +592,22 @@ impl WorkerService for WorkerApi {
                 reply,
             })
             .await?;
-        let lease = self
-            .coordinator
-            .call(|reply| Command::Heartbeat {
-                worker: worker.clone(),
-                session,
-                reply,
-            })
-            .await??;
-        let _ = lease;
-        let welcome = pb::Welcome {
-            session_id: session.0.to_string(),
-            lease_ttl: Some(prost_types::Duration {
-                seconds: 10,
-                nanos: 0,
-            }),
-            heartbeat_interval: Some(prost_types::Duration {
-                seconds: 2,
-                nanos: 0,
-            }),
-            store_url: String::new(),
-        };
-        outbox
-            .send(Ok(pb::CoordinatorMessage {
-                msg: Some(pb::coordinator_message::Msg::Welcome(welcome)),
-            }))
-            .await
-            .map_err(|_| Status::internal("session closed"))?;
         for finished in hello.finished_while_away {
             let ack = complete(&self.coordinator, &worker, finished).await?;
             let _ = outbox.send(Ok(ack)).await;
         }
         let coordinator = self.coordinator.clone();
+        let lease_ttl = self.lease_ttl;
         tokio::spawn(async move {
-            if let Err(status) =
-                serve_session(&coordinator, &worker, session, &mut inbound, &outbox).await
+            if let Err(status) = serve_session(
+                &coordinator,
+                &worker,
+                session,
+                &mut inbound,
+                &outbox,
+                lease_ttl,
+            )
+            .await
             {
                 tracing::warn!(%worker, error = %status.message(), "worker session ended with an error");
                 let _ = outbox.send(Err(status)).await;
@@ -686,6 +669,7 @@ async fn serve_session(
     session: crate::schedule::SessionId,
     inbound: &mut Streaming<pb::WorkerMessage>,
     outbox: &mpsc::Sender<Outgoing>,
+    lease_ttl: std::time::Duration,
 ) -> Result<(), Status> {
     use pb::worker_message::Msg;
     while let Some(message) = inbound.message().await? {
@@ -701,11 +685,9 @@ async fn serve_session(
                     })
                     .await??;
                 let _ = lease;
+                // The lease was just renewed: a whole TTL remains.
                 let ack = pb::HeartbeatAck {
-                    lease_remaining: Some(prost_types::Duration {
-                        seconds: 10,
-                        nanos: 0,
-                    }),
+                    lease_remaining: Some(wire::wire_duration(lease_ttl)),
                 };
                 let _ = outbox
                     .send(Ok(pb::CoordinatorMessage {

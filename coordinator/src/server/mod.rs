@@ -64,6 +64,7 @@ pub async fn serve(
         coordinator,
         sources,
         tokens: config.tokens,
+        lease_ttl: std::time::Duration::from_millis(config.scheduler.lease_ttl_ms),
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()

@@ -1,0 +1,624 @@
+//! A real deployment on loopback: a `shardci-coordinator` process, `shardci-worker` processes
+//! running steps in the real Docker daemon, and `shardci` submitting and watching. Workers are
+//! killed, paused and cancelled to check that no job is lost or counted twice.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const IMAGE: &str = "shardci-test/busybox:1";
+
+fn bin(name: &str) -> PathBuf {
+    let shardci = PathBuf::from(env!("CARGO_BIN_EXE_shardci"));
+    let path = shardci.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn ensure_image() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let docker = shardci_worker::executor::DockerExecutor::connect("cluster-test-setup").await.expect("Docker is reachable");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n").unwrap();
+        let image = shardci_worker::images::ProjectImage {
+            tag: IMAGE.into(),
+            context: dir.path().to_path_buf(),
+            dockerfile: "Dockerfile".into(),
+            host_files: vec![("busybox".into(), "/bin/busybox".into())],
+        };
+        shardci_worker::images::ensure(docker.client(), &image, &mut shardci_worker::logs::MemorySink::default()).await.expect("the test image builds");
+    });
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A generic-layout monorepo whose `n` connectors each run one step: `sleep <seconds>`.
+fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shardci.toml"),
+        format!(
+            "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
+             [defaults]\nimage = \"{IMAGE}\"\nexpected_duration = \"{seconds}s\"\nresources = {{ memory = \"64MiB\" }}\n\n\
+             [test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep {seconds}; echo done\"\n\n\
+             [templates.generic]\ntest_types = [\"slow\"]\n\n[sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    for i in 1..=n {
+        let c = dir.path().join(format!("connectors/c{i}"));
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("connector.toml"), "language = \"generic\"\n").unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "fixture"]);
+    dir
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+    coordinator: Child,
+    workers: Vec<(String, Child)>,
+    prefix: String,
+}
+
+impl Cluster {
+    fn start(name: &str, lease: &str, workers: usize, extra: &[&str]) -> Cluster {
+        ensure_image();
+        let dir = tempfile::tempdir().unwrap();
+        let mut coordinator = Command::new(bin("shardci-coordinator"))
+            .args(["--listen", "127.0.0.1:0", "--lease-ttl", lease])
+            .arg("--data-dir")
+            .arg(dir.path().join("coordinator"))
+            .args(extra)
+            .env("SHARDCI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(coordinator.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().rsplit(' ').next().unwrap().to_string();
+        let prefix = format!("{name}-{}", std::process::id());
+        let mut cluster = Cluster {
+            dir,
+            url: format!("http://{address}"),
+            coordinator,
+            workers: Vec::new(),
+            prefix,
+        };
+        for i in 1..=workers {
+            let id = format!("{}-w{i}", cluster.prefix);
+            let child = cluster.spawn_worker(&id, &[]);
+            cluster.workers.push((id, child));
+        }
+        cluster.wait_for_workers(workers);
+        cluster
+    }
+
+    fn spawn_worker(&self, id: &str, extra: &[&str]) -> Child {
+        Command::new(bin("shardci-worker"))
+            .args([
+                "--coordinator",
+                &self.url,
+                "--id",
+                id,
+                "--labels",
+                "docker",
+                "--stop-grace-seconds",
+                "2",
+            ])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(id))
+            .args(extra)
+            .env("SHARDCI_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn worker_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
+    }
+
+    fn shardci(&self, args: &[&str]) -> Output {
+        Command::new(bin("shardci"))
+            .args(args)
+            .env("SHARDCI_COORDINATOR", &self.url)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.shardci(args);
+        assert!(
+            out.status.success(),
+            "shardci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn workers(&self) -> Vec<Value> {
+        self.json(&["workers", "list", "--json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn wait_for_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.workers().len() < n {
+            assert!(Instant::now() < deadline, "workers did not register");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn submit(&self, repo: &Path, args: &[&str]) -> String {
+        let mut all = vec!["submit", "--repo", repo.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.shardci(&all);
+        assert!(
+            out.status.success(),
+            "submit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn wait_for_run(&self, run: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.json(&["runs", "show", run, "--json"]);
+            if !matches!(value["status"].as_str(), Some("queued" | "running")) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} did not finish: {value}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// A worker that is running a shard right now.
+    fn busy_worker(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(w) = self.workers().iter().find(|w| {
+                w["current_shards"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty())
+            }) {
+                return w["id"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no worker picked up a shard");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self, id: &str) -> u32 {
+        self.workers
+            .iter()
+            .find(|(w, _)| w == id)
+            .map(|(_, c)| c.id())
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker ps -aq --filter label=shardci.worker | xargs -r docker inspect -f '{{{{.Id}}}} {{{{index .Config.Labels \"shardci.worker\"}}}}' | grep ' {}' | cut -d' ' -f1 | xargs -r docker rm -f", self.prefix))
+            .output();
+    }
+}
+
+fn containers(filter: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", filter])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn results(run: &Value) -> Vec<Value> {
+    run["results"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn three_workers_run_the_full_matrix_and_report_every_job_once() {
+    let cluster = Cluster::start("matrix", "5s", 3, &[]);
+    let example = tempfile::tempdir().unwrap();
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo/."))
+        .arg(example.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let _ = std::fs::remove_dir_all(example.path().join(".shardci"));
+    git(example.path(), &["init", "-q", "-b", "master"]);
+    git(example.path(), &["add", "-A"]);
+    git(example.path(), &["commit", "-qm", "example"]);
+    // The example's steps run in its own image.
+    let local = cluster.shardci(&[
+        "local",
+        "--repo",
+        example.path().to_str().unwrap(),
+        "--connector",
+        "source-pokeapi",
+        "--all",
+        "--json",
+    ]);
+    assert!(
+        local.status.success(),
+        "building the example image through `shardci local`: {}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+
+    let out = cluster.shardci(&[
+        "submit",
+        "--repo",
+        example.path().to_str().unwrap(),
+        "--all",
+        "--label",
+        "all versions",
+        "--workers",
+        "3",
+        "--watch",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run fails on purpose: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = results(&run);
+    assert_eq!(results.len(), 83, "one result per job");
+    let ids: BTreeSet<&str> = results.iter().map(|r| r["job"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 83, "no job counted twice");
+    let failed: BTreeSet<&str> = results
+        .iter()
+        .filter(|r| r["status"] != "success")
+        .map(|r| r["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        BTreeSet::from([
+            "source-github/unit[python=3.12,cdk=latest]",
+            "source-github/unit[python=3.12,cdk=pinned]"
+        ])
+    );
+    let github = results
+        .iter()
+        .find(|r| r["job"] == "source-github/unit[python=3.12,cdk=latest]")
+        .unwrap();
+    assert_eq!(
+        github["steps"][0]["status"], "success",
+        "the build step passed"
+    );
+    assert_eq!(github["steps"][1]["failure_class"], "test");
+    assert_eq!(github["steps"][1]["exit_code"], 1);
+    // Logs were shipped to the coordinator.
+    let log = cluster.shardci(&[
+        "logs",
+        run["id"].as_str().unwrap(),
+        "source-github/unit[python=3.12,cdk=latest]",
+    ]);
+    assert!(String::from_utf8_lossy(&log.stdout).contains("unit tests do not support python 3.12"));
+}
+
+#[test]
+fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it_returns() {
+    let mut cluster = Cluster::start("kill", "2s", 3, &[]);
+    let repo = slow_repo(6, 4);
+    let run = cluster.submit(repo.path(), &["--all", "--workers", "3"]);
+    let victim = cluster.busy_worker();
+    signal(cluster.pid(&victim), "-KILL");
+    let run = cluster.wait_for_run(&run, Duration::from_secs(120));
+    assert_eq!(run["status"], "success", "{run}");
+    let results = results(&run);
+    assert_eq!(results.len(), 6, "each job has exactly one final result");
+    assert!(
+        results.iter().any(|r| r["attempt"] == 2),
+        "the lost shard ran again as attempt 2: {run}"
+    );
+    assert!(results.iter().all(|r| r["attempt"].as_u64() <= Some(2)));
+
+    // The victim left its containers behind; restarting it sweeps them.
+    let label = format!("label=shardci.worker={victim}");
+    let left = containers(&label);
+    assert!(left >= 1, "a container of the killed worker is still there");
+    let index = cluster
+        .workers
+        .iter()
+        .position(|(w, _)| *w == victim)
+        .unwrap();
+    let restarted = cluster.spawn_worker(&victim, &[]);
+    let mut killed = std::mem::replace(&mut cluster.workers[index].1, restarted);
+    let _ = killed.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers(&label) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted worker did not sweep its orphans"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        cluster.worker_log(&victim).contains("swept"),
+        "{}",
+        cluster.worker_log(&victim)
+    );
+}
+
+#[test]
+fn a_paused_worker_is_fenced_and_rejoins() {
+    let cluster = Cluster::start("pause", "2s", 2, &[]);
+    let repo = slow_repo(4, 3);
+    let run = cluster.submit(repo.path(), &["--all", "--workers", "2"]);
+    let victim = cluster.busy_worker();
+    let pid = cluster.pid(&victim);
+    signal(pid, "-STOP");
+    let run = cluster.wait_for_run(&run, Duration::from_secs(120));
+    signal(pid, "-CONT");
+    assert_eq!(run["status"], "success", "{run}");
+    let results = results(&run);
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().any(|r| r["attempt"] == 2), "{run}");
+    // Back from the pause, its late completion is refused and it joins again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let fenced = cluster.worker_log(&victim).contains("fenced");
+        let rejoined = cluster.workers().iter().any(|w| w["id"] == victim.as_str());
+        if fenced && rejoined {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fenced={fenced} rejoined={rejoined}\n{}",
+            cluster.worker_log(&victim)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn cancelling_a_run_leaves_no_container_behind() {
+    let cluster = Cluster::start("cancel", "5s", 2, &[]);
+    let repo = slow_repo(4, 60);
+    let run = cluster.submit(repo.path(), &["--all", "--workers", "2"]);
+    cluster.busy_worker();
+    let out = cluster.shardci(&["runs", "cancel", &run]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let finished = cluster.wait_for_run(&run, Duration::from_secs(30));
+    assert_eq!(finished["status"], "cancelled", "{finished}");
+    let label = format!("label=shardci.run={run}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while containers(&label) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "containers of the cancelled run remain"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        results(&finished)
+            .iter()
+            .all(|r| r["status"] == "cancelled"),
+        "{finished}"
+    );
+}
+
+#[test]
+fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
+    use shardci_proto::v1 as pb;
+    use shardci_proto::v1::client_service_client::ClientServiceClient;
+    use shardci_proto::v1::worker_service_client::WorkerServiceClient;
+
+    let cluster = Cluster::start("hostile", "5s", 0, &["--worker-token", "s3cret-worker"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let hello = |version: u32| pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::Hello(pb::Hello {
+                api_version: version,
+                worker_id: "rogue".into(),
+                slots: 1,
+                ..Default::default()
+            })),
+        };
+        let session = |token: &str, messages: Vec<pb::WorkerMessage>| {
+            let url = cluster.url.clone();
+            let token = token.to_string();
+            async move {
+                let mut client = WorkerServiceClient::connect(url).await.unwrap();
+                let mut request = tonic::Request::new(tokio_stream::iter(messages));
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                client.session(request).await
+            }
+        };
+        let wrong_token = session("guess", vec![hello(1)]).await.unwrap_err();
+        assert_eq!(
+            wrong_token.code(),
+            tonic::Code::Unauthenticated,
+            "{wrong_token:?}"
+        );
+        let wrong_version = session("s3cret-worker", vec![hello(2)]).await.unwrap_err();
+        assert_eq!(wrong_version.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            wrong_version.message().contains("speaks v2"),
+            "{}",
+            wrong_version.message()
+        );
+        let no_hello = session(
+            "s3cret-worker",
+            vec![pb::WorkerMessage {
+                msg: Some(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                    free_slots: 1,
+                })),
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(no_hello.code(), tonic::Code::InvalidArgument);
+
+        // A log chunk for a shard that does not exist ends that session with INVALID_ARGUMENT.
+        let chunk = pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::Log(pb::LogChunk {
+                run_id: "run-nope".into(),
+                shard_id: "shard-001".into(),
+                attempt: 1,
+                job_id: "j".into(),
+                step: "s".into(),
+                seq: 0,
+                data: b"x".to_vec(),
+                eof: false,
+            })),
+        };
+        let mut inbound = session("s3cret-worker", vec![hello(1), chunk])
+            .await
+            .unwrap()
+            .into_inner();
+        let mut ended = None;
+        while let Some(message) = inbound.message().await.transpose() {
+            if let Err(status) = message {
+                ended = Some(status);
+                break;
+            }
+        }
+        let ended = ended.expect("the session ends with a status");
+        assert_eq!(ended.code(), tonic::Code::InvalidArgument);
+        assert!(
+            ended.message().contains("unknown shard run-nope/shard-001"),
+            "{}",
+            ended.message()
+        );
+
+        // A completion for a shard that does not exist is acknowledged as unknown, not recorded.
+        let finished = pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::ShardFinished(pb::ShardFinished {
+                shard: Some(pb::ShardRef {
+                    run_id: "run-nope".into(),
+                    shard_id: "shard-001".into(),
+                    attempt: 3,
+                }),
+                results: vec![],
+            })),
+        };
+        let mut inbound = session("s3cret-worker", vec![hello(1), finished])
+            .await
+            .unwrap()
+            .into_inner();
+        let mut outcome = None;
+        while let Ok(Some(message)) = inbound.message().await {
+            if let Some(pb::coordinator_message::Msg::Ack(ack)) = message.msg {
+                outcome = Some(ack.outcome);
+                break;
+            }
+        }
+        assert_eq!(outcome, Some(pb::ack::Outcome::UnknownShard as i32));
+
+        // A run whose source was never uploaded is refused; the coordinator still answers.
+        let mut client = ClientServiceClient::connect(cluster.url.clone())
+            .await
+            .unwrap();
+        let submit = pb::SubmitRunRequest {
+            plan_request: Some(pb::PlanRequest {
+                source: Some(pb::Source {
+                    location: Some(pb::source::Location::BundleDigest("0".repeat(64))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            plan: Some(pb::Plan::default()),
+            ..Default::default()
+        };
+        let refused = client.submit_run(submit).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        let upload = client
+            .upload_source(tokio_stream::iter(vec![pb::SourceChunk {
+                expected_digest: "a".repeat(64),
+                data: b"not what was announced".to_vec(),
+            }]))
+            .await
+            .unwrap_err();
+        assert_eq!(upload.code(), tonic::Code::InvalidArgument, "{upload:?}");
+        assert!(
+            client
+                .list_runs(pb::ListRunsRequest::default())
+                .await
+                .is_ok(),
+            "the coordinator keeps serving"
+        );
+    });
+
+    // A worker started with the wrong token gives up with a clear message instead of retrying.
+    let mut rogue =
+        cluster.spawn_worker(&format!("{}-rogue", cluster.prefix), &["--token", "guess"]);
+    let status = rogue.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        cluster
+            .worker_log(&format!("{}-rogue", cluster.prefix))
+            .contains("refused this worker")
+    );
+}
