@@ -84,6 +84,10 @@ pub struct SubmitArgs {
     /// Worker slots the fleet has, to shard for [default: sharding.default_slots].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Option<u32>,
+    /// Let workers fetch the head commit from this git URL (through their mirror cache)
+    /// instead of uploading a bundle; uncommitted files are then not part of the run.
+    #[arg(long, value_name = "URL")]
+    pub git_url: Option<String>,
     /// Stream progress until the run ends and exit with its result.
     #[arg(long)]
     pub watch: bool,

@@ -54,16 +54,15 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
-/// A generic-layout monorepo whose `n` connectors each run one step: `sleep <seconds>`.
-fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
+/// A generic-layout monorepo with `n` connectors and the given test types and templates.
+fn fixture(n: usize, steps: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("shardci.toml"),
         format!(
             "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
-             [defaults]\nimage = \"{IMAGE}\"\nexpected_duration = \"{seconds}s\"\nresources = {{ memory = \"64MiB\" }}\n\n\
-             [test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep {seconds}; echo done\"\n\n\
-             [templates.generic]\ntest_types = [\"slow\"]\n\n[sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n"
+             [defaults]\nimage = \"{IMAGE}\"\nexpected_duration = \"5s\"\nresources = {{ memory = \"64MiB\" }}\n\n{steps}\n\
+             [sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n"
         ),
     )
     .unwrap();
@@ -76,6 +75,16 @@ fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
     git(dir.path(), &["add", "-A"]);
     git(dir.path(), &["commit", "-qm", "fixture"]);
     dir
+}
+
+/// `n` connectors whose one step sleeps `seconds`.
+fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
+    fixture(
+        n,
+        &format!(
+            "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep {seconds}; echo done\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n"
+        ),
+    )
 }
 
 struct Cluster {
@@ -460,6 +469,92 @@ fn cancelling_a_run_leaves_no_container_behind() {
             .iter()
             .all(|r| r["status"] == "cancelled"),
         "{finished}"
+    );
+}
+
+#[test]
+fn a_failed_build_skips_its_dependents_and_git_sources_work() {
+    let cluster = Cluster::start("build", "5s", 2, &[]);
+    let repo = fixture(
+        2,
+        "[test_types.build]\ncommand = \"test $SHARDCI_CONNECTOR != c1 || { echo cannot build c1; exit 3; }\"\n\n\
+         [test_types.unit]\ndepends_on = [\"build\"]\ncommand = \"echo unit ok\"\n\n\
+         [templates.generic]\ntest_types = [\"build\", \"unit\"]\n",
+    );
+    let url = format!("file://{}", repo.path().display());
+    let out = cluster.shardci(&[
+        "submit",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--all",
+        "--test-type",
+        "unit",
+        "--git-url",
+        &url,
+        "--watch",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c1 = results(&run)
+        .into_iter()
+        .find(|r| r["job"] == "c1/unit")
+        .unwrap();
+    assert_eq!(c1["status"], "failure");
+    assert_eq!(c1["steps"][0]["exit_code"], 3);
+    assert_eq!(c1["steps"][1]["status"], "skipped");
+    assert_eq!(c1["steps"][1]["message"], "dependency build failed");
+    let c2 = results(&run)
+        .into_iter()
+        .find(|r| r["job"] == "c2/unit")
+        .unwrap();
+    assert_eq!(c2["status"], "success", "{run}");
+}
+
+#[test]
+fn a_full_coordinator_pushes_back_and_an_unknown_ref_is_refused_before_anything_is_sent() {
+    let cluster = Cluster::start("busy", "5s", 1, &["--max-active-runs", "1"]);
+    let repo = slow_repo(2, 30);
+    let first = cluster.submit(repo.path(), &["--all"]);
+    let second = cluster.shardci(&[
+        "submit",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--all",
+        "--label",
+        "all versions",
+    ]);
+    assert_eq!(
+        second.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        message.contains("retry later") && message.contains("ResourceExhausted"),
+        "{message}"
+    );
+    let unknown = cluster.shardci(&[
+        "submit",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--base",
+        "origin/nope",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown git ref \"origin/nope\""));
+    assert!(
+        cluster
+            .shardci(&["runs", "cancel", &first])
+            .status
+            .success()
     );
 }
 

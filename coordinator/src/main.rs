@@ -40,6 +40,9 @@ struct Args {
     /// Largest source bundle accepted, in bytes.
     #[arg(long, default_value_t = 8 << 30)]
     max_bundle_bytes: u64,
+    /// Runs queued or running at once; more submissions get RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, default_value_t = 1000)]
+    max_active_runs: usize,
 }
 
 fn duration_ms(text: &str) -> Result<u64, String> {
@@ -93,6 +96,7 @@ async fn main() -> ExitCode {
             worker: args.worker_token,
         },
         max_bundle_bytes: args.max_bundle_bytes,
+        max_active_runs: args.max_active_runs,
     };
     match serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

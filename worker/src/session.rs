@@ -346,12 +346,11 @@ async fn fetch_source(shared: &Shared, source: Option<&pb::Source>) -> Result<Pa
                 .await
                 .map_err(|e| e.to_string())?
         }
-        Some(pb::source::Location::Git(git)) => {
-            return Err(format!(
-                "git sources ({}) are not supported by this worker yet; submit a bundle",
-                git.url
-            ));
-        }
+        Some(pb::source::Location::Git(git)) => shared
+            .sources
+            .git_tree(&git.url, &source.head_commit)
+            .await
+            .map_err(|e| e.to_string())?,
         None => return Err("the source names neither a bundle nor a git repository".into()),
     };
     let root = if source.root.is_empty() {

@@ -104,6 +104,99 @@ impl SourceCache {
     }
 }
 
+impl SourceCache {
+    /// The tree of `commit` from the git repository at `url`, through a mirror kept per URL:
+    /// cloned once, fetched only when it lacks the commit, archived per commit.
+    pub async fn git_tree(&self, url: &str, commit: &str) -> Result<PathBuf, FetchError> {
+        let valid_commit =
+            matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid_commit {
+            return Err(FetchError::BadDigest(commit.to_string()));
+        }
+        if url.is_empty() || url.starts_with('-') {
+            return Err(FetchError::Refused(format!("{url:?} is not a git URL")));
+        }
+        let mirror = self
+            .dir
+            .join("mirrors")
+            .join(&hex::encode(Sha256::digest(url.as_bytes()))[..16]);
+        let lock = self.lock_for(&format!("mirror:{url}"));
+        let _guard = lock.lock().await;
+        if !mirror.join("HEAD").is_file() {
+            tokio::fs::create_dir_all(mirror.parent().unwrap_or(&self.dir)).await?;
+            git(
+                None,
+                &[
+                    "clone",
+                    "--mirror",
+                    "--quiet",
+                    "--",
+                    url,
+                    &mirror.to_string_lossy(),
+                ],
+            )
+            .await?;
+        }
+        let spec = format!("{commit}^{{commit}}");
+        if git(Some(&mirror), &["cat-file", "-e", &spec])
+            .await
+            .is_err()
+        {
+            git(Some(&mirror), &["fetch", "--quiet", "--prune", "origin"]).await?;
+        }
+        let root = self.dir.join("git").join(commit);
+        let tree = root.join("tree");
+        let done = root.join("complete");
+        if done.is_file() {
+            return Ok(tree);
+        }
+        tokio::fs::create_dir_all(&root).await?;
+        let bundle = root.join("archive.tar");
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&mirror)
+            .args(["archive", "--format=tar", "-o"])
+            .arg(&bundle)
+            .arg(commit)
+            .output()
+            .await?;
+        if !out.status.success() {
+            return Err(FetchError::Refused(format!(
+                "git archive {commit}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let (from, to) = (bundle.clone(), tree.clone());
+        tokio::task::spawn_blocking(move || unpack(&from, &to))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tokio::fs::remove_file(&bundle).await?;
+        tokio::fs::write(&done, b"").await?;
+        Ok(tree)
+    }
+}
+
+async fn git(dir: Option<&Path>, args: &[&str]) -> Result<(), FetchError> {
+    let mut command = tokio::process::Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    let out = command
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FetchError::Refused(format!(
+            "git {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// Unpacks a bundle; the tar crate refuses entries that would land outside `to`.
 fn unpack(bundle: &Path, to: &Path) -> std::io::Result<()> {
     if to.exists() {

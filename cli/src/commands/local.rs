@@ -16,7 +16,7 @@ use shardci_worker::logs::MemorySink;
 use shardci_worker::session::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{bundle, plan, state_dir, submit, who};
+use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
 use crate::args::{ExecutorArg, LocalArgs};
 use crate::client::connect;
 use crate::exit::{Code, Failure};
@@ -118,6 +118,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             data_dir: state.join("coordinator"),
             tokens: Tokens::default(),
             max_bundle_bytes: 8 << 30,
+            max_active_runs: 64,
         },
         Arc::new(MemoryStore::new()),
         shutdown.clone(),
@@ -149,7 +150,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
 
     let outcome = async {
         let mut client = connect(&url, None).await?;
-        let run_id = submit(&mut client, &plan, &bundle, &who()).await?;
+        let run_id = submit(&mut client, &plan, SourceChoice::Bundle(&bundle), &who()).await?;
         let run = watch(&mut client, &run_id, args.json).await?;
         Ok::<_, Failure>(run)
     }

@@ -67,19 +67,49 @@ fn event_to_wire(event: Event) -> pb::Event {
     }
 }
 
-/// Uploads the bundle and submits the plan; returns the run id.
+/// Where workers get the tree from.
+pub enum SourceChoice<'a> {
+    Bundle(&'a Bundle),
+    /// The plan's head commit, from this repository URL.
+    Git {
+        url: &'a str,
+        root: String,
+    },
+}
+
+/// Uploads the bundle (if any) and submits the plan; returns the run id.
 pub async fn submit(
     client: &mut Client,
     plan: &Plan,
-    bundle: &Bundle,
+    source: SourceChoice<'_>,
     who: &str,
 ) -> Result<String, Failure> {
-    upload(client, &bundle.path, &bundle.digest).await?;
+    let head_commit = plan.source.head_commit.clone().unwrap_or_default();
+    let (location, root, key) = match source {
+        SourceChoice::Bundle(bundle) => {
+            upload(client, &bundle.path, &bundle.digest).await?;
+            let location = pb::source::Location::BundleDigest(bundle.digest.clone());
+            (location, String::new(), bundle.digest.clone())
+        }
+        SourceChoice::Git { url, root } => {
+            if head_commit.is_empty() {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--git-url needs a commit to run; this repository has none"
+                )));
+            }
+            let git = pb::GitSource {
+                url: url.to_string(),
+                r#ref: plan.source.head_ref.clone(),
+            };
+            let key = format!("{url}@{head_commit}");
+            (pb::source::Location::Git(git), root, key)
+        }
+    };
     let source = pb::Source {
-        location: Some(pb::source::Location::BundleDigest(bundle.digest.clone())),
-        head_commit: plan.source.head_commit.clone().unwrap_or_default(),
+        location: Some(location),
+        head_commit,
         base_commit: plan.source.base_commit.clone().unwrap_or_default(),
-        root: String::new(),
+        root,
     };
     let request = pb::SubmitRunRequest {
         plan_request: Some(pb::PlanRequest {
@@ -91,7 +121,7 @@ pub async fn submit(
             filters: None,
             branch: plan.source.branch.clone().unwrap_or_default(),
         }),
-        idempotency_key: format!("{}-{}", bundle.digest, plan.jobs.len()),
+        idempotency_key: idempotency_key(&key, plan),
         priority: 0,
         deadline: None,
         submitted_by: who.to_string(),
@@ -109,4 +139,26 @@ pub fn who() -> String {
     std::env::var("GITHUB_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The same tree and the same plan give the same key, so a retried submit (a CI job that
+/// restarted) returns the run it already created instead of starting a second one.
+fn idempotency_key(source: &str, plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(source.as_bytes());
+    hasher.update(plan.event.as_str().as_bytes());
+    for label in &plan.labels {
+        hasher.update(b"\0label:");
+        hasher.update(label.as_bytes());
+    }
+    for shard in &plan.shards {
+        hasher.update(b"\0shard:");
+        hasher.update(shard.id.as_bytes());
+        for job in &shard.jobs {
+            hasher.update(b"\0");
+            hasher.update(job.as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
 }

@@ -1,6 +1,6 @@
 //! `shardci submit`: plan here, upload the tree, and hand the run to a coordinator.
 
-use super::run::{bundle, plan, state_dir, submit, who};
+use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
 use crate::args::SubmitArgs;
 use crate::client::connect;
 use crate::exit::{Code, Failure};
@@ -15,10 +15,22 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
         })?;
     runtime.block_on(async {
         let plan = plan(&args.input, args.workers).await?;
-        let state = state_dir(&args.input.repo, None)?;
-        let bundle = bundle(&args.input, state.join("submit-bundle.tar")).await?;
         let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
-        let run_id = submit(&mut client, &plan, &bundle, &who()).await?;
+        let run_id = match &args.git_url {
+            Some(url) => {
+                if args.input.include_uncommitted {
+                    return Err(Failure::usage(anyhow::anyhow!("--git-url runs a commit; uncommitted files cannot be part of it (drop --include-uncommitted or --git-url)")));
+                }
+                let repo = shardci_coordinator::repo::GitRepo::open(&args.input.repo).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+                let root = repo.prefix().trim_end_matches('/').to_string();
+                submit(&mut client, &plan, SourceChoice::Git { url, root }, &who()).await?
+            }
+            None => {
+                let state = state_dir(&args.input.repo, None)?;
+                let bundle = bundle(&args.input, state.join("submit-bundle.tar")).await?;
+                submit(&mut client, &plan, SourceChoice::Bundle(&bundle), &who()).await?
+            }
+        };
         if !args.watch {
             if args.json {
                 println!("{}", serde_json::json!({ "run_id": run_id, "jobs": plan.jobs.len(), "shards": plan.shards.len() }));

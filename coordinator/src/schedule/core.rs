@@ -35,6 +35,9 @@ pub enum SubmitError {
     Duplicate(RunId),
     #[error("invalid plan: {0}")]
     Invalid(String),
+    /// Too many runs are active; the caller should retry later.
+    #[error("{active} runs are active, the limit is {limit}; retry later")]
+    Busy { active: usize, limit: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

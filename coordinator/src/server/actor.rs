@@ -160,6 +160,7 @@ impl Coordinator {
 
 struct Actor {
     scheduler: Scheduler,
+    max_active_runs: usize,
     started: Instant,
     runs: BTreeMap<RunId, RunRecord>,
     idempotency: BTreeMap<String, RunId>,
@@ -172,12 +173,14 @@ struct Actor {
 /// Starts the event loop; it stops when `shutdown` is cancelled.
 pub fn start(
     config: SchedulerConfig,
+    max_active_runs: usize,
     store: Arc<dyn StateStore>,
     shutdown: CancellationToken,
 ) -> (Coordinator, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
     let mut actor = Actor {
         scheduler: Scheduler::new(config),
+        max_active_runs,
         started: Instant::now(),
         runs: BTreeMap::new(),
         idempotency: BTreeMap::new(),
@@ -227,6 +230,18 @@ impl Actor {
                     && let Some(existing) = self.idempotency.get(&idempotency_key)
                 {
                     let _ = reply.send(Ok(existing.clone()));
+                    return;
+                }
+                let active = self
+                    .runs
+                    .values()
+                    .filter(|r| r.finished_at.is_none())
+                    .count();
+                if active >= self.max_active_runs {
+                    let _ = reply.send(Err(SubmitError::Busy {
+                        active,
+                        limit: self.max_active_runs,
+                    }));
                     return;
                 }
                 let plan = &record.plan;

@@ -270,6 +270,14 @@ impl ClientService for ClientApi {
                 run_id: run_id.0,
                 plan: Some(runnable.wire),
             })),
+            Err(busy @ SubmitError::Busy { .. }) => {
+                let mut status = Status::resource_exhausted(busy.to_string());
+                // A hint for clients: try again after this long.
+                if let Ok(value) = "30000".parse() {
+                    status.metadata_mut().insert("retry-after-ms", value);
+                }
+                Err(status)
+            }
             Err(SubmitError::Duplicate(id)) => {
                 Err(Status::already_exists(format!("run {id} exists")))
             }

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub tokens: Tokens,
     /// Largest source bundle accepted.
     pub max_bundle_bytes: u64,
+    /// Runs queued or running at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_active_runs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +56,12 @@ pub async fn serve(
                 source,
             }
         })?;
-    let (coordinator, actor) = actor::start(config.scheduler, store, shutdown.clone());
+    let (coordinator, actor) = actor::start(
+        config.scheduler,
+        config.max_active_runs,
+        store,
+        shutdown.clone(),
+    );
     let client = grpc::ClientApi {
         coordinator: coordinator.clone(),
         sources: sources.clone(),

@@ -1,0 +1,462 @@
+//! Dispatch throughput and lease latency over real gRPC on loopback.
+//!
+//! Run: `cargo bench -p shardci-coordinator --bench lease` (`-- 1000` for 1,000 workers).
+//!
+//! N simulated workers (default 200) each hold a session with an in-process coordinator
+//! (in-memory store) and loop: request work, receive an assignment, report it finished, wait
+//! for the acknowledgement. Printed beside it, on the same machine in the same run: a bare
+//! tonic session that answers every request with a canned assignment (same messages, no
+//! scheduler), and a bare tonic unary echo. The ratios are what the scheduler costs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use shardci_coordinator::schedule::SchedulerConfig;
+use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::state::MemoryStore;
+use shardci_proto::v1 as pb;
+use shardci_proto::v1::client_service_client::ClientServiceClient;
+use shardci_proto::v1::worker_service_client::WorkerServiceClient;
+use shardci_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+const SHARDS_PER_WORKER: usize = 25;
+
+fn msg(m: pb::worker_message::Msg) -> pb::WorkerMessage {
+    pb::WorkerMessage { msg: Some(m) }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Figures {
+    leases: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<40} {:>10.0} {:>10.2} {:>10.2}",
+            self.leases as f64 / self.elapsed.as_secs_f64(),
+            percentile(&self.latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&self.latencies, 0.99).as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// One simulated worker: request, get an assignment, finish it, get the ack; `rounds` times.
+/// Connects first and waits at `ready`, so connection set-up stays out of the timing.
+async fn simulated_worker(
+    url: String,
+    id: usize,
+    rounds: usize,
+    ready: Arc<tokio::sync::Barrier>,
+    connects: Arc<tokio::sync::Semaphore>,
+) -> Vec<Duration> {
+    // A fleet does not connect in one instant: at most 64 connects at once, retried on reset.
+    let permit = connects.acquire().await.expect("semaphore");
+    let mut attempt = 0;
+    let (tx, mut inbound) = loop {
+        attempt += 1;
+        let opened = async {
+            let mut client = WorkerServiceClient::connect(url.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (tx, rx) = mpsc::channel(16);
+            let hello = pb::Hello {
+                api_version: shardci_proto::API_VERSION,
+                worker_id: format!("sim-{id}"),
+                slots: 1,
+                ..Default::default()
+            };
+            tx.send(msg(pb::worker_message::Msg::Hello(hello)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let inbound = client
+                .session(ReceiverStream::new(rx))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            Ok::<_, String>((tx, inbound))
+        };
+        match opened.await {
+            Ok(pair) => break pair,
+            Err(e) if attempt < 5 => {
+                eprintln!("worker {id}: connect attempt {attempt} failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => panic!("worker {id} could not connect: {e}"),
+        }
+    };
+    drop(permit);
+    ready.wait().await;
+    let mut latencies = Vec::with_capacity(rounds);
+    let mut done = 0;
+    let mut asked = Instant::now();
+    tx.send(msg(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+        free_slots: 1,
+    })))
+    .await
+    .expect("ask");
+    while done < rounds {
+        let Ok(Some(message)) = inbound.message().await else {
+            break;
+        };
+        match message.msg {
+            Some(pb::coordinator_message::Msg::Assignment(assignment)) => {
+                latencies.push(asked.elapsed());
+                let results = assignment
+                    .jobs
+                    .iter()
+                    .map(|j| pb::JobResult {
+                        job_id: j.id.clone(),
+                        status: pb::Status::Success as i32,
+                        steps: vec![],
+                        attempt: 1,
+                        flaky: false,
+                    })
+                    .collect();
+                let finished = pb::ShardFinished {
+                    shard: assignment.shard,
+                    results,
+                };
+                tx.send(msg(pb::worker_message::Msg::ShardFinished(finished)))
+                    .await
+                    .expect("finish");
+            }
+            Some(pb::coordinator_message::Msg::Ack(_)) => {
+                done += 1;
+                asked = Instant::now();
+                tx.send(msg(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                    free_slots: 1,
+                })))
+                .await
+                .expect("ask");
+            }
+            Some(pb::coordinator_message::Msg::NoWork(_)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                asked = Instant::now();
+                tx.send(msg(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                    free_slots: 1,
+                })))
+                .await
+                .expect("ask");
+            }
+            _ => {}
+        }
+    }
+    latencies
+}
+
+async fn drive(url: &str, workers: usize) -> Figures {
+    let ready = Arc::new(tokio::sync::Barrier::new(workers + 1));
+    let connects = Arc::new(tokio::sync::Semaphore::new(64));
+    let tasks: Vec<_> = (0..workers)
+        .map(|i| {
+            tokio::spawn(simulated_worker(
+                url.to_string(),
+                i,
+                SHARDS_PER_WORKER,
+                ready.clone(),
+                connects.clone(),
+            ))
+        })
+        .collect();
+    ready.wait().await;
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("worker task"));
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    Figures {
+        leases: latencies.len(),
+        elapsed,
+        latencies,
+    }
+}
+
+fn plan(shards: usize) -> pb::Plan {
+    let step = pb::Step {
+        name: "unit".into(),
+        image: "busybox".into(),
+        command: "true".into(),
+        ..Default::default()
+    };
+    let jobs = (0..shards)
+        .map(|i| pb::Job {
+            id: format!("c{i}/unit"),
+            steps: vec![step.clone()],
+            expected_seconds: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    let shards = (0..shards)
+        .map(|i| pb::Shard {
+            id: format!("shard-{i:06}"),
+            job_ids: vec![format!("c{i}/unit")],
+            expected_seconds: 1.0,
+            requires: vec![],
+        })
+        .collect();
+    pb::Plan {
+        jobs,
+        shards,
+        ..Default::default()
+    }
+}
+
+async fn shardci_figures(workers: usize) -> Figures {
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = ServerConfig {
+        scheduler: SchedulerConfig {
+            lease_ttl_ms: 60_000,
+            max_infra_retries: 2,
+        },
+        data_dir: data.path().to_path_buf(),
+        tokens: Tokens::default(),
+        max_bundle_bytes: 1 << 20,
+        max_active_runs: 16,
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        config,
+        Arc::new(MemoryStore::new()),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut client = ClientServiceClient::connect(url.clone())
+        .await
+        .expect("client");
+    let bundle = b"bench".to_vec();
+    let digest = hex::encode(Sha256::digest(&bundle));
+    client
+        .upload_source(tokio_stream::iter(vec![pb::SourceChunk {
+            expected_digest: digest.clone(),
+            data: bundle,
+        }]))
+        .await
+        .expect("upload");
+    let source = pb::Source {
+        location: Some(pb::source::Location::BundleDigest(digest)),
+        ..Default::default()
+    };
+    client
+        .submit_run(pb::SubmitRunRequest {
+            plan_request: Some(pb::PlanRequest {
+                source: Some(source),
+                ..Default::default()
+            }),
+            plan: Some(plan(workers * SHARDS_PER_WORKER)),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    let figures = drive(&url, workers).await;
+    shutdown.cancel();
+    let _ = server.await;
+    figures
+}
+
+/// A session server with no scheduler: every request gets the same assignment at once.
+struct EchoSession;
+
+#[tonic::async_trait]
+impl WorkerService for EchoSession {
+    type SessionStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::CoordinatorMessage, tonic::Status>> + Send>,
+    >;
+
+    async fn session(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::WorkerMessage>>,
+    ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let step = pb::Step {
+                name: "unit".into(),
+                image: "busybox".into(),
+                command: "true".into(),
+                ..Default::default()
+            };
+            while let Ok(Some(message)) = inbound.message().await {
+                let reply = match message.msg {
+                    Some(pb::worker_message::Msg::RequestWork(_)) => {
+                        pb::coordinator_message::Msg::Assignment(pb::Assignment {
+                            shard: Some(pb::ShardRef {
+                                run_id: "run".into(),
+                                shard_id: "shard".into(),
+                                attempt: 1,
+                            }),
+                            source: Some(pb::Source::default()),
+                            jobs: vec![pb::Job {
+                                id: "c/unit".into(),
+                                steps: vec![step.clone()],
+                                ..Default::default()
+                            }],
+                            secrets: Default::default(),
+                        })
+                    }
+                    Some(pb::worker_message::Msg::ShardFinished(f)) => {
+                        pb::coordinator_message::Msg::Ack(pb::Ack {
+                            shard: f.shard,
+                            outcome: pb::ack::Outcome::Accepted as i32,
+                            message: String::new(),
+                        })
+                    }
+                    _ => continue,
+                };
+                if tx
+                    .send(Ok(pb::CoordinatorMessage { msg: Some(reply) }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchSourceStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::SourceChunk, tonic::Status>> + Send>,
+    >;
+
+    async fn fetch_source(
+        &self,
+        _: tonic::Request<pb::FetchSourceRequest>,
+    ) -> Result<tonic::Response<Self::FetchSourceStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("bench"))
+    }
+}
+
+async fn echo_figures(workers: usize) -> (Figures, Figures) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(WorkerServiceServer::new(EchoSession))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.cancelled_owned(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let session = drive(&url, workers).await;
+    // Unary echo: the cheapest round trip tonic offers (FetchSource's refusal is a unary-shaped
+    // call with no body work on either side).
+    let ready = Arc::new(tokio::sync::Barrier::new(workers + 1));
+    let connects = Arc::new(tokio::sync::Semaphore::new(64));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let url = url.clone();
+            let ready = ready.clone();
+            let connects = connects.clone();
+            tokio::spawn(async move {
+                let permit = connects.acquire().await.expect("semaphore");
+                let mut client = WorkerServiceClient::connect(url).await.expect("connect");
+                drop(permit);
+                ready.wait().await;
+                let mut latencies = Vec::with_capacity(SHARDS_PER_WORKER);
+                for _ in 0..SHARDS_PER_WORKER {
+                    let at = Instant::now();
+                    let _ = client
+                        .fetch_source(pb::FetchSourceRequest {
+                            digest: String::new(),
+                        })
+                        .await;
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    ready.wait().await;
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("echo task"));
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    shutdown.cancel();
+    let _ = server.await;
+    (
+        session,
+        Figures {
+            leases: latencies.len(),
+            elapsed,
+            latencies,
+        },
+    )
+}
+
+fn main() {
+    let workers: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let shardci = runtime.block_on(shardci_figures(workers));
+    let (session, unary) = runtime.block_on(echo_figures(workers));
+    println!(
+        "lease benchmark: {workers} simulated workers x {SHARDS_PER_WORKER} shards over gRPC on loopback, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10}",
+        "server", "leases/s", "p50 ms", "p99 ms"
+    );
+    println!("{}", shardci.line("shardci coordinator (in-memory store)"));
+    println!("{}", session.line("bare tonic session echo"));
+    println!("{}", unary.line("bare tonic unary round trip"));
+    let ratio = |a: &Figures, b: &Figures| {
+        (
+            (b.leases as f64 / b.elapsed.as_secs_f64())
+                / (a.leases as f64 / a.elapsed.as_secs_f64()),
+            percentile(&a.latencies, 0.5).as_secs_f64()
+                / percentile(&b.latencies, 0.5).as_secs_f64(),
+            percentile(&a.latencies, 0.99).as_secs_f64()
+                / percentile(&b.latencies, 0.99).as_secs_f64(),
+        )
+    };
+    let (t, p50, p99) = ratio(&shardci, &session);
+    println!(
+        "shardci / session echo: throughput {:.2}, p50 latency {p50:.2}x, p99 latency {p99:.2}x",
+        1.0 / t
+    );
+    let (t, p50, p99) = ratio(&shardci, &unary);
+    println!(
+        "shardci / unary round trip: throughput {:.2}, p50 latency {p50:.2}x, p99 latency {p99:.2}x",
+        1.0 / t
+    );
+    assert_eq!(
+        shardci.leases,
+        workers * SHARDS_PER_WORKER,
+        "every shard was leased once"
+    );
+}
