@@ -10,7 +10,33 @@ pub const API_VERSION: u32 = 1;
 /// gRPC metadata key carrying [`API_VERSION`] on every call.
 pub const API_VERSION_HEADER: &str = "shardci-api-version";
 
+/// The environment variable through which a job's matrix value for `axis` reaches its steps
+/// (`python` -> `SHARDCI_MATRIX_PYTHON`). Plans share one step list across matrix points, so
+/// every runner must export these the same way.
+pub fn matrix_env_var(axis: &str) -> String {
+    let name: String = axis
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("SHARDCI_MATRIX_{name}")
+}
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("shardci.v1");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matrix_axes_become_upper_case_variables() {
+        assert_eq!(super::matrix_env_var("python"), "SHARDCI_MATRIX_PYTHON");
+        assert_eq!(super::matrix_env_var("db-backend.v2"), "SHARDCI_MATRIX_DB_BACKEND_V2");
+    }
 }

@@ -16,18 +16,6 @@ fn relative(path: &str) -> Result<String, String> {
     Ok(path.to_string())
 }
 
-fn env_name(axis: &str) -> String {
-    axis.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 pub fn job_from_wire(job: &pb::Job) -> Result<JobSpec, String> {
     let mut steps = Vec::new();
     for step in &job.steps {
@@ -53,7 +41,7 @@ pub fn job_from_wire(job: &pb::Job) -> Result<JobSpec, String> {
         let mut matrix: Vec<(&String, &String)> = job.matrix.iter().collect();
         matrix.sort();
         for (axis, value) in matrix {
-            let name = format!("SHARDCI_MATRIX_{}", env_name(axis));
+            let name = shardci_proto::matrix_env_var(axis);
             if !env.iter().any(|(k, _)| k == &name) {
                 env.push((name, value.clone()));
             }

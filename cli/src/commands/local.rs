@@ -23,12 +23,7 @@ use crate::exit::{Code, Failure};
 use crate::progress::{exit_code, render_table, watch};
 
 pub fn run(args: LocalArgs) -> Result<Code, Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}"))
-        })?;
+    let runtime = super::runtime()?;
     runtime.block_on(local(args))
 }
 

@@ -10,6 +10,14 @@ mod submit;
 use crate::args::{Cli, Command, ConnectorsCommand};
 use crate::exit::{Code, Failure};
 
+/// The async runtime of the commands that talk gRPC.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}")))
+}
+
 pub fn run(cli: Cli) -> Result<Code, Failure> {
     match cli.command {
         Command::Plan(args) => plan::run(args),

@@ -10,13 +10,6 @@ use crate::client::{connect, status_failure};
 use crate::exit::{Code, Failure};
 use crate::progress::{failure_line, render_table};
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}")))
-}
-
 fn status_text(status: i32) -> String {
     pb::Status::try_from(status)
         .map(|s| {
@@ -62,7 +55,7 @@ pub fn run_json(run: &pb::Run) -> String {
 }
 
 pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         match command {
             RunsCommand::List { remote, limit, json } => {
                 let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
@@ -112,7 +105,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
 }
 
 pub fn logs(args: LogsArgs) -> Result<Code, Failure> {
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
         let step = match args.step {
             Some(step) => step,
@@ -151,7 +144,7 @@ pub fn logs(args: LogsArgs) -> Result<Code, Failure> {
 }
 
 pub fn workers(command: WorkersCommand) -> Result<Code, Failure> {
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         match command {
             WorkersCommand::List { remote, json } => {
                 let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;

@@ -7,12 +7,7 @@ use crate::exit::{Code, Failure};
 use crate::progress::{exit_code, render_table, watch};
 
 pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::infrastructure(anyhow::anyhow!("failed to start the runtime: {e}"))
-        })?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let plan = plan(&args.input, args.workers).await?;
         let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;

@@ -24,5 +24,4 @@ pub use modes::{ModeInputs, Modes, decide};
 pub use select::{DependencyGraph, Node};
 pub use session::{PlanRequest, Workspace, plan_repository};
 pub use shard::{Sharding, list_schedule, shard};
-pub use steps::matrix_env;
 pub use timings::{DurationStats, Timings, TimingsError};

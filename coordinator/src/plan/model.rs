@@ -185,7 +185,7 @@ pub struct Job {
     /// Shared by every matrix point of one (connector, test type).
     pub reasons: Arc<[String]>,
     /// Shared by every matrix point of one (connector, test type); the runner adds the
-    /// point as `SHARDCI_MATRIX_<AXIS>` (see `matrix_env`).
+    /// point as `SHARDCI_MATRIX_<AXIS>` (see `shardci_proto::matrix_env_var`).
     pub steps: Arc<[Step]>,
     pub expected_seconds: f64,
     pub estimate: Estimate,

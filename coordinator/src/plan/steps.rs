@@ -156,18 +156,6 @@ fn connector_path(connector: &Connector, relative: &str) -> String {
     }
 }
 
-fn env_name(axis: &str) -> String {
-    axis.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Vec<String>) -> Step {
     let connector = spec.connector;
     let image_tag = format!("{}:dev", connector.docker_repository);
@@ -213,18 +201,6 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
             tag: image_tag.clone(),
         }),
     }
-}
-
-/// The environment a runner adds to every step of a job for its matrix point
-/// (`SHARDCI_MATRIX_PYTHON=3.11`). Kept out of [`Step::env`] so all points of one
-/// (connector, test type) share one step list.
-pub fn matrix_env<'a>(
-    matrix: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> Vec<(String, String)> {
-    matrix
-        .into_iter()
-        .map(|(axis, value)| (format!("SHARDCI_MATRIX_{}", env_name(axis)), value.clone()))
-        .collect()
 }
 
 /// Expected seconds of a job's steps along their longest chain, each step from its test
