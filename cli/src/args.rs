@@ -59,6 +59,10 @@ pub struct LocalArgs {
     /// Where local state goes (sources, work dirs, logs) [default: <repo>/.shardci].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Give steps this secret (repeatable): its value is read from the environment variable
+    /// of the same name, injected into steps that list it, and masked in logs.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
     /// Print the final run as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +92,10 @@ pub struct SubmitArgs {
     /// instead of uploading a bundle; uncommitted files are then not part of the run.
     #[arg(long, value_name = "URL")]
     pub git_url: Option<String>,
+    /// Give steps this secret (repeatable): its value is read from the environment variable
+    /// of the same name, injected into steps that list it, and masked in logs.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
     /// Stream progress until the run ends and exit with its result.
     #[arg(long)]
     pub watch: bool,

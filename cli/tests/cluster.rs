@@ -478,22 +478,32 @@ fn a_failed_build_skips_its_dependents_and_git_sources_work() {
     let repo = fixture(
         2,
         "[test_types.build]\ncommand = \"test $SHARDCI_CONNECTOR != c1 || { echo cannot build c1; exit 3; }\"\n\n\
-         [test_types.unit]\ndepends_on = [\"build\"]\ncommand = \"echo unit ok\"\n\n\
+         [test_types.unit]\ndepends_on = [\"build\"]\nsecrets = [\"API_TOKEN\"]\ncommand = \"echo unit ok with $API_TOKEN\"\n\n\
          [templates.generic]\ntest_types = [\"build\", \"unit\"]\n",
     );
     let url = format!("file://{}", repo.path().display());
-    let out = cluster.shardci(&[
-        "submit",
-        "--repo",
-        repo.path().to_str().unwrap(),
-        "--all",
-        "--test-type",
-        "unit",
-        "--git-url",
-        &url,
-        "--watch",
-        "--json",
-    ]);
+    let out = Command::new(bin("shardci"))
+        .args([
+            "submit",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--all",
+            "--test-type",
+            "unit",
+        ])
+        .args([
+            "--git-url",
+            &url,
+            "--secret",
+            "API_TOKEN",
+            "--watch",
+            "--json",
+        ])
+        .env("SHARDCI_COORDINATOR", &cluster.url)
+        .env("API_TOKEN", "tok-9f8e7d6c")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -515,6 +525,9 @@ fn a_failed_build_skips_its_dependents_and_git_sources_work() {
         .find(|r| r["job"] == "c2/unit")
         .unwrap();
     assert_eq!(c2["status"], "success", "{run}");
+    // The secret reached the step and was masked before its log left the worker.
+    let log = cluster.shardci(&["logs", run["id"].as_str().unwrap(), "c2/unit"]);
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "unit ok with ***\n");
 }
 
 #[test]

@@ -37,6 +37,9 @@ mod tests {
     #[test]
     fn matrix_axes_become_upper_case_variables() {
         assert_eq!(super::matrix_env_var("python"), "SHARDCI_MATRIX_PYTHON");
-        assert_eq!(super::matrix_env_var("db-backend.v2"), "SHARDCI_MATRIX_DB_BACKEND_V2");
+        assert_eq!(
+            super::matrix_env_var("db-backend.v2"),
+            "SHARDCI_MATRIX_DB_BACKEND_V2"
+        );
     }
 }

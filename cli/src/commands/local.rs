@@ -145,7 +145,14 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
 
     let outcome = async {
         let mut client = connect(&url, None).await?;
-        let run_id = submit(&mut client, &plan, SourceChoice::Bundle(&bundle), &who()).await?;
+        let run_id = submit(
+            &mut client,
+            &plan,
+            SourceChoice::Bundle(&bundle),
+            &args.secrets,
+            &who(),
+        )
+        .await?;
         let run = watch(&mut client, &run_id, args.json).await?;
         Ok::<_, Failure>(run)
     }

@@ -82,8 +82,21 @@ pub async fn submit(
     client: &mut Client,
     plan: &Plan,
     source: SourceChoice<'_>,
+    secrets: &[String],
     who: &str,
 ) -> Result<String, Failure> {
+    let secrets = secrets
+        .iter()
+        .map(|name| {
+            std::env::var(name)
+                .map(|value| (name.clone(), value))
+                .map_err(|_| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--secret {name}: the environment variable {name} is not set"
+                    ))
+                })
+        })
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
     let head_commit = plan.source.head_commit.clone().unwrap_or_default();
     let (location, root, key) = match source {
         SourceChoice::Bundle(bundle) => {
@@ -126,7 +139,7 @@ pub async fn submit(
         deadline: None,
         submitted_by: who.to_string(),
         plan: Some(plan_to_wire(plan)),
-        secrets: Default::default(),
+        secrets,
     };
     let response = client
         .submit_run(request)
