@@ -372,6 +372,16 @@ fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it
     let repo = slow_repo(6, 4);
     let run = cluster.submit(repo.path(), &["--all", "--workers", "3"]);
     let victim = cluster.busy_worker();
+    // Kill it mid-step: once its container is running, not while it still fetches the source.
+    let label = format!("label=shardci.worker={victim}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers(&label) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the busy worker never started a container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     signal(cluster.pid(&victim), "-KILL");
     let run = cluster.wait_for_run(&run, Duration::from_secs(120));
     assert_eq!(run["status"], "success", "{run}");
@@ -384,7 +394,6 @@ fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it
     assert!(results.iter().all(|r| r["attempt"].as_u64() <= Some(2)));
 
     // The victim left its containers behind; restarting it sweeps them.
-    let label = format!("label=shardci.worker={victim}");
     let left = containers(&label);
     assert!(left >= 1, "a container of the killed worker is still there");
     let index = cluster
