@@ -61,8 +61,13 @@ pub fn failure_line(result: &pb::JobResult) -> String {
     }
 }
 
-/// Follows `run` until it ends; returns its final state.
-pub async fn watch(client: &mut Client, run: &str, quiet: bool) -> Result<pb::Run, Failure> {
+/// Follows `run` until it ends; returns its final state and where its report is.
+pub async fn watch(
+    client: &mut Client,
+    run: &str,
+    quiet: bool,
+) -> Result<(pb::Run, Option<String>), Failure> {
+    let mut report = None;
     let mut events = client
         .watch_run(pb::WatchRunRequest {
             run_id: run.to_string(),
@@ -151,20 +156,24 @@ pub async fn watch(client: &mut Client, run: &str, quiet: bool) -> Result<pb::Ru
                     bar.set_message(format!("{passed} passed, {failed} failed"));
                 }
             }
-            Some(pb::run_event::Event::RunFinished(_)) => break,
+            Some(pb::run_event::Event::RunFinished(finished)) => {
+                report = Some(finished.report_url).filter(|u| !u.is_empty());
+                break;
+            }
             None => {}
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    client
+    let run = client
         .get_run(pb::GetRunRequest {
             run_id: run.to_string(),
         })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| status_failure("failed to read the run", s))
+        .map_err(|s| status_failure("failed to read the run", s))?;
+    Ok((run, report))
 }
 
 /// The exit code of a finished run: 0 passed; 1 a test failed (or the run was cancelled);

@@ -487,3 +487,80 @@ fn connectors_list() {
     assert!(text.starts_with("NAME"), "{text}");
     assert_eq!(text.lines().count(), 4, "{text}");
 }
+
+#[test]
+fn local_runs_end_with_the_report_and_feed_the_next_plan() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    // The process executor runs the same busybox-compatible commands with the host's shell.
+    let out = shardci(&[
+        "local",
+        "--repo",
+        root,
+        "--all",
+        "--connector",
+        "source-faker",
+        "--connector",
+        "source-github",
+        "--executor",
+        "process",
+        "--workers",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default();
+    let report = last
+        .strip_prefix("report: ")
+        .unwrap_or_else(|| panic!("the last line names the report: {text}"));
+    let report = Path::new(report);
+    assert!(report.is_file(), "{}", report.display());
+    let html = fs::read_to_string(report).unwrap();
+    assert!(html.contains("source-faker/unit[python=3.11,cdk=pinned]"));
+    let run_dir = report.parent().unwrap();
+    for file in ["report.json", "junit.xml", "summary.md", "plan.json"] {
+        assert!(run_dir.join(file).is_file(), "{file} is written");
+    }
+    let log = run_dir.join("jobs/source-faker_unit_python_3.11_cdk_pinned_/unit/log.txt");
+    assert!(
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("unit tests passed on python 3.11"),
+        "{}",
+        log.display()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["counts"]["passed"], 7);
+
+    // The history the run wrote balances the next plan.
+    let history = dir.path().join(".shardci/store/history/timings.json");
+    let timings: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&history).unwrap()).unwrap();
+    assert!(
+        timings["jobs"]["source-faker/acceptance"]["p50_seconds"].is_number(),
+        "{timings}"
+    );
+    let plan = shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--connector",
+        "source-faker",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let acceptance = plan["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "source-faker/acceptance")
+        .unwrap()
+        .clone();
+    assert_eq!(acceptance["estimate"], "history");
+    assert!(
+        acceptance["expected_seconds"].as_f64().unwrap() < 60.0,
+        "measured seconds, not the configured 2m20s"
+    );
+}

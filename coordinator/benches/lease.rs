@@ -232,6 +232,7 @@ async fn shardci_figures(workers: usize) -> Figures {
         tokens: Tokens::default(),
         max_bundle_bytes: 1 << 20,
         max_active_runs: 16,
+        reports: None,
     };
     let server = tokio::spawn(serve(
         listener,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod graph;
 pub mod plan;
 pub mod repo;
+pub mod report;
 pub mod schedule;
 pub mod server;
 pub mod state;

@@ -37,6 +37,9 @@ struct Args {
     /// Bearer token workers must present (none: open).
     #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
     worker_token: Option<String>,
+    /// Folder for logs, reports and duration history [default: <data-dir>/store].
+    #[arg(long, env = "SHARDCI_STORE")]
+    store: Option<PathBuf>,
     /// Largest source bundle accepted, in bytes.
     #[arg(long, default_value_t = 8 << 30)]
     max_bundle_bytes: u64,
@@ -85,6 +88,20 @@ async fn main() -> ExitCode {
         }
         stop.cancel();
     });
+    let store_dir = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("store"));
+    let reports = match shardci_coordinator::server::local_report_store(&store_dir) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!(
+                "error: failed to open the report store {}: {e}",
+                store_dir.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
     let config = ServerConfig {
         scheduler: SchedulerConfig {
             lease_ttl_ms: args.lease_ttl,
@@ -97,6 +114,7 @@ async fn main() -> ExitCode {
         },
         max_bundle_bytes: args.max_bundle_bytes,
         max_active_runs: args.max_active_runs,
+        reports: Some(reports),
     };
     match serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,13 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         }
     };
 
+    let store_dir = state.parent().unwrap_or(&state).join("store");
+    let reports = shardci_coordinator::server::local_report_store(&store_dir).map_err(|e| {
+        Failure::infrastructure(anyhow::anyhow!(
+            "failed to open the report store {}: {e}",
+            store_dir.display()
+        ))
+    })?;
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -114,6 +121,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             tokens: Tokens::default(),
             max_bundle_bytes: 8 << 30,
             max_active_runs: 64,
+            reports: Some(reports),
         },
         Arc::new(MemoryStore::new()),
         shutdown.clone(),
@@ -153,8 +161,8 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             &who(),
         )
         .await?;
-        let run = watch(&mut client, &run_id, args.json).await?;
-        Ok::<_, Failure>(run)
+        let finished = watch(&mut client, &run_id, args.json).await?;
+        Ok::<_, Failure>(finished)
     }
     .await;
     shutdown.cancel();
@@ -162,11 +170,18 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    let run = outcome?;
+    let (run, report) = outcome?;
     if args.json {
         println!("{}", crate::commands::runs::run_json(&run));
     } else {
         print!("{}", render_table(&run));
+        if let Some(report) = report {
+            // Last line: where to look (a path for a local store).
+            println!(
+                "report: {}",
+                report.strip_prefix("file://").unwrap_or(&report)
+            );
+        }
     }
     Ok(exit_code(&run))
 }

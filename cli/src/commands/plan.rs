@@ -50,7 +50,11 @@ pub fn request(input: &PlanInput, slots: Option<u32>) -> Result<PlanRequest, Fai
         all: input.all,
         filters,
         slots,
-        timings: input.timings.clone(),
+        timings: input.timings.clone().or_else(|| {
+            // The history runs wrote to the local store balances the next plan.
+            let history = input.repo.join(".shardci/store/history/timings.json");
+            history.is_file().then_some(history)
+        }),
     })
 }
 

@@ -35,11 +35,14 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
             return Ok(Code::Success);
         }
         eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
-        let run = watch(&mut client, &run_id, args.json).await?;
+        let (run, report) = watch(&mut client, &run_id, args.json).await?;
         if args.json {
             println!("{}", crate::commands::runs::run_json(&run));
         } else {
             print!("{}", render_table(&run));
+            if let Some(report) = report {
+                println!("report: {report}");
+            }
         }
         Ok(exit_code(&run))
     })

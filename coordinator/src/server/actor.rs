@@ -30,6 +30,8 @@ pub struct RunRecord {
     pub created_at: SystemTime,
     pub secrets: BTreeMap<String, String>,
     pub finished_at: Option<SystemTime>,
+    /// Where the HTML report is, once written (or why it is not).
+    pub report: Option<Result<String, String>>,
 }
 
 /// What the coordinator sends a worker: a message, or the status that ends the session.
@@ -123,6 +125,11 @@ pub enum Command {
         events: mpsc::Sender<pb::RunEvent>,
         reply: oneshot::Sender<bool>,
     },
+    /// The report of a finished run was written (or failed to be).
+    ReportWritten {
+        run: RunId,
+        result: Result<String, String>,
+    },
     Logs {
         key: LogKey,
         follow: bool,
@@ -160,6 +167,8 @@ impl Coordinator {
 
 struct Actor {
     scheduler: Scheduler,
+    reports: Option<super::reports::ReportStore>,
+    commands: mpsc::Sender<Command>,
     max_active_runs: usize,
     started: Instant,
     runs: BTreeMap<RunId, RunRecord>,
@@ -175,11 +184,14 @@ pub fn start(
     config: SchedulerConfig,
     max_active_runs: usize,
     store: Arc<dyn StateStore>,
+    reports: Option<super::reports::ReportStore>,
     shutdown: CancellationToken,
 ) -> (Coordinator, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
     let mut actor = Actor {
         scheduler: Scheduler::new(config),
+        reports,
+        commands: tx.clone(),
         max_active_runs,
         started: Instant::now(),
         runs: BTreeMap::new(),
@@ -400,17 +412,26 @@ impl Actor {
                     return;
                 };
                 let snapshot = run_to_wire(&view, record);
-                let finished = view.finished.is_some();
+                let finished = view.finished.is_some() && record.report.is_some();
                 let _ = events.try_send(pb::RunEvent {
                     run_id: run.0.clone(),
                     event: Some(pb::run_event::Event::Snapshot(snapshot)),
                 });
                 if finished {
-                    let _ = events.try_send(finished_event(&view));
+                    let _ = events.try_send(finished_event(&view, record));
                 } else {
                     self.watchers.entry(run).or_default().push(events);
                 }
                 let _ = reply.send(true);
+            }
+            Command::ReportWritten { run, result } => {
+                if let Err(e) = &result {
+                    tracing::error!(%run, error = %e, "failed to publish the run's report");
+                }
+                if let Some(record) = self.runs.get_mut(&run) {
+                    record.report = Some(result);
+                }
+                self.announce_finished(&run);
             }
             Command::Logs { key, follow, reply } => {
                 let buffer = self.logs.entry(key.clone()).or_default();
@@ -571,18 +592,91 @@ impl Actor {
                     if let Err(e) = self.store.txn(txn).await {
                         tracing::error!(error = %e, "failed to persist a run's status");
                     }
-                    if let Some(view) = self.scheduler.run(&run) {
-                        let event = finished_event(&view);
-                        for watcher in self.watchers.remove(&run).unwrap_or_default() {
-                            let _ = watcher.send(event.clone()).await;
-                        }
-                    }
+                    self.publish_report(&run, status);
                 }
                 Notice::WorkerLost { worker } => {
                     tracing::warn!(%worker, "worker lost; its shards are queued again");
                     self.sessions.remove(&worker);
                 }
             }
+        }
+    }
+
+    /// Starts writing the finished run's report; watchers hear of the end once it exists.
+    fn publish_report(&mut self, run: &RunId, status: Status) {
+        let (Some(reports), Some(record), Some(view)) = (
+            self.reports.clone(),
+            self.runs.get_mut(run),
+            self.scheduler.run(run),
+        ) else {
+            if let Some(record) = self.runs.get_mut(run) {
+                record.report = Some(Err("no report store is configured".into()));
+            }
+            self.announce_finished(run);
+            return;
+        };
+        let seconds = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let logs = self
+            .logs
+            .iter()
+            .filter(|(key, _)| &key.0 == run)
+            .map(|(key, buffer)| ((key.1.clone(), key.2.clone()), buffer.data.clone()))
+            .collect();
+        let plan_json = serde_json::to_vec_pretty(&serde_json::json!({
+            "jobs": record.plan.jobs.values().collect::<Vec<_>>(),
+            "shards": record.plan.shards,
+        }))
+        .unwrap_or_default();
+        let event = pb::Event::try_from(record.event)
+            .map_or("unspecified", |e| e.as_str_name())
+            .trim_start_matches("EVENT_")
+            .to_ascii_lowercase();
+        let finished = super::reports::FinishedRun {
+            input_owned: super::reports::OwnedInput {
+                run_id: run.0.clone(),
+                status,
+                event,
+                labels: record.labels.clone(),
+                head_commit: record.source.head_commit.clone(),
+                base_commit: record.source.base_commit.clone(),
+                submitted_by: record.submitted_by.clone(),
+                created_at: seconds(record.created_at),
+                finished_at: record.finished_at.map(seconds),
+                jobs: record.plan.jobs.clone(),
+                results: view.results.clone(),
+                skipped: record
+                    .plan
+                    .wire
+                    .skipped
+                    .iter()
+                    .map(|s| crate::report::Skipped {
+                        connector: s.connector.clone(),
+                        test_type: s.test_type.clone(),
+                        reason: s.reason.clone(),
+                    })
+                    .collect(),
+            },
+            logs,
+            plan_json,
+        };
+        let commands = self.commands.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let result = reports.publish(finished).await.map_err(|e| e.to_string());
+            let _ = commands.send(Command::ReportWritten { run, result }).await;
+        });
+    }
+
+    fn announce_finished(&mut self, run: &RunId) {
+        let (Some(view), Some(record)) = (self.scheduler.run(run), self.runs.get(run)) else {
+            return;
+        };
+        let event = finished_event(&view, record);
+        for watcher in self.watchers.remove(run).unwrap_or_default() {
+            let _ = watcher.try_send(event.clone());
         }
     }
 
@@ -599,7 +693,7 @@ impl Actor {
     }
 }
 
-fn finished_event(view: &RunView) -> pb::RunEvent {
+fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
     let failed = view
         .results
         .iter()
@@ -610,7 +704,11 @@ fn finished_event(view: &RunView) -> pb::RunEvent {
         event: Some(pb::run_event::Event::RunFinished(pb::RunFinished {
             status: wire::status_to_wire(view.status) as i32,
             failed_jobs: failed as u32,
-            report_url: String::new(),
+            report_url: record
+                .report
+                .clone()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
         })),
     }
 }

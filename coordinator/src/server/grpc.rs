@@ -250,6 +250,7 @@ impl ClientService for ClientApi {
             created_at: SystemTime::now(),
             secrets: submit.secrets.into_iter().collect::<BTreeMap<_, _>>(),
             finished_at: None,
+            report: None,
         };
         let coordinator = self.coordinator.clone();
         let result = coordinator

@@ -2,6 +2,7 @@
 
 mod actor;
 mod grpc;
+mod reports;
 mod sources;
 
 use std::path::PathBuf;
@@ -14,6 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 pub use actor::{Command, Coordinator, LogVerdict, RunRecord};
 pub use grpc::Tokens;
+pub use reports::ReportStore;
+
+/// A report store in a local folder (created if missing), addressed as `file://` URLs.
+pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore> {
+    std::fs::create_dir_all(dir)?;
+    let dir = std::path::absolute(dir)?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+        .map_err(std::io::Error::other)?;
+    Ok(ReportStore::new(
+        Arc::new(store),
+        format!("file://{}", dir.display()),
+    ))
+}
 pub use sources::{SourceError, SourceStore, valid_digest};
 
 use crate::schedule::SchedulerConfig;
@@ -27,6 +41,8 @@ pub struct ServerConfig {
     pub max_bundle_bytes: u64,
     /// Runs queued or running at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_active_runs: usize,
+    /// Where finished runs' logs, reports and duration history go.
+    pub reports: Option<ReportStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +76,7 @@ pub async fn serve(
         config.scheduler,
         config.max_active_runs,
         store,
+        config.reports.clone(),
         shutdown.clone(),
     );
     let client = grpc::ClientApi {

@@ -1,0 +1,194 @@
+//! Turns a run's plan and results into a [`RunReport`]. Pure: data in, report out, so reports
+//! are a function of what was stored and can be regenerated at any time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Cell, Counts, JobEntry, RunReport, Skipped, StepEntry};
+use crate::plan::Job;
+use crate::schedule::{JobResult, Status};
+
+/// Everything a report is made of.
+pub struct ReportInput<'a> {
+    pub run_id: &'a str,
+    pub status: Status,
+    pub event: &'a str,
+    pub labels: &'a [String],
+    pub head_commit: &'a str,
+    pub base_commit: &'a str,
+    pub submitted_by: &'a str,
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+    /// The planned jobs by id.
+    pub jobs: &'a BTreeMap<String, Job>,
+    pub results: &'a [JobResult],
+    pub skipped: Vec<Skipped>,
+    /// Log tails by (job, step).
+    pub log_tails: &'a BTreeMap<(String, String), String>,
+}
+
+/// Worst first: what a grid cell shows when its matrix points disagree.
+fn severity(status: &str) -> u8 {
+    match status {
+        "failure" => 0,
+        "error" => 1,
+        "cancelled" => 2,
+        "queued" | "running" => 3,
+        "skipped" => 4,
+        _ => 5,
+    }
+}
+
+pub fn log_key(run: &str, job: &str, step: &str) -> String {
+    format!("runs/{run}/jobs/{}/{step}/log.txt", safe_key(job))
+}
+
+/// Object-store keys keep to a safe alphabet; job ids contain `/`, `[`, `=` and `,`.
+pub fn safe_key(job: &str) -> String {
+    job.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn analyze(input: &ReportInput<'_>) -> RunReport {
+    let results: BTreeMap<&str, &JobResult> = input
+        .results
+        .iter()
+        .map(|r| (r.job.0.as_str(), r))
+        .collect();
+    let mut jobs = Vec::new();
+    let mut counts = Counts::default();
+    for (id, job) in input.jobs {
+        let result = results.get(id.as_str());
+        let status = result.map_or("queued", |r| r.status.as_str()).to_string();
+        match status.as_str() {
+            "success" => counts.passed += 1,
+            "failure" => counts.failed += 1,
+            "error" => counts.errored += 1,
+            "skipped" => counts.skipped += 1,
+            "cancelled" => counts.cancelled += 1,
+            _ => {}
+        }
+        let flaky = result.is_some_and(|r| r.flaky);
+        if flaky {
+            counts.flaky += 1;
+        }
+        let steps: Vec<StepEntry> = result
+            .map(|r| {
+                r.steps
+                    .iter()
+                    .map(|s| {
+                        let failed = matches!(s.status, Status::Failure | Status::Error);
+                        StepEntry {
+                            name: s.step.clone(),
+                            status: s.status.as_str().to_string(),
+                            failure_class: s.failure_class.map(|c| c.as_str().to_string()),
+                            exit_code: s.exit_code,
+                            duration_seconds: s.duration_ms as f64 / 1000.0,
+                            message: s.message.clone(),
+                            log_key: log_key(input.run_id, id, &s.step),
+                            log_tail: if failed {
+                                input
+                                    .log_tails
+                                    .get(&(id.clone(), s.step.clone()))
+                                    .cloned()
+                                    .unwrap_or_default()
+                            } else {
+                                String::new()
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let failure_class = result
+            .and_then(|r| r.failure_class)
+            .map(|c| c.as_str().to_string());
+        jobs.push(JobEntry {
+            id: id.clone(),
+            connector: job.connector.clone(),
+            test_type: job.test_type.clone(),
+            matrix: job.matrix.clone(),
+            infrastructure: result
+                .and_then(|r| r.failure_class)
+                .is_some_and(|c| c.is_infrastructure()),
+            failure_class,
+            attempts: result.map_or(0, |r| r.attempts),
+            flaky,
+            duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
+            reasons: job.reasons.to_vec(),
+            steps,
+            status,
+        });
+    }
+    // Failures first, then errors and cancellations, then the rest, each in id order.
+    jobs.sort_by(|a, b| {
+        severity(&a.status)
+            .cmp(&severity(&b.status))
+            .then(a.id.cmp(&b.id))
+    });
+    let connectors: Vec<String> = jobs
+        .iter()
+        .map(|j| j.connector.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut test_types: Vec<String> = Vec::new();
+    for job in &jobs {
+        if !test_types.contains(&job.test_type) {
+            test_types.push(job.test_type.clone());
+        }
+    }
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    for job in &jobs {
+        let cell = cells
+            .entry((job.connector.clone(), job.test_type.clone()))
+            .or_insert_with(|| Cell {
+                connector: job.connector.clone(),
+                test_type: job.test_type.clone(),
+                status: job.status.clone(),
+                jobs: Vec::new(),
+            });
+        if severity(&job.status) < severity(&cell.status) {
+            cell.status = job.status.clone();
+        }
+        cell.jobs.push(job.id.clone());
+    }
+    let tested: BTreeSet<&str> = jobs
+        .iter()
+        .filter(|j| j.status == "success" || j.status == "failure")
+        .map(|j| j.connector.as_str())
+        .collect();
+    let untested = connectors
+        .iter()
+        .filter(|c| !tested.contains(c.as_str()))
+        .cloned()
+        .collect();
+    RunReport {
+        format: 1,
+        run_id: input.run_id.to_string(),
+        status: input.status.as_str().to_string(),
+        event: input.event.to_string(),
+        labels: input.labels.to_vec(),
+        head_commit: input.head_commit.to_string(),
+        base_commit: input.base_commit.to_string(),
+        submitted_by: input.submitted_by.to_string(),
+        created_at: input.created_at,
+        finished_at: input.finished_at,
+        duration_seconds: input
+            .finished_at
+            .map_or(0.0, |f| f.saturating_sub(input.created_at) as f64),
+        counts,
+        connectors,
+        test_types,
+        cells: cells.into_values().collect(),
+        jobs,
+        skipped: input.skipped.clone(),
+        untested_connectors: untested,
+    }
+}

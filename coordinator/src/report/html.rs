@@ -1,0 +1,206 @@
+//! The HTML report: one self-contained file (inline CSS and a few lines of script, no external
+//! assets) with a header, the connector × test type grid, filters, and per job its steps,
+//! failure classes, log tails and why it was selected.
+
+use std::fmt::Write;
+
+use super::escape::escape;
+use super::model::RunReport;
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1f2328}\
+h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
+.counts span{margin-right:12px}table{border-collapse:collapse}\
+.grid td,.grid th{border:1px solid #d1d9e0;padding:4px 8px;text-align:center}\
+.grid th.row{text-align:left}\
+.success{background:#dafbe1}.failure{background:#ffebe9}.error{background:#fff1c2}\
+.skipped,.queued,.running{background:#f6f8fa}.cancelled{background:#eaeef2}\
+.job{border:1px solid #d1d9e0;border-radius:6px;margin:8px 0;padding:8px}\
+.job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
+.infra{background:#fff1c2}.flaky{background:#ddf4ff}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
+.filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";
+
+const SCRIPT: &str = "function applyFilters(){var f=document.getElementById('failed').checked;\
+var c=document.getElementById('connector').value;var t=document.getElementById('testtype').value;\
+document.querySelectorAll('.job').forEach(function(j){var show=(!f||j.dataset.status==='failure'||j.dataset.status==='error')\
+&&(!c||j.dataset.connector===c)&&(!t||j.dataset.testtype===t);j.classList.toggle('hidden',!show);});}";
+
+/// `2026-11-22 04:47 UTC` from seconds since the epoch (civil-from-days, no time zone data).
+pub fn utc(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let (hour, minute) = ((seconds % 86_400) / 3600, (seconds % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+}
+
+fn options(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| format!("<option>{}</option>", escape(v)))
+        .collect()
+}
+
+pub fn render_html(report: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>shardci run {}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
+        escape(&report.run_id)
+    );
+    let c = &report.counts;
+    let _ = write!(
+        out,
+        "<h1>Run {} <span class=\"tag {}\">{}</span></h1><div class=\"meta\">event {} · labels {} · head {} · base {} · by {} · created {} · duration {:.0}s</div>\
+         <div class=\"counts\"><span>{} jobs</span><span>{} passed</span><span>{} failed</span><span>{} errored</span><span>{} skipped</span><span>{} cancelled</span><span>{} flaky</span></div>",
+        escape(&report.run_id),
+        escape(&report.status),
+        escape(&report.status),
+        escape(&report.event),
+        escape(&if report.labels.is_empty() {
+            "-".to_string()
+        } else {
+            report.labels.join(", ")
+        }),
+        escape(report.head_commit.get(..10).unwrap_or(&report.head_commit)),
+        escape(report.base_commit.get(..10).unwrap_or(&report.base_commit)),
+        escape(&report.submitted_by),
+        utc(report.created_at),
+        report.duration_seconds,
+        report.jobs.len(),
+        c.passed,
+        c.failed,
+        c.errored,
+        c.skipped,
+        c.cancelled,
+        c.flaky
+    );
+
+    out.push_str("<h2>Matrix</h2><table class=\"grid\" id=\"grid\"><tr><th></th>");
+    for t in &report.test_types {
+        let _ = write!(out, "<th>{}</th>", escape(t));
+    }
+    out.push_str("</tr>");
+    for connector in &report.connectors {
+        let _ = write!(out, "<tr><th class=\"row\">{}</th>", escape(connector));
+        for t in &report.test_types {
+            match report
+                .cells
+                .iter()
+                .find(|cell| &cell.connector == connector && &cell.test_type == t)
+            {
+                Some(cell) => {
+                    let _ = write!(
+                        out,
+                        "<td class=\"cell {}\" data-connector=\"{}\" data-testtype=\"{}\" title=\"{}\">{} ({})</td>",
+                        escape(&cell.status),
+                        escape(connector),
+                        escape(t),
+                        escape(&cell.jobs.join("\n")),
+                        escape(&cell.status),
+                        cell.jobs.len()
+                    );
+                }
+                None => out.push_str("<td class=\"cell none\">–</td>"),
+            }
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+
+    let _ = write!(
+        out,
+        "<div class=\"filters\"><label><input type=\"checkbox\" id=\"failed\" onchange=\"applyFilters()\"> failed only</label> \
+         <select id=\"connector\" onchange=\"applyFilters()\"><option value=\"\">all connectors</option>{}</select> \
+         <select id=\"testtype\" onchange=\"applyFilters()\"><option value=\"\">all test types</option>{}</select></div><h2>Jobs</h2>",
+        options(&report.connectors),
+        options(&report.test_types)
+    );
+    for job in &report.jobs {
+        let mut tags = String::new();
+        if job.infrastructure {
+            let _ = write!(
+                tags,
+                "<span class=\"tag infra\">infrastructure: {}</span>",
+                escape(job.failure_class.as_deref().unwrap_or(""))
+            );
+        }
+        if job.flaky {
+            tags.push_str("<span class=\"tag flaky\">flaky</span>");
+        }
+        if job.attempts > 1 {
+            let _ = write!(tags, "<span class=\"tag\">{} attempts</span>", job.attempts);
+        }
+        let _ = write!(
+            out,
+            "<div class=\"job\" data-status=\"{}\" data-connector=\"{}\" data-testtype=\"{}\"><h3><span class=\"tag {}\">{}</span> {} <small>{:.1}s</small>{tags}</h3><table>",
+            escape(&job.status),
+            escape(&job.connector),
+            escape(&job.test_type),
+            escape(&job.status),
+            escape(&job.status),
+            escape(&job.id),
+            job.duration_seconds
+        );
+        for step in &job.steps {
+            let _ = write!(
+                out,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a></td></tr>",
+                escape(&step.status),
+                escape(&step.name),
+                escape(&step.status),
+                escape(step.failure_class.as_deref().unwrap_or("")),
+                step.duration_seconds,
+                escape(&step.message),
+                escape(&step.log_key)
+            );
+        }
+        out.push_str("</table>");
+        for step in job.steps.iter().filter(|s| !s.log_tail.is_empty()) {
+            let _ = write!(out, "<pre>{}</pre>", escape(&step.log_tail));
+        }
+        let _ = write!(
+            out,
+            "<div class=\"why\">why: {}</div></div>",
+            escape(&job.reasons.join("; "))
+        );
+    }
+    if !report.skipped.is_empty() {
+        out.push_str("<h2>Skipped</h2><ul>");
+        for s in &report.skipped {
+            let _ = write!(
+                out,
+                "<li>{}/{}: {}</li>",
+                escape(&s.connector),
+                escape(&s.test_type),
+                escape(&s.reason)
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !report.untested_connectors.is_empty() {
+        let _ = write!(
+            out,
+            "<h2>Untested connectors</h2><p>{}</p>",
+            escape(&report.untested_connectors.join(", "))
+        );
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc(1_795_322_763), "2026-11-22 04:46 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00 UTC");
+    }
+}

@@ -1,0 +1,96 @@
+//! JUnit XML as GitHub test reporters, GitLab and Buildkite read it: a testsuite per
+//! connector, a testcase per job, failure/error/skipped, time, and the log tail as
+//! system-out.
+
+use std::fmt::Write;
+
+use super::escape::escape;
+use super::model::RunReport;
+
+pub fn render_junit(report: &RunReport) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let total_time: f64 = report.jobs.iter().map(|j| j.duration_seconds).sum();
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"shardci {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+        escape(&report.run_id),
+        report.jobs.len(),
+        report.counts.failed,
+        report.counts.errored,
+        report.counts.skipped + report.counts.cancelled,
+        total_time
+    );
+    for connector in &report.connectors {
+        let jobs: Vec<_> = report
+            .jobs
+            .iter()
+            .filter(|j| &j.connector == connector)
+            .collect();
+        let count = |s: &str| jobs.iter().filter(|j| j.status == s).count();
+        let time: f64 = jobs.iter().map(|j| j.duration_seconds).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+            escape(connector),
+            jobs.len(),
+            count("failure"),
+            count("error"),
+            count("skipped") + count("cancelled"),
+            time
+        );
+        for job in jobs {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                escape(connector),
+                escape(&job.id),
+                job.duration_seconds
+            );
+            let failed_step = job
+                .steps
+                .iter()
+                .find(|s| s.status == "failure" || s.status == "error");
+            let message =
+                failed_step.map_or(String::new(), |s| format!("step {}: {}", s.name, s.message));
+            let tail = failed_step.map_or("", |s| s.log_tail.as_str());
+            match job.status.as_str() {
+                "failure" => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <failure message=\"{}\" type=\"test\">{}</failure>",
+                        escape(&message),
+                        escape(tail)
+                    );
+                }
+                "error" => {
+                    let kind = job.failure_class.as_deref().unwrap_or("error");
+                    let _ = writeln!(
+                        out,
+                        ">\n      <error message=\"{}\" type=\"{}\">{}</error>",
+                        escape(&message),
+                        escape(kind),
+                        escape(tail)
+                    );
+                }
+                "skipped" | "cancelled" | "queued" | "running" => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{}\"/>",
+                        escape(&job.status)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "/>");
+                    continue;
+                }
+            }
+            if !tail.is_empty() {
+                let _ = writeln!(out, "      <system-out>{}</system-out>", escape(tail));
+            }
+            let _ = writeln!(out, "    </testcase>");
+        }
+        let _ = writeln!(out, "  </testsuite>");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}

@@ -1,0 +1,15 @@
+//! Reports: a run's results analysed once ([`analyze`]) and rendered as JSON, a
+//! self-contained HTML page, JUnit XML and a Markdown summary. Everything here is pure.
+
+mod analyze;
+mod escape;
+mod html;
+mod junit;
+mod markdown;
+mod model;
+
+pub use analyze::{ReportInput, analyze, log_key, safe_key};
+pub use html::render_html;
+pub use junit::render_junit;
+pub use markdown::render_markdown;
+pub use model::{Cell, Counts, JobEntry, RunReport, Skipped, StepEntry};
