@@ -35,6 +35,34 @@ pub enum Command {
     /// List or drain a coordinator's workers.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Regenerate a stored run's reports from its results and logs, and say where they are.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Html,
+    Json,
+    Junit,
+    Md,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run id.
+    pub run: String,
+    /// The monorepo whose local store holds the run (<repo>/.shardci/store).
+    #[arg(long, env = "SHARDCI_REPO", default_value = ".")]
+    pub repo: PathBuf,
+    /// The store folder [default: <repo>/.shardci/store].
+    #[arg(long, env = "SHARDCI_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// html: print the report's path; json, junit, md: print the report itself.
+    #[arg(long, value_enum, default_value = "html")]
+    pub format: ReportFormat,
+    /// Open the HTML report in a browser.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

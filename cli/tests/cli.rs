@@ -563,4 +563,24 @@ fn local_runs_end_with_the_report_and_feed_the_next_plan() {
         acceptance["expected_seconds"].as_f64().unwrap() < 60.0,
         "measured seconds, not the configured 2m20s"
     );
+
+    // Reports are a pure function of what was stored: delete them, regenerate them.
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap();
+    let original = fs::read_to_string(run_dir.join("report.json")).unwrap();
+    fs::remove_file(report).unwrap();
+    fs::remove_file(run_dir.join("report.json")).unwrap();
+    let again = shardci(&["report", run_id, "--repo", root]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim(), report.to_str().unwrap());
+    assert!(report.is_file());
+    assert_eq!(
+        fs::read_to_string(run_dir.join("report.json")).unwrap(),
+        original,
+        "the same results give the same report"
+    );
+    let md = shardci(&["report", run_id, "--repo", root, "--format", "md"]);
+    assert!(stdout(&md).contains("7 passed"), "{}", stdout(&md));
+    let missing = shardci(&["report", "run-nope", "--repo", root]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no stored run run-nope"));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shardci_coordinator::config::Language;
 use shardci_coordinator::plan::{Estimate, Job};
 use shardci_coordinator::report::{
-    ReportInput, Skipped, analyze, render_html, render_junit, render_markdown,
+    JobMeta, ReportInput, Skipped, StoredRun, analyze, render_html, render_junit, render_markdown,
 };
 use shardci_coordinator::schedule::{Attempt, FailureClass, JobId, JobResult, Status, StepReport};
 
@@ -182,32 +182,54 @@ fn fixture() -> Fixture {
     }
 }
 
-fn input(f: &Fixture) -> ReportInput<'_> {
-    ReportInput {
-        run_id: "run-1",
+fn stored(f: &Fixture) -> StoredRun {
+    StoredRun {
+        format: 1,
+        run_id: "run-1".into(),
         status: Status::Failure,
-        event: "pull_request",
-        labels: &[],
-        head_commit: "0123456789abcdef",
-        base_commit: "fedcba9876543210",
-        submitted_by: "ci",
+        event: "pull_request".into(),
+        labels: vec![],
+        head_commit: "0123456789abcdef".into(),
+        base_commit: "fedcba9876543210".into(),
+        submitted_by: "ci".into(),
         created_at: 1_795_322_763,
         finished_at: Some(1_795_322_823),
-        jobs: &f.jobs,
-        results: &f.results,
+        jobs: f
+            .jobs
+            .iter()
+            .map(|(id, j)| {
+                (
+                    id.clone(),
+                    JobMeta {
+                        connector: j.connector.clone(),
+                        test_type: j.test_type.clone(),
+                        matrix: j.matrix.clone(),
+                        reasons: j.reasons.to_vec(),
+                    },
+                )
+            })
+            .collect(),
+        results: f.results.clone(),
         skipped: vec![Skipped {
             connector: "source-github".into(),
             test_type: "integration".into(),
             reason: "suite integrationTests is not enabled".into(),
         }],
-        log_tails: &f.tails,
     }
+}
+
+fn report(f: &Fixture) -> shardci_coordinator::report::RunReport {
+    let run = stored(f);
+    analyze(&ReportInput {
+        run: &run,
+        log_tails: &f.tails,
+    })
 }
 
 #[test]
 fn analysis_counts_classifies_and_orders() {
     let f = fixture();
-    let report = analyze(&input(&f));
+    let report = report(&f);
     let c = &report.counts;
     assert_eq!(
         (c.passed, c.failed, c.errored, c.cancelled, c.flaky),
@@ -253,7 +275,7 @@ fn analysis_counts_classifies_and_orders() {
 #[test]
 fn html_is_self_contained_with_one_grid_cell_per_connector_and_test_type() {
     let f = fixture();
-    let report = analyze(&input(&f));
+    let report = report(&f);
     let html = render_html(&report);
     assert!(html.starts_with("<!DOCTYPE html>"));
     for external in ["<link", "src=\"http", "href=\"http", "@import"] {
@@ -276,7 +298,7 @@ fn html_is_self_contained_with_one_grid_cell_per_connector_and_test_type() {
 #[test]
 fn junit_has_a_suite_per_connector_and_escapes_its_text() {
     let f = fixture();
-    let xml = render_junit(&analyze(&input(&f)));
+    let xml = render_junit(&report(&f));
     assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites "));
     assert_eq!(xml.matches("<testsuite ").count(), 3);
     assert_eq!(xml.matches("<testcase ").count(), 6);
@@ -308,7 +330,7 @@ fn junit_has_a_suite_per_connector_and_escapes_its_text() {
 #[test]
 fn markdown_lists_failures_first_then_counts_then_the_link() {
     let f = fixture();
-    let md = render_markdown(&analyze(&input(&f)), "file:///store/runs/run-1/report.html");
+    let md = render_markdown(&report(&f), "file:///store/runs/run-1/report.html");
     let table = md
         .find("| `source-faker/unit[python=3.12]` | failure | test | unit |")
         .expect("the failure row");
@@ -324,8 +346,8 @@ fn markdown_lists_failures_first_then_counts_then_the_link() {
 #[test]
 fn reports_are_deterministic() {
     let f = fixture();
-    let a = analyze(&input(&f));
-    let b = analyze(&input(&f));
+    let a = report(&f);
+    let b = report(&f);
     assert_eq!(
         serde_json::to_string(&a).unwrap(),
         serde_json::to_string(&b).unwrap()

@@ -3,6 +3,7 @@
 mod connectors;
 mod local;
 mod plan;
+mod report;
 mod run;
 pub mod runs;
 mod submit;
@@ -27,5 +28,6 @@ pub fn run(cli: Cli) -> Result<Code, Failure> {
         Command::Runs(command) => runs::runs(command),
         Command::Logs(args) => runs::logs(args),
         Command::Workers(command) => runs::workers(command),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -3,26 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Cell, Counts, JobEntry, RunReport, Skipped, StepEntry};
-use crate::plan::Job;
+use super::model::{Cell, Counts, JobEntry, RunReport, StepEntry, StoredRun};
 use crate::schedule::{JobResult, Status};
 
-/// Everything a report is made of.
+/// A stored run and the tails of its logs, by (job, step).
 pub struct ReportInput<'a> {
-    pub run_id: &'a str,
-    pub status: Status,
-    pub event: &'a str,
-    pub labels: &'a [String],
-    pub head_commit: &'a str,
-    pub base_commit: &'a str,
-    pub submitted_by: &'a str,
-    pub created_at: u64,
-    pub finished_at: Option<u64>,
-    /// The planned jobs by id.
-    pub jobs: &'a BTreeMap<String, Job>,
-    pub results: &'a [JobResult],
-    pub skipped: Vec<Skipped>,
-    /// Log tails by (job, step).
+    pub run: &'a StoredRun,
     pub log_tails: &'a BTreeMap<(String, String), String>,
 }
 
@@ -56,14 +42,12 @@ pub fn safe_key(job: &str) -> String {
 }
 
 pub fn analyze(input: &ReportInput<'_>) -> RunReport {
-    let results: BTreeMap<&str, &JobResult> = input
-        .results
-        .iter()
-        .map(|r| (r.job.0.as_str(), r))
-        .collect();
+    let run = input.run;
+    let results: BTreeMap<&str, &JobResult> =
+        run.results.iter().map(|r| (r.job.0.as_str(), r)).collect();
     let mut jobs = Vec::new();
     let mut counts = Counts::default();
-    for (id, job) in input.jobs {
+    for (id, job) in &run.jobs {
         let result = results.get(id.as_str());
         let status = result.map_or("queued", |r| r.status.as_str()).to_string();
         match status.as_str() {
@@ -91,7 +75,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                             exit_code: s.exit_code,
                             duration_seconds: s.duration_ms as f64 / 1000.0,
                             message: s.message.clone(),
-                            log_key: log_key(input.run_id, id, &s.step),
+                            log_key: log_key(&run.run_id, id, &s.step),
                             log_tail: if failed {
                                 input
                                     .log_tails
@@ -121,7 +105,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             attempts: result.map_or(0, |r| r.attempts),
             flaky,
             duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
-            reasons: job.reasons.to_vec(),
+            reasons: job.reasons.clone(),
             steps,
             status,
         });
@@ -171,24 +155,24 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         .collect();
     RunReport {
         format: 1,
-        run_id: input.run_id.to_string(),
-        status: input.status.as_str().to_string(),
-        event: input.event.to_string(),
-        labels: input.labels.to_vec(),
-        head_commit: input.head_commit.to_string(),
-        base_commit: input.base_commit.to_string(),
-        submitted_by: input.submitted_by.to_string(),
-        created_at: input.created_at,
-        finished_at: input.finished_at,
-        duration_seconds: input
+        run_id: run.run_id.clone(),
+        status: run.status.as_str().to_string(),
+        event: run.event.clone(),
+        labels: run.labels.clone(),
+        head_commit: run.head_commit.clone(),
+        base_commit: run.base_commit.clone(),
+        submitted_by: run.submitted_by.clone(),
+        created_at: run.created_at,
+        finished_at: run.finished_at,
+        duration_seconds: run
             .finished_at
-            .map_or(0.0, |f| f.saturating_sub(input.created_at) as f64),
+            .map_or(0.0, |f| f.saturating_sub(run.created_at) as f64),
         counts,
         connectors,
         test_types,
         cells: cells.into_values().collect(),
         jobs,
-        skipped: input.skipped.clone(),
+        skipped: run.skipped.clone(),
         untested_connectors: untested,
     }
 }

@@ -12,4 +12,4 @@ pub use analyze::{ReportInput, analyze, log_key, safe_key};
 pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
-pub use model::{Cell, Counts, JobEntry, RunReport, Skipped, StepEntry};
+pub use model::{Cell, Counts, JobEntry, JobMeta, RunReport, Skipped, StepEntry, StoredRun};

@@ -2,7 +2,39 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{JobResult, Status};
+
+/// What a planned job contributes to a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMeta {
+    pub connector: String,
+    pub test_type: String,
+    pub matrix: BTreeMap<String, String>,
+    pub reasons: Vec<String>,
+}
+
+/// Everything a report is made of, as stored at `runs/<run>/run.json`: reports are a pure
+/// function of it (plus the logs), so they can be regenerated at any time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    pub format: u32,
+    pub run_id: String,
+    pub status: Status,
+    pub event: String,
+    pub labels: Vec<String>,
+    pub head_commit: String,
+    pub base_commit: String,
+    pub submitted_by: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+    /// By job id.
+    pub jobs: BTreeMap<String, JobMeta>,
+    pub results: Vec<JobResult>,
+    pub skipped: Vec<Skipped>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Counts {
@@ -58,7 +90,7 @@ pub struct Cell {
     pub jobs: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
     pub connector: String,
     pub test_type: String,

@@ -635,7 +635,8 @@ impl Actor {
             .trim_start_matches("EVENT_")
             .to_ascii_lowercase();
         let finished = super::reports::FinishedRun {
-            input_owned: super::reports::OwnedInput {
+            run: crate::report::StoredRun {
+                format: 1,
                 run_id: run.0.clone(),
                 status,
                 event,
@@ -645,7 +646,20 @@ impl Actor {
                 submitted_by: record.submitted_by.clone(),
                 created_at: seconds(record.created_at),
                 finished_at: record.finished_at.map(seconds),
-                jobs: record.plan.jobs.clone(),
+                jobs: record
+                    .plan
+                    .jobs
+                    .iter()
+                    .map(|(id, job)| {
+                        let meta = crate::report::JobMeta {
+                            connector: job.connector.clone(),
+                            test_type: job.test_type.clone(),
+                            matrix: job.matrix.clone(),
+                            reasons: job.reasons.to_vec(),
+                        };
+                        (id.clone(), meta)
+                    })
+                    .collect(),
                 results: view.results.clone(),
                 skipped: record
                     .plan

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use actor::{Command, Coordinator, LogVerdict, RunRecord};
 pub use grpc::Tokens;
-pub use reports::ReportStore;
+pub use reports::{RegenerateError, Rendered, ReportStore};
 
 /// A report store in a local folder (created if missing), addressed as `file://` URLs.
 pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore> {

@@ -9,7 +9,19 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
 use crate::plan::{DurationStats, Timings};
-use crate::report::{ReportInput, analyze, log_key, render_html, render_junit, render_markdown};
+use crate::report::{
+    ReportInput, RunReport, StoredRun, analyze, log_key, render_html, render_junit, render_markdown,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegenerateError {
+    #[error("no stored run {0} in this store")]
+    NotFound(String),
+    #[error("{0} cannot be read: {1}")]
+    Corrupt(String, String),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
 
 /// Where reports go, and how people reach them.
 #[derive(Clone)]
@@ -23,24 +35,19 @@ pub struct ReportStore {
 
 /// Everything about a finished run the writer needs, detached from the actor's state.
 pub struct FinishedRun {
-    pub input_owned: OwnedInput,
+    pub run: StoredRun,
+    /// Whole logs by (job, step).
     pub logs: BTreeMap<(String, String), Vec<u8>>,
     pub plan_json: Vec<u8>,
 }
 
-pub struct OwnedInput {
-    pub run_id: String,
-    pub status: crate::schedule::Status,
-    pub event: String,
-    pub labels: Vec<String>,
-    pub head_commit: String,
-    pub base_commit: String,
-    pub submitted_by: String,
-    pub created_at: u64,
-    pub finished_at: Option<u64>,
-    pub jobs: BTreeMap<String, crate::plan::Job>,
-    pub results: Vec<crate::schedule::JobResult>,
-    pub skipped: Vec<crate::report::Skipped>,
+/// What regeneration produced.
+pub struct Rendered {
+    pub report: RunReport,
+    pub html: String,
+    pub junit: String,
+    pub markdown: String,
+    pub html_url: String,
 }
 
 const HISTORY_KEY: &str = "history/timings.json";
@@ -68,63 +75,105 @@ impl ReportStore {
             .map(|_| ())
     }
 
-    /// Writes everything about `run`; returns the HTML report's address.
-    pub async fn publish(&self, run: FinishedRun) -> Result<String, object_store::Error> {
-        let i = &run.input_owned;
-        for ((job, step), log) in &run.logs {
-            self.put(&log_key(&i.run_id, job, step), log.clone())
-                .await?;
-        }
-        let tails: BTreeMap<(String, String), String> = run
-            .logs
-            .iter()
-            .map(|(k, v)| (k.clone(), tail(v, 40)))
-            .collect();
-        let input = ReportInput {
-            run_id: &i.run_id,
-            status: i.status,
-            event: &i.event,
-            labels: &i.labels,
-            head_commit: &i.head_commit,
-            base_commit: &i.base_commit,
-            submitted_by: &i.submitted_by,
-            created_at: i.created_at,
-            finished_at: i.finished_at,
-            jobs: &i.jobs,
-            results: &i.results,
-            skipped: i.skipped.clone(),
-            log_tails: &tails,
-        };
-        let report = analyze(&input);
-        let base = format!("runs/{}", i.run_id);
-        let html_url = format!(
-            "{}/{base}/report.html",
+    fn html_url(&self, run_id: &str) -> String {
+        format!(
+            "{}/runs/{run_id}/report.html",
             self.public_base.trim_end_matches('/')
-        );
-        self.put(&format!("{base}/plan.json"), run.plan_json)
-            .await?;
+        )
+    }
+
+    fn render(&self, run: &StoredRun, tails: &BTreeMap<(String, String), String>) -> Rendered {
+        let report = analyze(&ReportInput {
+            run,
+            log_tails: tails,
+        });
+        let html_url = self.html_url(&run.run_id);
+        Rendered {
+            html: render_html(&report),
+            junit: render_junit(&report),
+            markdown: render_markdown(&report, &html_url),
+            report,
+            html_url,
+        }
+    }
+
+    async fn write_reports(&self, rendered: &Rendered) -> Result<(), object_store::Error> {
+        let base = format!("runs/{}", rendered.report.run_id);
         self.put(
             &format!("{base}/report.json"),
-            serde_json::to_vec_pretty(&report).unwrap_or_default(),
+            serde_json::to_vec_pretty(&rendered.report).unwrap_or_default(),
         )
         .await?;
         self.put(
             &format!("{base}/junit.xml"),
-            render_junit(&report).into_bytes(),
+            rendered.junit.clone().into_bytes(),
         )
         .await?;
         self.put(
             &format!("{base}/summary.md"),
-            render_markdown(&report, &html_url).into_bytes(),
+            rendered.markdown.clone().into_bytes(),
         )
         .await?;
-        self.update_history(&report).await?;
+        // Last: whoever finds the HTML report finds everything it links to.
         self.put(
             &format!("{base}/report.html"),
-            render_html(&report).into_bytes(),
+            rendered.html.clone().into_bytes(),
+        )
+        .await
+    }
+
+    /// Writes everything about `run`; returns the HTML report's address.
+    pub async fn publish(&self, finished: FinishedRun) -> Result<String, object_store::Error> {
+        let run = &finished.run;
+        for ((job, step), log) in &finished.logs {
+            self.put(&log_key(&run.run_id, job, step), log.clone())
+                .await?;
+        }
+        let base = format!("runs/{}", run.run_id);
+        self.put(&format!("{base}/plan.json"), finished.plan_json.clone())
+            .await?;
+        self.put(
+            &format!("{base}/run.json"),
+            serde_json::to_vec_pretty(run).unwrap_or_default(),
         )
         .await?;
-        Ok(html_url)
+        let tails: BTreeMap<(String, String), String> = finished
+            .logs
+            .iter()
+            .map(|(k, v)| (k.clone(), tail(v, 40)))
+            .collect();
+        let rendered = self.render(run, &tails);
+        self.update_history(&rendered.report).await?;
+        self.write_reports(&rendered).await?;
+        Ok(rendered.html_url)
+    }
+
+    /// Renders a stored run's reports again from `run.json` and its logs (a pure function of
+    /// them), writes them back, and returns them.
+    pub async fn regenerate(&self, run_id: &str) -> Result<Rendered, RegenerateError> {
+        let key = format!("runs/{run_id}/run.json");
+        let bytes = match self.store.get(&StorePath::from(key.as_str())).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(RegenerateError::NotFound(run_id.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let run: StoredRun = serde_json::from_slice(&bytes)
+            .map_err(|e| RegenerateError::Corrupt(key.clone(), e.to_string()))?;
+        let mut tails = BTreeMap::new();
+        for result in &run.results {
+            for step in &result.steps {
+                let log = log_key(&run.run_id, &result.job.0, &step.step);
+                if let Ok(found) = self.store.get(&StorePath::from(log.as_str())).await {
+                    let bytes = found.bytes().await?;
+                    tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
+                }
+            }
+        }
+        let rendered = self.render(&run, &tails);
+        self.write_reports(&rendered).await?;
+        Ok(rendered)
     }
 
     /// Adds this run's durations to the history the planner balances shards with.

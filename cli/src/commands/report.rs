@@ -1,0 +1,50 @@
+//! `shardci report`: reports are a pure function of a run's stored results and logs, so they
+//! can be regenerated (after a renderer improved, or a report was lost) at any time.
+
+use shardci_coordinator::server::{RegenerateError, local_report_store};
+
+use crate::args::{ReportArgs, ReportFormat};
+use crate::exit::{Code, Failure};
+
+pub fn run(args: ReportArgs) -> Result<Code, Failure> {
+    let dir = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.repo.join(".shardci/store"));
+    if !dir.is_dir() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no report store at {} (pass --store or --repo)",
+            dir.display()
+        )));
+    }
+    let store = local_report_store(&dir).map_err(|e| {
+        Failure::infrastructure(anyhow::anyhow!("failed to open {}: {e}", dir.display()))
+    })?;
+    let rendered = super::runtime()?
+        .block_on(store.regenerate(&args.run))
+        .map_err(|e| match e {
+            RegenerateError::NotFound(_) | RegenerateError::Corrupt(..) => {
+                Failure::usage(anyhow::anyhow!(e))
+            }
+            RegenerateError::Store(_) => Failure::infrastructure(anyhow::anyhow!(e)),
+        })?;
+    let path = rendered
+        .html_url
+        .strip_prefix("file://")
+        .unwrap_or(&rendered.html_url)
+        .to_string();
+    match args.format {
+        ReportFormat::Html => println!("{path}"),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rendered.report).unwrap_or_default()
+        ),
+        ReportFormat::Junit => print!("{}", rendered.junit),
+        ReportFormat::Md => print!("{}", rendered.markdown),
+    }
+    if args.open {
+        // Best effort: a headless machine has no browser, and that is not an error.
+        let _ = std::process::Command::new("xdg-open").arg(&path).spawn();
+    }
+    Ok(Code::Success)
+}
