@@ -34,6 +34,9 @@ pub struct RunRecord {
     pub report: Option<Result<String, String>>,
 }
 
+/// Attempts at publishing a report before giving up (about 15 minutes of backoff).
+const PUBLISH_TRIES: u32 = 36;
+
 /// What the coordinator sends a worker: a message, or the status that ends the session.
 pub type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
 
@@ -679,7 +682,22 @@ impl Actor {
         let commands = self.commands.clone();
         let run = run.clone();
         tokio::spawn(async move {
-            let result = reports.publish(finished).await.map_err(|e| e.to_string());
+            // A store outage delays the report; the run's results stay here until it is
+            // written. Publishing is idempotent (same keys, same bytes), so retrying is safe.
+            let mut wait = std::time::Duration::from_millis(500);
+            let mut tries = 0;
+            let result = loop {
+                tries += 1;
+                match reports.publish(&finished).await {
+                    Ok(url) => break Ok(url),
+                    Err(e) if tries < PUBLISH_TRIES => {
+                        tracing::warn!(%run, error = %e, "publishing the report failed; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                    }
+                    Err(e) => break Err(format!("{e} (after {tries} tries)")),
+                }
+            };
             let _ = commands.send(Command::ReportWritten { run, result }).await;
         });
     }

@@ -123,7 +123,7 @@ impl ReportStore {
     }
 
     /// Writes everything about `run`; returns the HTML report's address.
-    pub async fn publish(&self, finished: FinishedRun) -> Result<String, object_store::Error> {
+    pub async fn publish(&self, finished: &FinishedRun) -> Result<String, object_store::Error> {
         let run = &finished.run;
         for ((job, step), log) in &finished.logs {
             self.put(&log_key(&run.run_id, job, step), log.clone())
