@@ -427,6 +427,24 @@ fn a_paused_worker_is_fenced_and_rejoins() {
     let victim = cluster.busy_worker();
     let pid = cluster.pid(&victim);
     signal(pid, "-STOP");
+    // A paused worker's heartbeat ages (while it is still listed, before its lease expires).
+    std::thread::sleep(Duration::from_millis(1000));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    if let Some(listed) = cluster
+        .workers()
+        .iter()
+        .find(|w| w["id"] == victim.as_str())
+    {
+        let beat = listed["last_heartbeat"].as_i64().unwrap() as f64;
+        assert!(
+            now - beat >= 0.9,
+            "the last heartbeat of a paused worker is {:.1}s old",
+            now - beat
+        );
+    }
     let run = cluster.wait_for_run(&run, Duration::from_secs(120));
     signal(pid, "-CONT");
     assert_eq!(run["status"], "success", "{run}");

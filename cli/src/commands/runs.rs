@@ -161,9 +161,12 @@ pub fn workers(command: WorkersCommand) -> Result<Code, Failure> {
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
                 } else {
-                    println!("{:<20} {:>5}  {:<24} {:<9} SHARDS", "WORKER", "SLOTS", "LABELS", "STATE");
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                    println!("{:<20} {:>5}  {:<24} {:<9} {:>9}  SHARDS", "WORKER", "SLOTS", "LABELS", "STATE", "HEARTBEAT");
                     for w in &workers {
-                        println!("{:<20} {:>5}  {:<24} {:<9} {}", w.id, w.slots, w.labels.join(","), if w.draining { "draining" } else { "ready" }, w.current_shards.join(" "));
+                        let beat = w.last_heartbeat.as_ref().map_or(f64::NAN, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
+                        let age = format!("{:.1}s ago", (now - beat).max(0.0));
+                        println!("{:<20} {:>5}  {:<24} {:<9} {:>9}  {}", w.id, w.slots, w.labels.join(","), if w.draining { "draining" } else { "ready" }, age, w.current_shards.join(" "));
                     }
                 }
                 Ok(Code::Success)

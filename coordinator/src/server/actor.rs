@@ -120,8 +120,9 @@ pub enum Command {
     ListRuns {
         reply: oneshot::Sender<Vec<(RunView, RunRecord)>>,
     },
+    /// Workers, with the scheduler's current time so heartbeat ages can be told.
     ListWorkers {
-        reply: oneshot::Sender<Vec<WorkerView>>,
+        reply: oneshot::Sender<(Vec<WorkerView>, Millis)>,
     },
     Watch {
         run: RunId,
@@ -407,7 +408,7 @@ impl Actor {
                 let _ = reply.send(runs);
             }
             Command::ListWorkers { reply } => {
-                let _ = reply.send(self.scheduler.workers());
+                let _ = reply.send((self.scheduler.workers(), now));
             }
             Command::Watch { run, events, reply } => {
                 let Some((view, record)) = self.scheduler.run(&run).zip(self.runs.get(&run)) else {

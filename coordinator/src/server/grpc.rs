@@ -432,7 +432,7 @@ impl ClientService for ClientApi {
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         check_token(&request, &self.tokens.client, "client")?;
-        let workers = self
+        let (workers, clock) = self
             .coordinator
             .call(|reply| Command::ListWorkers { reply })
             .await?;
@@ -444,18 +444,18 @@ impl ClientService for ClientApi {
                 labels: w.labels,
                 slots: w.slots,
                 current_shards: w.running.iter().map(|(k, a)| format!("{k}#{a}")).collect(),
-                // The scheduler's clock is relative; report the heartbeat as "about now" minus its age.
+                // The scheduler's clock is relative: wall time now, minus the heartbeat's age.
                 last_heartbeat: Some({
                     let age = std::time::Duration::from_millis(
-                        w.lease_until.0.saturating_sub(w.last_heartbeat.0),
+                        clock.0.saturating_sub(w.last_heartbeat.0),
                     );
-                    let _ = age;
-                    let d = now
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    let d = at
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap_or_default();
                     prost_types::Timestamp {
                         seconds: d.as_secs() as i64,
-                        nanos: 0,
+                        nanos: d.subsec_nanos() as i32,
                     }
                 }),
                 draining: w.draining,
