@@ -81,6 +81,9 @@ fn stored() -> StoredRun {
         created_at: 1_795_000_000,
         finished_at: Some(1_795_003_600),
         jobs,
+        test_types: ["build", "unit", "integration", "acceptance"]
+            .map(String::from)
+            .to_vec(),
         results,
         skipped: vec![],
     }

@@ -209,6 +209,7 @@ fn stored(f: &Fixture) -> StoredRun {
                 )
             })
             .collect(),
+        test_types: vec!["build".into(), "unit".into(), "acceptance".into()],
         results: f.results.clone(),
         skipped: vec![Skipped {
             connector: "source-github".into(),
@@ -353,4 +354,62 @@ fn reports_are_deterministic() {
         serde_json::to_string(&b).unwrap()
     );
     assert_eq!(render_html(&a), render_html(&b));
+}
+
+#[test]
+fn the_grid_follows_the_plan_s_test_type_order() {
+    let f = fixture();
+    assert_eq!(
+        report(&f).test_types,
+        ["unit", "acceptance"],
+        "plan order, only types with jobs"
+    );
+}
+
+/// The HTML as a browser renders it: headless Chromium (Debian's `chromium`, installed by
+/// scripts/install-deps) takes a screenshot and dumps the DOM it built.
+#[test]
+fn chromium_renders_the_report_with_its_grid() {
+    let f = fixture();
+    let report = report(&f);
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, render_html(&report)).unwrap();
+    let url = format!("file://{}", page.display());
+    let chromium = |extra: &[&str]| {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1280,1200",
+            ])
+            .args(extra)
+            .arg(&url)
+            .env("HOME", dir.path())
+            .output()
+            .expect("chromium is installed (scripts/install-deps)")
+    };
+    let png = dir.path().join("report.png");
+    let shot = chromium(&[&format!("--screenshot={}", png.display())]);
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let size = std::fs::metadata(&png).unwrap().len();
+    assert!(
+        size > 20_000,
+        "a screenshot of a real page, not a blank one ({size} bytes)"
+    );
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let cells = dom.matches("class=\"cell ").count();
+    assert_eq!(
+        cells,
+        report.connectors.len() * report.test_types.len(),
+        "one grid cell per (connector, test type)"
+    );
+    assert!(dom.contains("id=\"grid\""));
 }

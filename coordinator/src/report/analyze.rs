@@ -122,7 +122,13 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut test_types: Vec<String> = Vec::new();
+    // The plan's order where it is known, then any other test type in order of appearance.
+    let mut test_types: Vec<String> = run
+        .test_types
+        .iter()
+        .filter(|t| jobs.iter().any(|j| &j.test_type == *t))
+        .cloned()
+        .collect();
     for job in &jobs {
         if !test_types.contains(&job.test_type) {
             test_types.push(job.test_type.clone());

@@ -32,6 +32,9 @@ pub struct StoredRun {
     pub finished_at: Option<u64>,
     /// By job id.
     pub jobs: BTreeMap<String, JobMeta>,
+    /// Test types in the plan's order (build before unit before acceptance), for the grid.
+    #[serde(default)]
+    pub test_types: Vec<String>,
     pub results: Vec<JobResult>,
     pub skipped: Vec<Skipped>,
 }

@@ -664,6 +664,17 @@ impl Actor {
                         (id.clone(), meta)
                     })
                     .collect(),
+                test_types: record
+                    .plan
+                    .wire
+                    .jobs
+                    .iter()
+                    .fold(Vec::new(), |mut order, job| {
+                        if !order.contains(&job.test_type) {
+                            order.push(job.test_type.clone());
+                        }
+                        order
+                    }),
                 results: view.results.clone(),
                 skipped: record
                     .plan
