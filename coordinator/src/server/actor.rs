@@ -70,6 +70,7 @@ pub enum Command {
         record: Box<RunRecord>,
         idempotency_key: String,
         priority: Priority,
+        /// Milliseconds from now until what is left of the run is cancelled.
         deadline: Option<Millis>,
         reply: oneshot::Sender<Result<RunId, SubmitError>>,
     },
@@ -264,7 +265,8 @@ impl Actor {
                 let new_run = NewRun {
                     id: record.id.clone(),
                     priority,
-                    deadline,
+                    // Submitters give a deadline relative to now; the scheduler's clock is absolute.
+                    deadline: deadline.map(|left| now.plus(left.0)),
                     jobs: plan
                         .jobs
                         .values()
@@ -364,10 +366,14 @@ impl Actor {
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
                     // Logs of this attempt are complete.
-                    for (key, buffer) in self.logs.iter_mut() {
-                        if key.0 == run
-                            && buffer.next_seq.contains_key(&(shard.0.clone(), attempt.0))
-                        {
+                    // Keys start with the run id: look at this run's logs only.
+                    let first = (run.clone(), String::new(), String::new());
+                    let this_run = self
+                        .logs
+                        .range_mut(first..)
+                        .take_while(|(key, _)| key.0 == run);
+                    for (_, buffer) in this_run {
+                        if buffer.next_seq.contains_key(&(shard.0.clone(), attempt.0)) {
                             buffer.done = true;
                             buffer.followers.clear();
                         }
