@@ -261,7 +261,7 @@ impl ClientService for ClientApi {
                     class,
                     boost: submit.priority,
                 },
-                // Deadlines are relative on the scheduler's clock; the actor adds its own now.
+                // Milliseconds from now; the actor turns them into scheduler time.
                 deadline: deadline.map(Millis),
                 reply,
             })
@@ -686,14 +686,13 @@ async fn serve_session(
         match msg {
             Msg::Hello(_) => return Err(Status::invalid_argument("Hello twice in one session")),
             Msg::Heartbeat(_) => {
-                let lease = coordinator
+                coordinator
                     .call(|reply| Command::Heartbeat {
                         worker: worker.clone(),
                         session,
                         reply,
                     })
                     .await??;
-                let _ = lease;
                 // The lease was just renewed: a whole TTL remains.
                 let ack = pb::HeartbeatAck {
                     lease_remaining: Some(wire::wire_duration(lease_ttl)),
