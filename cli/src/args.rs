@@ -54,9 +54,9 @@ pub struct ReportArgs {
     /// The monorepo whose local store holds the run (<repo>/.shardci/store).
     #[arg(long, env = "SHARDCI_REPO", default_value = ".")]
     pub repo: PathBuf,
-    /// The store folder [default: <repo>/.shardci/store].
-    #[arg(long, env = "SHARDCI_STORE", value_name = "DIR")]
-    pub store: Option<PathBuf>,
+    /// The store: a folder or a URL such as s3://bucket/prefix [default: <repo>/.shardci/store].
+    #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
+    pub store: Option<String>,
     /// html: print the report's path; json, junit, md: print the report itself.
     #[arg(long, value_enum, default_value = "html")]
     pub format: ReportFormat,
@@ -87,6 +87,12 @@ pub struct LocalArgs {
     /// Where local state goes (sources, work dirs, logs) [default: <repo>/.shardci].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where logs, reports and duration history go: a folder, file:///path, s3://bucket/prefix,
+    /// gs://bucket/prefix or az://container/prefix; credentials and endpoints come from the
+    /// usual environment variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)
+    /// [default: <state-dir>/store].
+    #[arg(long, value_name = "STORE", env = "SHARDCI_STORE")]
+    pub store: Option<String>,
     /// Give steps this secret (repeatable): its value is read from the environment variable
     /// of the same name, injected into steps that list it, and masked in logs.
     #[arg(long = "secret", value_name = "NAME")]
@@ -252,9 +258,10 @@ pub struct PlanInput {
     /// Select every connector and test type (full tests), whatever changed.
     #[arg(long)]
     pub all: bool,
-    /// Duration history (JSON) to balance shards with.
-    #[arg(long, value_name = "FILE", env = "SHARDCI_TIMINGS")]
-    pub timings: Option<PathBuf>,
+    /// Duration history to balance shards with: a timings.json file, or a store (folder or
+    /// URL such as s3://bucket/prefix) whose history to read [default: the run's store].
+    #[arg(long, value_name = "FILE|STORE", env = "SHARDCI_TIMINGS")]
+    pub timings: Option<String>,
     #[command(flatten)]
     pub filters: FilterArgs,
     /// Only this test type (repeatable).

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const IMAGE: &str = "shardci-test/busybox:1";
+mod common;
+use common::{IMAGE, fixture, git};
 
 fn bin(name: &str) -> PathBuf {
     let shardci = PathBuf::from(env!("CARGO_BIN_EXE_shardci"));
@@ -37,44 +38,6 @@ fn ensure_image() {
         };
         shardci_worker::images::ensure(docker.client(), &image, &mut shardci_worker::logs::MemorySink::default()).await.expect("the test image builds");
     });
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
-/// A generic-layout monorepo with `n` connectors and the given test types and templates.
-fn fixture(n: usize, steps: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("shardci.toml"),
-        format!(
-            "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
-             [defaults]\nimage = \"{IMAGE}\"\nexpected_duration = \"5s\"\nresources = {{ memory = \"64MiB\" }}\n\n{steps}\n\
-             [sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n"
-        ),
-    )
-    .unwrap();
-    for i in 1..=n {
-        let c = dir.path().join(format!("connectors/c{i}"));
-        std::fs::create_dir_all(&c).unwrap();
-        std::fs::write(c.join("connector.toml"), "language = \"generic\"\n").unwrap();
-    }
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-qm", "fixture"]);
-    dir
 }
 
 /// `n` connectors whose one step sleeps `seconds`.

@@ -37,9 +37,12 @@ struct Args {
     /// Bearer token workers must present (none: open).
     #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
     worker_token: Option<String>,
-    /// Folder for logs, reports and duration history [default: <data-dir>/store].
-    #[arg(long, env = "SHARDCI_STORE")]
-    store: Option<PathBuf>,
+    /// Where logs, reports and duration history go: a folder, file:///path,
+    /// s3://bucket/prefix, gs://bucket/prefix or az://container/prefix; credentials and
+    /// endpoints come from the usual environment variables (AWS_ACCESS_KEY_ID,
+    /// AWS_ENDPOINT_URL, ...) [default: <data-dir>/store].
+    #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
+    store: Option<String>,
     /// Largest source bundle accepted, in bytes.
     #[arg(long, default_value_t = 8 << 30)]
     max_bundle_bytes: u64,
@@ -88,18 +91,15 @@ async fn main() -> ExitCode {
         }
         stop.cancel();
     });
-    let store_dir = args
+    let store = args
         .store
         .clone()
-        .unwrap_or_else(|| args.data_dir.join("store"));
-    let reports = match shardci_coordinator::server::local_report_store(&store_dir) {
+        .unwrap_or_else(|| args.data_dir.join("store").display().to_string());
+    let reports = match shardci_coordinator::server::open_report_store(&store) {
         Ok(reports) => reports,
         Err(e) => {
-            eprintln!(
-                "error: failed to open the report store {}: {e}",
-                store_dir.display()
-            );
-            return ExitCode::from(3);
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
     let config = ServerConfig {

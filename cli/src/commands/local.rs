@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shardci_coordinator::config::Config;
 use shardci_coordinator::schedule::SchedulerConfig;
-use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::server::{ServerConfig, Tokens, open_report_store, serve};
 use shardci_coordinator::state::MemoryStore;
 use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
 use shardci_worker::images::{ProjectImage, ensure};
@@ -63,7 +63,19 @@ async fn build_images(
 async fn local(args: LocalArgs) -> Result<Code, Failure> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let workers = args.workers.unwrap_or(cores);
-    let plan = plan(&args.input, Some(workers * args.slots)).await?;
+    let state_root = state_dir(&args.input.repo, args.state_dir.as_deref())?;
+    let store_location = args
+        .store
+        .clone()
+        .unwrap_or_else(|| state_root.join("store").display().to_string());
+    let reports =
+        open_report_store(&store_location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let plan = plan(
+        &args.input,
+        Some(workers * args.slots),
+        Some(&store_location),
+    )
+    .await?;
     if plan.jobs.is_empty() {
         eprintln!("nothing to run: the change selects no job (see `shardci plan --explain`)");
         return Ok(Code::Success);
@@ -75,7 +87,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         plan.shards.len(),
         args.slots
     );
-    let state = state_dir(&args.input.repo, args.state_dir.as_deref())?.join("local");
+    let state = state_root.join("local");
     let _ = std::fs::create_dir_all(&state);
     let bundle = bundle(&args.input, state.join("bundle.tar")).await?;
 
@@ -97,13 +109,6 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         }
     };
 
-    let store_dir = state.parent().unwrap_or(&state).join("store");
-    let reports = shardci_coordinator::server::local_report_store(&store_dir).map_err(|e| {
-        Failure::infrastructure(anyhow::anyhow!(
-            "failed to open the report store {}: {e}",
-            store_dir.display()
-        ))
-    })?;
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -2,8 +2,9 @@
 
 use shardci_coordinator::config::Language;
 use shardci_coordinator::plan::{
-    Event, Filters, PlanRequest, plan_repository, render_explain, render_summary,
+    Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_summary,
 };
+use shardci_coordinator::server::{RegenerateError, is_store_url, open_report_store};
 
 use crate::args::{EventArg, FilterArgs, PlanArgs, PlanInput};
 use crate::exit::{Code, Failure};
@@ -34,8 +35,39 @@ pub fn filters(args: &FilterArgs) -> Result<Filters, Failure> {
     })
 }
 
+/// The duration history to balance shards with: `--timings` (a file, or a store), else the
+/// history in `store` (where this run's results will go), else the local store's, if any.
+pub async fn history(
+    input: &PlanInput,
+    store: Option<&str>,
+) -> Result<Option<TimingsSource>, Failure> {
+    let location = match (&input.timings, store) {
+        (Some(given), _) if !is_store_url(given) && !std::path::Path::new(given).is_dir() => {
+            return Ok(Some(TimingsSource::File(given.into())));
+        }
+        (Some(given), _) => given.clone(),
+        (None, Some(store)) => store.to_string(),
+        (None, None) => {
+            let history = input.repo.join(".shardci/store/history/timings.json");
+            return Ok(history.is_file().then_some(TimingsSource::File(history)));
+        }
+    };
+    let store = open_report_store(&location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let timings = store.history().await.map_err(|e| match e {
+        RegenerateError::Store(_) => Failure::infrastructure(anyhow::anyhow!(
+            "failed to read the duration history from {location}: {e}"
+        )),
+        _ => Failure::usage(anyhow::anyhow!(e)),
+    })?;
+    Ok(Some(TimingsSource::Given(timings)))
+}
+
 /// The library's planning request for these flags.
-pub fn request(input: &PlanInput, slots: Option<u32>) -> Result<PlanRequest, Failure> {
+pub fn request(
+    input: &PlanInput,
+    slots: Option<u32>,
+    timings: Option<TimingsSource>,
+) -> Result<PlanRequest, Failure> {
     let mut filters = filters(&input.filters)?;
     filters.test_types = input.test_types.clone();
     filters.skip_steps = input.skip_steps.clone();
@@ -50,16 +82,13 @@ pub fn request(input: &PlanInput, slots: Option<u32>) -> Result<PlanRequest, Fai
         all: input.all,
         filters,
         slots,
-        timings: input.timings.clone().or_else(|| {
-            // The history runs wrote to the local store balances the next plan.
-            let history = input.repo.join(".shardci/store/history/timings.json");
-            history.is_file().then_some(history)
-        }),
+        timings,
     })
 }
 
 pub fn run(args: PlanArgs) -> Result<Code, Failure> {
-    let plan = plan_repository(&request(&args.input, args.workers)?)?;
+    let timings = super::runtime()?.block_on(history(&args.input, None))?;
+    let plan = plan_repository(&request(&args.input, args.workers, timings)?)?;
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::infrastructure)?;
         println!("{text}");

@@ -1,25 +1,22 @@
 //! `shardci report`: reports are a pure function of a run's stored results and logs, so they
 //! can be regenerated (after a renderer improved, or a report was lost) at any time.
 
-use shardci_coordinator::server::{RegenerateError, local_report_store};
+use shardci_coordinator::server::{RegenerateError, is_store_url, open_report_store};
 
 use crate::args::{ReportArgs, ReportFormat};
 use crate::exit::{Code, Failure};
 
 pub fn run(args: ReportArgs) -> Result<Code, Failure> {
-    let dir = args
+    let location = args
         .store
         .clone()
-        .unwrap_or_else(|| args.repo.join(".shardci/store"));
-    if !dir.is_dir() {
+        .unwrap_or_else(|| args.repo.join(".shardci/store").display().to_string());
+    if !is_store_url(&location) && !std::path::Path::new(&location).is_dir() {
         return Err(Failure::usage(anyhow::anyhow!(
-            "no report store at {} (pass --store or --repo)",
-            dir.display()
+            "no report store at {location} (pass --store or --repo)"
         )));
     }
-    let store = local_report_store(&dir).map_err(|e| {
-        Failure::infrastructure(anyhow::anyhow!("failed to open {}: {e}", dir.display()))
-    })?;
+    let store = open_report_store(&location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     let rendered = super::runtime()?
         .block_on(store.regenerate(&args.run))
         .map_err(|e| match e {

@@ -12,8 +12,14 @@ use crate::client::{Client, status_failure, upload};
 use crate::exit::Failure;
 
 /// Plans on a blocking thread (git and file reads).
-pub async fn plan(input: &PlanInput, slots: Option<u32>) -> Result<Plan, Failure> {
-    let request = super::plan::request(input, slots)?;
+/// Plans with the duration history of `store` (where the run's results will go), if given.
+pub async fn plan(
+    input: &PlanInput,
+    slots: Option<u32>,
+    store: Option<&str>,
+) -> Result<Plan, Failure> {
+    let timings = super::plan::history(input, store).await?;
+    let request = super::plan::request(input, slots, timings)?;
     tokio::task::spawn_blocking(move || plan_repository(&request))
         .await
         .map_err(|e| Failure::infrastructure(anyhow::anyhow!("planning panicked: {e}")))?

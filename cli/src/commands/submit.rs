@@ -9,7 +9,7 @@ use crate::progress::{exit_code, render_table, watch};
 pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let plan = plan(&args.input, args.workers).await?;
+        let plan = plan(&args.input, args.workers, None).await?;
         let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
         let run_id = match &args.git_url {
             Some(url) => {

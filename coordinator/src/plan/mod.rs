@@ -22,6 +22,6 @@ pub use matrix::{job_id, points};
 pub use model::*;
 pub use modes::{ModeInputs, Modes, decide};
 pub use select::{DependencyGraph, Node};
-pub use session::{PlanRequest, Workspace, plan_repository};
+pub use session::{PlanRequest, TimingsSource, Workspace, plan_repository};
 pub use shard::{Sharding, list_schedule, shard};
 pub use timings::{DurationStats, Timings, TimingsError};

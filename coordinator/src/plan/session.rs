@@ -27,7 +27,16 @@ pub struct PlanRequest {
     pub all: bool,
     pub filters: Filters,
     pub slots: Option<u32>,
-    pub timings: Option<PathBuf>,
+    pub timings: Option<TimingsSource>,
+}
+
+/// Where the duration history that balances shards comes from.
+#[derive(Debug, Clone)]
+pub enum TimingsSource {
+    /// A `timings.json` file.
+    File(PathBuf),
+    /// History already read (from an object store, say).
+    Given(Timings),
 }
 
 impl PlanRequest {
@@ -159,7 +168,8 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         }
     };
     let timings = match &request.timings {
-        Some(path) => Timings::load(path)?,
+        Some(TimingsSource::File(path)) => Timings::load(path)?,
+        Some(TimingsSource::Given(timings)) => timings.clone(),
         None => Timings::default(),
     };
     build_plan(&PlanInputs {

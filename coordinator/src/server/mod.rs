@@ -4,6 +4,7 @@ mod actor;
 mod grpc;
 mod reports;
 mod sources;
+mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub use actor::{Command, Coordinator, LogVerdict, RunRecord};
 pub use grpc::Tokens;
 pub use reports::{RegenerateError, Rendered, ReportStore};
+pub use store::{StoreOpenError, is_store_url, open_report_store};
 
 /// A report store in a local folder (created if missing), addressed as `file://` URLs.
 pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::sync::Mutex;
 
 use crate::plan::{DurationStats, Timings};
@@ -15,7 +15,7 @@ use crate::report::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegenerateError {
-    #[error("no stored run {0} in this store")]
+    #[error("no stored run {0}")]
     NotFound(String),
     #[error("{0} cannot be read: {1}")]
     Corrupt(String, String),
@@ -51,6 +51,11 @@ pub struct Rendered {
 }
 
 const HISTORY_KEY: &str = "history/timings.json";
+/// Objects above this size are uploaded in parts (S3 needs parts of at least 5 MiB).
+const MULTIPART_THRESHOLD: usize = 16 << 20;
+const MULTIPART_PART_BYTES: usize = 8 << 20;
+/// Parts in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
 const SAMPLES_KEPT: usize = 20;
 
 fn tail(log: &[u8], lines: usize) -> String {
@@ -68,18 +73,39 @@ impl ReportStore {
         }
     }
 
+    /// Writes one object; large ones go up in parts, so a 50 MiB log neither needs one huge
+    /// request nor starts over from the beginning when a part fails.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), object_store::Error> {
-        self.store
-            .put(&StorePath::from(key), PutPayload::from(bytes))
-            .await
-            .map(|_| ())
+        let path = StorePath::from(key);
+        if bytes.len() <= MULTIPART_THRESHOLD {
+            return self
+                .store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map(|_| ());
+        }
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+        for chunk in bytes.chunks(MULTIPART_PART_BYTES) {
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.write(chunk);
+        }
+        // `finish` aborts the upload on failure, so no half-written object is left behind.
+        writer.finish().await.map(|_| ())
     }
 
-    fn html_url(&self, run_id: &str) -> String {
-        format!(
-            "{}/runs/{run_id}/report.html",
-            self.public_base.trim_end_matches('/')
-        )
+    pub fn html_url(&self, run_id: &str) -> String {
+        format!("{}/runs/{run_id}/report.html", self.public_base())
+    }
+
+    /// The store's address without a trailing slash (`memory:///` keeps its root).
+    fn public_base(&self) -> &str {
+        let trimmed = self.public_base.trim_end_matches('/');
+        if trimmed.ends_with(':') {
+            &self.public_base[..trimmed.len() + 2]
+        } else {
+            trimmed
+        }
     }
 
     fn render(&self, run: &StoredRun, tails: &BTreeMap<(String, String), String>) -> Rendered {
@@ -155,7 +181,10 @@ impl ReportStore {
         let bytes = match self.store.get(&StorePath::from(key.as_str())).await {
             Ok(found) => found.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(RegenerateError::NotFound(run_id.to_string()));
+                return Err(RegenerateError::NotFound(format!(
+                    "{run_id} in {}",
+                    self.public_base()
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -174,6 +203,20 @@ impl ReportStore {
         let rendered = self.render(&run, &tails);
         self.write_reports(&rendered).await?;
         Ok(rendered)
+    }
+
+    /// The duration history runs wrote here (empty when none has been written yet).
+    pub async fn history(&self) -> Result<Timings, RegenerateError> {
+        match self.store.get(&StorePath::from(HISTORY_KEY)).await {
+            Ok(found) => serde_json::from_slice(&found.bytes().await?).map_err(|e| {
+                RegenerateError::Corrupt(
+                    format!("{}/{HISTORY_KEY}", self.public_base()),
+                    e.to_string(),
+                )
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(Timings::default()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds this run's durations to the history the planner balances shards with.

@@ -1,0 +1,341 @@
+//! Runs whose store is a real S3 API (moto's server on loopback): every file of a run lands in
+//! the bucket, the next plan reads its history from there, reports regenerate from there, and
+//! an S3 outage in the middle of a run delays the report without losing anything.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3Builder;
+
+mod common;
+use common::{Moto, fixture, git};
+
+fn example_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo")
+}
+
+fn example_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(example_root().join("."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(dir.path().join(".shardci"));
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "example"]);
+    dir
+}
+
+fn shardci(moto: &Moto) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardci"));
+    command.envs(moto.env()).env("NO_COLOR", "1");
+    command
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn bucket(moto: &Moto, name: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_bucket_name(name)
+            .with_endpoint(moto.endpoint())
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_region("us-east-1")
+            .build()
+            .unwrap(),
+    )
+}
+
+fn keys(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let prefix = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = runtime
+        .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .map(|meta| meta.location.to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn read(store: &Arc<dyn ObjectStore>, key: &str) -> String {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let found = store
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        String::from_utf8(found.bytes().await.unwrap().to_vec()).unwrap()
+    })
+}
+
+fn report_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("the last line names the report: {stdout}"))
+        .to_string()
+}
+
+#[test]
+fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_history() {
+    let moto = Moto::start();
+    moto.create_bucket("reports");
+    let repo = example_repo();
+    let root = repo.path().to_str().unwrap();
+    let out = shardci(&moto)
+        // The real executor: the example builds an image and runs every step in Docker.
+        .args(["local", "--repo", root, "--all"])
+        .args(["--workers", "2", "--store", "s3://reports/shardci"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = report_line(&String::from_utf8_lossy(&out.stdout));
+    let run = report
+        .strip_prefix("s3://reports/shardci/runs/")
+        .and_then(|r| r.strip_suffix("/report.html"))
+        .unwrap_or_else(|| panic!("an s3 address: {report}"))
+        .to_string();
+
+    let store = bucket(&moto, "reports");
+    let keys = keys(&store, &format!("shardci/runs/{run}"));
+    for file in [
+        "report.html",
+        "report.json",
+        "junit.xml",
+        "summary.md",
+        "plan.json",
+        "run.json",
+    ] {
+        let key = format!("shardci/runs/{run}/{file}");
+        assert!(keys.contains(&key), "{key} in {keys:#?}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&store, &format!("shardci/runs/{run}/report.json"))).unwrap();
+    let jobs = report["jobs"].as_array().unwrap();
+    assert!(
+        jobs.len() >= 30,
+        "the example's full matrix: {}",
+        jobs.len()
+    );
+    // Every step that ran has its log in the bucket.
+    let mut logs = 0;
+    for job in jobs {
+        for step in job["steps"].as_array().unwrap() {
+            if step["status"] == "skipped" {
+                continue;
+            }
+            let key = format!(
+                "shardci/{}",
+                step["log_key"].as_str().unwrap_or_else(|| panic!("{step}"))
+            );
+            assert!(keys.contains(&key), "{key} missing");
+            logs += 1;
+        }
+    }
+    assert!(logs >= jobs.len(), "{logs} logs for {} jobs", jobs.len());
+    assert!(read(&store, "shardci/history/timings.json").contains("p50_seconds"));
+
+    // The next plan balances with the history in the bucket.
+    let out = shardci(&moto)
+        .args([
+            "plan",
+            "--repo",
+            root,
+            "--all",
+            "--json",
+            "--timings",
+            "s3://reports/shardci",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let from_history = plan["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["estimate"] == "history")
+        .count();
+    assert!(from_history > 0, "estimates come from the bucket's history");
+
+    // Reports regenerate from the bucket alone.
+    let out = shardci(&moto)
+        .args([
+            "report",
+            &run,
+            "--store",
+            "s3://reports/shardci",
+            "--format",
+            "md",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("s3://reports/shardci/runs/{run}/report.html"))
+    );
+
+    // A bucket that does not exist is named.
+    let out = shardci(&moto)
+        .args(["report", &run, "--store", "s3://missing-bucket"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn an_s3_outage_mid_run_delays_the_report_and_loses_no_log() {
+    let mut moto = Moto::start();
+    moto.create_bucket("reports");
+    let repo = fixture(
+        4,
+        "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 3; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+    );
+    let mut child = shardci(&moto)
+        .args(["local", "--repo", repo.path().to_str().unwrap(), "--all"])
+        .args([
+            "--executor",
+            "process",
+            "--workers",
+            "2",
+            "--store",
+            "s3://reports/out",
+        ])
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once planning (which reads the bucket's history) is done, S3 goes away...
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the run started: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("plan:") {
+            break;
+        }
+    }
+    moto.stop();
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    // ...for longer than the run takes (2 waves of 3 s), then comes back, empty.
+    std::thread::sleep(Duration::from_secs(10));
+    moto.restart();
+    moto.create_bucket("reports");
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let stderr = drain.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}\n{seen}{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "publishing failed and was retried during the outage: {stderr}"
+    );
+    let report = report_line(&stdout);
+    let run = report
+        .strip_prefix("s3://reports/out/runs/")
+        .and_then(|r| r.strip_suffix("/report.html"))
+        .unwrap()
+        .to_string();
+    let store = bucket(&moto, "reports");
+    let keys = keys(&store, "out");
+    for file in [
+        "report.html",
+        "report.json",
+        "junit.xml",
+        "summary.md",
+        "plan.json",
+        "run.json",
+    ] {
+        let key = format!("out/runs/{run}/{file}");
+        assert!(keys.contains(&key), "{key} in {keys:#?}");
+    }
+    for i in 1..=4 {
+        let log = read(
+            &store,
+            &format!("out/runs/{run}/jobs/c{i}_slow/slow/log.txt"),
+        );
+        assert!(
+            log.contains(&format!("done c{i}")),
+            "c{i}'s whole log: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_50_mib_log_goes_up_in_parts() {
+    let moto = Moto::start();
+    moto.create_bucket("reports");
+    const BYTES: u64 = 50 << 20;
+    let repo = fixture(
+        1,
+        &format!(
+            "[test_types.loud]\ncommand = \"yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c {BYTES}\"\n\n[templates.generic]\ntest_types = [\"loud\"]\n"
+        ),
+    );
+    let out = shardci(&moto)
+        .args(["local", "--repo", repo.path().to_str().unwrap(), "--all"])
+        .args([
+            "--executor",
+            "process",
+            "--workers",
+            "1",
+            "--store",
+            "s3://reports/big",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = report_line(&String::from_utf8_lossy(&out.stdout));
+    let run = report
+        .strip_prefix("s3://reports/big/runs/")
+        .and_then(|r| r.strip_suffix("/report.html"))
+        .unwrap()
+        .to_string();
+    let store = bucket(&moto, "reports");
+    let key = object_store::path::Path::from(format!("big/runs/{run}/jobs/c1_loud/loud/log.txt"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let meta = runtime.block_on(store.head(&key)).unwrap();
+    assert_eq!(meta.size, BYTES, "the whole log is there");
+    // S3 names a multipart object's ETag after its parts: "<md5 of part md5s>-<parts>".
+    let etag = meta.e_tag.unwrap_or_default();
+    assert!(
+        etag.trim_matches('"').ends_with("-7"),
+        "uploaded in 7 parts of 8 MiB: {etag}"
+    );
+}
