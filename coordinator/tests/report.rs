@@ -2,6 +2,7 @@
 //! failure, a timeout, an OOM, a flaky retry and a cancelled job.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use shardci_coordinator::config::Language;
@@ -412,4 +413,36 @@ fn chromium_renders_the_report_with_its_grid() {
         "one grid cell per (connector, test type)"
     );
     assert!(dom.contains("id=\"grid\""));
+}
+
+/// Runs xmllint (Debian's libxml2-utils, installed by scripts/install-deps) against the
+/// schema shipped in the fixtures; returns its verdict and output.
+fn validate_junit(xml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("junit.xml");
+    std::fs::write(&file, xml).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit.xsd");
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint runs (scripts/install-deps installs libxml2-utils)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn junit_validates_against_the_schema_ci_servers_accept() {
+    let f = fixture();
+    let xml = render_junit(&report(&f));
+    let (valid, output) = validate_junit(&xml);
+    assert!(valid, "{output}\n{xml}");
+    // The validator is live: the same file with a testcase stripped of its name is refused.
+    let broken = xml.replacen("<testcase classname=", "<testcase nameless=", 1);
+    let (valid, output) = validate_junit(&broken);
+    assert!(!valid, "a testcase without a name must fail: {output}");
 }
