@@ -37,6 +37,27 @@ pub enum Command {
     Workers(WorkersCommand),
     /// Regenerate a stored run's reports from its results and logs, and say where they are.
     Report(ReportArgs),
+    /// Delete old runs' logs and reports from a store (lists them unless --delete is given).
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Runs whose newest object is older than this go ("30d", "12h", "90m").
+    #[arg(long, value_name = "AGE")]
+    pub older_than: String,
+    /// Really delete; without it, only list what would be deleted.
+    #[arg(long)]
+    pub delete: bool,
+    /// The monorepo whose local store to clean (<repo>/.shardci/store).
+    #[arg(long, env = "SHARDCI_REPO", default_value = ".")]
+    pub repo: PathBuf,
+    /// The store: a folder or a URL such as s3://bucket/prefix [default: <repo>/.shardci/store].
+    #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -118,7 +118,7 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
         .to_string();
 
     let store = bucket(&moto, "reports");
-    let keys = keys(&store, &format!("shardci/runs/{run}"));
+    let stored = keys(&store, &format!("shardci/runs/{run}"));
     for file in [
         "report.html",
         "report.json",
@@ -128,7 +128,7 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
         "run.json",
     ] {
         let key = format!("shardci/runs/{run}/{file}");
-        assert!(keys.contains(&key), "{key} in {keys:#?}");
+        assert!(stored.contains(&key), "{key} in {stored:#?}");
     }
     let report: serde_json::Value =
         serde_json::from_str(&read(&store, &format!("shardci/runs/{run}/report.json"))).unwrap();
@@ -149,7 +149,7 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
                 "shardci/{}",
                 step["log_key"].as_str().unwrap_or_else(|| panic!("{step}"))
             );
-            assert!(keys.contains(&key), "{key} missing");
+            assert!(stored.contains(&key), "{key} missing");
             logs += 1;
         }
     }
@@ -196,6 +196,36 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
         String::from_utf8_lossy(&out.stdout)
             .contains(&format!("s3://reports/shardci/runs/{run}/report.html"))
     );
+
+    // Retention: nothing is 30 days old; everything is older than a second; a dry run by
+    // default; --delete removes the run and keeps the history.
+    std::thread::sleep(Duration::from_millis(1100));
+    let gc = |extra: &[&str]| {
+        let out = shardci(&moto)
+            .args(["gc", "--store", "s3://reports/shardci", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        gc(&["--older-than", "30d"])["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let dry = gc(&["--older-than", "1s"]);
+    assert_eq!(dry["runs"][0]["run_id"], run.as_str());
+    assert!(
+        keys(&store, "shardci/runs").len() > 10,
+        "a dry run deletes nothing"
+    );
+    let done = gc(&["--older-than", "1s", "--delete"]);
+    assert_eq!(done["deleted"], true);
+    assert!(keys(&store, "shardci/runs").is_empty());
+    assert!(read(&store, "shardci/history/timings.json").contains("p50_seconds"));
 
     // A bucket that does not exist is named.
     let out = shardci(&moto)

@@ -143,7 +143,7 @@ fn bad_duration() {
     let text = BASE.replace("[defaults]\n", "[defaults]\ntimeout = \"10 parsecs\"\n");
     assert_eq!(
         error(&text),
-        "repo/shardci.toml:3:11: invalid duration \"10 parsecs\": unknown unit \"parsecs\" (use ms, s, m or h)"
+        "repo/shardci.toml:3:11: invalid duration \"10 parsecs\": unknown unit \"parsecs\" (use ms, s, m, h or d)"
     );
 }
 

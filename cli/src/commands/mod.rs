@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed arguments into library calls and prints.
 
 mod connectors;
+mod gc;
 mod local;
 mod plan;
 mod report;
@@ -29,5 +30,6 @@ pub fn run(cli: Cli) -> Result<Code, Failure> {
         Command::Logs(args) => runs::logs(args),
         Command::Workers(command) => runs::workers(command),
         Command::Report(args) => report::run(args),
+        Command::Gc(args) => gc::run(args),
     }
 }

@@ -1,22 +1,26 @@
 //! `shardci report`: reports are a pure function of a run's stored results and logs, so they
 //! can be regenerated (after a renderer improved, or a report was lost) at any time.
 
-use shardci_coordinator::server::{RegenerateError, is_store_url, open_report_store};
+use shardci_coordinator::server::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
 use crate::args::{ReportArgs, ReportFormat};
 use crate::exit::{Code, Failure};
 
-pub fn run(args: ReportArgs) -> Result<Code, Failure> {
-    let location = args
-        .store
-        .clone()
-        .unwrap_or_else(|| args.repo.join(".shardci/store").display().to_string());
+/// The store `--store` names, else the repository's local one; it must exist.
+pub fn existing_store(store: Option<&str>, repo: &std::path::Path) -> Result<ReportStore, Failure> {
+    let location = store
+        .map(str::to_string)
+        .unwrap_or_else(|| repo.join(".shardci/store").display().to_string());
     if !is_store_url(&location) && !std::path::Path::new(&location).is_dir() {
         return Err(Failure::usage(anyhow::anyhow!(
             "no report store at {location} (pass --store or --repo)"
         )));
     }
-    let store = open_report_store(&location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    open_report_store(&location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))
+}
+
+pub fn run(args: ReportArgs) -> Result<Code, Failure> {
+    let store = existing_store(args.store.as_deref(), &args.repo)?;
     let rendered = super::runtime()?
         .block_on(store.regenerate(&args.run))
         .map_err(|e| match e {

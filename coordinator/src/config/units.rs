@@ -28,7 +28,7 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// Parses `"90s"`, `"10m"`, `"1h30m"`, `"1.5h"` or a bare number of seconds.
+/// Parses `"90s"`, `"10m"`, `"1h30m"`, `"1.5h"`, `"30d"` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<f64, String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {
@@ -62,9 +62,10 @@ pub fn parse_duration(text: &str) -> Result<f64, String> {
             "s" | "sec" | "secs" => 1.0,
             "m" | "min" | "mins" => 60.0,
             "h" | "hr" | "hrs" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
             _ => {
                 return Err(format!(
-                    "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                    "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
                 ));
             }
         };
@@ -73,7 +74,7 @@ pub fn parse_duration(text: &str) -> Result<f64, String> {
     }
     if !number.is_empty() {
         return Err(format!(
-            "invalid duration {text:?}: {number:?} has no unit (use ms, s, m or h)"
+            "invalid duration {text:?}: {number:?} has no unit (use ms, s, m, h or d)"
         ));
     }
     Ok(total)

@@ -3,6 +3,7 @@
 mod actor;
 mod grpc;
 mod reports;
+mod retention;
 mod sources;
 mod store;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use actor::{Command, Coordinator, LogVerdict, RunRecord};
 pub use grpc::Tokens;
 pub use reports::{RegenerateError, Rendered, ReportStore};
+pub use retention::StoredRunSummary;
 pub use store::{StoreOpenError, is_store_url, open_report_store};
 
 /// A report store in a local folder (created if missing), addressed as `file://` URLs.

@@ -1,0 +1,132 @@
+//! Retention: finding the runs a store holds, and deleting the old ones. History and anything
+//! outside `runs/` are kept; a run is as old as its newest object, so a run whose reports were
+//! just regenerated is not collected.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+
+use super::ReportStore;
+
+/// One run's objects in the store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredRunSummary {
+    pub run_id: String,
+    pub objects: usize,
+    pub bytes: u64,
+    /// Unix seconds of the run's newest object.
+    pub last_modified: i64,
+}
+
+impl ReportStore {
+    /// Every run in the store, oldest first.
+    pub async fn list_runs(&self) -> Result<Vec<StoredRunSummary>, object_store::Error> {
+        let prefix = StorePath::from("runs");
+        let mut runs: BTreeMap<String, StoredRunSummary> = BTreeMap::new();
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.try_next().await? {
+            // runs/<run>/...
+            let Some(run_id) = meta.location.parts().nth(1) else {
+                continue;
+            };
+            let entry =
+                runs.entry(run_id.as_ref().to_string())
+                    .or_insert_with(|| StoredRunSummary {
+                        run_id: run_id.as_ref().to_string(),
+                        objects: 0,
+                        bytes: 0,
+                        last_modified: i64::MIN,
+                    });
+            entry.objects += 1;
+            entry.bytes += meta.size;
+            entry.last_modified = entry.last_modified.max(meta.last_modified.timestamp());
+        }
+        let mut runs: Vec<_> = runs.into_values().collect();
+        runs.sort_by(|a, b| (a.last_modified, &a.run_id).cmp(&(b.last_modified, &b.run_id)));
+        Ok(runs)
+    }
+
+    /// Runs whose newest object is older than `max_age_seconds` at `now`.
+    pub async fn expired_runs(
+        &self,
+        max_age_seconds: f64,
+        now: SystemTime,
+    ) -> Result<Vec<StoredRunSummary>, object_store::Error> {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let cutoff = now - max_age_seconds.ceil() as i64;
+        Ok(self
+            .list_runs()
+            .await?
+            .into_iter()
+            .filter(|run| run.last_modified < cutoff)
+            .collect())
+    }
+
+    /// Deletes every object of `run_id`; returns how many were deleted.
+    pub async fn delete_run(&self, run_id: &str) -> Result<usize, object_store::Error> {
+        let prefix = StorePath::from(format!("runs/{run_id}"));
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let deleted: Vec<_> = self.store.delete_stream(locations).try_collect().await?;
+        Ok(deleted.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_are_listed_with_their_size_and_only_old_ones_expire() {
+        let store = ReportStore::new(Arc::new(InMemory::new()), "memory:///");
+        for key in [
+            "runs/r1/report.html",
+            "runs/r1/jobs/a/unit/log.txt",
+            "runs/r2/report.html",
+            "history/timings.json",
+        ] {
+            store
+                .store
+                .put(&StorePath::from(key), PutPayload::from_static(b"12345"))
+                .await
+                .unwrap();
+        }
+        let runs = store.list_runs().await.unwrap();
+        assert_eq!(runs.len(), 2);
+        let r1 = runs.iter().find(|r| r.run_id == "r1").unwrap();
+        assert_eq!((r1.objects, r1.bytes), (2, 10));
+
+        let now = SystemTime::now();
+        assert!(store.expired_runs(3600.0, now).await.unwrap().is_empty());
+        let later = now + Duration::from_secs(2 * 86_400);
+        let expired = store.expired_runs(86_400.0, later).await.unwrap();
+        assert_eq!(expired.len(), 2);
+
+        assert_eq!(store.delete_run("r1").await.unwrap(), 2);
+        let left = store.list_runs().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].run_id, "r2");
+        // History is not a run and stays.
+        assert!(
+            store
+                .store
+                .head(&StorePath::from("history/timings.json"))
+                .await
+                .is_ok()
+        );
+    }
+}
