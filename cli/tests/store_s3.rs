@@ -369,3 +369,52 @@ fn a_50_mib_log_goes_up_in_parts() {
         "uploaded in 7 parts of 8 MiB: {etag}"
     );
 }
+
+#[test]
+fn workers_upload_artifacts_straight_to_the_bucket() {
+    let moto = Moto::start();
+    moto.create_bucket("reports");
+    let repo = fixture(
+        2,
+        "[test_types.unit]\ncommand = \"mkdir -p $SHARDCI_WORK_DIR/reports && echo \\\"<testsuite name='$SHARDCI_CONNECTOR'/>\\\" > $SHARDCI_WORK_DIR/reports/junit.xml && echo scratch > $SHARDCI_WORK_DIR/scratch.txt\"\nartifacts = [\"reports/*.xml\"]\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    let out = shardci(&moto)
+        .args(["local", "--repo", repo.path().to_str().unwrap(), "--all"])
+        .args([
+            "--executor",
+            "process",
+            "--workers",
+            "2",
+            "--store",
+            "s3://reports/art",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = report_line(&String::from_utf8_lossy(&out.stdout));
+    let run = report
+        .strip_prefix("s3://reports/art/runs/")
+        .and_then(|r| r.strip_suffix("/report.html"))
+        .unwrap()
+        .to_string();
+    let store = bucket(&moto, "reports");
+    for c in ["c1", "c2"] {
+        let key = format!("art/runs/{run}/jobs/{c}_unit/unit/artifacts/reports/junit.xml");
+        assert!(read(&store, &key).contains(&format!("name='{c}'")), "{key}");
+    }
+    let stored = keys(&store, &format!("art/runs/{run}"));
+    assert!(
+        !stored.iter().any(|k| k.ends_with("scratch.txt")),
+        "only what the globs match is kept: {stored:#?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&store, &format!("art/runs/{run}/report.json"))).unwrap();
+    let artifacts = &json["jobs"][0]["steps"][0]["artifacts"];
+    assert_eq!(
+        artifacts[0],
+        format!("runs/{run}/jobs/c1_unit/unit/artifacts/reports/junit.xml").as_str(),
+        "{json}"
+    );
+    let html = read(&store, &format!("art/runs/{run}/report.html"));
+    assert!(html.contains("artifacts/reports/junit.xml\">reports/junit.xml</a>"));
+}

@@ -38,6 +38,7 @@ fn stored() -> StoredRun {
                 exit_code: Some(0),
                 duration_ms: 1200,
                 message: String::new(),
+                artifacts: Vec::new(),
             },
             StepReport {
                 step: test_type.clone(),
@@ -46,6 +47,7 @@ fn stored() -> StoredRun {
                 exit_code: Some(i64::from(status != Status::Success)),
                 duration_ms: 30_000,
                 message: "exited with code 1".into(),
+                artifacts: Vec::new(),
             },
         ];
         results.push(JobResult {

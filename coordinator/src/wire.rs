@@ -344,11 +344,33 @@ pub fn step_report_to_wire(job: &str, step: &StepReport, attempt: u32) -> pb::St
             .unwrap_or(-1),
         duration: Some(duration(step.duration_ms as f64 / 1000.0)),
         log_key: String::new(),
-        artifact_keys: Vec::new(),
+        artifact_keys: step.artifacts.clone(),
         attempt,
         message: step.message.clone(),
         started_at: None,
     }
+}
+
+/// Artifacts a worker reports must stay inside their step's folder: a worker that lies
+/// cannot make a report link anywhere else in the store.
+fn artifact_paths(paths: Vec<String>) -> Result<Vec<String>, WireError> {
+    const MAX_ARTIFACTS: usize = 1000;
+    if paths.len() > MAX_ARTIFACTS {
+        return Err(invalid(
+            "step result",
+            format!("{} artifacts (at most {MAX_ARTIFACTS})", paths.len()),
+        ));
+    }
+    if let Some(bad) = paths
+        .iter()
+        .find(|p| !shardci_proto::valid_artifact_path(p))
+    {
+        return Err(invalid(
+            "step result",
+            format!("artifact path {bad:?} leaves the step's artifacts folder"),
+        ));
+    }
+    Ok(paths)
 }
 
 pub fn job_report_from_wire(result: pb::JobResult) -> Result<JobReport, WireError> {
@@ -362,6 +384,7 @@ pub fn job_report_from_wire(result: pb::JobResult) -> Result<JobReport, WireErro
                 exit_code: (s.exit_code >= 0).then_some(i64::from(s.exit_code)),
                 duration_ms: (seconds(s.duration) * 1000.0) as u64,
                 message: s.message,
+                artifacts: artifact_paths(s.artifact_keys)?,
                 step: s.step,
             })
         })
@@ -454,5 +477,30 @@ mod tests {
         assert!(status_from_wire(99).is_err());
         assert!(status_from_wire(0).is_err());
         assert!(class_from_wire(42).is_err());
+    }
+
+    #[test]
+    fn artifacts_outside_their_step_folder_are_refused() {
+        let result = |paths: &[&str]| pb::JobResult {
+            job_id: "c/unit".into(),
+            status: pb::Status::Success as i32,
+            steps: vec![pb::StepResult {
+                job_id: "c/unit".into(),
+                step: "unit".into(),
+                status: pb::Status::Success as i32,
+                artifact_keys: paths.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }],
+            attempt: 1,
+            flaky: false,
+        };
+        let ok = job_report_from_wire(result(&["reports/junit.xml"])).unwrap();
+        assert_eq!(ok.steps[0].artifacts, ["reports/junit.xml"]);
+        let err = job_report_from_wire(result(&["../../history/timings.json"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("leaves the step's artifacts folder"),
+            "{err}"
+        );
     }
 }

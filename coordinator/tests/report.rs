@@ -44,6 +44,12 @@ fn step(name: &str, status: Status, class: Option<FailureClass>, message: &str) 
         exit_code: (status == Status::Failure).then_some(1),
         duration_ms: 1500,
         message: message.into(),
+        // Failed steps kept a test report.
+        artifacts: if status == Status::Failure {
+            vec!["reports/junit.xml".into()]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -287,6 +293,11 @@ fn html_is_self_contained_with_one_grid_cell_per_connector_and_test_type() {
     assert_eq!(cells, report.connectors.len() * report.test_types.len());
     assert!(html.contains("infrastructure: timeout") && html.contains("infrastructure: oom"));
     assert!(html.contains(">flaky<"));
+    // Artifacts are linked from their step, relative to the report.
+    assert!(
+        html.contains("/unit/artifacts/reports/junit.xml\">reports/junit.xml</a>"),
+        "artifact link"
+    );
     assert!(
         html.contains("AssertionError: expected 3 &amp; got &lt;2&gt;"),
         "log tails are escaped"

@@ -1,6 +1,7 @@
 //! shardci's worker library: executors that run steps (Docker, plain processes), the job DAG
 //! runner, local image builds, and log masking. The session with a coordinator builds on these.
 
+pub mod artifacts;
 pub mod dag;
 pub mod executor;
 pub mod images;

@@ -61,6 +61,86 @@ struct Shared {
     slot_freed: Notify,
     draining: AtomicBool,
     channel: Mutex<Option<Channel>>,
+    /// Where steps' artifacts go, as the coordinator's welcome said (opened once per address).
+    artifact_store: Mutex<Option<(String, Arc<dyn object_store::ObjectStore>)>>,
+}
+
+impl Shared {
+    fn remember_store(&self, url: &str) {
+        let mut current = lock(&self.artifact_store);
+        if url.is_empty() {
+            *current = None;
+            return;
+        }
+        if current.as_ref().is_some_and(|(known, _)| known == url) {
+            return;
+        }
+        match crate::artifacts::open_store(url) {
+            Ok(store) => *current = Some((url.to_string(), store)),
+            Err(e) => {
+                tracing::warn!(error = %e, "artifacts will not be kept");
+                *current = None;
+            }
+        }
+    }
+
+    /// Uploads what each step's `artifacts` globs match and lists it in the step's result. A
+    /// failed upload is said in the step's message; it does not change the step's status.
+    async fn keep_artifacts(
+        &self,
+        run: &str,
+        spec: &crate::spec::JobSpec,
+        work_dir: &std::path::Path,
+        result: &mut pb::JobResult,
+    ) {
+        let wanted: Vec<&crate::spec::StepSpec> = spec
+            .steps
+            .iter()
+            .filter(|s| !s.artifacts.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let store = lock(&self.artifact_store).as_ref().map(|(_, s)| s.clone());
+        for step in wanted {
+            let Some(reported) = result.steps.iter_mut().find(|r| r.step == step.name) else {
+                continue;
+            };
+            if reported.status == pb::Status::Skipped as i32 {
+                continue;
+            }
+            let Some(store) = &store else {
+                reported.message = join_message(
+                    &reported.message,
+                    "artifacts not kept: the coordinator named no store",
+                );
+                continue;
+            };
+            let prefix = format!(
+                "{}/artifacts",
+                shardci_proto::step_prefix(run, &spec.id, &step.name)
+            );
+            let kept = match crate::artifacts::collect(work_dir, &step.artifacts) {
+                Ok(files) => crate::artifacts::upload(store.as_ref(), &prefix, &files).await,
+                Err(e) => Err(e),
+            };
+            match kept {
+                Ok(kept) => reported.artifact_keys = kept,
+                Err(e) => {
+                    reported.message =
+                        join_message(&reported.message, &format!("artifacts not kept: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn join_message(existing: &str, more: &str) -> String {
+    if existing.is_empty() {
+        more.to_string()
+    } else {
+        format!("{existing}; {more}")
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +193,7 @@ impl Worker {
                 slot_freed: Notify::new(),
                 draining: AtomicBool::new(false),
                 channel: Mutex::new(None),
+                artifact_store: Mutex::new(None),
             }),
         }
     }
@@ -217,6 +298,7 @@ impl Worker {
                 Duration::from_secs(d.seconds.max(1) as u64)
             });
         shared.link.send_replace(Some(tx.clone()));
+        shared.remember_store(&welcome.store_url);
         tracing::info!(worker = %options.id, session = %welcome.session_id, "connected");
 
         // Heartbeats run on their own task: a busy worker must never look dead.
@@ -560,7 +642,11 @@ async fn run_shard(
             Box::new(MaskingSink::new(FileSink { file }, &secret_values))
         };
         let outcome = run_job(shared.executor.as_ref(), &spec, &context, sink).await;
-        results.push(wire::outcome_to_wire(&outcome, attempt));
+        let mut result = wire::outcome_to_wire(&outcome, attempt);
+        shared
+            .keep_artifacts(&shard.run_id, &spec, &context.work_dir, &mut result)
+            .await;
+        results.push(result);
     }
     shipping_done.cancel();
     let _ = shipper.await;

@@ -25,20 +25,12 @@ fn severity(status: &str) -> u8 {
 }
 
 pub fn log_key(run: &str, job: &str, step: &str) -> String {
-    format!("runs/{run}/jobs/{}/{step}/log.txt", safe_key(job))
+    format!("{}/log.txt", shardci_proto::step_prefix(run, job, step))
 }
 
 /// Object-store keys keep to a safe alphabet; job ids contain `/`, `[`, `=` and `,`.
 pub fn safe_key(job: &str) -> String {
-    job.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    shardci_proto::job_key(job)
 }
 
 pub fn analyze(input: &ReportInput<'_>) -> RunReport {
@@ -76,6 +68,16 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                             duration_seconds: s.duration_ms as f64 / 1000.0,
                             message: s.message.clone(),
                             log_key: log_key(&run.run_id, id, &s.step),
+                            artifacts: s
+                                .artifacts
+                                .iter()
+                                .map(|a| {
+                                    format!(
+                                        "{}/artifacts/{a}",
+                                        shardci_proto::step_prefix(&run.run_id, id, &s.step)
+                                    )
+                                })
+                                .collect(),
                             log_tail: if failed {
                                 input
                                     .log_tails

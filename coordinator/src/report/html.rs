@@ -149,9 +149,17 @@ pub fn render_html(report: &RunReport) -> String {
             job.duration_seconds
         );
         for step in &job.steps {
+            let artifacts: String = step
+                .artifacts
+                .iter()
+                .map(|key| {
+                    let name = key.rsplit("/artifacts/").next().unwrap_or(key);
+                    format!(" <a href=\"../../{}\">{}</a>", escape(key), escape(name))
+                })
+                .collect();
             let _ = write!(
                 out,
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a></td></tr>",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a>{artifacts}</td></tr>",
                 escape(&step.status),
                 escape(&step.name),
                 escape(&step.status),

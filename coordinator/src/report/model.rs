@@ -61,6 +61,9 @@ pub struct StepEntry {
     pub message: String,
     /// Object-store key of the whole log.
     pub log_key: String,
+    /// Object-store keys of the files the step kept (its `artifacts` globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
     /// The end of the log, inline for failures.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub log_tail: String,

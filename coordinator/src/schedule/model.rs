@@ -111,6 +111,9 @@ pub struct StepReport {
     pub exit_code: Option<i64>,
     pub duration_ms: u64,
     pub message: String,
+    /// Files the worker kept, relative to the step's `artifacts/` folder in the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 /// A worker's account of one job in one attempt.

@@ -320,7 +320,12 @@ impl Actor {
                     session_id: session.0.to_string(),
                     lease_ttl: Some(wire::wire_duration(ttl)),
                     heartbeat_interval: Some(wire::wire_duration(beat)),
-                    store_url: String::new(),
+                    // Workers upload artifacts there themselves, with their own credentials.
+                    store_url: self
+                        .reports
+                        .as_ref()
+                        .map(|r| r.public_base.clone())
+                        .unwrap_or_default(),
                 };
                 let message = pb::CoordinatorMessage {
                     msg: Some(pb::coordinator_message::Msg::Welcome(welcome)),
