@@ -3,7 +3,8 @@
 //! Jobs are grouped by the worker labels they need (a shard must fit one worker), then each
 //! group is packed by LPT (longest job first, into the least-loaded shard) into about
 //! `slots x shards_per_slot` shards: several shards per slot let pull-based dispatch absorb
-//! wrong estimates, and `min_shard_duration` keeps per-shard set-up from dominating. Shards are
+//! wrong estimates, and `min_shard_duration` keeps per-shard set-up from dominating (it never
+//! leaves a slot without a shard while there are jobs to split). Shards are
 //! dispatched longest first (list scheduling), so the predicted makespan approaches the lower
 //! bound `max(total / slots, longest job)`.
 
@@ -49,7 +50,12 @@ pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
     } else {
         usize::MAX
     };
-    let target = by_slots.min(by_size).min(jobs.len()).max(1);
+    // Set-up cost limits how finely work is cut beyond one shard per slot, never below it: an
+    // idle slot costs more than a shard's set-up.
+    let target = by_slots
+        .min(by_size.max(slots as usize))
+        .min(jobs.len())
+        .max(1);
 
     let mut groups: BTreeMap<&[String], Vec<&Job>> = BTreeMap::new();
     for job in jobs {
@@ -222,8 +228,10 @@ mod tests {
         let jobs: Vec<Job> = (0..20)
             .map(|i| job(&format!("c{i:02}/lint"), 1.0, &[]))
             .collect();
-        let s = shard(&jobs, 8, &config(3, 10.0));
+        let s = shard(&jobs, 2, &config(3, 10.0));
         assert_eq!(s.shards.len(), 2, "20s of work in shards of at least 10s");
+        let s = shard(&jobs, 8, &config(3, 10.0));
+        assert_eq!(s.shards.len(), 8, "but never fewer shards than slots");
     }
 
     #[test]

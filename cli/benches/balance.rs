@@ -1,0 +1,195 @@
+//! Second-run balance: plan and run a matrix twice; the second plan is balanced by the
+//! duration history the first run wrote. For both runs it prints the planner's predicted
+//! makespan, the measured one, and the measured makespan over its lower bound
+//! `max(total job time / slots, longest job)`.
+//!
+//! Run: `cargo bench -p shardci --bench balance` (needs Docker for the example monorepo, as
+//! `shardci local` does; scripts/install-deps installs the rest).
+//!
+//! Workloads: the example monorepo (`--all`, the Docker executor, 2 workers), whose jobs take
+//! well under a second each while its configuration expects minutes; and `uneven`, 16
+//! connectors whose one step sleeps 0.2 to 3.2 s while the configuration expects 1 s of each
+//! (the process executor, 4 workers), where the shape of the shards matters.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+fn shardci() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardci"));
+    command.env("NO_COLOR", "1").env("SHARDCI_LOG", "error");
+    command
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn commit(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "bench"]);
+}
+
+fn example() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo/.");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(example)
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(dir.path().join(".shardci"));
+    commit(dir.path());
+    dir
+}
+
+fn uneven() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("shardci.toml"),
+        "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
+         [defaults]\nimage = \"unused\"\nexpected_duration = \"1s\"\n\n\
+         [test_types.unit]\ncommand = \"sleep $(cat seconds)\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n\n\
+         [sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n",
+    )
+    .expect("write config");
+    for i in 0..16u32 {
+        let c = dir.path().join(format!("connectors/c{i:02}"));
+        std::fs::create_dir_all(&c).expect("mkdir");
+        std::fs::write(c.join("connector.toml"), "language = \"generic\"\n").expect("write");
+        // A few long jobs among many short ones, in no particular order.
+        let seconds = 0.2 * f64::from(1 + (i * 7) % 16);
+        std::fs::write(c.join("seconds"), format!("{seconds:.1}\n")).expect("write");
+    }
+    commit(dir.path());
+    dir
+}
+
+struct Measured {
+    predicted: f64,
+    planned_lower_bound: f64,
+    shards: usize,
+    actual: f64,
+    lower_bound: f64,
+}
+
+fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
+    let root = repo.to_str().expect("utf-8 path");
+    let plan = shardci()
+        .args(["plan", "--repo", root, "--all", "--json", "--workers"])
+        .arg(workers.to_string())
+        .output()
+        .expect("shardci plan");
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+
+    let mut child = shardci()
+        .args(["local", "--repo", root, "--all", "--workers"])
+        .arg(workers.to_string())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shardci local");
+    // The run starts when planning is done: the clock starts at the "plan:" line.
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).expect("read");
+        assert!(n > 0, "shardci local ended before running");
+        if line.starts_with("plan:") {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    let status = child.wait().expect("wait");
+    let actual = started.elapsed().as_secs_f64();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(status.code() == Some(0), "{stdout}\n{rest}");
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("report: "))
+        .expect("the report's path");
+    let json = Path::new(report).with_file_name("report.json");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("report.json")).expect("JSON");
+    let durations: Vec<f64> = report["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["duration_seconds"].as_f64())
+        .collect();
+    let total: f64 = durations.iter().sum();
+    let longest = durations.iter().copied().fold(0.0, f64::max);
+    Measured {
+        predicted: plan["predicted_makespan_seconds"].as_f64().unwrap_or(0.0),
+        planned_lower_bound: plan["lower_bound_seconds"].as_f64().unwrap_or(0.0),
+        shards: plan["shards"].as_array().map_or(0, Vec::len),
+        actual,
+        lower_bound: (total / f64::from(workers)).max(longest),
+    }
+}
+
+fn main() {
+    println!(
+        "{:<8} {:>3} {:>6} {:>11} {:>10} {:>9} {:>16} {:>12} {:>14}",
+        "workload",
+        "run",
+        "shards",
+        "predicted s",
+        "planned LB",
+        "actual s",
+        "predicted/actual",
+        "actual LB s",
+        "actual/LB"
+    );
+    let cases: [(&str, fn() -> tempfile::TempDir, &[&str], u32); 2] = [
+        ("example", example, &[], 2),
+        ("uneven", uneven, &["--executor", "process"], 4),
+    ];
+    for (name, make, extra, workers) in cases {
+        let repo = make();
+        for run in 1..=2 {
+            let m = run_once(repo.path(), extra, workers);
+            println!(
+                "{:<8} {:>3} {:>6} {:>11.1} {:>10.1} {:>9.2} {:>16.2} {:>12.2} {:>14.2}",
+                name,
+                run,
+                m.shards,
+                m.predicted,
+                m.planned_lower_bound,
+                m.actual,
+                m.predicted / m.actual,
+                m.lower_bound,
+                m.actual / m.lower_bound
+            );
+        }
+    }
+}
