@@ -97,7 +97,11 @@ fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
         .arg(workers.to_string())
         .output()
         .expect("shardci plan");
-    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
 
     let mut child = shardci()

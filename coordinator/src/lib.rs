@@ -8,5 +8,6 @@ pub mod repo;
 pub mod report;
 pub mod schedule;
 pub mod server;
+pub mod simulate;
 pub mod state;
 pub mod wire;
