@@ -82,6 +82,9 @@ fn uneven() -> tempfile::TempDir {
     dir
 }
 
+/// A workload: its name, how to make its repository, extra `shardci local` flags, workers.
+type Case = (&'static str, fn() -> tempfile::TempDir, &'static [&'static str], u32);
+
 struct Measured {
     predicted: f64,
     planned_lower_bound: f64,
@@ -174,7 +177,7 @@ fn main() {
         "actual LB s",
         "actual/LB"
     );
-    let cases: [(&str, fn() -> tempfile::TempDir, &[&str], u32); 2] = [
+    let cases: [Case; 2] = [
         ("example", example, &[], 2),
         ("uneven", uneven, &["--executor", "process"], 4),
     ];
