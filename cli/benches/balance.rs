@@ -6,10 +6,14 @@
 //! Run: `cargo bench -p shardci --bench balance` (needs Docker for the example monorepo, as
 //! `shardci local` does; scripts/install-deps installs the rest).
 //!
-//! Workloads: the example monorepo (`--all`, the Docker executor, 2 workers), whose jobs take
-//! well under a second each while its configuration expects minutes; and `uneven`, 16
-//! connectors whose one step sleeps 0.2 to 3.2 s while the configuration expects 1 s of each
-//! (the process executor, 4 workers), where the shape of the shards matters.
+//! Workloads, both in Docker: the example monorepo (`--all`, 2 workers), whose jobs take well
+//! under a second each while its configuration expects minutes; and `uneven`, 16 connectors
+//! whose one step sleeps 0.5 to 8 s while the configuration expects 1 s of each (4 workers),
+//! where the shape of the shards matters.
+//!
+//! Simulator agreement: before the second run, `shardci simulate` replays the same plan (the
+//! same history, so the same shards) through the planner and scheduler in virtual time; the
+//! table prints its makespan next to the measured one.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -62,10 +66,19 @@ fn example() -> tempfile::TempDir {
 
 fn uneven() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo/images");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(images)
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
     std::fs::write(
         dir.path().join("shardci.toml"),
         "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
-         [defaults]\nimage = \"unused\"\nexpected_duration = \"1s\"\n\n\
+         [[images]]\ntag = \"shardci-example/busybox:1\"\ncontext = \"images/busybox\"\nhost_files = { busybox = \"/bin/busybox\" }\n\n\
+         [defaults]\nimage = \"shardci-example/busybox:1\"\nexpected_duration = \"1s\"\n\n\
          [test_types.unit]\ncommand = \"sleep $(cat seconds)\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n\n\
          [sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n",
     )
@@ -75,7 +88,7 @@ fn uneven() -> tempfile::TempDir {
         std::fs::create_dir_all(&c).expect("mkdir");
         std::fs::write(c.join("connector.toml"), "language = \"generic\"\n").expect("write");
         // A few long jobs among many short ones, in no particular order.
-        let seconds = 0.2 * f64::from(1 + (i * 7) % 16);
+        let seconds = 0.5 * f64::from(1 + (i * 7) % 16);
         std::fs::write(c.join("seconds"), format!("{seconds:.1}\n")).expect("write");
     }
     commit(dir.path());
@@ -83,9 +96,15 @@ fn uneven() -> tempfile::TempDir {
 }
 
 /// A workload: its name, how to make its repository, extra `shardci local` flags, workers.
-type Case = (&'static str, fn() -> tempfile::TempDir, &'static [&'static str], u32);
+type Case = (
+    &'static str,
+    fn() -> tempfile::TempDir,
+    &'static [&'static str],
+    u32,
+);
 
 struct Measured {
+    simulated: f64,
     predicted: f64,
     planned_lower_bound: f64,
     shards: usize,
@@ -106,6 +125,30 @@ fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
         String::from_utf8_lossy(&plan.stderr)
     );
     let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    // The simulator on the same plan: the same history, so the same shards.
+    let sim = shardci()
+        .args([
+            "simulate",
+            "--repo",
+            root,
+            "--all",
+            "--json",
+            "--shard-overhead",
+            "0.2s",
+        ])
+        .arg("--workers")
+        .arg(workers.to_string())
+        .output()
+        .expect("shardci simulate");
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let sim: Value = serde_json::from_slice(&sim.stdout).expect("simulate JSON");
+    let simulated = sim[0]["outcome"]["makespan_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
 
     let mut child = shardci()
         .args(["local", "--repo", root, "--all", "--workers"])
@@ -156,6 +199,7 @@ fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
     let total: f64 = durations.iter().sum();
     let longest = durations.iter().copied().fold(0.0, f64::max);
     Measured {
+        simulated,
         predicted: plan["predicted_makespan_seconds"].as_f64().unwrap_or(0.0),
         planned_lower_bound: plan["lower_bound_seconds"].as_f64().unwrap_or(0.0),
         shards: plan["shards"].as_array().map_or(0, Vec::len),
@@ -166,7 +210,7 @@ fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
 
 fn main() {
     println!(
-        "{:<8} {:>3} {:>6} {:>11} {:>10} {:>9} {:>16} {:>12} {:>14}",
+        "{:<8} {:>3} {:>6} {:>11} {:>10} {:>9} {:>16} {:>12} {:>10} {:>11} {:>13}",
         "workload",
         "run",
         "shards",
@@ -175,18 +219,17 @@ fn main() {
         "actual s",
         "predicted/actual",
         "actual LB s",
-        "actual/LB"
+        "actual/LB",
+        "simulated s",
+        "actual/sim"
     );
-    let cases: [Case; 2] = [
-        ("example", example, &[], 2),
-        ("uneven", uneven, &["--executor", "process"], 4),
-    ];
+    let cases: [Case; 2] = [("example", example, &[], 2), ("uneven", uneven, &[], 4)];
     for (name, make, extra, workers) in cases {
         let repo = make();
         for run in 1..=2 {
             let m = run_once(repo.path(), extra, workers);
             println!(
-                "{:<8} {:>3} {:>6} {:>11.1} {:>10.1} {:>9.2} {:>16.2} {:>12.2} {:>14.2}",
+                "{:<8} {:>3} {:>6} {:>11.1} {:>10.1} {:>9.2} {:>16.2} {:>12.2} {:>10.2} {:>11.2} {:>13.2}",
                 name,
                 run,
                 m.shards,
@@ -195,7 +238,9 @@ fn main() {
                 m.actual,
                 m.predicted / m.actual,
                 m.lower_bound,
-                m.actual / m.lower_bound
+                m.actual / m.lower_bound,
+                m.simulated,
+                m.actual / m.simulated
             );
         }
     }

@@ -39,6 +39,52 @@ pub enum Command {
     Report(ReportArgs),
     /// Delete old runs' logs and reports from a store (lists them unless --delete is given).
     Gc(GcArgs),
+    /// Replay a plan through the real planner and scheduler in virtual time: makespan, lower
+    /// bound, utilisation and job waits per fleet size; --compare adds other CI tools'
+    /// strategies on the same jobs.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub input: PlanInput,
+    /// Generate the workload instead of planning the repository, e.g.
+    /// connectors=600,test-types=6,matrix=3x2,durations=lognormal:median=90s:sigma=1.2,estimate-error=0.3,seed=1
+    /// (also build=lognormal:median=30s:sigma=0.5 for each job's build step).
+    #[arg(long, value_name = "SPEC")]
+    pub synthetic: Option<String>,
+    /// Fleet sizes to simulate.
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        default_value = "8,16,32,64"
+    )]
+    pub workers: Vec<u32>,
+    /// Shards each worker runs at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots_per_worker: u32,
+    /// Lose workers mid-run: N@P% loses N workers at P % of the run's makespan without loss.
+    #[arg(long, value_name = "N@P%")]
+    pub worker_loss: Option<String>,
+    /// Also run the baselines (round-robin, hash, duration chunks, static LPT, per-connector,
+    /// FIFO) on the same jobs and print one table.
+    #[arg(long)]
+    pub compare: bool,
+    /// Workloads to average over: seeds seed..seed+N of --synthetic (or of --estimate-error).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: u64,
+    /// Tell the planner estimates wrong by a log-normal factor of this sigma (0.3: about 30 %);
+    /// for --synthetic this overrides the spec's estimate-error.
+    #[arg(long, value_name = "SIGMA")]
+    pub estimate_error: Option<f64>,
+    /// Set-up every dispatched shard pays (source fetch, container start).
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub shard_overhead: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -584,3 +584,66 @@ fn local_runs_end_with_the_report_and_feed_the_next_plan() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("no stored run run-nope"));
 }
+
+#[test]
+fn simulate_replays_the_plan_compares_and_loses_workers() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&[
+        "simulate",
+        "--repo",
+        root,
+        "--all",
+        "--workers",
+        "1,4",
+        "--compare",
+        "--worker-loss",
+        "1@50%",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    for row in rows.as_array().unwrap() {
+        let outcome = &row["outcome"];
+        assert_eq!(outcome["completed"], true);
+        let makespan = outcome["makespan_seconds"].as_f64().unwrap();
+        let bound = outcome["lower_bound_seconds"].as_f64().unwrap();
+        assert!(makespan >= bound && bound > 0.0, "{outcome}");
+        let compare = row["compare"].as_array().unwrap();
+        assert_eq!(compare.len(), 7);
+        assert_eq!(compare[0]["strategy"], "shardci");
+    }
+    // One worker of four lost halfway: its shards run again, the run still ends.
+    let lost = &rows[1]["with_worker_loss"];
+    assert_eq!(lost["completed"], true);
+    assert!(
+        lost["dispatches"].as_u64() > lost["shards"].as_u64(),
+        "{lost}"
+    );
+
+    let out = shardci(&[
+        "simulate",
+        "--synthetic",
+        "connectors=20,test-types=2,matrix=2,seed=3",
+        "--workers",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("synthetic: 80 jobs"),
+        "{}",
+        stdout(&out)
+    );
+
+    let err = usage_error(&shardci(&["simulate", "--synthetic", "matrix=0"]));
+    assert!(err.contains("--synthetic matrix"), "{err}");
+    let err = usage_error(&shardci(&[
+        "simulate",
+        "--synthetic",
+        "connectors=2",
+        "--worker-loss",
+        "half",
+    ]));
+    assert!(err.contains("--worker-loss"), "{err}");
+}

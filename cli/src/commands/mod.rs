@@ -7,6 +7,7 @@ mod plan;
 mod report;
 mod run;
 pub mod runs;
+mod simulate;
 mod submit;
 
 use crate::args::{Cli, Command, ConnectorsCommand};
@@ -31,5 +32,6 @@ pub fn run(cli: Cli) -> Result<Code, Failure> {
         Command::Workers(command) => runs::workers(command),
         Command::Report(args) => report::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }

@@ -343,7 +343,7 @@ fn default_slots() -> u32 {
 }
 fn default_shards_per_slot() -> u32 {
     // `cargo bench --bench simulate`: 3 left 7 % over the lower bound at 64 workers and cost
-    // 13 % to lose a worker halfway; 8 is within 0.5 % and 3.5 % (docs/performance.md).
+    // 13 % to lose a worker halfway; 8 is within 0.5 % and 3.5 % (README, Performance).
     8
 }
 fn default_min_shard() -> Seconds {

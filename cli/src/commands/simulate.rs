@@ -1,0 +1,177 @@
+//! `shardci simulate`: capacity planning in virtual time with the real planner and scheduler.
+
+use shardci_coordinator::config::{Config, ShardingConfig, parse_duration};
+use shardci_coordinator::plan::plan_repository;
+use shardci_coordinator::simulate::{
+    Fleet, Outcome, SimConfig, SyntheticSpec, WorkerLoss, Workload, compare, simulate,
+};
+
+use crate::args::SimulateArgs;
+use crate::exit::{Code, Failure};
+
+fn usage(message: impl std::fmt::Display) -> Failure {
+    Failure::usage(anyhow::anyhow!("{message}"))
+}
+
+/// `N@P%`: N workers at P % of the run.
+fn parse_loss(text: &str) -> Result<(u32, f64), Failure> {
+    let bad = || usage(format!("--worker-loss {text:?}: expected N@P%, e.g. 1@50%"));
+    let (count, at) = text.split_once('@').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let percent: f64 = at.trim().trim_end_matches('%').parse().map_err(|_| bad())?;
+    if count == 0 || !(0.0..=100.0).contains(&percent) {
+        return Err(bad());
+    }
+    Ok((count, percent / 100.0))
+}
+
+fn workloads(args: &SimulateArgs) -> Result<(Vec<Workload>, ShardingConfig, String), Failure> {
+    if let Some(text) = &args.synthetic {
+        let mut spec: SyntheticSpec = text.parse().map_err(usage)?;
+        if let Some(error) = args.estimate_error {
+            spec.estimate_error = error;
+        }
+        let first = spec.seed;
+        let workloads = (0..args.seeds)
+            .map(|i| spec.with_seed(first + i).generate())
+            .collect();
+        let what = format!("synthetic: {} jobs", spec.jobs());
+        return Ok((workloads, ShardingConfig::default(), what));
+    }
+    let config = Config::load(&args.input.repo)?;
+    let timings = super::runtime()?.block_on(super::plan::history(&args.input, None))?;
+    let plan = plan_repository(&super::plan::request(&args.input, None, timings)?)?;
+    let base = Workload::from_plan(&plan);
+    let with_history = plan
+        .jobs
+        .iter()
+        .filter(|j| j.estimate != shardci_coordinator::plan::Estimate::Default)
+        .count();
+    let what = format!(
+        "{}: {} jobs, {with_history} with measured durations (the rest use configured estimates)",
+        args.input.repo.display(),
+        base.jobs.len()
+    );
+    let workloads = (0..args.seeds)
+        .map(|seed| {
+            let mut workload = base.clone();
+            workload.perturb(args.estimate_error.unwrap_or(0.0), seed + 1);
+            workload
+        })
+        .collect();
+    Ok((workloads, config.sharding, what))
+}
+
+fn minutes(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.1}h", seconds / 3600.0)
+    } else if seconds >= 60.0 {
+        format!("{:.1}m", seconds / 60.0)
+    } else {
+        format!("{seconds:.1}s")
+    }
+}
+
+pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
+    let overhead = parse_duration(&args.shard_overhead)
+        .map_err(|e| usage(format!("--shard-overhead: {e}")))?;
+    let loss = args.worker_loss.as_deref().map(parse_loss).transpose()?;
+    if args.workers.iter().any(|w| *w == 0) {
+        return Err(usage("--workers: fleet sizes must be at least 1"));
+    }
+    let (workloads, sharding, what) = workloads(&args)?;
+    let config = SimConfig {
+        sharding,
+        dispatch_overhead_seconds: overhead,
+        ..SimConfig::default()
+    };
+    let mut json_rows = Vec::new();
+    if !args.json {
+        println!(
+            "{what}; {} seed(s); {} slot(s) per worker; shard set-up {}",
+            workloads.len(),
+            args.slots_per_worker,
+            minutes(overhead)
+        );
+        println!(
+            "{:>7} {:>10} {:>11} {:>9} {:>7} {:>9} {:>9}{}",
+            "workers",
+            "makespan",
+            "lower bound",
+            "ratio",
+            "util",
+            "wait p50",
+            "wait p95",
+            if loss.is_some() { "   with loss" } else { "" }
+        );
+    }
+    for &workers in &args.workers {
+        let fleet = Fleet {
+            workers,
+            slots_per_worker: args.slots_per_worker,
+        };
+        let Some(first) = workloads.first() else {
+            return Ok(Code::Success);
+        };
+        let outcome = simulate(first, fleet, &config, None);
+        let lost: Option<Outcome> = loss.map(|(count, fraction)| {
+            simulate(
+                first,
+                fleet,
+                &config,
+                Some(WorkerLoss {
+                    workers: count.min(workers),
+                    at_seconds: outcome.makespan_seconds * fraction,
+                }),
+            )
+        });
+        let comparison = args.compare.then(|| compare(&workloads, fleet, &config));
+        if args.json {
+            json_rows.push(serde_json::json!({
+                "workers": workers,
+                "slots_per_worker": args.slots_per_worker,
+                "outcome": outcome,
+                "with_worker_loss": lost,
+                "compare": comparison,
+            }));
+            continue;
+        }
+        let loss_text = lost.as_ref().map_or(String::new(), |l| {
+            format!(
+                "   {} (+{:.1} %)",
+                minutes(l.makespan_seconds),
+                100.0 * (l.makespan_seconds / outcome.makespan_seconds - 1.0)
+            )
+        });
+        println!(
+            "{:>7} {:>10} {:>11} {:>9.3} {:>6.0}% {:>9} {:>9}{loss_text}",
+            workers,
+            minutes(outcome.makespan_seconds),
+            minutes(outcome.lower_bound_seconds),
+            outcome.ratio(),
+            100.0 * outcome.utilisation,
+            minutes(outcome.wait_p50_seconds),
+            minutes(outcome.wait_p95_seconds),
+        );
+        if let Some(rows) = comparison {
+            println!(
+                "        {:<32} {:>10} {:>9} {:>9}",
+                "strategy", "makespan", "/LB p50", "/LB p95"
+            );
+            for row in rows {
+                println!(
+                    "        {:<32} {:>10} {:>9.3} {:>9.3}",
+                    row.strategy,
+                    minutes(row.makespan_p50_seconds),
+                    row.ratio_p50,
+                    row.ratio_p95
+                );
+            }
+        }
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&json_rows).map_err(Failure::infrastructure)?;
+        println!("{text}");
+    }
+    Ok(Code::Success)
+}
