@@ -76,7 +76,7 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
     let overhead = parse_duration(&args.shard_overhead)
         .map_err(|e| usage(format!("--shard-overhead: {e}")))?;
     let loss = args.worker_loss.as_deref().map(parse_loss).transpose()?;
-    if args.workers.iter().any(|w| *w == 0) {
+    if args.workers.contains(&0) {
         return Err(usage("--workers: fleet sizes must be at least 1"));
     }
     let (workloads, sharding, what) = workloads(&args)?;
