@@ -27,16 +27,18 @@ fn bin(name: &str) -> PathBuf {
 fn ensure_image() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let docker = shardci_worker::executor::DockerExecutor::connect("cluster-test-setup").await.expect("Docker is reachable");
+        let docker = shardci_worker::executor::DockerExecutor::connect("cluster-test-setup")
+            .await
+            .expect("Docker is reachable");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n").unwrap();
-        let image = shardci_worker::images::ProjectImage {
-            tag: IMAGE.into(),
-            context: dir.path().to_path_buf(),
-            dockerfile: "Dockerfile".into(),
-            host_files: vec![("busybox".into(), "/bin/busybox".into())],
-        };
-        shardci_worker::images::ensure(docker.client(), &image, &mut shardci_worker::logs::MemorySink::default()).await.expect("the test image builds");
+        let image = shardci_worker::images::busybox_image(IMAGE, dir.path()).unwrap();
+        shardci_worker::images::ensure(
+            docker.client(),
+            &image,
+            &mut shardci_worker::logs::MemorySink::default(),
+        )
+        .await
+        .expect("the test image builds");
     });
 }
 

@@ -97,6 +97,34 @@ fn report_line(stdout: &str) -> String {
         .to_string()
 }
 
+/// Runs `shardci local` on `repo` into `store` (an s3:// prefix) with the process executor
+/// and `workers` workers; returns the run id named by the report's address.
+fn run_local_into(moto: &Moto, repo: &Path, workers: &str, store: &str) -> String {
+    let out = shardci(moto)
+        .args(["local", "--repo", repo.to_str().unwrap(), "--all"])
+        .args([
+            "--executor",
+            "process",
+            "--workers",
+            workers,
+            "--store",
+            store,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    run_of(&report_line(&String::from_utf8_lossy(&out.stdout)), store)
+}
+
+/// The run id in `<store>/runs/<run>/report.html`.
+fn run_of(report: &str, store: &str) -> String {
+    report
+        .strip_prefix(&format!("{store}/runs/"))
+        .and_then(|r| r.strip_suffix("/report.html"))
+        .unwrap_or_else(|| panic!("a report in {store}: {report}"))
+        .to_string()
+}
+
 #[test]
 fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_history() {
     let moto = Moto::start();
@@ -111,11 +139,7 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = report_line(&String::from_utf8_lossy(&out.stdout));
-    let run = report
-        .strip_prefix("s3://reports/shardci/runs/")
-        .and_then(|r| r.strip_suffix("/report.html"))
-        .unwrap_or_else(|| panic!("an s3 address: {report}"))
-        .to_string();
+    let run = run_of(&report, "s3://reports/shardci");
 
     let store = bucket(&moto, "reports");
     let stored = keys(&store, &format!("shardci/runs/{run}"));
@@ -297,11 +321,7 @@ fn an_s3_outage_mid_run_delays_the_report_and_loses_no_log() {
         "publishing failed and was retried during the outage: {stderr}"
     );
     let report = report_line(&stdout);
-    let run = report
-        .strip_prefix("s3://reports/out/runs/")
-        .and_then(|r| r.strip_suffix("/report.html"))
-        .unwrap()
-        .to_string();
+    let run = run_of(&report, "s3://reports/out");
     let store = bucket(&moto, "reports");
     let keys = keys(&store, "out");
     for file in [
@@ -338,25 +358,7 @@ fn a_50_mib_log_goes_up_in_parts() {
             "[test_types.loud]\ncommand = \"yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c {BYTES}\"\n\n[templates.generic]\ntest_types = [\"loud\"]\n"
         ),
     );
-    let out = shardci(&moto)
-        .args(["local", "--repo", repo.path().to_str().unwrap(), "--all"])
-        .args([
-            "--executor",
-            "process",
-            "--workers",
-            "1",
-            "--store",
-            "s3://reports/big",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let report = report_line(&String::from_utf8_lossy(&out.stdout));
-    let run = report
-        .strip_prefix("s3://reports/big/runs/")
-        .and_then(|r| r.strip_suffix("/report.html"))
-        .unwrap()
-        .to_string();
+    let run = run_local_into(&moto, repo.path(), "1", "s3://reports/big");
     let store = bucket(&moto, "reports");
     let key = object_store::path::Path::from(format!("big/runs/{run}/jobs/c1_loud/loud/log.txt"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -378,25 +380,7 @@ fn workers_upload_artifacts_straight_to_the_bucket() {
         2,
         "[test_types.unit]\ncommand = \"mkdir -p $SHARDCI_WORK_DIR/reports && echo \\\"<testsuite name='$SHARDCI_CONNECTOR'/>\\\" > $SHARDCI_WORK_DIR/reports/junit.xml && echo scratch > $SHARDCI_WORK_DIR/scratch.txt\"\nartifacts = [\"reports/*.xml\"]\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
     );
-    let out = shardci(&moto)
-        .args(["local", "--repo", repo.path().to_str().unwrap(), "--all"])
-        .args([
-            "--executor",
-            "process",
-            "--workers",
-            "2",
-            "--store",
-            "s3://reports/art",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let report = report_line(&String::from_utf8_lossy(&out.stdout));
-    let run = report
-        .strip_prefix("s3://reports/art/runs/")
-        .and_then(|r| r.strip_suffix("/report.html"))
-        .unwrap()
-        .to_string();
+    let run = run_local_into(&moto, repo.path(), "2", "s3://reports/art");
     let store = bucket(&moto, "reports");
     for c in ["c1", "c2"] {
         let key = format!("art/runs/{run}/jobs/{c}_unit/unit/artifacts/reports/junit.xml");

@@ -6,12 +6,11 @@
 //! the Docker daemon and Debian's busybox-static, as the tests do).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shardci_worker::executor::{DockerExecutor, Executor, StepContext};
-use shardci_worker::images::{ProjectImage, ensure};
+use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::MemorySink;
 use shardci_worker::spec::{Resources, StepSpec, StepStatus};
 use tokio_util::sync::CancellationToken;
@@ -36,17 +35,7 @@ fn main() {
             .expect("the Docker daemon is reachable");
         let context = dir.path().join("image");
         std::fs::create_dir_all(&context).expect("mkdir");
-        std::fs::write(
-            context.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
-        )
-        .expect("write");
-        let image = ProjectImage {
-            tag: IMAGE.into(),
-            context,
-            dockerfile: "Dockerfile".into(),
-            host_files: vec![("busybox".into(), PathBuf::from("/bin/busybox"))],
-        };
+        let image = busybox_image(IMAGE, &context).expect("write the Dockerfile");
         ensure(executor.client(), &image, &mut MemorySink::default())
             .await
             .expect("the busybox image builds");

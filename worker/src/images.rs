@@ -32,6 +32,21 @@ pub struct ProjectImage {
     pub host_files: Vec<(String, PathBuf)>,
 }
 
+/// An image holding nothing but Debian's static busybox (installed as `/bin/*`): what steps
+/// and tests run in where no registry can be reached. Writes its Dockerfile into `dir`.
+pub fn busybox_image(tag: &str, dir: &Path) -> std::io::Result<ProjectImage> {
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
+    )?;
+    Ok(ProjectImage {
+        tag: tag.to_string(),
+        context: dir.to_path_buf(),
+        dockerfile: "Dockerfile".into(),
+        host_files: vec![("busybox".into(), PathBuf::from("/bin/busybox"))],
+    })
+}
+
 /// A tar of `context` (and extra host files) to send to the Engine as a build context.
 pub fn tar_context(context: &Path, host_files: &[(String, PathBuf)]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());

@@ -2,7 +2,6 @@
 //! labels and cleanup. Images are built locally from Debian's static busybox (no registry).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
@@ -10,7 +9,7 @@ use shardci_worker::dag::run_job;
 use shardci_worker::executor::{
     DockerExecutor, Executor, LABEL_MANAGED, LABEL_WORKER, StepContext,
 };
-use shardci_worker::images::{ProjectImage, ensure};
+use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::{LogSink, MaskingSink, MemorySink};
 use shardci_worker::spec::{FailureClass, ImageBuild, JobSpec, Resources, StepSpec, StepStatus};
 use tokio_util::sync::CancellationToken;
@@ -22,17 +21,7 @@ async fn executor(worker: &str) -> DockerExecutor {
         .await
         .expect("the Docker daemon is reachable");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
-    )
-    .unwrap();
-    let image = ProjectImage {
-        tag: IMAGE.into(),
-        context: dir.path().to_path_buf(),
-        dockerfile: "Dockerfile".into(),
-        host_files: vec![("busybox".into(), PathBuf::from("/bin/busybox"))],
-    };
+    let image = busybox_image(IMAGE, dir.path()).unwrap();
     ensure(executor.client(), &image, &mut MemorySink::default())
         .await
         .expect("the busybox image builds");

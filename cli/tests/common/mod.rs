@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub const IMAGE: &str = "shardci-test/busybox:1";
 
 pub fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
+    let out = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -16,10 +16,13 @@ pub fn git(dir: &Path, args: &[&str]) {
         .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
         .env("GIT_COMMITTER_NAME", "t")
         .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "git {args:?}");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A generic-layout monorepo with `n` connectors and the given test types and templates.
