@@ -196,8 +196,8 @@ fn unknown_key_names_it_and_where() {
     let dir = repo();
     let path = dir.path().join("shardci.toml");
     let text = fs::read_to_string(&path).unwrap().replace(
-        "shards_per_slot = 8",
-        "shards_per_slot = 8\nshard_count = 9",
+        "shards_per_slot = 16",
+        "shards_per_slot = 16\nshard_count = 9",
     );
     fs::write(&path, text).unwrap();
     let err = usage_error(&shardci(&[

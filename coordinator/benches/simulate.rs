@@ -6,8 +6,8 @@
 //! Run: `cargo bench -p shardci-coordinator --bench simulate [-- SEEDS]` (default 50 seeds).
 //!
 //! Prints, per fleet size, each strategy's median makespan and makespan / lower bound at p50,
-//! p95 and worst over the seeds; then the cost of losing one worker of 16 halfway through;
-//! then how long the simulations took.
+//! p95 and worst over the seeds; then the cost of losing one worker of 16 at a quarter, half
+//! and three quarters of the run; then how long the simulations took.
 
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ fn main() {
     let started = Instant::now();
     let workloads: Vec<_> = (1..=seeds).map(|s| spec.with_seed(s).generate()).collect();
     println!(
-        "workload: {SPEC}; {} jobs, {seeds} seeds; shard set-up {} s; shardci: {} shards per slot (halving), min shard {} s",
+        "workload: {SPEC}; {} jobs, {seeds} seeds; shard set-up {} s; shardci: {} shards per slot (each 0.7 of the one before), min shard {} s",
         spec.jobs(),
         config.dispatch_overhead_seconds,
         config.sharding.shards_per_slot,
@@ -55,30 +55,33 @@ fn main() {
         workers: 16,
         slots_per_worker: 1,
     };
-    let mut growth = Vec::new();
-    for workload in &workloads {
-        let base = simulate(workload, fleet, &config, None);
-        let lost = simulate(
-            workload,
-            fleet,
-            &config,
-            Some(WorkerLoss {
-                workers: 1,
-                at_seconds: base.makespan_seconds / 2.0,
-            }),
+    for at in [0.25, 0.5, 0.75] {
+        let mut growth = Vec::new();
+        for workload in &workloads {
+            let base = simulate(workload, fleet, &config, None);
+            let lost = simulate(
+                workload,
+                fleet,
+                &config,
+                Some(WorkerLoss {
+                    workers: 1,
+                    at_seconds: base.makespan_seconds * at,
+                }),
+            );
+            growth.push(lost.makespan_seconds / base.makespan_seconds - 1.0);
+        }
+        growth.sort_by(f64::total_cmp);
+        println!(
+            "losing 1 worker of 16 at {:>2.0} % of the run: makespan +{:.1} % p50, +{:.1} % p95, +{:.1} % worst ({seeds} seeds)",
+            100.0 * at,
+            100.0 * percentile(&growth, 0.5),
+            100.0 * percentile(&growth, 0.95),
+            100.0 * growth.last().copied().unwrap_or(0.0)
         );
-        growth.push(lost.makespan_seconds / base.makespan_seconds - 1.0);
     }
-    growth.sort_by(f64::total_cmp);
-    println!(
-        "\nlosing 1 worker of 16 at 50 % of the run: makespan +{:.1} % p50, +{:.1} % p95, +{:.1} % worst ({seeds} seeds)",
-        100.0 * percentile(&growth, 0.5),
-        100.0 * percentile(&growth, 0.95),
-        100.0 * growth.last().copied().unwrap_or(0.0)
-    );
     println!(
         "\n{} simulations of {} jobs in {:.1} s",
-        seeds * 4,
+        seeds * 8,
         spec.jobs(),
         started.elapsed().as_secs_f64()
     );

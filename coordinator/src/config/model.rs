@@ -319,8 +319,8 @@ pub struct ShardingConfig {
     /// Slots assumed when `--workers` is not given.
     #[serde(default = "default_slots")]
     pub default_slots: u32,
-    /// Shards each slot's lane is cut into, halving in size: the small last ones absorb wrong
-    /// estimates and lost workers; fewer amortise set-up.
+    /// Shards each slot's lane is cut into, shrinking in size: the small last ones absorb
+    /// wrong estimates and lost workers; fewer amortise set-up.
     #[serde(default = "default_shards_per_slot")]
     pub shards_per_slot: u32,
     /// A shard is not made shorter than this unless one job is (per-shard set-up is not free).
@@ -343,8 +343,8 @@ fn default_slots() -> u32 {
 }
 fn default_shards_per_slot() -> u32 {
     // `cargo bench --bench simulate`: 3 left 7 % over the lower bound at 64 workers and cost
-    // 13 % to lose a worker halfway; 8 is within 0.5 % and 3.5 % (README, Performance).
-    8
+    // 13 % to lose a worker halfway; 16 is within 0.5 % and 4 % (README, Performance).
+    16
 }
 fn default_min_shard() -> Seconds {
     Seconds(30.0)

@@ -76,7 +76,7 @@ pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
             bins[index].1.push(job);
             heap.push(Reverse((load, index)));
         }
-        // ...then each lane is cut into shards of halving size. Dispatched largest first, the
+        // ...then each lane is cut into shards of shrinking size. Dispatched largest first, the
         // big shards start at once and the small ones come last, where a slot that finished
         // early takes over the tail of a slot that got slower jobs than estimated.
         for (_, lane) in bins.into_iter().filter(|(_, b)| !b.is_empty()) {
@@ -110,24 +110,30 @@ pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
 }
 
 /// Cuts one lane (jobs longest first) into up to `shards_per_slot` shards whose estimated
-/// sizes halve from one to the next (8/15, 4/15, 2/15, 1/15 of the lane for four), with no
-/// shard shorter than `min_shard_duration` unless the lane is.
+/// sizes shrink geometrically (each `SHRINK` times the one before), with no shard shorter than
+/// `min_shard_duration` unless the lane is.
 fn cut_lane<'a>(lane: Vec<&'a Job>, config: &ShardingConfig) -> Vec<Vec<&'a Job>> {
     let lane_total: f64 = lane.iter().map(|j| j.expected_seconds).sum();
-    let mut pieces = config.shards_per_slot.clamp(1, 16).min(lane.len() as u32);
-    let smallest = |k: u32| lane_total / f64::from((1u32 << k) - 1);
+    // Piece i gets SHRINK^i of the weight.
+    let weights = |k: u32| -> Vec<f64> { (0..k).map(|i| SHRINK.powi(i as i32)).collect() };
+    let mut pieces = config.shards_per_slot.clamp(1, 32).min(lane.len() as u32);
+    let smallest = |k: u32| {
+        let w = weights(k);
+        lane_total * w[w.len() - 1] / w.iter().sum::<f64>()
+    };
     while pieces > 1 && smallest(pieces) < config.min_shard_duration.0 {
         pieces -= 1;
     }
-    let whole = f64::from((1u32 << pieces) - 1);
+    let weights = weights(pieces);
+    let whole: f64 = weights.iter().sum();
     let mut out = Vec::new();
     let mut jobs = lane.into_iter().peekable();
     let (mut done, mut target) = (0.0, 0.0);
-    for piece in 0..pieces {
-        target += lane_total * f64::from(1u32 << (pieces - 1 - piece)) / whole;
+    for (piece, weight) in weights.iter().enumerate() {
+        target += lane_total * weight / whole;
+        let last = piece + 1 == weights.len();
         let mut shard = Vec::new();
         while let Some(job) = jobs.peek() {
-            let last = piece + 1 == pieces;
             // Stop at the target, but never leave a shard empty, and take the rest at the end.
             if !last && !shard.is_empty() && done + job.expected_seconds / 2.0 > target {
                 break;
@@ -142,6 +148,11 @@ fn cut_lane<'a>(lane: Vec<&'a Job>, config: &ShardingConfig) -> Vec<Vec<&'a Job>
     }
     out
 }
+
+/// Each shard of a lane is this much the size of the one before. `cargo bench --bench
+/// simulate`: halving (0.5) makes the first shard half the lane, and losing a worker just before
+/// it ends cost up to 18 % (one seed of 50); 0.7 keeps the first under a third of the lane.
+const SHRINK: f64 = 0.7;
 
 /// Makespan of giving each shard, in order, to the slot that frees up first.
 pub fn list_schedule(shards: &[Shard], slots: u32) -> f64 {
