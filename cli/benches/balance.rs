@@ -146,7 +146,7 @@ fn run_once(repo: &Path, extra: &[&str], workers: u32) -> Measured {
         String::from_utf8_lossy(&sim.stderr)
     );
     let sim: Value = serde_json::from_slice(&sim.stdout).expect("simulate JSON");
-    let simulated = sim[0]["outcome"]["makespan_seconds"]
+    let simulated = sim["fleets"][0]["outcome"]["makespan_seconds"]
         .as_f64()
         .unwrap_or(0.0);
 

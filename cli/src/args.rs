@@ -82,6 +82,10 @@ pub struct SimulateArgs {
     /// Set-up every dispatched shard pays (source fetch, container start).
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub shard_overhead: String,
+    /// Also find the smallest fleet (of --slots-per-worker workers) whose makespan is at most
+    /// this, e.g. "10m" for ten-minute feedback.
+    #[arg(long, value_name = "DURATION")]
+    pub target: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -584,10 +584,15 @@ fn simulate_replays_the_plan_compares_and_loses_workers() {
         "--compare",
         "--worker-loss",
         "1@50%",
+        "--target",
+        "20m",
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 37 jobs the configuration expects to take 57 minutes in all: 3 workers make 20.
+    assert_eq!(document["workers_needed"], 3, "{document}");
+    let rows = &document["fleets"];
     assert_eq!(rows.as_array().unwrap().len(), 2);
     for row in rows.as_array().unwrap() {
         let outcome = &row["outcome"];

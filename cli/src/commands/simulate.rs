@@ -76,6 +76,11 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
     let overhead = parse_duration(&args.shard_overhead)
         .map_err(|e| usage(format!("--shard-overhead: {e}")))?;
     let loss = args.worker_loss.as_deref().map(parse_loss).transpose()?;
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| parse_duration(t).map_err(|e| usage(format!("--target: {e}"))))
+        .transpose()?;
     if args.workers.contains(&0) {
         return Err(usage("--workers: fleet sizes must be at least 1"));
     }
@@ -169,9 +174,70 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
             }
         }
     }
+    let needed = match (target, workloads.first()) {
+        (Some(target), Some(first)) => Some(smallest_fleet(
+            first,
+            &config,
+            args.slots_per_worker,
+            target,
+        )),
+        _ => None,
+    };
     if args.json {
-        let text = serde_json::to_string_pretty(&json_rows).map_err(Failure::infrastructure)?;
+        let mut document = serde_json::json!({ "fleets": json_rows });
+        if let (Some(target), Some(needed)) = (target, needed) {
+            document["target_seconds"] = serde_json::json!(target);
+            document["workers_needed"] = serde_json::json!(needed);
+        }
+        let text = serde_json::to_string_pretty(&document).map_err(Failure::infrastructure)?;
         println!("{text}");
+    } else if let (Some(target), Some(needed)) = (target, needed) {
+        match needed {
+            Some(workers) => println!(
+                "{workers} worker(s) of {} slot(s) finish within {}",
+                args.slots_per_worker,
+                minutes(target)
+            ),
+            None => println!(
+                "no fleet finishes within {}: the longest job alone takes longer",
+                minutes(target)
+            ),
+        }
     }
     Ok(Code::Success)
+}
+
+/// The fewest workers whose simulated makespan is within `target` (None when even one job
+/// per slot cannot: the longest job is longer). Makespan falls as workers are added, so a
+/// binary search over the fleet size finds it.
+fn smallest_fleet(
+    workload: &Workload,
+    config: &SimConfig,
+    slots_per_worker: u32,
+    target: f64,
+) -> Option<u32> {
+    let fits = |workers: u32| {
+        let fleet = Fleet {
+            workers,
+            slots_per_worker,
+        };
+        simulate(workload, fleet, config, None).makespan_seconds <= target
+    };
+    let jobs = u32::try_from(workload.jobs.len())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let most = jobs.div_ceil(slots_per_worker.max(1)).max(1);
+    if !fits(most) {
+        return None;
+    }
+    let (mut low, mut high) = (1u32, most);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if fits(middle) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Some(low)
 }
