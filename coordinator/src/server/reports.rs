@@ -225,10 +225,11 @@ impl ReportStore {
         report: &crate::report::RunReport,
     ) -> Result<(), object_store::Error> {
         let _guard = self.history.lock().await;
-        let mut timings: Timings = match self.store.get(&StorePath::from(HISTORY_KEY)).await {
-            Ok(found) => serde_json::from_slice(&found.bytes().await?).unwrap_or_default(),
-            Err(object_store::Error::NotFound { .. }) => Timings::default(),
-            Err(e) => return Err(e),
+        // A corrupt history is started afresh rather than blocking every report after it.
+        let mut timings = match self.history().await {
+            Ok(timings) => timings,
+            Err(RegenerateError::Store(e)) => return Err(e),
+            Err(_) => Timings::default(),
         };
         let push = |stats: &mut DurationStats, seconds: f64| {
             stats.samples.push(seconds);
