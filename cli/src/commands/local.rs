@@ -70,12 +70,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         .unwrap_or_else(|| state_root.join("store").display().to_string());
     let reports =
         open_report_store(&store_location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let plan = plan(
-        &args.input,
-        Some(workers * args.slots),
-        Some(&store_location),
-    )
-    .await?;
+    let plan = plan(&args.input, Some(workers * args.slots), Some(&reports)).await?;
     if plan.jobs.is_empty() {
         eprintln!("nothing to run: the change selects no job (see `shardci plan --explain`)");
         return Ok(Code::Success);

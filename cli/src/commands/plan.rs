@@ -4,7 +4,7 @@ use shardci_coordinator::config::Language;
 use shardci_coordinator::plan::{
     Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_summary,
 };
-use shardci_coordinator::server::{RegenerateError, is_store_url, open_report_store};
+use shardci_coordinator::server::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
 use crate::args::{EventArg, FilterArgs, PlanArgs, PlanInput};
 use crate::exit::{Code, Failure};
@@ -39,23 +39,27 @@ pub fn filters(args: &FilterArgs) -> Result<Filters, Failure> {
 /// history in `store` (where this run's results will go), else the local store's, if any.
 pub async fn history(
     input: &PlanInput,
-    store: Option<&str>,
+    store: Option<&ReportStore>,
 ) -> Result<Option<TimingsSource>, Failure> {
-    let location = match (&input.timings, store) {
+    let opened;
+    let store = match (&input.timings, store) {
         (Some(given), _) if !is_store_url(given) && !std::path::Path::new(given).is_dir() => {
             return Ok(Some(TimingsSource::File(given.into())));
         }
-        (Some(given), _) => given.clone(),
-        (None, Some(store)) => store.to_string(),
+        (Some(given), _) => {
+            opened = open_report_store(given).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+            &opened
+        }
+        (None, Some(store)) => store,
         (None, None) => {
             let history = input.repo.join(".shardci/store/history/timings.json");
             return Ok(history.is_file().then_some(TimingsSource::File(history)));
         }
     };
-    let store = open_report_store(&location).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     let timings = store.history().await.map_err(|e| match e {
         RegenerateError::Store(_) => Failure::infrastructure(anyhow::anyhow!(
-            "failed to read the duration history from {location}: {e}"
+            "failed to read the duration history from {}: {e}",
+            store.public_base
         )),
         _ => Failure::usage(anyhow::anyhow!(e)),
     })?;

@@ -1,5 +1,6 @@
 //! What `local` and `submit` share: planning, bundling the tree, uploading and submitting.
 
+use shardci_coordinator::server::ReportStore;
 use std::path::{Path, PathBuf};
 
 use shardci_coordinator::plan::{Event, Plan, plan_repository};
@@ -11,12 +12,12 @@ use crate::args::PlanInput;
 use crate::client::{Client, status_failure, upload};
 use crate::exit::Failure;
 
-/// Plans on a blocking thread (git and file reads).
-/// Plans with the duration history of `store` (where the run's results will go), if given.
+/// Plans on a blocking thread (git and file reads), with the duration history of `store`
+/// (where the run's results will go), if given.
 pub async fn plan(
     input: &PlanInput,
     slots: Option<u32>,
-    store: Option<&str>,
+    store: Option<&ReportStore>,
 ) -> Result<Plan, Failure> {
     let timings = super::plan::history(input, store).await?;
     let request = super::plan::request(input, slots, timings)?;
