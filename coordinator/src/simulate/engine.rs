@@ -63,22 +63,48 @@ enum Event {
     Lose,
 }
 
+/// An event due at `at`; `seq` keeps events of the same instant in the order they were made.
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Default)]
 struct Queue {
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Event>,
+    heap: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
 }
 
 impl Queue {
     fn push(&mut self, at: u64, event: Event) {
         self.seq += 1;
-        self.heap.push(Reverse((at, self.seq)));
-        self.events.insert(self.seq, event);
+        let seq = self.seq;
+        self.heap.push(Reverse(Scheduled { at, seq, event }));
     }
 
     fn pop(&mut self) -> Option<(u64, Event)> {
-        let Reverse((at, seq)) = self.heap.pop()?;
-        self.events.remove(&seq).map(|e| (at, e))
+        self.heap.pop().map(|Reverse(s)| (s.at, s.event))
     }
 }
 
@@ -184,11 +210,7 @@ pub fn simulate(
             }
         })
         .collect();
-    let mut queue = Queue {
-        heap: BinaryHeap::new(),
-        events: HashMap::new(),
-        seq: 0,
-    };
+    let mut queue = Queue::default();
     let beat = (config.lease_ttl_ms / 3).max(1);
     for w in 0..workers.len() {
         queue.push(0, Event::Poll(w));
