@@ -125,6 +125,21 @@ fn run_of(report: &str, store: &str) -> String {
         .to_string()
 }
 
+/// Every report file of `run` is among `stored` keys under `prefix`.
+fn assert_reports(stored: &[String], prefix: &str, run: &str) {
+    for file in [
+        "report.html",
+        "report.json",
+        "junit.xml",
+        "summary.md",
+        "plan.json",
+        "run.json",
+    ] {
+        let key = format!("{prefix}/runs/{run}/{file}");
+        assert!(stored.contains(&key), "{key} in {stored:#?}");
+    }
+}
+
 #[test]
 fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_history() {
     let moto = Moto::start();
@@ -143,17 +158,7 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
 
     let store = bucket(&moto, "reports");
     let stored = keys(&store, &format!("shardci/runs/{run}"));
-    for file in [
-        "report.html",
-        "report.json",
-        "junit.xml",
-        "summary.md",
-        "plan.json",
-        "run.json",
-    ] {
-        let key = format!("shardci/runs/{run}/{file}");
-        assert!(stored.contains(&key), "{key} in {stored:#?}");
-    }
+    assert_reports(&stored, "shardci", &run);
     let report: serde_json::Value =
         serde_json::from_str(&read(&store, &format!("shardci/runs/{run}/report.json"))).unwrap();
     let jobs = report["jobs"].as_array().unwrap();
@@ -324,17 +329,7 @@ fn an_s3_outage_mid_run_delays_the_report_and_loses_no_log() {
     let run = run_of(&report, "s3://reports/out");
     let store = bucket(&moto, "reports");
     let keys = keys(&store, "out");
-    for file in [
-        "report.html",
-        "report.json",
-        "junit.xml",
-        "summary.md",
-        "plan.json",
-        "run.json",
-    ] {
-        let key = format!("out/runs/{run}/{file}");
-        assert!(keys.contains(&key), "{key} in {keys:#?}");
-    }
+    assert_reports(&keys, "out", &run);
     for i in 1..=4 {
         let log = read(
             &store,
