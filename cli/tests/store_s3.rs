@@ -227,8 +227,9 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
     );
 
     // Retention: nothing is 30 days old; everything is older than a second; a dry run by
-    // default; --delete removes the run and keeps the history.
-    std::thread::sleep(Duration::from_millis(1100));
+    // default; --delete removes the run and keeps the history. Object times are whole seconds,
+    // so "older than 1s" needs more than two seconds since the last write (the report above).
+    std::thread::sleep(Duration::from_millis(2100));
     let gc = |extra: &[&str]| {
         let out = shardci(&moto)
             .args(["gc", "--store", "s3://reports/shardci", "--json"])
