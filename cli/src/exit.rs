@@ -1,7 +1,7 @@
 //! Exit codes (0 success, 1 the run failed, 2 usage or configuration, 3 infrastructure) and
 //! the mapping from library errors to them, in one place.
 
-use shardci_coordinator::plan::PlanError;
+use shardci_planning::plan::PlanError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -40,8 +40,8 @@ impl Failure {
     }
 }
 
-impl From<shardci_coordinator::config::ConfigError> for Failure {
-    fn from(error: shardci_coordinator::config::ConfigError) -> Self {
+impl From<shardci_planning::config::ConfigError> for Failure {
+    fn from(error: shardci_planning::config::ConfigError) -> Self {
         Self {
             code: Code::Usage,
             error: error.into(),

@@ -572,15 +572,14 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
     let cluster = Cluster::start("hostile", "5s", 0, &["--worker-token", "s3cret-worker"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let hello = |version: u32| pb::WorkerMessage {
+        let hello = || pb::WorkerMessage {
             msg: Some(pb::worker_message::Msg::Hello(pb::Hello {
-                api_version: version,
                 worker_id: "rogue".into(),
                 slots: 1,
                 ..Default::default()
             })),
         };
-        let session = |token: &str, messages: Vec<pb::WorkerMessage>| {
+        let versioned_session = |token: &str, version: u32, messages: Vec<pb::WorkerMessage>| {
             let url = cluster.url.clone();
             let token = token.to_string();
             async move {
@@ -589,16 +588,25 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
                 request
                     .metadata_mut()
                     .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                request.metadata_mut().insert(
+                    shardci_proto::API_VERSION_HEADER,
+                    version.to_string().parse().unwrap(),
+                );
                 client.session(request).await
             }
         };
-        let wrong_token = session("guess", vec![hello(1)]).await.unwrap_err();
+        let session = |token: &str, messages: Vec<pb::WorkerMessage>| {
+            versioned_session(token, shardci_proto::API_VERSION, messages)
+        };
+        let wrong_token = session("guess", vec![hello()]).await.unwrap_err();
         assert_eq!(
             wrong_token.code(),
             tonic::Code::Unauthenticated,
             "{wrong_token:?}"
         );
-        let wrong_version = session("s3cret-worker", vec![hello(2)]).await.unwrap_err();
+        let wrong_version = versioned_session("s3cret-worker", 2, vec![hello()])
+            .await
+            .unwrap_err();
         assert_eq!(wrong_version.code(), tonic::Code::FailedPrecondition);
         assert!(
             wrong_version.message().contains("speaks v2"),
@@ -630,7 +638,7 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
                 eof: false,
             })),
         };
-        let mut inbound = session("s3cret-worker", vec![hello(1), chunk])
+        let mut inbound = session("s3cret-worker", vec![hello(), chunk])
             .await
             .unwrap()
             .into_inner();
@@ -660,7 +668,7 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
                 results: vec![],
             })),
         };
-        let mut inbound = session("s3cret-worker", vec![hello(1), finished])
+        let mut inbound = session("s3cret-worker", vec![hello(), finished])
             .await
             .unwrap()
             .into_inner();

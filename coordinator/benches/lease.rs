@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use shardci_coordinator::schedule::SchedulerConfig;
-use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::server::{ServerConfig, serve};
 use shardci_coordinator::state::MemoryStore;
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::client_service_client::ClientServiceClient;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
 use shardci_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use shardci_scheduling::schedule::SchedulerConfig;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,6 @@ async fn simulated_worker(
                 .map_err(|e| e.to_string())?;
             let (tx, rx) = mpsc::channel(16);
             let hello = pb::Hello {
-                api_version: shardci_proto::API_VERSION,
                 worker_id: format!("sim-{id}"),
                 slots: 1,
                 ..Default::default()
@@ -224,15 +223,15 @@ async fn shardci_figures(workers: usize) -> Figures {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let data = tempfile::tempdir().expect("tempdir");
     let config = ServerConfig {
-        scheduler: SchedulerConfig {
-            lease_ttl_ms: 60_000,
-            max_infra_retries: 2,
-        },
-        data_dir: data.path().to_path_buf(),
-        tokens: Tokens::default(),
         max_bundle_bytes: 1 << 20,
         max_active_runs: 16,
-        reports: None,
+        ..ServerConfig::new(
+            data.path().to_path_buf(),
+            SchedulerConfig {
+                lease_ttl_ms: 60_000,
+                max_infra_retries: 2,
+            },
+        )
     };
     let server = tokio::spawn(serve(
         listener,

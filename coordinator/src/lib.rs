@@ -1,13 +1,7 @@
-//! shardci's coordinator library: configuration, connector discovery and planning (what to run
-//! and why), and the pieces later layers build on.
+//! shardci's coordinator: the server (an event loop that owns the scheduler, the gRPC services
+//! over it, source bundles), the state backends behind `StateStore`, and the wire edge that
+//! converts the planner's and scheduler's types to `shardci.v1` messages.
 
-pub mod config;
-pub mod graph;
-pub mod plan;
-pub mod repo;
-pub mod report;
-pub mod schedule;
 pub mod server;
-pub mod simulate;
 pub mod state;
 pub mod wire;

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use shardci_coordinator::config::parse_duration;
-use shardci_coordinator::schedule::SchedulerConfig;
 use shardci_coordinator::server::{ServerConfig, Tokens, serve};
 use shardci_coordinator::state::MemoryStore;
-use tokio_util::sync::CancellationToken;
+use shardci_planning::config::parse_duration;
+use shardci_scheduling::schedule::SchedulerConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,14 +57,7 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHARDCI_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .init();
+    shardci_runtime::init_logging("info");
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -80,22 +72,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     }
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        stop.cancel();
-    });
+    let shutdown = shardci_runtime::shutdown_on_signal();
     let store = args
         .store
         .clone()
         .unwrap_or_else(|| args.data_dir.join("store").display().to_string());
-    let reports = match shardci_coordinator::server::open_report_store(&store) {
+    let reports = match shardci_reports::open_report_store(&store) {
         Ok(reports) => reports,
         Err(e) => {
             eprintln!("error: {e}");
@@ -103,11 +85,6 @@ async fn main() -> ExitCode {
         }
     };
     let config = ServerConfig {
-        scheduler: SchedulerConfig {
-            lease_ttl_ms: args.lease_ttl,
-            max_infra_retries: args.max_infra_retries,
-        },
-        data_dir: args.data_dir,
         tokens: Tokens {
             client: args.client_token,
             worker: args.worker_token,
@@ -115,6 +92,13 @@ async fn main() -> ExitCode {
         max_bundle_bytes: args.max_bundle_bytes,
         max_active_runs: args.max_active_runs,
         reports: Some(reports),
+        ..ServerConfig::new(
+            args.data_dir,
+            SchedulerConfig {
+                lease_ttl_ms: args.lease_ttl,
+                max_infra_retries: args.max_infra_retries,
+            },
+        )
     };
     match serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

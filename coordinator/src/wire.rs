@@ -4,98 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use shardci_proto::convert::{
+    WireError, duration_to_wire as duration, invalid, seconds_from_wire as seconds,
+};
 use shardci_proto::v1 as pb;
+use shardci_types::relative_path as checked_path;
 
-use crate::config::Language;
-use crate::plan::{Estimate, ImageBuild, Job, Plan, Resources, Shard, Step};
-use crate::schedule::{FailureClass, JobId, JobReport, JobResult, Status, StepReport};
+use shardci_planning::config::Language;
+use shardci_planning::plan::{Estimate, ImageBuild, Job, Plan, Resources, Shard, Step};
+use shardci_scheduling::schedule::RunView;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what}: {message}")]
-pub struct WireError {
-    pub what: &'static str,
-    pub message: String,
-}
-
-fn invalid(what: &'static str, message: impl Into<String>) -> WireError {
-    WireError {
-        what,
-        message: message.into(),
-    }
-}
-
-fn duration(seconds: f64) -> prost_types::Duration {
-    let seconds = seconds.max(0.0);
-    prost_types::Duration {
-        seconds: seconds.trunc() as i64,
-        nanos: (seconds.fract() * 1e9) as i32,
-    }
-}
-
-fn seconds(d: Option<prost_types::Duration>) -> f64 {
-    d.map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
-}
-
-pub fn status_to_wire(status: Status) -> pb::Status {
-    match status {
-        Status::Queued => pb::Status::Queued,
-        Status::Running => pb::Status::Running,
-        Status::Success => pb::Status::Success,
-        Status::Failure => pb::Status::Failure,
-        Status::Skipped => pb::Status::Skipped,
-        Status::Cancelled => pb::Status::Cancelled,
-        Status::Error => pb::Status::Error,
-    }
-}
-
-pub fn status_from_wire(value: i32) -> Result<Status, WireError> {
-    match pb::Status::try_from(value) {
-        Ok(pb::Status::Queued) => Ok(Status::Queued),
-        Ok(pb::Status::Running) => Ok(Status::Running),
-        Ok(pb::Status::Success) => Ok(Status::Success),
-        Ok(pb::Status::Failure) => Ok(Status::Failure),
-        Ok(pb::Status::Skipped) => Ok(Status::Skipped),
-        Ok(pb::Status::Cancelled) => Ok(Status::Cancelled),
-        Ok(pb::Status::Error) => Ok(Status::Error),
-        Ok(pb::Status::Unspecified) | Err(_) => {
-            Err(invalid("status", format!("{value} is not a status")))
-        }
-    }
-}
-
-pub fn class_to_wire(class: Option<FailureClass>) -> pb::FailureClass {
-    match class {
-        None => pb::FailureClass::Unspecified,
-        Some(FailureClass::Test) => pb::FailureClass::Test,
-        Some(FailureClass::Timeout) => pb::FailureClass::Timeout,
-        Some(FailureClass::Oom) => pb::FailureClass::Oom,
-        Some(FailureClass::WorkerLost) => pb::FailureClass::WorkerLost,
-        Some(FailureClass::Docker) => pb::FailureClass::Docker,
-        Some(FailureClass::Image) => pb::FailureClass::Image,
-        Some(FailureClass::Source) => pb::FailureClass::Source,
-    }
-}
-
-pub fn class_from_wire(value: i32) -> Result<Option<FailureClass>, WireError> {
-    Ok(match pb::FailureClass::try_from(value) {
-        Ok(pb::FailureClass::Unspecified) => None,
-        Ok(pb::FailureClass::Test) => Some(FailureClass::Test),
-        Ok(pb::FailureClass::Timeout) => Some(FailureClass::Timeout),
-        Ok(pb::FailureClass::Oom) => Some(FailureClass::Oom),
-        Ok(pb::FailureClass::WorkerLost) => Some(FailureClass::WorkerLost),
-        Ok(pb::FailureClass::Docker) => Some(FailureClass::Docker),
-        Ok(pb::FailureClass::Image) => Some(FailureClass::Image),
-        Ok(pb::FailureClass::Source) => Some(FailureClass::Source),
-        Err(_) => {
-            return Err(invalid(
-                "failure class",
-                format!("{value} is not a failure class"),
-            ));
-        }
-    })
-}
+use crate::server::RunRecord;
 
 pub fn step_to_wire(step: &Step) -> pb::Step {
     pb::Step {
@@ -128,13 +49,7 @@ pub fn step_to_wire(step: &Step) -> pb::Step {
 
 /// Paths in a plan are relative to the source root; refuse anything that could leave it.
 fn relative_path(what: &'static str, path: &str) -> Result<String, WireError> {
-    if path.starts_with('/') || path.split('/').any(|part| part == "..") {
-        return Err(invalid(
-            what,
-            format!("{path:?} must stay inside the source tree"),
-        ));
-    }
-    Ok(path.to_string())
+    checked_path(what, path).map_err(|e| invalid(what, e.to_string()))
 }
 
 pub fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
@@ -226,7 +141,7 @@ pub fn job_from_wire(job: pb::Job) -> Result<Job, WireError> {
         .iter()
         .map(|s| (s.name.clone(), s.depends_on.clone()))
         .collect();
-    if let Some(cycle) = crate::graph::find_cycle(&edges) {
+    if let Some(cycle) = shardci_types::find_cycle(&edges) {
         return Err(invalid(
             "job",
             format!(
@@ -255,7 +170,7 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
     pb::Plan {
         full_tests: plan.full_tests,
         all_versions: plan.all_versions,
-        versions: format!("{:?}", plan.versions).to_lowercase(),
+        version_mode: pb::Versions::from(plan.versions) as i32,
         mode_reasons: plan.mode_reasons.clone(),
         connectors: plan.connectors.clone(),
         jobs: plan.jobs.iter().map(job_to_wire).collect(),
@@ -286,7 +201,7 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
             .iter()
             .map(|f| pb::ChangedFile {
                 path: f.path.clone(),
-                status: format!("{:?}", f.status).to_lowercase(),
+                change: pb::ChangeStatus::from(f.status) as i32,
                 previous_path: f.previous_path.clone().unwrap_or_default(),
             })
             .collect(),
@@ -332,90 +247,52 @@ pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
     })
 }
 
-pub fn step_report_to_wire(job: &str, step: &StepReport, attempt: u32) -> pb::StepResult {
-    pb::StepResult {
-        job_id: job.to_string(),
-        step: step.step.clone(),
-        status: status_to_wire(step.status) as i32,
-        failure_class: class_to_wire(step.failure_class) as i32,
-        exit_code: step
-            .exit_code
-            .and_then(|c| i32::try_from(c).ok())
-            .unwrap_or(-1),
-        duration: Some(duration(step.duration_ms as f64 / 1000.0)),
-        log_key: String::new(),
-        artifact_keys: step.artifacts.clone(),
-        attempt,
-        message: step.message.clone(),
-        started_at: None,
-    }
-}
-
-/// Artifacts a worker reports must stay inside their step's folder: a worker that lies
-/// cannot make a report link anywhere else in the store.
-fn artifact_paths(paths: Vec<String>) -> Result<Vec<String>, WireError> {
-    const MAX_ARTIFACTS: usize = 1000;
-    if paths.len() > MAX_ARTIFACTS {
-        return Err(invalid(
-            "step result",
-            format!("{} artifacts (at most {MAX_ARTIFACTS})", paths.len()),
-        ));
-    }
-    if let Some(bad) = paths
-        .iter()
-        .find(|p| !shardci_proto::valid_artifact_path(p))
-    {
-        return Err(invalid(
-            "step result",
-            format!("artifact path {bad:?} leaves the step's artifacts folder"),
-        ));
-    }
-    Ok(paths)
-}
-
-pub fn job_report_from_wire(result: pb::JobResult) -> Result<JobReport, WireError> {
-    let steps = result
-        .steps
-        .into_iter()
-        .map(|s| {
-            Ok(StepReport {
-                status: status_from_wire(s.status)?,
-                failure_class: class_from_wire(s.failure_class)?,
-                exit_code: (s.exit_code >= 0).then_some(i64::from(s.exit_code)),
-                duration_ms: (seconds(s.duration) * 1000.0) as u64,
-                message: s.message,
-                artifacts: artifact_paths(s.artifact_keys)?,
-                step: s.step,
-            })
-        })
-        .collect::<Result<Vec<_>, WireError>>()?;
-    let status = status_from_wire(result.status)?;
-    let failure_class = steps.iter().find_map(|s| s.failure_class);
-    Ok(JobReport {
-        job: JobId(result.job_id),
-        status,
-        failure_class,
-        steps,
-    })
-}
-
-pub fn job_result_to_wire(result: &JobResult) -> pb::JobResult {
-    pb::JobResult {
-        job_id: result.job.0.clone(),
-        status: status_to_wire(result.status) as i32,
-        steps: result
-            .steps
-            .iter()
-            .map(|s| step_report_to_wire(&result.job.0, s, result.attempt.0))
-            .collect(),
-        attempt: result.attempt.0,
-        flaky: result.flaky,
-    }
-}
-
 /// How long a step may run, for wire messages that carry durations.
 pub fn wire_duration(d: Duration) -> prost_types::Duration {
     duration(d.as_secs_f64())
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The event that tells a watcher its run is over.
+pub fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
+    let failed = view.results.iter().filter(|r| r.status.is_failed()).count();
+    pb::RunEvent {
+        run_id: view.id.0.clone(),
+        event: Some(pb::run_event::Event::RunFinished(pb::RunFinished {
+            status: pb::Status::from(view.status) as i32,
+            failed_jobs: failed as u32,
+            report_url: record
+                .report
+                .clone()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+        })),
+    }
+}
+
+/// A run as clients see it.
+pub fn run_to_wire(view: &RunView, record: &RunRecord) -> pb::Run {
+    pb::Run {
+        id: view.id.0.clone(),
+        source: Some(record.source.clone()),
+        event: record.event.map_or(0, |e| pb::Event::from(e) as i32),
+        labels: record.labels.clone(),
+        plan: Some(record.plan.wire.clone()),
+        status: pb::Status::from(view.status) as i32,
+        created_at: Some(timestamp(record.created_at)),
+        finished_at: record.finished_at.map(timestamp),
+        submitted_by: record.submitted_by.clone(),
+        results: view.results.iter().map(pb::JobResult::from).collect(),
+        shards_total: view.shards.len() as u32,
+        shards_done: view.shards_done() as u32,
+    }
 }
 
 #[cfg(test)]
@@ -469,38 +346,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown step zzz")
-        );
-    }
-
-    #[test]
-    fn unknown_enum_values_are_errors() {
-        assert!(status_from_wire(99).is_err());
-        assert!(status_from_wire(0).is_err());
-        assert!(class_from_wire(42).is_err());
-    }
-
-    #[test]
-    fn artifacts_outside_their_step_folder_are_refused() {
-        let result = |paths: &[&str]| pb::JobResult {
-            job_id: "c/unit".into(),
-            status: pb::Status::Success as i32,
-            steps: vec![pb::StepResult {
-                job_id: "c/unit".into(),
-                step: "unit".into(),
-                status: pb::Status::Success as i32,
-                artifact_keys: paths.iter().map(|p| p.to_string()).collect(),
-                ..Default::default()
-            }],
-            attempt: 1,
-            flaky: false,
-        };
-        let ok = job_report_from_wire(result(&["reports/junit.xml"])).unwrap();
-        assert_eq!(ok.steps[0].artifacts, ["reports/junit.xml"]);
-        let err = job_report_from_wire(result(&["../../history/timings.json"])).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("leaves the step's artifacts folder"),
-            "{err}"
         );
     }
 }

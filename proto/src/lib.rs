@@ -1,8 +1,9 @@
 //! The `shardci.v1` wire contract: generated prost messages and tonic services.
 //!
-//! Nothing here knows about planning or scheduling; the coordinator and worker convert between
-//! these types and their own domain types at the edge, so a change of wire format never ripples
-//! into the logic and a malformed message is rejected in one place.
+//! Nothing here knows about planning or scheduling. The shared domain types (`shardci-types`)
+//! convert to and from their wire forms in [`convert`], once for every peer; the coordinator
+//! converts its planner's types at its own edge. A change of wire format never ripples into the
+//! logic, and a malformed message is rejected in one place.
 
 /// The API version peers exchange at connect; a peer with another major version is refused.
 pub const API_VERSION: u32 = 1;
@@ -10,86 +11,9 @@ pub const API_VERSION: u32 = 1;
 /// gRPC metadata key carrying [`API_VERSION`] on every call.
 pub const API_VERSION_HEADER: &str = "shardci-api-version";
 
-/// The environment variable through which a job's matrix value for `axis` reaches its steps
-/// (`python` -> `SHARDCI_MATRIX_PYTHON`). Plans share one step list across matrix points, so
-/// every runner must export these the same way.
-pub fn matrix_env_var(axis: &str) -> String {
-    let name: String = axis
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("SHARDCI_MATRIX_{name}")
-}
-
-/// A job id as one object-store key segment: ids contain `/`, `[`, `=` and `,`.
-pub fn job_key(job: &str) -> String {
-    job.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Where a step's log and artifacts live in the store (DESIGN.md, storage layout); the
-/// coordinator and the workers that upload directly must agree on it.
-pub fn step_prefix(run: &str, job: &str, step: &str) -> String {
-    format!("runs/{run}/jobs/{}/{step}", job_key(job))
-}
-
-/// Whether a worker-reported artifact path stays inside its step's `artifacts/` folder.
-pub fn valid_artifact_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= 1024
-        && !path.starts_with('/')
-        && !path.contains('\\')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("shardci.v1");
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn artifact_paths_stay_in_their_folder() {
-        assert!(super::valid_artifact_path("reports/junit.xml"));
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "a\\b",
-            "./a",
-        ] {
-            assert!(!super::valid_artifact_path(bad), "{bad:?}");
-        }
-        assert_eq!(
-            super::step_prefix("r1", "c/unit[py=3.11]", "unit"),
-            "runs/r1/jobs/c_unit_py_3.11_/unit"
-        );
-    }
-
-    #[test]
-    fn matrix_axes_become_upper_case_variables() {
-        assert_eq!(super::matrix_env_var("python"), "SHARDCI_MATRIX_PYTHON");
-        assert_eq!(
-            super::matrix_env_var("db-backend.v2"),
-            "SHARDCI_MATRIX_DB_BACKEND_V2"
-        );
-    }
-}
+pub mod convert;

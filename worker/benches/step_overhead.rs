@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shardci_types::{Resources, Status, StepSpec};
 use shardci_worker::executor::{DockerExecutor, Executor, StepContext};
 use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::MemorySink;
-use shardci_worker::spec::{Resources, StepSpec, StepStatus};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "shardci-test/busybox:1";
@@ -76,7 +76,7 @@ fn main() {
         let started = Instant::now();
         let outcome = runtime.block_on(executor.run(&step, &ctx, &mut MemorySink::default()));
         ours.push(started.elapsed());
-        assert_eq!(outcome.status, StepStatus::Success, "{}", outcome.message);
+        assert_eq!(outcome.status, Status::Success, "{}", outcome.message);
 
         let started = Instant::now();
         let status = Command::new("docker")

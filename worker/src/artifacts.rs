@@ -90,7 +90,7 @@ pub fn collect(work_dir: &Path, globs: &[String]) -> Result<Vec<(String, PathBuf
                 let Some(relative) = relative.to_str() else {
                     continue;
                 };
-                if set.is_match(relative) && shardci_proto::valid_artifact_path(relative) {
+                if set.is_match(relative) && shardci_types::valid_artifact_path(relative) {
                     found.push((relative.to_string(), path));
                 }
             }

@@ -8,7 +8,9 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::executor::{Executor, StepContext};
 use crate::logs::LogSink;
-use crate::spec::{JobOutcome, JobSpec, StepOutcome, StepStatus};
+use shardci_types::{FailureClass, JobSpec, Status, StepSpec};
+
+use crate::outcome::{JobOutcome, StepOutcome};
 
 /// Runs every step of `job`. `context` gives each step its context and `sink` its log sink.
 pub async fn run_job(
@@ -18,16 +20,17 @@ pub async fn run_job(
     mut sink: impl FnMut(&str) -> Box<dyn LogSink>,
 ) -> JobOutcome {
     let mut done: HashMap<&str, StepOutcome> = HashMap::new();
-    let mut waiting: Vec<&crate::spec::StepSpec> = job.steps.iter().collect();
+    let mut waiting: Vec<&StepSpec> = job.steps.iter().collect();
     let mut running = FuturesUnordered::new();
     loop {
+        let resolved_before = done.len() + running.len();
         let mut still_waiting = Vec::new();
         for step in waiting {
             let blocker = step
                 .depends_on
                 .iter()
                 .find_map(|dep| match done.get(dep.as_str()) {
-                    Some(outcome) if outcome.status == StepStatus::Success => None,
+                    Some(outcome) if outcome.status == Status::Success => None,
                     Some(outcome) => Some(Some((dep, outcome.status))),
                     // A dependency not in the job (removed by --skip-step) does not block.
                     None if !job.steps.iter().any(|s| &s.name == dep) => None,
@@ -49,9 +52,9 @@ pub async fn run_job(
                 }
                 Some(Some((dep, status))) => {
                     let why = match status {
-                        StepStatus::Skipped => "was skipped",
-                        StepStatus::Cancelled => "was cancelled",
-                        StepStatus::Error => "errored",
+                        Status::Skipped => "was skipped",
+                        Status::Cancelled => "was cancelled",
+                        Status::Error => "errored",
                         _ => "failed",
                     };
                     done.insert(
@@ -68,8 +71,24 @@ pub async fn run_job(
                 done.insert(name, outcome);
             }
             None if waiting.is_empty() => break,
-            // Nothing runs, yet steps wait: only possible after skips resolved above; loop.
-            None => continue,
+            // Nothing runs, yet steps wait: fine while the pass above resolved something (a
+            // skip frees its dependents); a pass that resolved nothing means the steps wait on
+            // each other. `JobSpec::new` refuses cycles, but a runner must not spin on one.
+            None if done.len() + running.len() > resolved_before => continue,
+            None => {
+                for step in waiting {
+                    done.insert(
+                        &step.name,
+                        StepOutcome::failed(
+                            &step.name,
+                            FailureClass::Source,
+                            Default::default(),
+                            "its dependencies form a cycle",
+                        ),
+                    );
+                }
+                break;
+            }
         }
     }
     let steps: Vec<StepOutcome> = job
@@ -84,15 +103,119 @@ pub async fn run_job(
     }
 }
 
-fn job_status(steps: &[StepOutcome]) -> StepStatus {
+fn job_status(steps: &[StepOutcome]) -> Status {
     let any = |status| steps.iter().any(|s| s.status == status);
-    if any(StepStatus::Error) {
-        StepStatus::Error
-    } else if any(StepStatus::Failure) {
-        StepStatus::Failure
-    } else if any(StepStatus::Cancelled) {
-        StepStatus::Cancelled
+    if any(Status::Error) {
+        Status::Error
+    } else if any(Status::Failure) {
+        Status::Failure
+    } else if any(Status::Cancelled) {
+        Status::Cancelled
     } else {
-        StepStatus::Success
+        Status::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shardci_types::{DEFAULT_STEP_TIMEOUT, Resources};
+
+    use super::*;
+    use crate::logs::MemorySink;
+
+    /// Succeeds at once; counts nothing but what the DAG asks of it.
+    struct Instant;
+
+    #[async_trait::async_trait]
+    impl Executor for Instant {
+        async fn run(
+            &self,
+            step: &StepSpec,
+            _ctx: &StepContext,
+            _logs: &mut dyn LogSink,
+        ) -> StepOutcome {
+            StepOutcome::success(&step.name, Duration::ZERO)
+        }
+
+        fn name(&self) -> &'static str {
+            "instant"
+        }
+    }
+
+    fn step(name: &str, deps: &[&str]) -> StepSpec {
+        StepSpec {
+            name: name.into(),
+            image: "img".into(),
+            command: "true".into(),
+            workdir: String::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            timeout: DEFAULT_STEP_TIMEOUT,
+            resources: Resources::or_defaults(0, 0, 0),
+            network: false,
+            build_image: None,
+            artifacts: Vec::new(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn context() -> StepContext {
+        StepContext {
+            source_dir: "/nonexistent".into(),
+            work_dir: "/nonexistent".into(),
+            labels: Default::default(),
+            secrets: Default::default(),
+            cancel: Default::default(),
+            stop_grace: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cycle_that_slipped_past_validation_fails_instead_of_spinning() {
+        // Built by hand: JobSpec::new would refuse it.
+        let job = JobSpec {
+            id: "j".into(),
+            steps: vec![
+                step("build", &[]),
+                step("a", &["b", "build"]),
+                step("b", &["a"]),
+            ],
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            run_job(&Instant, &job, &context(), |_| {
+                Box::new(MemorySink::default())
+            }),
+        )
+        .await
+        .expect("the runner ends");
+        let status = |name: &str| {
+            outcome
+                .steps
+                .iter()
+                .find(|s| s.step == name)
+                .map(|s| s.status)
+        };
+        assert_eq!(status("build"), Some(Status::Success));
+        assert_eq!(status("a"), Some(Status::Error));
+        assert_eq!(status("b"), Some(Status::Error));
+        assert_eq!(outcome.status, Status::Error);
+    }
+
+    #[tokio::test]
+    async fn a_valid_dag_runs_every_step() {
+        let job = JobSpec::new(
+            "j".into(),
+            vec![step("build", &[]), step("unit", &["build"])],
+        )
+        .expect("a DAG");
+        let outcome = run_job(&Instant, &job, &context(), |_| {
+            Box::new(MemorySink::default())
+        })
+        .await;
+        assert_eq!(outcome.status, Status::Success);
+        assert_eq!(outcome.steps.len(), 2);
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
 use shardci_worker::session::{Worker, WorkerError, WorkerOptions};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ExecutorKind {
@@ -55,14 +54,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHARDCI_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .init();
+    shardci_runtime::init_logging("info");
     let id = args.id.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -96,17 +88,7 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         stop_grace: Duration::from_secs(args.stop_grace_seconds),
     };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        stop.cancel();
-    });
+    let shutdown = shardci_runtime::shutdown_on_signal();
     match Worker::new(options, executor).run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(WorkerError::Refused(why)) => {

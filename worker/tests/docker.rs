@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
+use shardci_types::{FailureClass, ImageBuild, JobSpec, Resources, Status, StepSpec};
 use shardci_worker::dag::run_job;
 use shardci_worker::executor::{
     DockerExecutor, Executor, LABEL_MANAGED, LABEL_WORKER, StepContext,
 };
 use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::{LogSink, MaskingSink, MemorySink};
-use shardci_worker::spec::{FailureClass, ImageBuild, JobSpec, Resources, StepSpec, StepStatus};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "shardci-test/busybox:1";
@@ -97,7 +97,7 @@ async fn a_successful_step_sees_its_source_env_and_workdir_and_leaves_no_contain
         .await;
     assert_eq!(
         outcome.status,
-        StepStatus::Success,
+        Status::Success,
         "{outcome:?} {}",
         logs.text()
     );
@@ -122,7 +122,7 @@ async fn a_failing_command_is_a_test_failure_with_its_exit_code() {
     let outcome = executor
         .run(&step("unit", "echo broken >&2; exit 3"), &f.ctx, &mut logs)
         .await;
-    assert_eq!(outcome.status, StepStatus::Failure);
+    assert_eq!(outcome.status, Status::Failure);
     assert_eq!(outcome.failure_class, Some(FailureClass::Test));
     assert_eq!(outcome.exit_code, Some(3));
     assert!(logs.text().contains("broken"));
@@ -136,7 +136,7 @@ async fn the_source_is_read_only_and_there_is_no_network() {
     let outcome = executor
         .run(&step("unit", "ls /sys/class/net; if touch /src/conn/new 2>/dev/null; then echo WRITABLE; else echo read-only; fi"), &f.ctx, &mut logs)
         .await;
-    assert_eq!(outcome.status, StepStatus::Success, "{}", logs.text());
+    assert_eq!(outcome.status, Status::Success, "{}", logs.text());
     assert_eq!(logs.text(), "lo\nread-only\n");
     assert!(!f.ctx.source_dir.join("conn/new").exists());
 }
@@ -155,7 +155,7 @@ async fn a_step_past_its_timeout_is_stopped_and_classified() {
         Some(FailureClass::Timeout),
         "{outcome:?}"
     );
-    assert_eq!(outcome.status, StepStatus::Error);
+    assert_eq!(outcome.status, Status::Error);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "stopped, not waited out"
@@ -210,7 +210,7 @@ async fn cancellation_stops_the_container_within_the_grace_period() {
             &mut MemorySink::default(),
         )
         .await;
-    assert_eq!(outcome.status, StepStatus::Cancelled, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Cancelled, "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(containers_of_run(&executor, "test-cancel").await, 0);
 }
@@ -227,7 +227,7 @@ async fn secrets_reach_the_step_and_are_masked_in_its_logs() {
     let values: Vec<String> = f.ctx.secrets.values().cloned().collect();
     let mut logs = MaskingSink::new(MemorySink::default(), &values);
     let outcome = executor.run(&s, &f.ctx, &mut logs).await;
-    assert_eq!(outcome.status, StepStatus::Success);
+    assert_eq!(outcome.status, Status::Success);
     let text = logs.into_inner().text();
     assert_eq!(text, "token=***\n***\n");
 }
@@ -248,7 +248,7 @@ async fn build_steps_build_their_image_and_a_broken_dockerfile_fails_the_step() 
         tag: "shardci-test/conn:dev".into(),
     });
     let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
-    assert_eq!(outcome.status, StepStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     executor
         .client()
         .inspect_image("shardci-test/conn:dev")
@@ -351,14 +351,14 @@ async fn dependents_of_a_failed_step_are_skipped_with_the_reason() {
     })
     .await;
     let by_name: HashMap<&str, _> = outcome.steps.iter().map(|s| (s.step.as_str(), s)).collect();
-    assert_eq!(outcome.status, StepStatus::Failure);
-    assert_eq!(by_name["build"].status, StepStatus::Failure);
-    assert_eq!(by_name["unit"].status, StepStatus::Skipped);
+    assert_eq!(outcome.status, Status::Failure);
+    assert_eq!(by_name["build"].status, Status::Failure);
+    assert_eq!(by_name["unit"].status, Status::Skipped);
     assert_eq!(by_name["unit"].message, "dependency build failed");
-    assert_eq!(by_name["acceptance"].status, StepStatus::Skipped);
+    assert_eq!(by_name["acceptance"].status, Status::Skipped);
     assert_eq!(
         by_name["lint"].status,
-        StepStatus::Success,
+        Status::Success,
         "an independent step still runs"
     );
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use shardci_types::{FailureClass, Resources, Status, StepSpec};
 use shardci_worker::executor::{Executor, ProcessExecutor, StepContext};
 use shardci_worker::logs::MemorySink;
-use shardci_worker::spec::{FailureClass, Resources, StepSpec, StepStatus};
 use tokio_util::sync::CancellationToken;
 
 fn step(command: &str) -> StepSpec {
@@ -54,7 +54,7 @@ async fn runs_in_the_connector_dir_with_env_and_secrets() {
             &mut logs,
         )
         .await;
-    assert_eq!(outcome.status, StepStatus::Success, "{outcome:?}");
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(logs.text(), "data\nhi t0ken\n");
 }
 
@@ -70,7 +70,7 @@ async fn failures_keep_their_exit_code() {
         .await;
     assert_eq!(
         (outcome.status, outcome.failure_class, outcome.exit_code),
-        (StepStatus::Failure, Some(FailureClass::Test), Some(4))
+        (Status::Failure, Some(FailureClass::Test), Some(4))
     );
 }
 
@@ -105,7 +105,7 @@ async fn cancellation_stops_the_step() {
     let outcome = ProcessExecutor
         .run(&step("sleep 60"), &ctx, &mut MemorySink::default())
         .await;
-    assert_eq!(outcome.status, StepStatus::Cancelled);
+    assert_eq!(outcome.status, Status::Cancelled);
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use shardci_coordinator::plan::{FileClass, PlanError, Workspace, classify};
-use shardci_coordinator::repo::Connector;
+use shardci_planning::plan::{FileClass, PlanError, Workspace, classify};
+use shardci_planning::repo::Connector;
 
 use super::plan::filters;
 use crate::args::ListArgs;

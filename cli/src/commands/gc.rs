@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use shardci_coordinator::config::parse_duration;
+use shardci_planning::config::parse_duration;
 
 use crate::args::GcArgs;
 use crate::exit::{Code, Failure};

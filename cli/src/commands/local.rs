@@ -6,15 +6,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardci_coordinator::config::Config;
-use shardci_coordinator::schedule::SchedulerConfig;
-use shardci_coordinator::server::{ServerConfig, Tokens, open_report_store, serve};
+use shardci_coordinator::server::{ServerConfig, serve};
 use shardci_coordinator::state::MemoryStore;
+use shardci_planning::config::Config;
+use shardci_reports::open_report_store;
+use shardci_scheduling::schedule::SchedulerConfig;
 use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
 use shardci_worker::images::{ProjectImage, ensure};
 use shardci_worker::logs::MemorySink;
 use shardci_worker::session::{Worker, WorkerOptions};
-use tokio_util::sync::CancellationToken;
 
 use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
 use crate::args::{ExecutorArg, LocalArgs};
@@ -104,7 +104,9 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         }
     };
 
-    let shutdown = CancellationToken::new();
+    // Ctrl-C or SIGTERM stops the run: workers stop their containers (grace, then kill) and the
+    // coordinator shuts down, instead of leaving containers behind.
+    let shutdown = shardci_runtime::shutdown_on_signal();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| {
@@ -116,12 +118,10 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
     let server = tokio::spawn(serve(
         listener,
         ServerConfig {
-            scheduler: SchedulerConfig::default(),
-            data_dir: state.join("coordinator"),
-            tokens: Tokens::default(),
             max_bundle_bytes: 8 << 30,
             max_active_runs: 64,
             reports: Some(reports),
+            ..ServerConfig::new(state.join("coordinator"), SchedulerConfig::default())
         },
         Arc::new(MemoryStore::new()),
         shutdown.clone(),
@@ -151,7 +151,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         ));
     }
 
-    let outcome = async {
+    let run = async {
         let mut client = connect(&url, None).await?;
         let run_id = submit(
             &mut client,
@@ -163,8 +163,13 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         .await?;
         let finished = watch(&mut client, &run_id, args.json).await?;
         Ok::<_, Failure>(finished)
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = shutdown.cancelled() => Err(Failure::infrastructure(anyhow::anyhow!(
+            "interrupted: the run was stopped before it finished"
+        ))),
+    };
     shutdown.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), task).await;

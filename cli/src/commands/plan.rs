@@ -1,10 +1,10 @@
 //! `shardci plan`, and the planning request every running command shares.
 
-use shardci_coordinator::config::Language;
-use shardci_coordinator::plan::{
+use shardci_planning::config::Language;
+use shardci_planning::plan::{
     Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_summary,
 };
-use shardci_coordinator::server::{RegenerateError, ReportStore, is_store_url, open_report_store};
+use shardci_reports::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
 use crate::args::{EventArg, FilterArgs, PlanArgs, PlanInput};
 use crate::exit::{Code, Failure};

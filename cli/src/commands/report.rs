@@ -1,7 +1,7 @@
 //! `shardci report`: reports are a pure function of a run's stored results and logs, so they
 //! can be regenerated (after a renderer improved, or a report was lost) at any time.
 
-use shardci_coordinator::server::{RegenerateError, ReportStore, is_store_url, open_report_store};
+use shardci_reports::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
 use crate::args::{ReportArgs, ReportFormat};
 use crate::exit::{Code, Failure};

@@ -1,11 +1,11 @@
 //! What `local` and `submit` share: planning, bundling the tree, uploading and submitting.
 
-use shardci_coordinator::server::ReportStore;
+use shardci_reports::ReportStore;
 use std::path::{Path, PathBuf};
 
-use shardci_coordinator::plan::{Event, Plan, plan_repository};
-use shardci_coordinator::repo::{Bundle, GitRepo, bundle_commit, bundle_working_tree};
 use shardci_coordinator::wire::plan_to_wire;
+use shardci_planning::plan::{Event, Plan, plan_repository};
+use shardci_planning::repo::{Bundle, GitRepo, bundle_commit, bundle_working_tree};
 use shardci_proto::v1 as pb;
 
 use crate::args::PlanInput;

@@ -60,7 +60,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
             RunsCommand::List { remote, limit, json } => {
                 let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
                 let runs = client
-                    .list_runs(pb::ListRunsRequest { limit, page_token: String::new(), status: 0 })
+                    .list_runs(pb::ListRunsRequest { limit, status: 0 })
                     .await
                     .map_err(|s| status_failure("failed to list runs", s))?
                     .into_inner()

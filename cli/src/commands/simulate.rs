@@ -1,8 +1,8 @@
 //! `shardci simulate`: capacity planning in virtual time with the real planner and scheduler.
 
-use shardci_coordinator::config::{Config, ShardingConfig, parse_duration};
-use shardci_coordinator::plan::plan_repository;
-use shardci_coordinator::simulate::{
+use shardci_planning::config::{Config, ShardingConfig, parse_duration};
+use shardci_planning::plan::plan_repository;
+use shardci_scheduling::simulate::{
     Fleet, Outcome, SimConfig, SyntheticSpec, WorkerLoss, Workload, compare, simulate,
 };
 
@@ -45,7 +45,7 @@ fn workloads(args: &SimulateArgs) -> Result<(Vec<Workload>, ShardingConfig, Stri
     let with_history = plan
         .jobs
         .iter()
-        .filter(|j| j.estimate != shardci_coordinator::plan::Estimate::Default)
+        .filter(|j| j.estimate != shardci_planning::plan::Estimate::Default)
         .count();
     let what = format!(
         "{}: {} jobs, {with_history} with measured durations (the rest use configured estimates)",

@@ -16,7 +16,7 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
                 if args.input.include_uncommitted {
                     return Err(Failure::usage(anyhow::anyhow!("--git-url runs a commit; uncommitted files cannot be part of it (drop --include-uncommitted or --git-url)")));
                 }
-                let repo = shardci_coordinator::repo::GitRepo::open(&args.input.repo).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+                let repo = shardci_planning::repo::GitRepo::open(&args.input.repo).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
                 let root = repo.prefix().trim_end_matches('/').to_string();
                 submit(&mut client, &plan, SourceChoice::Git { url, root }, &args.secrets, &who()).await?
             }

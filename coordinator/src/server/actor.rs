@@ -7,172 +7,33 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use shardci_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-
-use crate::schedule::{
-    Ack, Assignment, Attempt, JobDef, JobId, JobReport, Millis, NewRun, Notice, Priority, RunId,
-    RunView, Scheduler, SchedulerConfig, SessionError, SessionId, ShardDef, ShardId, ShardKey,
-    Status, SubmitError, WorkerId, WorkerView,
+use shardci_reports::ReportStore;
+use shardci_scheduling::schedule::{
+    Ack, Assignment, Attempt, JobDef, JobId, Millis, NewRun, Notice, RunId, Scheduler,
+    SchedulerConfig, SessionId, ShardDef, ShardId, ShardKey, Status, SubmitError, WorkerId,
 };
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::commands::{Command, Coordinator, LogRead, LogVerdict, Outgoing, RunRecord};
+use super::logs::LiveLogs;
+use super::publish;
 use crate::state::{Op, StateStore, Txn};
-use crate::wire::{self, RunnablePlan};
+use crate::wire;
 
-/// What was submitted, kept beside the scheduler's view of the run.
-#[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub id: RunId,
-    pub plan: RunnablePlan,
-    pub source: pb::Source,
-    pub event: i32,
-    pub labels: Vec<String>,
-    pub submitted_by: String,
-    pub created_at: SystemTime,
-    pub secrets: BTreeMap<String, String>,
-    pub finished_at: Option<SystemTime>,
-    /// Where the HTML report is, once written (or why it is not).
-    pub report: Option<Result<String, String>>,
-}
-
-/// Attempts at publishing a report before giving up (about 15 minutes of backoff).
-const PUBLISH_TRIES: u32 = 36;
-
-/// What the coordinator sends a worker: a message, or the status that ends the session.
-pub type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
-
-/// What became of a log chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogVerdict {
-    Accepted,
-    /// From an attempt the worker no longer holds (fenced) or a repeat: dropped quietly.
-    Dropped,
-    /// For a shard that does not exist: a protocol violation.
-    Unknown,
-}
-
-/// A log read: what is there now, and (when following) what comes next.
-pub type LogRead = (Vec<u8>, Option<mpsc::Receiver<Vec<u8>>>);
-
-/// A log stream's identity.
-pub type LogKey = (RunId, String, String);
-
-#[derive(Default)]
-struct LogBuffer {
-    data: Vec<u8>,
-    /// Next expected sequence number per (shard, attempt).
-    next_seq: BTreeMap<(String, u32), u64>,
-    done: bool,
-    followers: Vec<mpsc::Sender<Vec<u8>>>,
-}
-
-pub enum Command {
-    Submit {
-        record: Box<RunRecord>,
-        idempotency_key: String,
-        priority: Priority,
-        /// Milliseconds from now until what is left of the run is cancelled.
-        deadline: Option<Millis>,
-        reply: oneshot::Sender<Result<RunId, SubmitError>>,
-    },
-    Connect {
-        worker: WorkerId,
-        labels: Vec<String>,
-        slots: u32,
-        running: Vec<(ShardKey, Attempt)>,
-        outbox: mpsc::Sender<Outgoing>,
-        reply: oneshot::Sender<SessionId>,
-    },
-    Heartbeat {
-        worker: WorkerId,
-        session: SessionId,
-        reply: oneshot::Sender<Result<Millis, SessionError>>,
-    },
-    RequestWork {
-        worker: WorkerId,
-        session: SessionId,
-        free_slots: u32,
-        reply: oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
-    },
-    Complete {
-        worker: WorkerId,
-        run: RunId,
-        shard: ShardId,
-        attempt: Attempt,
-        reports: Vec<JobReport>,
-        reply: oneshot::Sender<Ack>,
-    },
-    Log {
-        worker: WorkerId,
-        chunk: pb::LogChunk,
-        reply: oneshot::Sender<LogVerdict>,
-    },
-    Cancel {
-        run: RunId,
-        reply: oneshot::Sender<Option<Status>>,
-    },
-    Drain {
-        worker: WorkerId,
-        reply: oneshot::Sender<bool>,
-    },
-    GetRun {
-        run: RunId,
-        reply: oneshot::Sender<Option<(RunView, RunRecord)>>,
-    },
-    ListRuns {
-        reply: oneshot::Sender<Vec<(RunView, RunRecord)>>,
-    },
-    /// Workers, with the scheduler's current time so heartbeat ages can be told.
-    ListWorkers {
-        reply: oneshot::Sender<(Vec<WorkerView>, Millis)>,
-    },
-    Watch {
-        run: RunId,
-        events: mpsc::Sender<pb::RunEvent>,
-        reply: oneshot::Sender<bool>,
-    },
-    /// The report of a finished run was written (or failed to be).
-    ReportWritten {
-        run: RunId,
-        result: Result<String, String>,
-    },
-    Logs {
-        key: LogKey,
-        follow: bool,
-        reply: oneshot::Sender<Option<LogRead>>,
-    },
-}
-
-/// A handle to the event loop. Cheap to clone.
-#[derive(Clone)]
-pub struct Coordinator {
-    commands: mpsc::Sender<Command>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the coordinator is shutting down")]
-pub struct ShuttingDown;
-
-impl Coordinator {
-    pub async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, ShuttingDown> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| ShuttingDown)?;
-        rx.await.map_err(|_| ShuttingDown)
-    }
-
-    pub async fn send(&self, command: Command) -> Result<(), ShuttingDown> {
-        self.commands.send(command).await.map_err(|_| ShuttingDown)
-    }
-}
+/// Finished and published runs kept in memory for `runs list` and `runs show`; older ones are
+/// forgotten (their reports stay in the store).
+pub(crate) const FINISHED_RUNS_KEPT: usize = 500;
 
 struct Actor {
     scheduler: Scheduler,
-    reports: Option<super::reports::ReportStore>,
+    reports: Option<ReportStore>,
+    /// Detached work (report publishing) that shutdown waits for.
+    tracker: TaskTracker,
+    /// Published runs, oldest first: the order they leave memory in.
+    published: std::collections::VecDeque<RunId>,
+    finished_runs_kept: usize,
     commands: mpsc::Sender<Command>,
     max_active_runs: usize,
     started: Instant,
@@ -180,22 +41,39 @@ struct Actor {
     idempotency: BTreeMap<String, RunId>,
     sessions: BTreeMap<WorkerId, (SessionId, mpsc::Sender<Outgoing>)>,
     watchers: BTreeMap<RunId, Vec<mpsc::Sender<pb::RunEvent>>>,
-    logs: BTreeMap<LogKey, LogBuffer>,
+    logs: LiveLogs,
     store: Arc<dyn StateStore>,
 }
 
-/// Starts the event loop; it stops when `shutdown` is cancelled.
-pub fn start(
-    config: SchedulerConfig,
-    max_active_runs: usize,
+/// How the event loop is set up.
+pub(crate) struct ActorConfig {
+    pub scheduler: SchedulerConfig,
+    pub max_active_runs: usize,
+    pub finished_runs_kept: usize,
+    pub reports: Option<ReportStore>,
+}
+
+/// Starts the event loop; it stops when `shutdown` is cancelled. Work it detaches (report
+/// publishing) is tracked by `tracker`, which the caller waits for on shutdown.
+pub(crate) fn start(
+    config: ActorConfig,
     store: Arc<dyn StateStore>,
-    reports: Option<super::reports::ReportStore>,
+    tracker: TaskTracker,
     shutdown: CancellationToken,
 ) -> (Coordinator, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
-    let mut actor = Actor {
-        scheduler: Scheduler::new(config),
+    let ActorConfig {
+        scheduler,
+        max_active_runs,
+        finished_runs_kept,
         reports,
+    } = config;
+    let mut actor = Actor {
+        scheduler: Scheduler::new(scheduler),
+        reports,
+        tracker,
+        published: Default::default(),
+        finished_runs_kept,
         commands: tx.clone(),
         max_active_runs,
         started: Instant::now(),
@@ -203,7 +81,7 @@ pub fn start(
         idempotency: BTreeMap::new(),
         sessions: BTreeMap::new(),
         watchers: BTreeMap::new(),
-        logs: BTreeMap::new(),
+        logs: LiveLogs::default(),
         store,
     };
     let task = tokio::spawn(async move {
@@ -225,7 +103,7 @@ pub fn start(
             actor.route_notices().await;
         }
     });
-    (Coordinator { commands: tx }, task)
+    (Coordinator::new(tx), task)
 }
 
 impl Actor {
@@ -370,19 +248,7 @@ impl Actor {
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
-                    // Logs of this attempt are complete.
-                    // Keys start with the run id: look at this run's logs only.
-                    let first = (run.clone(), String::new(), String::new());
-                    let this_run = self
-                        .logs
-                        .range_mut(first..)
-                        .take_while(|(key, _)| key.0 == run);
-                    for (_, buffer) in this_run {
-                        if buffer.next_seq.contains_key(&(shard.0.clone(), attempt.0)) {
-                            buffer.done = true;
-                            buffer.followers.clear();
-                        }
-                    }
+                    self.logs.attempt_done(&run, &shard, attempt);
                 }
                 let _ = reply.send(ack);
             }
@@ -426,14 +292,14 @@ impl Actor {
                     let _ = reply.send(false);
                     return;
                 };
-                let snapshot = run_to_wire(&view, record);
+                let snapshot = wire::run_to_wire(&view, record);
                 let finished = view.finished.is_some() && record.report.is_some();
                 let _ = events.try_send(pb::RunEvent {
                     run_id: run.0.clone(),
                     event: Some(pb::run_event::Event::Snapshot(snapshot)),
                 });
                 if finished {
-                    let _ = events.try_send(finished_event(&view, record));
+                    let _ = events.try_send(wire::finished_event(&view, record));
                 } else {
                     self.watchers.entry(run).or_default().push(events);
                 }
@@ -443,21 +309,44 @@ impl Actor {
                 if let Err(e) = &result {
                     tracing::error!(%run, error = %e, "failed to publish the run's report");
                 }
+                let published = result.is_ok();
                 if let Some(record) = self.runs.get_mut(&run) {
                     record.report = Some(result);
                 }
                 self.announce_finished(&run);
+                if published {
+                    self.logs.remove_run(&run);
+                    self.published.push_back(run);
+                    self.forget_old_runs();
+                }
             }
             Command::Logs { key, follow, reply } => {
-                let buffer = self.logs.entry(key.clone()).or_default();
-                let receiver = (follow && !buffer.done).then(|| {
-                    let (tx, rx) = mpsc::channel(256);
-                    buffer.followers.push(tx);
-                    rx
-                });
-                let known = self.runs.contains_key(&key.0);
-                let _ = reply.send(known.then(|| (buffer.data.clone(), receiver)));
+                let read = match self.runs.get(&key.0) {
+                    None => None,
+                    Some(record) => match (&record.report, &self.reports) {
+                        (Some(Ok(_)), Some(store)) => Some(LogRead::Stored(store.clone())),
+                        _ => {
+                            let (data, follow) = self.logs.read(&key, follow);
+                            Some(LogRead::Live { data, follow })
+                        }
+                    },
+                };
+                let _ = reply.send(read);
             }
+        }
+    }
+
+    /// Keeps at most `finished_runs_kept` published runs in memory, forgetting the oldest
+    /// with their idempotency keys; their reports and logs are in the store.
+    fn forget_old_runs(&mut self) {
+        while self.published.len() > self.finished_runs_kept {
+            let Some(run) = self.published.pop_front() else {
+                break;
+            };
+            self.scheduler.forget(&run);
+            self.runs.remove(&run);
+            self.watchers.remove(&run);
+            self.idempotency.retain(|_, id| id != &run);
         }
     }
 
@@ -503,29 +392,7 @@ impl Actor {
             tracing::debug!(%worker, shard = %key, attempt = chunk.attempt, "dropping a log chunk from an attempt the worker does not hold");
             return LogVerdict::Dropped;
         }
-        let buffer = self
-            .logs
-            .entry((run, chunk.job_id.clone(), chunk.step.clone()))
-            .or_default();
-        let expected = buffer
-            .next_seq
-            .entry((chunk.shard_id.clone(), chunk.attempt))
-            .or_insert(0);
-        if chunk.seq < *expected {
-            return LogVerdict::Dropped; // a repeat after a reconnect
-        }
-        if chunk.seq > *expected {
-            tracing::warn!(%worker, seq = chunk.seq, expected = *expected, "log chunks arrived out of order; keeping them");
-        }
-        *expected = chunk.seq + 1;
-        buffer.data.extend_from_slice(&chunk.data);
-        buffer
-            .followers
-            .retain(|f| f.try_send(chunk.data.clone()).is_ok());
-        if chunk.eof {
-            buffer.followers.clear();
-        }
-        LogVerdict::Accepted
+        self.logs.append(&chunk)
     }
 
     async fn route_notices(&mut self) {
@@ -566,7 +433,7 @@ impl Actor {
                     let event = pb::run_event::Event::Shard(pb::ShardUpdate {
                         shard_id: shard.0,
                         attempt: attempt.0,
-                        status: wire::status_to_wire(status) as i32,
+                        status: pb::Status::from(status) as i32,
                         worker_id: worker.map(|w| w.0).unwrap_or_default(),
                         message,
                     });
@@ -589,7 +456,7 @@ impl Actor {
                     }
                     self.publish(
                         &run,
-                        pb::run_event::Event::JobFinished(wire::job_result_to_wire(&result)),
+                        pb::run_event::Event::JobFinished(pb::JobResult::from(&result)),
                     );
                 }
                 Notice::RunFinished { run, status } => {
@@ -621,7 +488,7 @@ impl Actor {
     fn publish_report(&mut self, run: &RunId, status: Status) {
         let (Some(reports), Some(record), Some(view)) = (
             self.reports.clone(),
-            self.runs.get_mut(run),
+            self.runs.get(run),
             self.scheduler.run(run),
         ) else {
             if let Some(record) = self.runs.get_mut(run) {
@@ -630,106 +497,21 @@ impl Actor {
             self.announce_finished(run);
             return;
         };
-        let seconds = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        };
-        let logs = self
-            .logs
-            .iter()
-            .filter(|(key, _)| &key.0 == run)
-            .map(|(key, buffer)| ((key.1.clone(), key.2.clone()), buffer.data.clone()))
-            .collect();
-        let plan_json = serde_json::to_vec_pretty(&serde_json::json!({
-            "jobs": record.plan.jobs.values().collect::<Vec<_>>(),
-            "shards": record.plan.shards,
-        }))
-        .unwrap_or_default();
-        let event = pb::Event::try_from(record.event)
-            .map_or("unspecified", |e| e.as_str_name())
-            .trim_start_matches("EVENT_")
-            .to_ascii_lowercase();
-        let finished = super::reports::FinishedRun {
-            run: crate::report::StoredRun {
-                format: 1,
-                run_id: run.0.clone(),
-                status,
-                event,
-                labels: record.labels.clone(),
-                head_commit: record.source.head_commit.clone(),
-                base_commit: record.source.base_commit.clone(),
-                submitted_by: record.submitted_by.clone(),
-                created_at: seconds(record.created_at),
-                finished_at: record.finished_at.map(seconds),
-                jobs: record
-                    .plan
-                    .jobs
-                    .iter()
-                    .map(|(id, job)| {
-                        let meta = crate::report::JobMeta {
-                            connector: job.connector.clone(),
-                            test_type: job.test_type.clone(),
-                            matrix: job.matrix.clone(),
-                            reasons: job.reasons.to_vec(),
-                        };
-                        (id.clone(), meta)
-                    })
-                    .collect(),
-                test_types: record
-                    .plan
-                    .wire
-                    .jobs
-                    .iter()
-                    .fold(Vec::new(), |mut order, job| {
-                        if !order.contains(&job.test_type) {
-                            order.push(job.test_type.clone());
-                        }
-                        order
-                    }),
-                results: view.results.clone(),
-                skipped: record
-                    .plan
-                    .wire
-                    .skipped
-                    .iter()
-                    .map(|s| crate::report::Skipped {
-                        connector: s.connector.clone(),
-                        test_type: s.test_type.clone(),
-                        reason: s.reason.clone(),
-                    })
-                    .collect(),
-            },
-            logs,
-            plan_json,
-        };
-        let commands = self.commands.clone();
-        let run = run.clone();
-        tokio::spawn(async move {
-            // A store outage delays the report; the run's results stay here until it is
-            // written. Publishing is idempotent (same keys, same bytes), so retrying is safe.
-            let mut wait = std::time::Duration::from_millis(500);
-            let mut tries = 0;
-            let result = loop {
-                tries += 1;
-                match reports.publish(&finished).await {
-                    Ok(url) => break Ok(url),
-                    Err(e) if tries < PUBLISH_TRIES => {
-                        tracing::warn!(%run, error = %e, "publishing the report failed; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
-                    }
-                    Err(e) => break Err(format!("{e} (after {tries} tries)")),
-                }
-            };
-            let _ = commands.send(Command::ReportWritten { run, result }).await;
-        });
+        let finished = publish::finished_run(record, &view, status, self.logs.of_run(run));
+        let tracker = self.tracker.clone();
+        tracker.spawn(publish::publish(
+            reports,
+            finished,
+            run.clone(),
+            self.commands.clone(),
+        ));
     }
 
     fn announce_finished(&mut self, run: &RunId) {
         let (Some(view), Some(record)) = (self.scheduler.run(run), self.runs.get(run)) else {
             return;
         };
-        let event = finished_event(&view, record);
+        let event = wire::finished_event(&view, record);
         for watcher in self.watchers.remove(run).unwrap_or_default() {
             let _ = watcher.try_send(event.clone());
         }
@@ -745,52 +527,5 @@ impl Actor {
             // watch again and gets a fresh snapshot.
             watchers.retain(|w| w.try_send(message.clone()).is_ok());
         }
-    }
-}
-
-fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
-    let failed = view
-        .results
-        .iter()
-        .filter(|r| matches!(r.status, Status::Failure | Status::Error))
-        .count();
-    pb::RunEvent {
-        run_id: view.id.0.clone(),
-        event: Some(pb::run_event::Event::RunFinished(pb::RunFinished {
-            status: wire::status_to_wire(view.status) as i32,
-            failed_jobs: failed as u32,
-            report_url: record
-                .report
-                .clone()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-        })),
-    }
-}
-
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-pub fn run_to_wire(view: &RunView, record: &RunRecord) -> pb::Run {
-    pb::Run {
-        id: view.id.0.clone(),
-        source: Some(record.source.clone()),
-        event: record.event,
-        labels: record.labels.clone(),
-        plan: Some(record.plan.wire.clone()),
-        status: wire::status_to_wire(view.status) as i32,
-        created_at: Some(timestamp(record.created_at)),
-        started_at: None,
-        finished_at: record.finished_at.map(timestamp),
-        submitted_by: record.submitted_by.clone(),
-        results: view.results.iter().map(wire::job_result_to_wire).collect(),
-        shards_total: view.shards.len() as u32,
-        shards_done: view.shards_done() as u32,
-        deadline: None,
     }
 }

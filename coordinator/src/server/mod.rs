@@ -1,45 +1,43 @@
-//! The coordinator server: the event loop, the gRPC services over it, and where sources live.
+//! The coordinator server: the event loop that owns the scheduler (`actor`), the commands it
+//! takes (`commands`), live logs (`logs`), report publishing (`publish`), the gRPC services over
+//! it (`client_api`, `worker_api`) behind one interceptor (`auth`), the error-to-status map
+//! (`status`) and where source bundles live (`sources`).
 
 mod actor;
-mod grpc;
-mod reports;
-mod retention;
+mod auth;
+mod client_api;
+mod commands;
+mod logs;
+mod publish;
 mod sources;
-mod store;
+mod status;
+mod worker_api;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shardci_proto::v1::client_service_server::ClientServiceServer;
 use shardci_proto::v1::worker_service_server::WorkerServiceServer;
+use shardci_reports::ReportStore;
+use shardci_scheduling::schedule::SchedulerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-pub use actor::{Command, Coordinator, LogVerdict, RunRecord};
-pub use grpc::Tokens;
-pub use reports::{RegenerateError, Rendered, ReportStore};
-pub use retention::StoredRunSummary;
-pub use store::{StoreOpenError, is_store_url, open_report_store};
-
-/// A report store in a local folder (created if missing), addressed as `file://` URLs.
-pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore> {
-    std::fs::create_dir_all(dir)?;
-    let dir = std::path::absolute(dir)?;
-    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-        .map_err(std::io::Error::other)?;
-    Ok(ReportStore::new(
-        Arc::new(store),
-        format!("file://{}", dir.display()),
-    ))
-}
+pub use auth::{Guard, Role, Tokens};
+pub use commands::{Command, Coordinator, LogRead, LogVerdict, RunRecord};
 pub use sources::{SourceError, SourceStore, valid_digest};
 
-use crate::schedule::SchedulerConfig;
 use crate::state::StateStore;
 
+/// How a coordinator serves.
 pub struct ServerConfig {
+    /// Leases, retries and the rest of the scheduler's policy.
     pub scheduler: SchedulerConfig,
+    /// Where source bundles are kept.
     pub data_dir: PathBuf,
+    /// Bearer tokens the services require.
     pub tokens: Tokens,
     /// Largest source bundle accepted.
     pub max_bundle_bytes: u64,
@@ -47,21 +45,44 @@ pub struct ServerConfig {
     pub max_active_runs: usize,
     /// Where finished runs' logs, reports and duration history go.
     pub reports: Option<ReportStore>,
+    /// How long shutdown waits for detached work (reports still being published).
+    pub shutdown_grace: Duration,
 }
 
+impl ServerConfig {
+    /// A configuration with the defaults a coordinator starts with.
+    pub fn new(data_dir: PathBuf, scheduler: SchedulerConfig) -> Self {
+        Self {
+            scheduler,
+            data_dir,
+            tokens: Tokens::default(),
+            max_bundle_bytes: 2 << 30,
+            max_active_runs: 1000,
+            reports: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why serving stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The data directory could not be prepared.
     #[error("failed to prepare the data directory {}: {source}", path.display())]
     DataDir {
+        /// The directory.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves both services on `listener` until `shutdown` is cancelled. Takes a bound listener so
-/// callers (tests, `shardci local`) can bind port 0 and learn the address first.
+/// Serves both services on `listener` until `shutdown` is cancelled, then waits (up to
+/// `shutdown_grace`) for reports still being published. Takes a bound listener so callers
+/// (tests, `shardci local`) can bind port 0 and learn the address first.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
@@ -76,31 +97,52 @@ pub async fn serve(
                 source,
             }
         })?;
+    let tracker = TaskTracker::new();
     let (coordinator, actor) = actor::start(
-        config.scheduler,
-        config.max_active_runs,
+        actor::ActorConfig {
+            scheduler: config.scheduler,
+            max_active_runs: config.max_active_runs,
+            finished_runs_kept: actor::FINISHED_RUNS_KEPT,
+            reports: config.reports.clone(),
+        },
         store,
-        config.reports.clone(),
+        tracker.clone(),
         shutdown.clone(),
     );
-    let client = grpc::ClientApi {
+    let client = client_api::ClientApi {
         coordinator: coordinator.clone(),
         sources: sources.clone(),
-        tokens: config.tokens.clone(),
     };
-    let worker = grpc::WorkerApi {
+    let worker = worker_api::WorkerApi {
         coordinator,
         sources,
-        tokens: config.tokens,
-        lease_ttl: std::time::Duration::from_millis(config.scheduler.lease_ttl_ms),
+        lease_ttl: Duration::from_millis(config.scheduler.lease_ttl_ms),
     };
+    let client = ClientServiceServer::new(client).max_decoding_message_size(64 << 20);
+    let worker = WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(ClientServiceServer::new(client).max_decoding_message_size(64 << 20))
-        .add_service(WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            client,
+            Guard::new(Role::Client, &config.tokens),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            worker,
+            Guard::new(Role::Worker, &config.tokens),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
     let _ = actor.await;
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutting down with reports still being published after {:?}",
+            config.shutdown_grace
+        );
+    }
     result.map_err(ServeError::from)
 }

@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 
 use super::{Executor, StepContext, step_env};
 use crate::logs::LogSink;
-use crate::spec::{FailureClass, StepOutcome, StepSpec};
+use shardci_types::{FailureClass, StepSpec};
+
+use crate::outcome::StepOutcome;
 
 /// Every container shardci starts carries this label (value `true`).
 pub const LABEL_MANAGED: &str = "shardci.managed";

@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
-use crate::spec::{StepOutcome, StepSpec};
+use shardci_types::StepSpec;
+
+use crate::outcome::StepOutcome;
 
 pub use docker::{DockerExecutor, DockerSetupError, LABEL_MANAGED, LABEL_WORKER};
 pub use process::ProcessExecutor;

@@ -9,7 +9,9 @@ use tokio::process::Command;
 
 use super::{Executor, StepContext, step_env};
 use crate::logs::LogSink;
-use crate::spec::{FailureClass, StepOutcome, StepSpec};
+use shardci_types::{FailureClass, StepSpec};
+
+use crate::outcome::StepOutcome;
 
 #[derive(Debug, Default, Clone)]
 pub struct ProcessExecutor;

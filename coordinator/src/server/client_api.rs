@@ -1,0 +1,380 @@
+//! The client service (`shardci submit`, `runs`, `logs`, `workers`): thin translations between
+//! wire messages and actor commands. Authentication and the version check happen before, in
+//! the [`super::auth::Guard`] interceptor.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use futures_util::Stream;
+use shardci_proto::convert::event_from_wire;
+use shardci_proto::v1 as pb;
+use shardci_proto::v1::client_service_server::ClientService;
+use shardci_scheduling::schedule::{Millis, Priority, RunId, WorkerId};
+use shardci_types::Event;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::commands::{Command, Coordinator, LogRead, RunRecord};
+use super::sources::{AsyncChunks, SourceStore, valid_digest};
+use super::status;
+use crate::wire;
+
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Clone)]
+pub(crate) struct ClientApi {
+    pub coordinator: Coordinator,
+    pub sources: SourceStore,
+}
+
+struct UploadChunks {
+    stream: Streaming<pb::SourceChunk>,
+    first: Option<Vec<u8>>,
+}
+
+#[async_trait::async_trait]
+impl AsyncChunks for UploadChunks {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        match self.stream.message().await {
+            Ok(Some(chunk)) => Ok(Some(chunk.data)),
+            Ok(None) => Ok(None),
+            Err(status) => Err(std::io::Error::other(status.message().to_string())),
+        }
+    }
+}
+
+fn new_run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("run-{}-{:04x}", now.as_secs(), now.subsec_nanos() & 0xffff)
+}
+
+#[tonic::async_trait]
+impl ClientService for ClientApi {
+    async fn plan(
+        &self,
+        _request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        Err(Status::unimplemented(
+            "the coordinator does not plan yet: plan with the CLI (`shardci plan`) and submit the plan",
+        ))
+    }
+
+    async fn upload_source(
+        &self,
+        request: Request<Streaming<pb::SourceChunk>>,
+    ) -> Result<Response<pb::UploadSourceResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an upload needs at least one chunk"))?;
+        if !valid_digest(&first.expected_digest) {
+            return Err(Status::invalid_argument(
+                "the first chunk must carry expected_digest, a lowercase hex sha256",
+            ));
+        }
+        let digest = first.expected_digest.clone();
+        let (digest, size, already) = self
+            .sources
+            .put(
+                &digest,
+                UploadChunks {
+                    stream,
+                    first: Some(first.data),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::UploadSourceResponse {
+            digest,
+            size,
+            already_present: already,
+        }))
+    }
+
+    async fn submit_run(
+        &self,
+        request: Request<pb::SubmitRunRequest>,
+    ) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        let submit = request.into_inner();
+        let plan_request = submit.plan_request.unwrap_or_default();
+        let source = plan_request
+            .source
+            .ok_or_else(|| Status::invalid_argument("plan_request.source is required"))?;
+        match &source.location {
+            Some(pb::source::Location::BundleDigest(digest)) => {
+                if !self.sources.contains(digest) {
+                    return Err(Status::failed_precondition(format!(
+                        "source bundle {digest} was not uploaded; upload it first"
+                    )));
+                }
+            }
+            Some(pb::source::Location::Git(git))
+                if !git.url.is_empty() && !source.head_commit.is_empty() => {}
+            Some(pb::source::Location::Git(_)) => {
+                return Err(Status::invalid_argument(
+                    "a git source needs a url and a head commit",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the source names neither a bundle nor a git repository",
+                ));
+            }
+        }
+        let plan = submit.plan.ok_or_else(|| {
+            Status::unimplemented(
+                "submit a plan made by the CLI; coordinator-side planning is not available yet",
+            )
+        })?;
+        let runnable = wire::plan_from_wire(plan).map_err(status::invalid)?;
+        // An unspecified event is a manual run; an unknown number is refused.
+        let event = match plan_request.event {
+            0 => None,
+            n => Some(event_from_wire(n).map_err(status::invalid)?),
+        };
+        let class = match event {
+            Some(Event::Push | Event::Schedule) => 2,
+            _ => 1,
+        };
+        let id = RunId(new_run_id());
+        let deadline = submit.deadline.map(|d| {
+            let target =
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.seconds.max(0) as u64);
+            let left = target.duration_since(SystemTime::now()).unwrap_or_default();
+            left.as_millis() as u64
+        });
+        let record = RunRecord {
+            id: id.clone(),
+            plan: runnable.clone(),
+            source,
+            event,
+            labels: plan_request.labels,
+            submitted_by: submit.submitted_by,
+            created_at: SystemTime::now(),
+            secrets: submit.secrets.into_iter().collect::<BTreeMap<_, _>>(),
+            finished_at: None,
+            report: None,
+        };
+        let coordinator = self.coordinator.clone();
+        let result = coordinator
+            .call(|reply| Command::Submit {
+                record: Box::new(record),
+                idempotency_key: submit.idempotency_key,
+                priority: Priority {
+                    class,
+                    boost: submit.priority,
+                },
+                // Milliseconds from now; the actor turns them into scheduler time.
+                deadline: deadline.map(Millis),
+                reply,
+            })
+            .await?;
+        let run_id = result.map_err(status::submit)?;
+        Ok(Response::new(pb::SubmitRunResponse {
+            run_id: run_id.0,
+            plan: Some(runnable.wire),
+        }))
+    }
+
+    type WatchRunStream = BoxStream<pb::RunEvent>;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let run = RunId(request.into_inner().run_id);
+        let (tx, rx) = mpsc::channel(4096);
+        let known = self
+            .coordinator
+            .call(|reply| Command::Watch {
+                run: run.clone(),
+                events: tx,
+                reply,
+            })
+            .await?;
+        if !known {
+            return Err(Status::not_found(format!("no run {run}")));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            Ok,
+        ))))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let run = RunId(request.into_inner().run_id);
+        let found = self
+            .coordinator
+            .call(|reply| Command::GetRun {
+                run: run.clone(),
+                reply,
+            })
+            .await?;
+        let (view, record) = found.ok_or_else(|| Status::not_found(format!("no run {run}")))?;
+        Ok(Response::new(wire::run_to_wire(&view, &record)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let limit = match request.get_ref().limit {
+            0 => 50,
+            n => n as usize,
+        };
+        let runs = self
+            .coordinator
+            .call(|reply| Command::ListRuns { reply })
+            .await?;
+        let runs = runs
+            .iter()
+            .take(limit)
+            .map(|(view, record)| wire::run_to_wire(view, record))
+            .collect();
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let run = RunId(request.into_inner().run_id);
+        let status = self
+            .coordinator
+            .call(|reply| Command::Cancel {
+                run: run.clone(),
+                reply,
+            })
+            .await?;
+        let status = status.ok_or_else(|| Status::not_found(format!("no run {run}")))?;
+        Ok(Response::new(pb::CancelRunResponse {
+            status: pb::Status::from(status) as i32,
+        }))
+    }
+
+    type StreamLogsStream = BoxStream<pb::LogChunk>;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let req = request.into_inner();
+        let key = (
+            RunId(req.run_id.clone()),
+            req.job_id.clone(),
+            req.step.clone(),
+        );
+        let found = self
+            .coordinator
+            .call(|reply| Command::Logs {
+                key,
+                follow: req.follow,
+                reply,
+            })
+            .await?;
+        let read = found.ok_or_else(|| Status::not_found(format!("no run {}", req.run_id)))?;
+        let (existing, follow) = match read {
+            LogRead::Live { data, follow } => (data, follow),
+            LogRead::Stored(store) => {
+                let log = store
+                    .read_log(&req.run_id, &req.job_id, &req.step)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("failed to read the log: {e}")))?;
+                (log.unwrap_or_default(), None)
+            }
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let (job, step) = (req.job_id, req.step);
+        tokio::spawn(async move {
+            let chunk = |seq: u64, data: Vec<u8>| pb::LogChunk {
+                run_id: String::new(),
+                shard_id: String::new(),
+                attempt: 0,
+                job_id: job.clone(),
+                step: step.clone(),
+                seq,
+                data,
+                eof: false,
+            };
+            let mut seq = 0;
+            if !existing.is_empty() && tx.send(Ok(chunk(seq, existing))).await.is_err() {
+                return;
+            }
+            seq += 1;
+            if let Some(mut follow) = follow {
+                while let Some(data) = follow.recv().await {
+                    if tx.send(Ok(chunk(seq, data))).await.is_err() {
+                        return;
+                    }
+                    seq += 1;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let (workers, clock) = self
+            .coordinator
+            .call(|reply| Command::ListWorkers { reply })
+            .await?;
+        let now = SystemTime::now();
+        let workers = workers
+            .into_iter()
+            .map(|w| pb::WorkerInfo {
+                id: w.id.0,
+                labels: w.labels,
+                slots: w.slots,
+                current_shards: w.running.iter().map(|(k, a)| format!("{k}#{a}")).collect(),
+                // The scheduler's clock is relative: wall time now, minus the heartbeat's age.
+                last_heartbeat: Some({
+                    let age = std::time::Duration::from_millis(
+                        clock.0.saturating_sub(w.last_heartbeat.0),
+                    );
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    let d = at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    prost_types::Timestamp {
+                        seconds: d.as_secs() as i64,
+                        nanos: d.subsec_nanos() as i32,
+                    }
+                }),
+                draining: w.draining,
+                version: String::new(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let worker = WorkerId(request.into_inner().worker_id);
+        let accepted = self
+            .coordinator
+            .call(|reply| Command::Drain {
+                worker: worker.clone(),
+                reply,
+            })
+            .await?;
+        if !accepted {
+            return Err(Status::not_found(format!("no worker {worker}")));
+        }
+        Ok(Response::new(pb::DrainWorkerResponse { accepted }))
+    }
+}

@@ -1,0 +1,172 @@
+//! What the gRPC services ask of the event loop, and the handle they ask through. The actor is
+//! the only owner of mutable state; everything else sends it a [`Command`] and awaits the reply.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use shardci_proto::v1 as pb;
+use shardci_scheduling::schedule::{
+    Ack, Attempt, JobReport, Millis, Priority, RunId, RunView, SessionError, SessionId, ShardId,
+    ShardKey, Status, SubmitError, WorkerId, WorkerView,
+};
+use shardci_types::Event;
+use tokio::sync::{mpsc, oneshot};
+
+use shardci_reports::ReportStore;
+
+use crate::wire::RunnablePlan;
+
+/// What was submitted, kept beside the scheduler's view of the run.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub plan: RunnablePlan,
+    pub source: pb::Source,
+    pub event: Option<Event>,
+    pub labels: Vec<String>,
+    pub submitted_by: String,
+    pub created_at: SystemTime,
+    pub secrets: BTreeMap<String, String>,
+    pub finished_at: Option<SystemTime>,
+    /// Where the HTML report is, once written (or why it is not).
+    pub report: Option<Result<String, String>>,
+}
+
+/// What the coordinator sends a worker: a message, or the status that ends the session.
+pub type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
+
+/// What became of a log chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogVerdict {
+    Accepted,
+    /// From an attempt the worker no longer holds (fenced) or a repeat: dropped quietly.
+    Dropped,
+    /// For a shard that does not exist: a protocol violation.
+    Unknown,
+}
+
+/// Where a step's log can be read.
+pub enum LogRead {
+    /// Held here: what is there now and, when following, what comes next.
+    Live {
+        data: Vec<u8>,
+        follow: Option<mpsc::Receiver<Vec<u8>>>,
+    },
+    /// The run was published and its logs left memory: they are whole in the report store.
+    Stored(ReportStore),
+}
+
+/// A log stream's identity.
+pub type LogKey = (RunId, String, String);
+
+/// A request to the event loop; each carries the channel its answer goes back on.
+pub enum Command {
+    Submit {
+        record: Box<RunRecord>,
+        idempotency_key: String,
+        priority: Priority,
+        /// Milliseconds from now until what is left of the run is cancelled.
+        deadline: Option<Millis>,
+        reply: oneshot::Sender<Result<RunId, SubmitError>>,
+    },
+    Connect {
+        worker: WorkerId,
+        labels: Vec<String>,
+        slots: u32,
+        running: Vec<(ShardKey, Attempt)>,
+        outbox: mpsc::Sender<Outgoing>,
+        reply: oneshot::Sender<SessionId>,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        session: SessionId,
+        reply: oneshot::Sender<Result<Millis, SessionError>>,
+    },
+    RequestWork {
+        worker: WorkerId,
+        session: SessionId,
+        free_slots: u32,
+        reply: oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
+    },
+    Complete {
+        worker: WorkerId,
+        run: RunId,
+        shard: ShardId,
+        attempt: Attempt,
+        reports: Vec<JobReport>,
+        reply: oneshot::Sender<Ack>,
+    },
+    Log {
+        worker: WorkerId,
+        chunk: pb::LogChunk,
+        reply: oneshot::Sender<LogVerdict>,
+    },
+    Cancel {
+        run: RunId,
+        reply: oneshot::Sender<Option<Status>>,
+    },
+    Drain {
+        worker: WorkerId,
+        reply: oneshot::Sender<bool>,
+    },
+    GetRun {
+        run: RunId,
+        reply: oneshot::Sender<Option<(RunView, RunRecord)>>,
+    },
+    ListRuns {
+        reply: oneshot::Sender<Vec<(RunView, RunRecord)>>,
+    },
+    /// Workers, with the scheduler's current time so heartbeat ages can be told.
+    ListWorkers {
+        reply: oneshot::Sender<(Vec<WorkerView>, Millis)>,
+    },
+    Watch {
+        run: RunId,
+        events: mpsc::Sender<pb::RunEvent>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// The report of a finished run was written (or failed to be).
+    ReportWritten {
+        run: RunId,
+        result: Result<String, String>,
+    },
+    Logs {
+        key: LogKey,
+        follow: bool,
+        reply: oneshot::Sender<Option<LogRead>>,
+    },
+}
+
+/// A handle to the event loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator is shutting down")]
+pub struct ShuttingDown;
+
+impl Coordinator {
+    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Self {
+        Self { commands }
+    }
+
+    /// Sends the command `make` builds around a reply channel and awaits the answer.
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ShuttingDown> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ShuttingDown)?;
+        rx.await.map_err(|_| ShuttingDown)
+    }
+
+    /// Sends a command that needs no answer.
+    pub async fn send(&self, command: Command) -> Result<(), ShuttingDown> {
+        self.commands.send(command).await.map_err(|_| ShuttingDown)
+    }
+}

@@ -1,0 +1,180 @@
+//! The plan: what will run, where it came from, and why. This is the planner's output and the
+//! JSON contract of `shardci plan --json` (field names are stable; new fields may be added).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Language;
+use crate::repo::ChangeStatus;
+pub use shardci_types::{Event, Versions};
+
+/// Where the plan's inputs came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_base: Option<String>,
+    pub head_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_commit: Option<String>,
+    pub include_uncommitted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// How one changed path was classified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FileClass {
+    /// Forces full tests.
+    Environment { glob: String },
+    /// Inside a connector's folder.
+    Connector {
+        connector: String,
+        /// The first rule (in file order) that matched; `None`: no rule matched, so every test
+        /// type of the connector runs (the broad fallback, never nothing).
+        rule: Option<RuleMatch>,
+    },
+    /// A connector's docs page.
+    DocsPage { connector: String },
+    /// Inside a shared component that connectors depend on.
+    Shared { component: String, glob: String },
+    /// Matched `selection.ignore`: selects nothing.
+    Ignored { glob: String },
+    /// Not a connector file, not shared, not ignored: falls back to full tests.
+    Unclassified,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleMatch {
+    pub rule: String,
+    pub test_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassifiedFile {
+    pub path: String,
+    pub status: ChangeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_path: Option<String>,
+    pub class: FileClass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Resources {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageBuild {
+    /// Relative to the monorepo root.
+    pub context: String,
+    /// Relative to the monorepo root.
+    pub dockerfile: String,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub image: String,
+    /// Run as `sh -c <command>` in `workdir`.
+    pub command: String,
+    pub workdir: String,
+    pub env: BTreeMap<String, String>,
+    /// Secret names only; values are injected by workers.
+    pub secrets: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub timeout_seconds: f64,
+    pub expected_seconds: f64,
+    pub resources: Resources,
+    pub artifacts: Vec<String>,
+    pub network: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_image: Option<ImageBuild>,
+}
+
+/// Where a job's expected duration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Estimate {
+    /// Measured durations of this very job.
+    History,
+    /// Measured durations of its steps' test types (or configured defaults where none).
+    TestTypeHistory,
+    /// Configured expected durations only.
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    /// `connector/test_type[axis=value,...]`, stable across plans.
+    pub id: String,
+    pub connector: String,
+    pub test_type: String,
+    pub language: Language,
+    pub matrix: BTreeMap<String, String>,
+    /// Shared by every matrix point of one (connector, test type).
+    pub reasons: Arc<[String]>,
+    /// Shared by every matrix point of one (connector, test type); the runner adds the
+    /// point as `SHARDCI_MATRIX_<AXIS>` (see `shardci_types::matrix_env_var`).
+    pub steps: Arc<[Step]>,
+    pub expected_seconds: f64,
+    pub estimate: Estimate,
+    /// Worker labels needed.
+    pub requires: Vec<String>,
+    /// Retries allowed for test failures.
+    pub test_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SkippedJob {
+    pub connector: String,
+    pub test_type: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shard {
+    pub id: String,
+    /// Job ids, longest expected first.
+    pub jobs: Vec<String>,
+    pub expected_seconds: f64,
+    pub requires: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Version of this JSON shape.
+    pub format: u32,
+    pub event: Event,
+    pub labels: Vec<String>,
+    pub source: SourceInfo,
+    pub full_tests: bool,
+    pub all_versions: bool,
+    pub versions: Versions,
+    /// Why the modes are what they are.
+    pub mode_reasons: Vec<String>,
+    pub changed_files: Vec<ClassifiedFile>,
+    /// Names of connectors with at least one job, sorted.
+    pub connectors: Vec<String>,
+    pub jobs: Vec<Job>,
+    pub skipped: Vec<SkippedJob>,
+    /// Shards in dispatch order (longest expected first).
+    pub shards: Vec<Shard>,
+    pub slots: u32,
+    pub total_seconds: f64,
+    /// `max(total / slots, longest job)`: no schedule can finish sooner.
+    pub lower_bound_seconds: f64,
+    /// Makespan of dispatching the shards in order to `slots` free slots.
+    pub predicted_makespan_seconds: f64,
+}
+
+pub const PLAN_FORMAT: u32 = 1;

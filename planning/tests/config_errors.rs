@@ -1,0 +1,195 @@
+//! Bad configuration is refused with a message naming the file, line, column and problem.
+//! The texts are pinned: they are what users read.
+
+use std::path::Path;
+
+use shardci_planning::config::Config;
+
+const BASE: &str = r#"
+[defaults]
+image = "busybox"
+
+[test_types.build]
+command = "true"
+
+[test_types.unit]
+depends_on = ["build"]
+command = "true"
+
+[templates.python]
+test_types = ["build", "unit"]
+"#;
+
+fn error(text: &str) -> String {
+    Config::parse(Path::new("repo/shardci.toml"), text)
+        .expect_err("the configuration is refused")
+        .to_string()
+}
+
+#[test]
+fn the_base_configuration_is_valid() {
+    let config = Config::parse(Path::new("shardci.toml"), BASE).unwrap();
+    assert_eq!(
+        config.test_types.keys().collect::<Vec<_>>(),
+        ["build", "unit"]
+    );
+    assert_eq!(config.default_branch, "main");
+}
+
+#[test]
+fn malformed_toml() {
+    assert_eq!(
+        error("[defaults\nimage = 1\n"),
+        "repo/shardci.toml:1:10: unclosed table, expected `]`"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_table() {
+    assert_eq!(
+        error(&format!("{BASE}\n[sharding]\nslots = 3\n")),
+        "repo/shardci.toml:16:1: unknown field `slots`, expected one of `default_slots`, `shards_per_slot`, `min_shard_duration`"
+    );
+}
+
+#[test]
+fn unknown_top_level_table() {
+    let err = error(&format!("{BASE}\n[triggers]\ncron = 1\n"));
+    assert!(
+        err.starts_with("repo/shardci.toml:15:2: unknown field `triggers`, expected one of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_test_type() {
+    let err = error(&BASE.replace("[test_types.unit]\n", "[test_types.unit]\ncomand = \"x\"\n"));
+    assert!(
+        err.starts_with("repo/shardci.toml:9:1: unknown field `comand`, expected one of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_type_cycle() {
+    let text = BASE.replace(
+        "[test_types.build]\n",
+        "[test_types.build]\ndepends_on = [\"unit\"]\n",
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:6:14: test types form a dependency cycle: build -> unit -> build"
+    );
+}
+
+#[test]
+fn unknown_step_in_depends_on() {
+    let text = BASE.replace("depends_on = [\"build\"]", "depends_on = [\"biuld\"]");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:9:15: test type unit depends on unknown step \"biuld\" (defined: build, unit)"
+    );
+}
+
+#[test]
+fn template_missing_a_dependency() {
+    let text = BASE.replace(
+        "test_types = [\"build\", \"unit\"]",
+        "test_types = [\"unit\"]",
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:13:15: template python: test type unit depends on build, which the template does not list"
+    );
+}
+
+#[test]
+fn step_without_a_command() {
+    let text = BASE.replace(
+        "depends_on = [\"build\"]\ncommand = \"true\"",
+        "depends_on = [\"build\"]",
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:12:24: template python: test type unit has no command (set `command` in [test_types.unit] or [templates.python.steps.unit])"
+    );
+}
+
+#[test]
+fn invalid_glob() {
+    let text = format!(
+        "{BASE}\n[[selection.rules]]\nname = \"bad\"\nfiles = [\"src/[a\"]\ntest_types = [\"unit\"]\n"
+    );
+    let err = error(&text);
+    assert!(
+        err.starts_with("repo/shardci.toml:17:10: selection rule \"bad\": invalid glob \"src/[a\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn rule_with_an_unknown_test_type() {
+    let text = format!(
+        "{BASE}\n[[selection.rules]]\nname = \"r\"\nfiles = [\"**\"]\ntest_types = [\"e2e\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:18:15: selection rule \"r\": unknown test type \"e2e\" (defined: build, unit)"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let text = BASE.replace("[defaults]\n", "[defaults]\ntimeout = \"10 parsecs\"\n");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:3:11: invalid duration \"10 parsecs\": unknown unit \"parsecs\" (use ms, s, m, h or d)"
+    );
+}
+
+#[test]
+fn matrix_default_not_among_values() {
+    let text =
+        format!("{BASE}\n[matrix.python]\nvalues = [\"3.11\", \"3.12\"]\ndefault = \"3.9\"\n");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:17:11: matrix axis python: default \"3.9\" is not one of its values (3.11, 3.12)"
+    );
+}
+
+#[test]
+fn unknown_language() {
+    let text = format!("{BASE}\n[matrix.python]\nvalues = [\"3.11\"]\nlanguages = [\"cobol\"]\n");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:17:14: unknown language \"cobol\" (expected one of: python, low-code, manifest-only, java, generic)"
+    );
+}
+
+#[test]
+fn test_type_key_in_a_template_step() {
+    let text = format!("{BASE}\n[templates.python.steps.unit]\nsuite = \"unitTests\"\n");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:16:9: `suite` in [templates.python.steps.unit]: this key belongs in a [test_types.<name>] table"
+    );
+}
+
+#[test]
+fn no_test_types() {
+    assert_eq!(
+        error("[project]\ndefault_branch = \"main\"\n"),
+        "repo/shardci.toml:1:1: no test types defined: add at least one [test_types.<name>] table"
+    );
+}
+
+#[test]
+fn shared_component_depending_on_an_unknown_component() {
+    let text = format!(
+        "{BASE}\n[[shared]]\nname = \"cdk\"\npaths = [\"cdk/**\"]\ndepends_on = [\"nope\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:18:15: shared component \"cdk\" depends on unknown shared component \"nope\""
+    );
+}

@@ -1,0 +1,14 @@
+//! shardci's reports: a finished run's results analysed into one value (`report`), rendered as
+//! JSON, a self-contained HTML page, JUnit XML and a Markdown summary, and published with the
+//! logs, the plan and the duration history to an object store (`ReportStore`), which also
+//! answers retention (`shardci gc`).
+
+pub mod report;
+
+mod open;
+mod retention;
+mod store;
+
+pub use open::{StoreOpenError, is_store_url, open_report_store};
+pub use retention::StoredRunSummary;
+pub use store::{FinishedRun, RegenerateError, Rendered, ReportStore, local_report_store};

@@ -1,0 +1,186 @@
+//! Turns a run's plan and results into a [`RunReport`]. Pure: data in, report out, so reports
+//! are a function of what was stored and can be regenerated at any time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Cell, Counts, JobEntry, RunReport, StepEntry, StoredRun};
+use shardci_types::{JobResult, Status};
+
+/// A stored run and the tails of its logs, by (job, step).
+pub struct ReportInput<'a> {
+    pub run: &'a StoredRun,
+    pub log_tails: &'a BTreeMap<(String, String), String>,
+}
+
+/// Worst first: what a grid cell shows when its matrix points disagree.
+fn severity(status: &str) -> u8 {
+    match status {
+        "failure" => 0,
+        "error" => 1,
+        "cancelled" => 2,
+        "queued" | "running" => 3,
+        "skipped" => 4,
+        _ => 5,
+    }
+}
+
+pub fn log_key(run: &str, job: &str, step: &str) -> String {
+    format!("{}/log.txt", shardci_types::step_prefix(run, job, step))
+}
+
+/// Object-store keys keep to a safe alphabet; job ids contain `/`, `[`, `=` and `,`.
+pub fn safe_key(job: &str) -> String {
+    shardci_types::job_key(job)
+}
+
+pub fn analyze(input: &ReportInput<'_>) -> RunReport {
+    let run = input.run;
+    let results: BTreeMap<&str, &JobResult> =
+        run.results.iter().map(|r| (r.job.0.as_str(), r)).collect();
+    let mut jobs = Vec::new();
+    let mut counts = Counts::default();
+    for (id, job) in &run.jobs {
+        let result = results.get(id.as_str());
+        let status = result.map_or("queued", |r| r.status.as_str()).to_string();
+        match status.as_str() {
+            "success" => counts.passed += 1,
+            "failure" => counts.failed += 1,
+            "error" => counts.errored += 1,
+            "skipped" => counts.skipped += 1,
+            "cancelled" => counts.cancelled += 1,
+            _ => {}
+        }
+        let flaky = result.is_some_and(|r| r.flaky);
+        if flaky {
+            counts.flaky += 1;
+        }
+        let steps: Vec<StepEntry> = result
+            .map(|r| {
+                r.steps
+                    .iter()
+                    .map(|s| {
+                        let failed = matches!(s.status, Status::Failure | Status::Error);
+                        StepEntry {
+                            name: s.step.clone(),
+                            status: s.status.as_str().to_string(),
+                            failure_class: s.failure_class.map(|c| c.as_str().to_string()),
+                            exit_code: s.exit_code,
+                            duration_seconds: s.duration_ms as f64 / 1000.0,
+                            message: s.message.clone(),
+                            log_key: log_key(&run.run_id, id, &s.step),
+                            artifacts: s
+                                .artifacts
+                                .iter()
+                                .map(|a| {
+                                    format!(
+                                        "{}/artifacts/{a}",
+                                        shardci_types::step_prefix(&run.run_id, id, &s.step)
+                                    )
+                                })
+                                .collect(),
+                            log_tail: if failed {
+                                input
+                                    .log_tails
+                                    .get(&(id.clone(), s.step.clone()))
+                                    .cloned()
+                                    .unwrap_or_default()
+                            } else {
+                                String::new()
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let failure_class = result
+            .and_then(|r| r.failure_class)
+            .map(|c| c.as_str().to_string());
+        jobs.push(JobEntry {
+            id: id.clone(),
+            connector: job.connector.clone(),
+            test_type: job.test_type.clone(),
+            matrix: job.matrix.clone(),
+            infrastructure: result
+                .and_then(|r| r.failure_class)
+                .is_some_and(|c| c.is_infrastructure()),
+            failure_class,
+            attempts: result.map_or(0, |r| r.attempts),
+            flaky,
+            duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
+            reasons: job.reasons.clone(),
+            steps,
+            status,
+        });
+    }
+    // Failures first, then errors and cancellations, then the rest, each in id order.
+    jobs.sort_by(|a, b| {
+        severity(&a.status)
+            .cmp(&severity(&b.status))
+            .then(a.id.cmp(&b.id))
+    });
+    let connectors: Vec<String> = jobs
+        .iter()
+        .map(|j| j.connector.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The plan's order where it is known, then any other test type in order of appearance.
+    let mut test_types: Vec<String> = run
+        .test_types
+        .iter()
+        .filter(|t| jobs.iter().any(|j| &j.test_type == *t))
+        .cloned()
+        .collect();
+    for job in &jobs {
+        if !test_types.contains(&job.test_type) {
+            test_types.push(job.test_type.clone());
+        }
+    }
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    for job in &jobs {
+        let cell = cells
+            .entry((job.connector.clone(), job.test_type.clone()))
+            .or_insert_with(|| Cell {
+                connector: job.connector.clone(),
+                test_type: job.test_type.clone(),
+                status: job.status.clone(),
+                jobs: Vec::new(),
+            });
+        if severity(&job.status) < severity(&cell.status) {
+            cell.status = job.status.clone();
+        }
+        cell.jobs.push(job.id.clone());
+    }
+    let tested: BTreeSet<&str> = jobs
+        .iter()
+        .filter(|j| j.status == "success" || j.status == "failure")
+        .map(|j| j.connector.as_str())
+        .collect();
+    let untested = connectors
+        .iter()
+        .filter(|c| !tested.contains(c.as_str()))
+        .cloned()
+        .collect();
+    RunReport {
+        format: 1,
+        run_id: run.run_id.clone(),
+        status: run.status.as_str().to_string(),
+        event: run.event.clone(),
+        labels: run.labels.clone(),
+        head_commit: run.head_commit.clone(),
+        base_commit: run.base_commit.clone(),
+        submitted_by: run.submitted_by.clone(),
+        created_at: run.created_at,
+        finished_at: run.finished_at,
+        duration_seconds: run
+            .finished_at
+            .map_or(0.0, |f| f.saturating_sub(run.created_at) as f64),
+        counts,
+        connectors,
+        test_types,
+        cells: cells.into_values().collect(),
+        jobs,
+        skipped: run.skipped.clone(),
+        untested_connectors: untested,
+    }
+}

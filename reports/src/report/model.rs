@@ -1,0 +1,128 @@
+//! What a report says about a run: the analysed value every renderer draws from.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use shardci_types::{JobResult, Status};
+
+/// What a planned job contributes to a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMeta {
+    pub connector: String,
+    pub test_type: String,
+    pub matrix: BTreeMap<String, String>,
+    pub reasons: Vec<String>,
+}
+
+/// Everything a report is made of, as stored at `runs/<run>/run.json`: reports are a pure
+/// function of it (plus the logs), so they can be regenerated at any time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    pub format: u32,
+    pub run_id: String,
+    pub status: Status,
+    pub event: String,
+    pub labels: Vec<String>,
+    pub head_commit: String,
+    pub base_commit: String,
+    pub submitted_by: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+    /// By job id.
+    pub jobs: BTreeMap<String, JobMeta>,
+    /// Test types in the plan's order (build before unit before acceptance), for the grid.
+    #[serde(default)]
+    pub test_types: Vec<String>,
+    pub results: Vec<JobResult>,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub errored: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+    pub flaky: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepEntry {
+    pub name: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    pub duration_seconds: f64,
+    pub message: String,
+    /// Object-store key of the whole log.
+    pub log_key: String,
+    /// Object-store keys of the files the step kept (its `artifacts` globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+    /// The end of the log, inline for failures.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub log_tail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobEntry {
+    pub id: String,
+    pub connector: String,
+    pub test_type: String,
+    pub matrix: BTreeMap<String, String>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<String>,
+    /// Infrastructure failures (timeout, OOM, worker lost...) are told apart from test failures.
+    pub infrastructure: bool,
+    pub attempts: u32,
+    pub flaky: bool,
+    pub duration_seconds: f64,
+    pub reasons: Vec<String>,
+    pub steps: Vec<StepEntry>,
+}
+
+/// One cell of the connector × test type grid: the worst status of its jobs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    pub connector: String,
+    pub test_type: String,
+    pub status: String,
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub connector: String,
+    pub test_type: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    pub format: u32,
+    pub run_id: String,
+    pub status: String,
+    pub event: String,
+    pub labels: Vec<String>,
+    pub head_commit: String,
+    pub base_commit: String,
+    pub submitted_by: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+    pub duration_seconds: f64,
+    pub counts: Counts,
+    pub connectors: Vec<String>,
+    pub test_types: Vec<String>,
+    pub cells: Vec<Cell>,
+    pub jobs: Vec<JobEntry>,
+    pub skipped: Vec<Skipped>,
+    /// Connectors that were selected but have no job that ran to a result.
+    pub untested_connectors: Vec<String>,
+}

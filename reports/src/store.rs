@@ -1,0 +1,294 @@
+//! Publishing a finished run: logs, plan, reports and duration history go to the object store,
+//! the HTML report last, so a reader who finds a report finds everything it links to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::sync::Mutex;
+
+use crate::report::{
+    ReportInput, RunReport, StoredRun, analyze, log_key, render_html, render_junit, render_markdown,
+};
+use shardci_planning::plan::{DurationStats, Timings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegenerateError {
+    #[error("no stored run {0}")]
+    NotFound(String),
+    #[error("{0} cannot be read: {1}")]
+    Corrupt(String, String),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+/// Where reports go, and how people reach them.
+#[derive(Clone)]
+pub struct ReportStore {
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix a key to get something a person can open (`file:///...`, `s3://bucket/...`).
+    pub public_base: String,
+    /// One history update at a time.
+    history: Arc<Mutex<()>>,
+}
+
+/// Everything about a finished run the writer needs, detached from the actor's state.
+pub struct FinishedRun {
+    pub run: StoredRun,
+    /// Whole logs by (job, step).
+    pub logs: BTreeMap<(String, String), Vec<u8>>,
+    pub plan_json: Vec<u8>,
+}
+
+/// What regeneration produced.
+pub struct Rendered {
+    pub report: RunReport,
+    pub html: String,
+    pub junit: String,
+    pub markdown: String,
+    pub html_url: String,
+}
+
+const HISTORY_KEY: &str = "history/timings.json";
+/// Objects above this size are uploaded in parts (S3 needs parts of at least 5 MiB).
+const MULTIPART_THRESHOLD: usize = 16 << 20;
+const MULTIPART_PART_BYTES: usize = 8 << 20;
+/// Parts in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+const SAMPLES_KEPT: usize = 20;
+
+fn tail(log: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(log);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl ReportStore {
+    pub fn new(store: Arc<dyn ObjectStore>, public_base: impl Into<String>) -> Self {
+        Self {
+            store,
+            public_base: public_base.into(),
+            history: Arc::default(),
+        }
+    }
+
+    /// Writes one object; large ones go up in parts, so a 50 MiB log neither needs one huge
+    /// request nor starts over from the beginning when a part fails.
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), object_store::Error> {
+        let path = StorePath::from(key);
+        if bytes.len() <= MULTIPART_THRESHOLD {
+            return self
+                .store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map(|_| ());
+        }
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+        for chunk in bytes.chunks(MULTIPART_PART_BYTES) {
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.write(chunk);
+        }
+        // `finish` aborts the upload on failure, so no half-written object is left behind.
+        writer.finish().await.map(|_| ())
+    }
+
+    pub fn html_url(&self, run_id: &str) -> String {
+        format!("{}/runs/{run_id}/report.html", self.public_base())
+    }
+
+    /// The store's address without a trailing slash (`memory:///` keeps its root).
+    fn public_base(&self) -> &str {
+        let trimmed = self.public_base.trim_end_matches('/');
+        if trimmed.ends_with(':') {
+            &self.public_base[..trimmed.len() + 2]
+        } else {
+            trimmed
+        }
+    }
+
+    fn render(&self, run: &StoredRun, tails: &BTreeMap<(String, String), String>) -> Rendered {
+        let report = analyze(&ReportInput {
+            run,
+            log_tails: tails,
+        });
+        let html_url = self.html_url(&run.run_id);
+        Rendered {
+            html: render_html(&report),
+            junit: render_junit(&report),
+            markdown: render_markdown(&report, &html_url),
+            report,
+            html_url,
+        }
+    }
+
+    async fn write_reports(&self, rendered: &Rendered) -> Result<(), object_store::Error> {
+        let base = format!("runs/{}", rendered.report.run_id);
+        self.put(
+            &format!("{base}/report.json"),
+            serde_json::to_vec_pretty(&rendered.report).unwrap_or_default(),
+        )
+        .await?;
+        self.put(
+            &format!("{base}/junit.xml"),
+            rendered.junit.clone().into_bytes(),
+        )
+        .await?;
+        self.put(
+            &format!("{base}/summary.md"),
+            rendered.markdown.clone().into_bytes(),
+        )
+        .await?;
+        // Last: whoever finds the HTML report finds everything it links to.
+        self.put(
+            &format!("{base}/report.html"),
+            rendered.html.clone().into_bytes(),
+        )
+        .await
+    }
+
+    /// Writes everything about `run`; returns the HTML report's address.
+    pub async fn publish(&self, finished: &FinishedRun) -> Result<String, object_store::Error> {
+        let run = &finished.run;
+        for ((job, step), log) in &finished.logs {
+            self.put(&log_key(&run.run_id, job, step), log.clone())
+                .await?;
+        }
+        let base = format!("runs/{}", run.run_id);
+        self.put(&format!("{base}/plan.json"), finished.plan_json.clone())
+            .await?;
+        self.put(
+            &format!("{base}/run.json"),
+            serde_json::to_vec_pretty(run).unwrap_or_default(),
+        )
+        .await?;
+        let tails: BTreeMap<(String, String), String> = finished
+            .logs
+            .iter()
+            .map(|(k, v)| (k.clone(), tail(v, 40)))
+            .collect();
+        let rendered = self.render(run, &tails);
+        self.update_history(&rendered.report).await?;
+        self.write_reports(&rendered).await?;
+        Ok(rendered.html_url)
+    }
+
+    /// Renders a stored run's reports again from `run.json` and its logs (a pure function of
+    /// them), writes them back, and returns them.
+    pub async fn regenerate(&self, run_id: &str) -> Result<Rendered, RegenerateError> {
+        let key = format!("runs/{run_id}/run.json");
+        let bytes = match self.store.get(&StorePath::from(key.as_str())).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(RegenerateError::NotFound(format!(
+                    "{run_id} in {}",
+                    self.public_base()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let run: StoredRun = serde_json::from_slice(&bytes)
+            .map_err(|e| RegenerateError::Corrupt(key.clone(), e.to_string()))?;
+        let mut tails = BTreeMap::new();
+        for result in &run.results {
+            for step in &result.steps {
+                let log = log_key(&run.run_id, &result.job.0, &step.step);
+                if let Ok(found) = self.store.get(&StorePath::from(log.as_str())).await {
+                    let bytes = found.bytes().await?;
+                    tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
+                }
+            }
+        }
+        let rendered = self.render(&run, &tails);
+        self.write_reports(&rendered).await?;
+        Ok(rendered)
+    }
+
+    /// A step's whole log as the store keeps it, or `None` when there is none.
+    pub async fn read_log(
+        &self,
+        run_id: &str,
+        job: &str,
+        step: &str,
+    ) -> Result<Option<Vec<u8>>, object_store::Error> {
+        let key = log_key(run_id, job, step);
+        match self.store.get(&StorePath::from(key.as_str())).await {
+            Ok(found) => Ok(Some(found.bytes().await?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The duration history runs wrote here (empty when none has been written yet).
+    pub async fn history(&self) -> Result<Timings, RegenerateError> {
+        match self.store.get(&StorePath::from(HISTORY_KEY)).await {
+            Ok(found) => serde_json::from_slice(&found.bytes().await?).map_err(|e| {
+                RegenerateError::Corrupt(
+                    format!("{}/{HISTORY_KEY}", self.public_base()),
+                    e.to_string(),
+                )
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(Timings::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds this run's durations to the history the planner balances shards with.
+    async fn update_history(
+        &self,
+        report: &crate::report::RunReport,
+    ) -> Result<(), object_store::Error> {
+        let _guard = self.history.lock().await;
+        // A corrupt history is started afresh rather than blocking every report after it.
+        let mut timings = match self.history().await {
+            Ok(timings) => timings,
+            Err(RegenerateError::Store(e)) => return Err(e),
+            Err(_) => Timings::default(),
+        };
+        let push = |stats: &mut DurationStats, seconds: f64| {
+            stats.samples.push(seconds);
+            if stats.samples.len() > SAMPLES_KEPT {
+                stats.samples.remove(0);
+            }
+            let mut sorted = stats.samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+            stats.p50_seconds = Some(at(0.5));
+            stats.p90_seconds = Some(at(0.9));
+        };
+        for job in &report.jobs {
+            // Only completed work says how long work takes.
+            if !matches!(job.status.as_str(), "success" | "failure") {
+                continue;
+            }
+            push(
+                timings.jobs.entry(job.id.clone()).or_default(),
+                job.duration_seconds,
+            );
+            for step in job.steps.iter().filter(|s| s.status == "success") {
+                push(
+                    timings.test_types.entry(step.name.clone()).or_default(),
+                    step.duration_seconds,
+                );
+            }
+        }
+        self.put(
+            HISTORY_KEY,
+            serde_json::to_vec_pretty(&timings).unwrap_or_default(),
+        )
+        .await
+    }
+}
+
+/// A report store in a local folder (created if missing), addressed as `file://` URLs.
+pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore> {
+    std::fs::create_dir_all(dir)?;
+    let dir = std::path::absolute(dir)?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+        .map_err(std::io::Error::other)?;
+    Ok(ReportStore::new(
+        Arc::new(store),
+        format!("file://{}", dir.display()),
+    ))
+}

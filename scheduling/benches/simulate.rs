@@ -1,0 +1,91 @@
+//! Scheduling quality on the synthetic workload (600 connectors x 6 test types x 6
+//! matrix points = 21,600 jobs; test steps log-normal with a 90 s median and sigma 1.2, builds
+//! log-normal around 30 s; estimates wrong by a log-normal factor of sigma 0.3), over many
+//! seeds, for shardci (the real planner and scheduler in virtual time) and the baselines.
+//!
+//! Run: `cargo bench -p shardci-coordinator --bench simulate [-- SEEDS]` (default 50 seeds).
+//!
+//! Prints, per fleet size, each strategy's median makespan and makespan / lower bound at p50,
+//! p95 and worst over the seeds; then the cost of losing one worker of 16 at a quarter, half
+//! and three quarters of the run; then how long the simulations took.
+
+use std::time::Instant;
+
+use shardci_scheduling::simulate::{
+    Fleet, SimConfig, SyntheticSpec, WorkerLoss, compare, percentile, simulate,
+};
+
+const SPEC: &str = "connectors=600,test-types=6,matrix=3x2,durations=lognormal:median=90s:sigma=1.2,estimate-error=0.3";
+
+fn main() {
+    let seeds: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
+    let spec: SyntheticSpec = SPEC.parse().expect("the bench's spec parses");
+    let config = SimConfig::default();
+    let started = Instant::now();
+    let workloads: Vec<_> = (1..=seeds).map(|s| spec.with_seed(s).generate()).collect();
+    println!(
+        "workload: {SPEC}; {} jobs, {seeds} seeds; shard set-up {} s; shardci: {} shards per slot (each 0.7 of the one before), min shard {} s",
+        spec.jobs(),
+        config.dispatch_overhead_seconds,
+        config.sharding.shards_per_slot,
+        config.sharding.min_shard_duration.0
+    );
+    for workers in [16, 64] {
+        let fleet = Fleet {
+            workers,
+            slots_per_worker: 1,
+        };
+        println!("\n{workers} workers x 1 slot");
+        println!(
+            "{:<32} {:>14} {:>10} {:>10} {:>10}",
+            "strategy", "makespan p50", "/LB p50", "/LB p95", "/LB max"
+        );
+        for row in compare(&workloads, fleet, &config) {
+            println!(
+                "{:<32} {:>12.0} s {:>10.3} {:>10.3} {:>10.3}",
+                row.strategy, row.makespan_p50_seconds, row.ratio_p50, row.ratio_p95, row.ratio_max
+            );
+        }
+    }
+
+    let fleet = Fleet {
+        workers: 16,
+        slots_per_worker: 1,
+    };
+    let bases: Vec<f64> = workloads
+        .iter()
+        .map(|w| simulate(w, fleet, &config, None).makespan_seconds)
+        .collect();
+    for at in [0.25, 0.5, 0.75] {
+        let mut growth = Vec::new();
+        for (workload, &base) in workloads.iter().zip(&bases) {
+            let lost = simulate(
+                workload,
+                fleet,
+                &config,
+                Some(WorkerLoss {
+                    workers: 1,
+                    at_seconds: base * at,
+                }),
+            );
+            growth.push(lost.makespan_seconds / base - 1.0);
+        }
+        growth.sort_by(f64::total_cmp);
+        println!(
+            "losing 1 worker of 16 at {:>2.0} % of the run: makespan +{:.1} % p50, +{:.1} % p95, +{:.1} % worst ({seeds} seeds)",
+            100.0 * at,
+            100.0 * percentile(&growth, 0.5),
+            100.0 * percentile(&growth, 0.95),
+            100.0 * growth.last().copied().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "\n{} simulations of {} jobs in {:.1} s",
+        seeds * 6,
+        spec.jobs(),
+        started.elapsed().as_secs_f64()
+    );
+}

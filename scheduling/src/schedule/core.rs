@@ -1,0 +1,912 @@
+//! The scheduler core: a synchronous state machine. Every input (a submitted run, a worker's
+//! hello, heartbeat, request or completion, a cancel, the passing of time) is a method call
+//! with the current time; effects for the outside world are queued as [`Notice`]s. Nothing
+//! here sleeps, spawns or reads a clock, so the coordinator drives it in real time and a
+//! simulator in virtual time, with the same decisions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use shardci_types::{
+    Attempt, FailureClass, JobId, JobReport, JobResult, Millis, RunId, SessionId, ShardId,
+    ShardKey, Status, WorkerId,
+};
+
+use super::model::{Ack, NewRun, Notice, Priority, ShardDef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// A worker not heard from for this long is lost; its shards go back to the queue.
+    pub lease_ttl_ms: u64,
+    /// Automatic retries of a shard after infrastructure failures (worker lost, timeout, OOM,
+    /// Docker, image, source).
+    pub max_infra_retries: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 10_000,
+            max_infra_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("run {0} already exists")]
+    Duplicate(RunId),
+    #[error("invalid plan: {0}")]
+    Invalid(String),
+    /// Too many runs are active; the caller should retry later.
+    #[error("{active} runs are active, the limit is {limit}; retry later")]
+    Busy { active: usize, limit: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("worker {0} is not connected")]
+    UnknownWorker(WorkerId),
+    #[error("session {session:?} of worker {worker} was replaced by a newer one")]
+    Stale {
+        worker: WorkerId,
+        session: SessionId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no run {0}")]
+pub struct UnknownRun(pub RunId);
+
+/// A shard handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub run: RunId,
+    pub shard: ShardId,
+    pub attempt: Attempt,
+    pub jobs: Vec<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Running { worker: WorkerId },
+    Done,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+struct ShardState {
+    def: ShardDef,
+    /// The latest dispatched attempt (0 before the first dispatch).
+    attempt: Attempt,
+    /// The jobs the next or current attempt runs.
+    pending: Vec<JobId>,
+    phase: Phase,
+    infra_failures: u32,
+    /// (attempt, worker) of the completion that settled the shard, to acknowledge repeats.
+    settled_by: Option<(Attempt, WorkerId)>,
+}
+
+#[derive(Debug, Clone)]
+struct JobState {
+    test_retries: u32,
+    test_failures: u32,
+    attempts: u32,
+    saw_failure: bool,
+    result: Option<JobResult>,
+}
+
+#[derive(Debug, Clone)]
+struct RunState {
+    seq: u64,
+    priority: Priority,
+    shards: BTreeMap<ShardId, ShardState>,
+    /// Shards waiting, in dispatch order; retries go to the front.
+    queue: VecDeque<ShardId>,
+    jobs: BTreeMap<JobId, JobState>,
+    running: usize,
+    cancel_requested: bool,
+    deadline: Option<Millis>,
+    status: Status,
+    created: Millis,
+    finished: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+struct WorkerState {
+    labels: BTreeSet<String>,
+    slots: u32,
+    session: SessionId,
+    lease_until: Millis,
+    last_heartbeat: Millis,
+    running: BTreeSet<(ShardKey, Attempt)>,
+    draining: bool,
+}
+
+/// A read-only view of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    pub labels: Vec<String>,
+    pub slots: u32,
+    pub running: Vec<(ShardKey, Attempt)>,
+    pub last_heartbeat: Millis,
+    pub lease_until: Millis,
+    pub draining: bool,
+}
+
+/// A read-only view of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardView {
+    pub id: ShardId,
+    pub attempt: Attempt,
+    pub status: Status,
+    pub worker: Option<WorkerId>,
+    pub jobs: Vec<JobId>,
+    pub expected_seconds: f64,
+}
+
+/// A read-only view of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunView {
+    pub id: RunId,
+    pub status: Status,
+    pub priority: Priority,
+    pub created: Millis,
+    pub finished: Option<Millis>,
+    pub shards: Vec<ShardView>,
+    pub results: Vec<JobResult>,
+    pub jobs_total: usize,
+}
+
+impl RunView {
+    pub fn shards_done(&self) -> usize {
+        self.shards.iter().filter(|s| s.status.is_final()).count()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    runs: BTreeMap<RunId, RunState>,
+    workers: BTreeMap<WorkerId, WorkerState>,
+    next_session: u64,
+    next_seq: u64,
+    notices: Vec<Notice>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+
+    /// Notices queued since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The next time [`Scheduler::tick`] has something to do (a lease or a run deadline).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let leases = self.workers.values().map(|w| w.lease_until);
+        let deadlines = self
+            .runs
+            .values()
+            .filter(|r| r.finished.is_none() && !r.cancel_requested)
+            .filter_map(|r| r.deadline);
+        leases.chain(deadlines).min()
+    }
+
+    // ---- runs ------------------------------------------------------------------------------
+
+    pub fn submit(&mut self, now: Millis, run: NewRun) -> Result<(), SubmitError> {
+        if self.runs.contains_key(&run.id) {
+            return Err(SubmitError::Duplicate(run.id));
+        }
+        let mut jobs = BTreeMap::new();
+        for job in &run.jobs {
+            let state = JobState {
+                test_retries: job.test_retries,
+                test_failures: 0,
+                attempts: 0,
+                saw_failure: false,
+                result: None,
+            };
+            if jobs.insert(job.id.clone(), state).is_some() {
+                return Err(SubmitError::Invalid(format!(
+                    "job {} appears twice",
+                    job.id
+                )));
+            }
+        }
+        let mut placed = BTreeSet::new();
+        let mut shards = BTreeMap::new();
+        let mut queue = VecDeque::new();
+        for shard in &run.shards {
+            if shard.jobs.is_empty() {
+                return Err(SubmitError::Invalid(format!(
+                    "shard {} has no jobs",
+                    shard.id
+                )));
+            }
+            for job in &shard.jobs {
+                if !jobs.contains_key(job) {
+                    return Err(SubmitError::Invalid(format!(
+                        "shard {} names unknown job {job}",
+                        shard.id
+                    )));
+                }
+                if !placed.insert(job.clone()) {
+                    return Err(SubmitError::Invalid(format!("job {job} is in two shards")));
+                }
+            }
+            let state = ShardState {
+                def: shard.clone(),
+                attempt: Attempt(0),
+                pending: shard.jobs.clone(),
+                phase: Phase::Queued,
+                infra_failures: 0,
+                settled_by: None,
+            };
+            if shards.insert(shard.id.clone(), state).is_some() {
+                return Err(SubmitError::Invalid(format!(
+                    "shard {} appears twice",
+                    shard.id
+                )));
+            }
+            queue.push_back(shard.id.clone());
+        }
+        if let Some(orphan) = jobs.keys().find(|j| !placed.contains(*j)) {
+            return Err(SubmitError::Invalid(format!("job {orphan} is in no shard")));
+        }
+        self.next_seq += 1;
+        let id = run.id.clone();
+        self.runs.insert(
+            id.clone(),
+            RunState {
+                seq: self.next_seq,
+                priority: run.priority,
+                shards,
+                queue,
+                jobs,
+                running: 0,
+                cancel_requested: false,
+                deadline: run.deadline,
+                status: Status::Queued,
+                created: now,
+                finished: None,
+            },
+        );
+        self.maybe_finish(now, &id);
+        Ok(())
+    }
+
+    /// Cancels what is left of a run: queued shards at once, running ones through their
+    /// workers (the run settles when they confirm or their lease expires).
+    /// Forgets a finished run, once its results live elsewhere (the report store), so memory
+    /// stays bounded however long the scheduler runs. Returns whether it was forgotten; a run
+    /// still going is kept. A late completion for it is then answered as an unknown shard.
+    pub fn forget(&mut self, id: &RunId) -> bool {
+        let finished = self.runs.get(id).is_some_and(|r| r.finished.is_some());
+        if finished {
+            self.runs.remove(id);
+        }
+        finished
+    }
+
+    pub fn cancel(&mut self, now: Millis, run_id: &RunId) -> Result<Status, UnknownRun> {
+        let run = self
+            .runs
+            .get_mut(run_id)
+            .ok_or_else(|| UnknownRun(run_id.clone()))?;
+        if run.finished.is_some() {
+            return Ok(run.status);
+        }
+        run.cancel_requested = true;
+        run.status = Status::Cancelled;
+        run.queue.clear();
+        for (shard_id, shard) in run.shards.iter_mut() {
+            match &shard.phase {
+                Phase::Queued => {
+                    shard.phase = Phase::Cancelled;
+                    for job in &shard.pending {
+                        if let Some(state) = run.jobs.get_mut(job) {
+                            let result = JobResult {
+                                job: job.clone(),
+                                status: Status::Cancelled,
+                                failure_class: None,
+                                steps: Vec::new(),
+                                attempt: shard.attempt,
+                                attempts: state.attempts,
+                                flaky: false,
+                                worker: None,
+                                message: "cancelled before it ran".into(),
+                            };
+                            state.result = Some(result.clone());
+                            self.notices.push(Notice::JobFinished {
+                                run: run_id.clone(),
+                                result,
+                            });
+                        }
+                    }
+                    self.notices.push(Notice::ShardChanged {
+                        run: run_id.clone(),
+                        shard: shard_id.clone(),
+                        attempt: shard.attempt,
+                        status: Status::Cancelled,
+                        worker: None,
+                        message: "run cancelled".into(),
+                    });
+                }
+                Phase::Running { worker } => self.notices.push(Notice::CancelShard {
+                    worker: worker.clone(),
+                    run: run_id.clone(),
+                    shard: shard_id.clone(),
+                    attempt: shard.attempt,
+                }),
+                Phase::Done | Phase::Cancelled => {}
+            }
+        }
+        self.maybe_finish(now, run_id);
+        Ok(Status::Cancelled)
+    }
+
+    // ---- workers ---------------------------------------------------------------------------
+
+    /// A worker (re)connects. `still_running` lists the shard attempts it is still working on:
+    /// those it still owns are kept; those it lost are requeued; those since reassigned are
+    /// cancelled on the worker (fencing).
+    pub fn connect(
+        &mut self,
+        now: Millis,
+        worker: &WorkerId,
+        labels: Vec<String>,
+        slots: u32,
+        still_running: &[(ShardKey, Attempt)],
+    ) -> SessionId {
+        self.next_session += 1;
+        let session = SessionId(self.next_session);
+        let previous = self.workers.remove(worker);
+        let mut running = BTreeSet::new();
+        if let Some(previous) = previous {
+            for (key, attempt) in previous.running {
+                if still_running.contains(&(key.clone(), attempt)) {
+                    running.insert((key, attempt));
+                } else {
+                    self.attempt_lost(now, &key, attempt, "the worker restarted without it");
+                }
+            }
+        }
+        for (key, attempt) in still_running {
+            if !running.contains(&(key.clone(), *attempt)) {
+                self.notices.push(Notice::CancelShard {
+                    worker: worker.clone(),
+                    run: key.run.clone(),
+                    shard: key.shard.clone(),
+                    attempt: *attempt,
+                });
+            }
+        }
+        self.workers.insert(
+            worker.clone(),
+            WorkerState {
+                labels: labels.into_iter().collect(),
+                slots,
+                session,
+                lease_until: now.plus(self.config.lease_ttl_ms),
+                last_heartbeat: now,
+                running,
+                draining: false,
+            },
+        );
+        session
+    }
+
+    fn check_session(&self, worker: &WorkerId, session: SessionId) -> Result<(), SessionError> {
+        match self.workers.get(worker) {
+            None => Err(SessionError::UnknownWorker(worker.clone())),
+            Some(w) if w.session != session => Err(SessionError::Stale {
+                worker: worker.clone(),
+                session,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Renews the worker's lease; returns its new end.
+    pub fn heartbeat(
+        &mut self,
+        now: Millis,
+        worker: &WorkerId,
+        session: SessionId,
+    ) -> Result<Millis, SessionError> {
+        self.check_session(worker, session)?;
+        let ttl = self.config.lease_ttl_ms;
+        let state = self
+            .workers
+            .get_mut(worker)
+            .ok_or_else(|| SessionError::UnknownWorker(worker.clone()))?;
+        state.last_heartbeat = now;
+        state.lease_until = now.plus(ttl);
+        Ok(state.lease_until)
+    }
+
+    /// Stop giving `worker` new shards; it finishes what it has.
+    pub fn drain(&mut self, worker: &WorkerId) -> bool {
+        match self.workers.get_mut(worker) {
+            Some(state) => {
+                state.draining = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The worker closed its session cleanly (it is shutting down): its shards go back now
+    /// rather than at lease expiry.
+    pub fn disconnect(&mut self, now: Millis, worker: &WorkerId, session: SessionId) {
+        if self.check_session(worker, session).is_err() {
+            return;
+        }
+        self.lose_worker(now, worker, "the worker disconnected");
+    }
+
+    /// Up to `free_slots` shards for this worker: the highest priority class first; within
+    /// it, the run with the fewest shards running (fairness), then the oldest run; within a
+    /// run, retries first, then dispatch order. Only shards whose required labels the worker
+    /// has.
+    pub fn request_work(
+        &mut self,
+        // Dispatch does not depend on time today; taken so every input carries it.
+        _now: Millis,
+        worker: &WorkerId,
+        session: SessionId,
+        free_slots: u32,
+    ) -> Result<Vec<Assignment>, SessionError> {
+        self.check_session(worker, session)?;
+        let Some(state) = self.workers.get(worker) else {
+            return Err(SessionError::UnknownWorker(worker.clone()));
+        };
+        if state.draining {
+            return Ok(Vec::new());
+        }
+        let labels = state.labels.clone();
+        let room = (state.slots as usize)
+            .saturating_sub(state.running.len())
+            .min(free_slots as usize);
+        let mut assignments = Vec::new();
+        for _ in 0..room {
+            let Some((run_id, index)) = self.pick(&labels) else {
+                break;
+            };
+            let Some(run) = self.runs.get_mut(&run_id) else {
+                break;
+            };
+            let Some(shard_id) = run.queue.remove(index) else {
+                break;
+            };
+            let Some(shard) = run.shards.get_mut(&shard_id) else {
+                continue;
+            };
+            shard.attempt = Attempt(shard.attempt.0 + 1);
+            shard.phase = Phase::Running {
+                worker: worker.clone(),
+            };
+            run.running += 1;
+            run.status = Status::Running;
+            let assignment = Assignment {
+                run: run_id.clone(),
+                shard: shard_id.clone(),
+                attempt: shard.attempt,
+                jobs: shard.pending.clone(),
+            };
+            self.notices.push(Notice::ShardChanged {
+                run: run_id.clone(),
+                shard: shard_id.clone(),
+                attempt: shard.attempt,
+                status: Status::Running,
+                worker: Some(worker.clone()),
+                message: String::new(),
+            });
+            if let Some(w) = self.workers.get_mut(worker) {
+                w.running.insert((
+                    ShardKey {
+                        run: run_id,
+                        shard: shard_id,
+                    },
+                    assignment.attempt,
+                ));
+            }
+            assignments.push(assignment);
+        }
+        Ok(assignments)
+    }
+
+    fn pick(&self, labels: &BTreeSet<String>) -> Option<(RunId, usize)> {
+        let mut candidates: Vec<(&RunId, &RunState)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.queue.is_empty() && !r.cancel_requested)
+            .collect();
+        candidates.sort_by(|(_, a), (_, b)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.running.cmp(&b.running))
+                .then(a.seq.cmp(&b.seq))
+        });
+        candidates.into_iter().find_map(|(id, run)| {
+            run.queue
+                .iter()
+                .position(|shard| {
+                    run.shards
+                        .get(shard)
+                        .is_some_and(|s| s.def.requires.iter().all(|l| labels.contains(l)))
+                })
+                .map(|i| (id.clone(), i))
+        })
+    }
+
+    /// A worker reports a shard attempt finished. Only the current attempt of a shard that
+    /// this worker holds is accepted; a repeat of an accepted completion is acknowledged as
+    /// already done; a completion that does not match its assignment is refused whole.
+    pub fn complete(
+        &mut self,
+        now: Millis,
+        worker: &WorkerId,
+        run_id: &RunId,
+        shard_id: &ShardId,
+        attempt: Attempt,
+        reports: Vec<JobReport>,
+    ) -> Ack {
+        let max_infra = self.config.max_infra_retries;
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return Ack::UnknownShard;
+        };
+        let Some(shard) = run.shards.get_mut(shard_id) else {
+            return Ack::UnknownShard;
+        };
+        if shard.settled_by.as_ref() == Some(&(attempt, worker.clone())) {
+            return Ack::AlreadyDone;
+        }
+        if attempt > shard.attempt {
+            return Ack::Rejected(format!(
+                "attempt {attempt} of {shard_id} was never assigned"
+            ));
+        }
+        let holds = matches!(&shard.phase, Phase::Running { worker: w } if w == worker);
+        if attempt < shard.attempt || !holds {
+            return Ack::Fenced;
+        }
+        // Validate everything before changing anything.
+        let expected: BTreeSet<&JobId> = shard.pending.iter().collect();
+        let reported: BTreeSet<&JobId> = reports.iter().map(|r| &r.job).collect();
+        if expected != reported || reported.len() != reports.len() {
+            return Ack::Rejected(format!(
+                "the completion of {shard_id} attempt {attempt} reports jobs {:?}, but the attempt ran {:?}",
+                reported.iter().map(|j| j.0.as_str()).collect::<Vec<_>>(),
+                expected.iter().map(|j| j.0.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(bad) = reports.iter().find(|r| !r.status.is_final()) {
+            return Ack::Rejected(format!(
+                "job {} is reported {}, which is not a final status",
+                bad.job,
+                bad.status.as_str()
+            ));
+        }
+
+        let mut retry = Vec::new();
+        let mut infra_retry = false;
+        let mut finished = Vec::new();
+        for report in reports {
+            let Some(job) = run.jobs.get_mut(&report.job) else {
+                continue;
+            };
+            job.attempts += 1;
+            let class = report.failure_class.or(match report.status {
+                Status::Failure => Some(FailureClass::Test),
+                Status::Error => Some(FailureClass::Docker),
+                _ => None,
+            });
+            let again = !run.cancel_requested
+                && match (report.status, class) {
+                    (Status::Failure, Some(FailureClass::Test))
+                        if job.test_failures < job.test_retries =>
+                    {
+                        job.test_failures += 1;
+                        true
+                    }
+                    (Status::Failure | Status::Error, Some(c))
+                        if c.is_infrastructure() && shard.infra_failures < max_infra =>
+                    {
+                        infra_retry = true;
+                        true
+                    }
+                    _ => false,
+                };
+            if matches!(report.status, Status::Failure | Status::Error) {
+                job.saw_failure = true;
+            }
+            if again {
+                retry.push(report.job.clone());
+                continue;
+            }
+            let result = JobResult {
+                job: report.job.clone(),
+                status: report.status,
+                failure_class: if matches!(report.status, Status::Failure | Status::Error) {
+                    class
+                } else {
+                    None
+                },
+                flaky: report.status == Status::Success && job.saw_failure,
+                steps: report.steps,
+                attempt,
+                attempts: job.attempts,
+                worker: Some(worker.clone()),
+                message: String::new(),
+            };
+            job.result = Some(result.clone());
+            finished.push(result);
+        }
+        if infra_retry {
+            shard.infra_failures += 1;
+        }
+        run.running = run.running.saturating_sub(1);
+        let status;
+        if retry.is_empty() {
+            shard.phase = Phase::Done;
+            shard.settled_by = Some((attempt, worker.clone()));
+            status = Status::Success;
+        } else {
+            shard.pending = retry;
+            shard.phase = Phase::Queued;
+            run.queue.push_front(shard_id.clone());
+            status = Status::Queued;
+        }
+        let message = if status == Status::Queued {
+            format!("retrying {} job(s)", shard.pending.len())
+        } else {
+            String::new()
+        };
+        self.notices.push(Notice::ShardChanged {
+            run: run_id.clone(),
+            shard: shard_id.clone(),
+            attempt,
+            status: if status == Status::Success {
+                Status::Success
+            } else {
+                Status::Queued
+            },
+            worker: Some(worker.clone()),
+            message,
+        });
+        for result in finished {
+            self.notices.push(Notice::JobFinished {
+                run: run_id.clone(),
+                result,
+            });
+        }
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.running.remove(&(
+                ShardKey {
+                    run: run_id.clone(),
+                    shard: shard_id.clone(),
+                },
+                attempt,
+            ));
+        }
+        self.maybe_finish(now, run_id);
+        Ack::Accepted
+    }
+
+    // ---- time ------------------------------------------------------------------------------
+
+    /// Expires leases and run deadlines due at `now`.
+    pub fn tick(&mut self, now: Millis) {
+        let expired: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.lease_until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for worker in expired {
+            self.lose_worker(now, &worker, "the worker's lease expired");
+        }
+        let overdue: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| {
+                r.finished.is_none() && !r.cancel_requested && r.deadline.is_some_and(|d| d <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for run in overdue {
+            let _ = self.cancel(now, &run);
+        }
+    }
+
+    fn lose_worker(&mut self, now: Millis, worker: &WorkerId, why: &str) {
+        let Some(state) = self.workers.remove(worker) else {
+            return;
+        };
+        for (key, attempt) in state.running {
+            self.attempt_lost(now, &key, attempt, why);
+        }
+        self.notices.push(Notice::WorkerLost {
+            worker: worker.clone(),
+        });
+    }
+
+    /// A running attempt will never report: requeue it at the front as a new attempt, or give
+    /// its jobs up as `worker_lost` when the retries are spent (or the run was cancelled).
+    fn attempt_lost(&mut self, now: Millis, key: &ShardKey, attempt: Attempt, why: &str) {
+        let max_infra = self.config.max_infra_retries;
+        let Some(run) = self.runs.get_mut(&key.run) else {
+            return;
+        };
+        let Some(shard) = run.shards.get_mut(&key.shard) else {
+            return;
+        };
+        if shard.attempt != attempt || !matches!(shard.phase, Phase::Running { .. }) {
+            return;
+        }
+        run.running = run.running.saturating_sub(1);
+        let give_up = run.cancel_requested || shard.infra_failures >= max_infra;
+        shard.infra_failures += 1;
+        if give_up {
+            shard.phase = if run.cancel_requested {
+                Phase::Cancelled
+            } else {
+                Phase::Done
+            };
+            for job in &shard.pending {
+                if let Some(state) = run.jobs.get_mut(job) {
+                    state.attempts += 1;
+                    let result = JobResult {
+                        job: job.clone(),
+                        status: if run.cancel_requested {
+                            Status::Cancelled
+                        } else {
+                            Status::Error
+                        },
+                        failure_class: (!run.cancel_requested).then_some(FailureClass::WorkerLost),
+                        steps: Vec::new(),
+                        attempt,
+                        attempts: state.attempts,
+                        flaky: false,
+                        worker: None,
+                        message: why.to_string(),
+                    };
+                    state.result = Some(result.clone());
+                    self.notices.push(Notice::JobFinished {
+                        run: key.run.clone(),
+                        result,
+                    });
+                }
+            }
+        } else {
+            shard.phase = Phase::Queued;
+            run.queue.push_front(key.shard.clone());
+        }
+        self.notices.push(Notice::ShardChanged {
+            run: key.run.clone(),
+            shard: key.shard.clone(),
+            attempt,
+            status: if give_up {
+                Status::Error
+            } else {
+                Status::Queued
+            },
+            worker: None,
+            message: why.to_string(),
+        });
+        self.maybe_finish(now, &key.run);
+    }
+
+    fn maybe_finish(&mut self, now: Millis, run_id: &RunId) {
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return;
+        };
+        if run.finished.is_some() {
+            return;
+        }
+        let settled = run
+            .shards
+            .values()
+            .all(|s| matches!(s.phase, Phase::Done | Phase::Cancelled));
+        if !settled {
+            return;
+        }
+        let results: Vec<Status> = run
+            .jobs
+            .values()
+            .filter_map(|j| j.result.as_ref().map(|r| r.status))
+            .collect();
+        run.status = if run.cancel_requested {
+            Status::Cancelled
+        } else if results.contains(&Status::Failure) {
+            Status::Failure
+        } else if results.contains(&Status::Error) {
+            Status::Error
+        } else {
+            Status::Success
+        };
+        run.finished = Some(now);
+        self.notices.push(Notice::RunFinished {
+            run: run_id.clone(),
+            status: run.status,
+        });
+    }
+
+    // ---- views -----------------------------------------------------------------------------
+
+    pub fn run(&self, id: &RunId) -> Option<RunView> {
+        let run = self.runs.get(id)?;
+        let shards = run
+            .shards
+            .values()
+            .map(|s| ShardView {
+                id: s.def.id.clone(),
+                attempt: s.attempt,
+                status: match &s.phase {
+                    Phase::Queued => Status::Queued,
+                    Phase::Running { .. } => Status::Running,
+                    Phase::Done => Status::Success,
+                    Phase::Cancelled => Status::Cancelled,
+                },
+                worker: match &s.phase {
+                    Phase::Running { worker } => Some(worker.clone()),
+                    _ => s.settled_by.as_ref().map(|(_, w)| w.clone()),
+                },
+                jobs: s.def.jobs.clone(),
+                expected_seconds: s.def.expected_seconds,
+            })
+            .collect();
+        Some(RunView {
+            id: id.clone(),
+            status: run.status,
+            priority: run.priority,
+            created: run.created,
+            finished: run.finished,
+            shards,
+            results: run.jobs.values().filter_map(|j| j.result.clone()).collect(),
+            jobs_total: run.jobs.len(),
+        })
+    }
+
+    /// Runs, newest first.
+    pub fn runs(&self) -> Vec<RunView> {
+        let mut ids: Vec<(&RunId, u64)> = self.runs.iter().map(|(id, r)| (id, r.seq)).collect();
+        ids.sort_by_key(|(_, seq)| std::cmp::Reverse(*seq));
+        ids.into_iter().filter_map(|(id, _)| self.run(id)).collect()
+    }
+
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: id.clone(),
+                labels: w.labels.iter().cloned().collect(),
+                slots: w.slots,
+                running: w.running.iter().cloned().collect(),
+                last_heartbeat: w.last_heartbeat,
+                lease_until: w.lease_until,
+                draining: w.draining,
+            })
+            .collect()
+    }
+
+    /// Whether `worker` currently holds this shard attempt (used to fence logs).
+    pub fn holds(&self, worker: &WorkerId, key: &ShardKey, attempt: Attempt) -> bool {
+        self.workers
+            .get(worker)
+            .is_some_and(|w| w.running.contains(&(key.clone(), attempt)))
+    }
+}

@@ -1,0 +1,15 @@
+//! Scheduling: the queue, leases, attempts, fencing, retries and cancellation, as a
+//! synchronous core driven by events with an injected clock.
+
+mod core;
+mod model;
+
+pub use self::core::{
+    Assignment, RunView, Scheduler, SchedulerConfig, SessionError, ShardView, SubmitError,
+    UnknownRun, WorkerView,
+};
+pub use model::{Ack, JobDef, NewRun, Notice, Priority, ShardDef};
+pub use shardci_types::{
+    Attempt, FailureClass, JobId, JobReport, JobResult, Millis, RunId, SessionId, ShardId,
+    ShardKey, Status, StepReport, WorkerId,
+};

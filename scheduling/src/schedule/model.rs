@@ -1,0 +1,85 @@
+//! What the scheduler knows about runs, shards, jobs and their results.
+
+use serde::{Deserialize, Serialize};
+
+use shardci_types::{Attempt, JobId, JobResult, Millis, RunId, ShardId, Status, WorkerId};
+
+/// Higher runs first. Pushes and schedules outrank pull requests; `boost` orders within.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Priority {
+    pub class: u8,
+    pub boost: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDef {
+    pub id: JobId,
+    pub requires: Vec<String>,
+    pub test_retries: u32,
+    pub expected_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardDef {
+    pub id: ShardId,
+    pub jobs: Vec<JobId>,
+    pub requires: Vec<String>,
+    pub expected_seconds: f64,
+}
+
+/// A run as submitted to the scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRun {
+    pub id: RunId,
+    pub priority: Priority,
+    pub jobs: Vec<JobDef>,
+    /// In dispatch order.
+    pub shards: Vec<ShardDef>,
+    pub deadline: Option<Millis>,
+}
+
+/// What happened to a completion a worker sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Accepted,
+    /// The same completion was accepted before; nothing changed.
+    AlreadyDone,
+    /// Not the current attempt (the shard was reassigned): the worker must drop it.
+    Fenced,
+    UnknownShard,
+    /// The completion does not match the assignment (a worker that lies): refused.
+    Rejected(String),
+}
+
+/// Something a driver must act on or publish after a scheduler call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// Tell `worker` to stop this shard attempt.
+    CancelShard {
+        worker: WorkerId,
+        run: RunId,
+        shard: ShardId,
+        attempt: Attempt,
+    },
+    ShardChanged {
+        run: RunId,
+        shard: ShardId,
+        attempt: Attempt,
+        status: Status,
+        worker: Option<WorkerId>,
+        message: String,
+    },
+    JobFinished {
+        run: RunId,
+        result: JobResult,
+    },
+    RunFinished {
+        run: RunId,
+        status: Status,
+    },
+    WorkerLost {
+        worker: WorkerId,
+    },
+}

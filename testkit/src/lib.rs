@@ -1,0 +1,1 @@
+//! Test support shared by every crate's integration tests and benches.

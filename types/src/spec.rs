@@ -1,0 +1,240 @@
+//! What a worker runs: a job and its steps as they arrive from the coordinator, validated, with
+//! the defaults every side applies to what a plan leaves out.
+
+use std::time::Duration;
+
+/// Memory for a step that names none: 2 GiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 2 << 30;
+/// CPU for a step that names none, in thousandths: one CPU.
+pub const DEFAULT_MILLI_CPUS: u32 = 1000;
+/// Processes for a step that names none.
+pub const DEFAULT_PIDS: u32 = 1024;
+/// Run time for a step that names none: 30 minutes.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// A step's resource limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// Thousandths of a CPU.
+    pub milli_cpus: u32,
+    /// Process (and thread) limit.
+    pub pids: u32,
+}
+
+impl Resources {
+    /// Fills every zero (unset on the wire) with its default.
+    pub fn or_defaults(memory_bytes: u64, milli_cpus: u32, pids: u32) -> Self {
+        Self {
+            memory_bytes: if memory_bytes == 0 {
+                DEFAULT_MEMORY_BYTES
+            } else {
+                memory_bytes
+            },
+            milli_cpus: if milli_cpus == 0 {
+                DEFAULT_MILLI_CPUS
+            } else {
+                milli_cpus
+            },
+            pids: if pids == 0 { DEFAULT_PIDS } else { pids },
+        }
+    }
+}
+
+/// An image a step builds from a Dockerfile in the tree before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBuild {
+    /// Relative to the source root.
+    pub context: String,
+    /// Relative to the source root.
+    pub dockerfile: String,
+    /// The tag later steps use.
+    pub tag: String,
+}
+
+/// One step as a worker runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    /// Unique within its job.
+    pub name: String,
+    /// The image the command runs in.
+    pub image: String,
+    /// Run as `sh -c <command>`.
+    pub command: String,
+    /// Relative to the source root.
+    pub workdir: String,
+    /// Sorted by name; includes the job's `SHARDCI_MATRIX_*` values.
+    pub env: Vec<(String, String)>,
+    /// Names of secrets to inject; values come with the assignment.
+    pub secrets: Vec<String>,
+    /// Stopped and classified `timeout` past this.
+    pub timeout: Duration,
+    /// Limits.
+    pub resources: Resources,
+    /// Whether the step may use the network (`none` otherwise).
+    pub network: bool,
+    /// An image to build first.
+    pub build_image: Option<ImageBuild>,
+    /// Globs of files to keep, relative to the job's work folder.
+    pub artifacts: Vec<String>,
+    /// Steps of the same job that must succeed first.
+    pub depends_on: Vec<String>,
+}
+
+/// One job as a worker runs it: a DAG of steps, checked to be one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// The job's stable id (`source-faker/unit[python=3.11]`).
+    pub id: String,
+    /// In the plan's order; [`JobSpec::new`] has checked that they form no cycle.
+    pub steps: Vec<StepSpec>,
+}
+
+/// A job a worker must refuse to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The job has no steps.
+    #[error("job {job} has no steps")]
+    NoSteps {
+        /// The job.
+        job: String,
+    },
+    /// A step lacks a required field.
+    #[error("a step of {job} lacks {what}")]
+    Incomplete {
+        /// The job.
+        job: String,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// Two steps share a name.
+    #[error("step {step} appears twice in {job}")]
+    DuplicateStep {
+        /// The job.
+        job: String,
+        /// The repeated name.
+        step: String,
+    },
+    /// The steps' dependencies loop.
+    #[error("the steps of {job} form a cycle: {}", cycle.join(" -> "))]
+    Cycle {
+        /// The job.
+        job: String,
+        /// The loop, first node repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A path leaves the source tree.
+    #[error("{what} {path:?} must stay inside the source tree")]
+    PathEscapes {
+        /// Which path.
+        what: &'static str,
+        /// Its value.
+        path: String,
+    },
+}
+
+/// Paths in a plan are relative to the source root; refuses anything that could leave it.
+pub fn relative_path(what: &'static str, path: &str) -> Result<String, SpecError> {
+    if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+        return Err(SpecError::PathEscapes {
+            what,
+            path: path.to_string(),
+        });
+    }
+    Ok(path.to_string())
+}
+
+impl JobSpec {
+    /// A job whose steps are named, unique and acyclic: a runner that waits for dependencies
+    /// would otherwise wait forever. A dependency on a step the job does not hold (removed with
+    /// `--skip-step`) is allowed and does not block.
+    pub fn new(id: String, steps: Vec<StepSpec>) -> Result<Self, SpecError> {
+        if steps.is_empty() {
+            return Err(SpecError::NoSteps { job: id });
+        }
+        for (i, step) in steps.iter().enumerate() {
+            for (missing, what) in [
+                (step.name.is_empty(), "a name"),
+                (step.image.is_empty(), "an image"),
+                (step.command.is_empty(), "a command"),
+            ] {
+                if missing {
+                    return Err(SpecError::Incomplete { job: id, what });
+                }
+            }
+            if steps[..i].iter().any(|s| s.name == step.name) {
+                return Err(SpecError::DuplicateStep {
+                    job: id,
+                    step: step.name.clone(),
+                });
+            }
+        }
+        let edges: Vec<(String, Vec<String>)> = steps
+            .iter()
+            .map(|s| (s.name.clone(), s.depends_on.clone()))
+            .collect();
+        if let Some(cycle) = crate::find_cycle(&edges) {
+            return Err(SpecError::Cycle { job: id, cycle });
+        }
+        Ok(Self { id, steps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, deps: &[&str]) -> StepSpec {
+        StepSpec {
+            name: name.into(),
+            image: "img".into(),
+            command: "true".into(),
+            workdir: String::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            timeout: DEFAULT_STEP_TIMEOUT,
+            resources: Resources::or_defaults(0, 0, 0),
+            network: false,
+            build_image: None,
+            artifacts: Vec::new(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn cyclic_and_malformed_jobs_are_refused() {
+        let err = JobSpec::new("j".into(), vec![step("a", &["b"]), step("b", &["a"])])
+            .expect_err("cycle");
+        assert_eq!(err.to_string(), "the steps of j form a cycle: a -> b -> a");
+        assert!(matches!(
+            JobSpec::new("j".into(), vec![step("a", &["a"])]),
+            Err(SpecError::Cycle { .. })
+        ));
+        assert!(matches!(
+            JobSpec::new("j".into(), vec![step("a", &[]), step("a", &[])]),
+            Err(SpecError::DuplicateStep { .. })
+        ));
+        assert!(matches!(
+            JobSpec::new("j".into(), vec![]),
+            Err(SpecError::NoSteps { .. })
+        ));
+        assert!(JobSpec::new("j".into(), vec![step("a", &["gone"]), step("b", &["a"])]).is_ok());
+    }
+
+    #[test]
+    fn zero_resources_take_the_defaults() {
+        assert_eq!(
+            Resources::or_defaults(0, 0, 0),
+            Resources {
+                memory_bytes: DEFAULT_MEMORY_BYTES,
+                milli_cpus: DEFAULT_MILLI_CPUS,
+                pids: DEFAULT_PIDS
+            }
+        );
+        assert_eq!(Resources::or_defaults(5, 6, 7).pids, 7);
+        assert!(relative_path("workdir", "../x").is_err());
+        assert!(relative_path("workdir", "/x").is_err());
+        assert_eq!(relative_path("workdir", "a/b"), Ok("a/b".to_string()));
+    }
+}

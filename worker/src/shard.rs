@@ -1,0 +1,231 @@
+//! Running one assigned shard: its source fetched (or taken from the cache), each job's step
+//! DAG run in its own work folder with logs to local files, artifacts uploaded, and the results
+//! in wire form for the session to report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardci_proto::v1 as pb;
+use shardci_proto::v1::worker_service_client::WorkerServiceClient;
+use shardci_types::FailureClass;
+use tokio_util::sync::CancellationToken;
+
+use crate::dag::run_job;
+use crate::executor::StepContext;
+use crate::logs::{LogSink, MaskingSink};
+use crate::shared::{Shared, lock};
+use crate::shipping::{FileSink, LogFile, LogRegistry, ship_logs};
+use crate::wire;
+
+/// Runs every job of `assignment`, returning their results in wire form.
+pub(crate) async fn run_shard(
+    shared: &Arc<Shared>,
+    assignment: &pb::Assignment,
+    shard: &pb::ShardRef,
+    cancel: CancellationToken,
+) -> Vec<pb::JobResult> {
+    let attempt = shard.attempt;
+    let source_dir = match fetch_source(shared, assignment.source.as_ref()).await {
+        Ok(dir) => dir,
+        Err(why) => {
+            return assignment
+                .jobs
+                .iter()
+                .map(|j| wire::failed_job(&j.id, FailureClass::Source, &why, attempt))
+                .collect();
+        }
+    };
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    let shard_dir = shared
+        .options
+        .data_dir
+        .join("jobs")
+        .join(safe(&shard.run_id))
+        .join(format!("{}-{}", safe(&shard.shard_id), attempt));
+    let registry: LogRegistry = Arc::default();
+    let shipping_done = CancellationToken::new();
+    let shipper = {
+        let shared = shared.clone();
+        let registry = registry.clone();
+        let done = shipping_done.clone();
+        let (run, shard_id) = (shard.run_id.clone(), shard.shard_id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => ship_logs(&shared, &registry, &run, &shard_id, attempt, false).await,
+                }
+            }
+        })
+    };
+    let secrets: BTreeMap<String, String> = assignment
+        .secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let secret_values: Vec<String> = secrets.values().cloned().collect();
+    let mut results = Vec::new();
+    for job in &assignment.jobs {
+        // A job the coordinator should never have sent (a cycle, a path out of the tree) is
+        // refused here rather than run: a cyclic DAG would wait forever.
+        let spec = match shardci_types::JobSpec::try_from(job) {
+            Ok(spec) => spec,
+            Err(why) => {
+                results.push(wire::failed_job(
+                    &job.id,
+                    FailureClass::Source,
+                    &why.to_string(),
+                    attempt,
+                ));
+                continue;
+            }
+        };
+        let job_dir = shard_dir.join(safe(&job.id));
+        let context = StepContext {
+            source_dir: source_dir.clone(),
+            work_dir: job_dir.join("work"),
+            labels: BTreeMap::from([
+                ("shardci.run".to_string(), shard.run_id.clone()),
+                ("shardci.shard".to_string(), shard.shard_id.clone()),
+                ("shardci.attempt".to_string(), attempt.to_string()),
+                ("shardci.job".to_string(), job.id.clone()),
+            ]),
+            secrets: secrets.clone(),
+            cancel: cancel.clone(),
+            stop_grace: shared.options.stop_grace,
+        };
+        let logs_dir = job_dir.join("logs");
+        let _ = std::fs::create_dir_all(&logs_dir);
+        let sink = |step: &str| -> Box<dyn LogSink> {
+            let path = logs_dir.join(format!("{}.log", safe(step)));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
+            lock(&registry).push(LogFile {
+                job: job.id.clone(),
+                step: step.to_string(),
+                path,
+                shipped: 0,
+                seq: 0,
+            });
+            Box::new(MaskingSink::new(FileSink { file }, &secret_values))
+        };
+        let outcome = run_job(shared.executor.as_ref(), &spec, &context, sink).await;
+        let mut result = wire::outcome_to_wire(&outcome, attempt);
+        keep_artifacts(shared, &shard.run_id, &spec, &context.work_dir, &mut result).await;
+        results.push(result);
+    }
+    shipping_done.cancel();
+    let _ = shipper.await;
+    ship_logs(
+        shared,
+        &registry,
+        &shard.run_id,
+        &shard.shard_id,
+        attempt,
+        true,
+    )
+    .await;
+    results
+}
+
+async fn fetch_source(shared: &Shared, source: Option<&pb::Source>) -> Result<PathBuf, String> {
+    let source = source.ok_or("the assignment names no source")?;
+    let tree = match &source.location {
+        Some(pb::source::Location::BundleDigest(digest)) => {
+            let channel = lock(&shared.channel).clone().ok_or("not connected")?;
+            let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20);
+            shared
+                .sources
+                .tree(&mut client, shared.options.token.as_deref(), digest)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        Some(pb::source::Location::Git(git)) => shared
+            .sources
+            .git_tree(&git.url, &source.head_commit)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => return Err("the source names neither a bundle nor a git repository".into()),
+    };
+    let root = if source.root.is_empty() {
+        tree
+    } else {
+        tree.join(&source.root)
+    };
+    Ok(root)
+}
+
+/// Uploads what each step's `artifacts` globs match and lists it in the step's result. A
+/// failed upload is said in the step's message; it does not change the step's status.
+async fn keep_artifacts(
+    shared: &Shared,
+    run: &str,
+    spec: &shardci_types::JobSpec,
+    work_dir: &std::path::Path,
+    result: &mut pb::JobResult,
+) {
+    let wanted: Vec<&shardci_types::StepSpec> = spec
+        .steps
+        .iter()
+        .filter(|s| !s.artifacts.is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let store = lock(&shared.artifact_store)
+        .as_ref()
+        .map(|(_, s)| s.clone());
+    for step in wanted {
+        let Some(reported) = result.steps.iter_mut().find(|r| r.step == step.name) else {
+            continue;
+        };
+        if reported.status == pb::Status::Skipped as i32 {
+            continue;
+        }
+        let Some(store) = &store else {
+            reported.message = join_message(
+                &reported.message,
+                "artifacts not kept: the coordinator named no store",
+            );
+            continue;
+        };
+        let prefix = format!(
+            "{}/artifacts",
+            shardci_types::step_prefix(run, &spec.id, &step.name)
+        );
+        let kept = match crate::artifacts::collect(work_dir, &step.artifacts) {
+            Ok(files) => crate::artifacts::upload(store.as_ref(), &prefix, &files).await,
+            Err(e) => Err(e),
+        };
+        match kept {
+            Ok(kept) => reported.artifact_keys = kept,
+            Err(e) => {
+                reported.message =
+                    join_message(&reported.message, &format!("artifacts not kept: {e}"));
+            }
+        }
+    }
+}
+
+fn join_message(existing: &str, more: &str) -> String {
+    if existing.is_empty() {
+        more.to_string()
+    } else {
+        format!("{existing}; {more}")
+    }
+}

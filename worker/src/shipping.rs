@@ -1,0 +1,119 @@
+//! Log shipping: each step's output is written to a local file first and shipped from there in
+//! sequenced chunks, so a slow or absent coordinator delays logs but never loses them, and a
+//! large log is read in pieces, never whole.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shardci_proto::v1 as pb;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::logs::LogSink;
+use crate::shared::{Shared, lock};
+
+/// Largest log chunk sent at once.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// One log file per (job, step): the sink appends, the shipper sends what is new.
+pub(crate) struct LogFile {
+    pub(crate) job: String,
+    pub(crate) step: String,
+    pub(crate) path: PathBuf,
+    pub(crate) shipped: u64,
+    pub(crate) seq: u64,
+}
+
+/// The log files of one shard attempt.
+pub(crate) type LogRegistry = Arc<Mutex<Vec<LogFile>>>;
+
+/// A sink that appends to a step's log file.
+pub(crate) struct FileSink {
+    pub(crate) file: Option<std::fs::File>,
+}
+
+impl LogSink for FileSink {
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if let Some(file) = &mut self.file {
+            let _ = file.write_all(bytes);
+        }
+    }
+}
+
+/// Ships what each registered file gained since the last call; with `eof`, ends each file's
+/// stream with an empty last chunk.
+pub(crate) async fn ship_logs(
+    shared: &Shared,
+    registry: &LogRegistry,
+    run: &str,
+    shard: &str,
+    attempt: u32,
+    eof: bool,
+) {
+    let files: Vec<(usize, PathBuf, u64)> = lock(registry)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i, f.path.clone(), f.shipped))
+        .collect();
+    for (index, path, shipped) in files {
+        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+            continue;
+        };
+        if file.seek(std::io::SeekFrom::Start(shipped)).await.is_err() {
+            continue;
+        }
+        // One chunk in memory at a time, however much the step printed since the last pass.
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        while let Ok(read) = file.read(&mut buffer).await {
+            if read == 0 && !eof {
+                break;
+            }
+            let piece = buffer[..read].to_vec();
+            let (job, step, seq) = {
+                let registry = lock(registry);
+                let f = &registry[index];
+                (f.job.clone(), f.step.clone(), f.seq)
+            };
+            let chunk = pb::LogChunk {
+                run_id: run.into(),
+                shard_id: shard.into(),
+                attempt,
+                job_id: job,
+                step,
+                seq,
+                eof: piece.is_empty(),
+                data: piece.clone(),
+            };
+            // Wait for a session rather than drop: the file keeps everything meanwhile.
+            let mut link = shared.link.subscribe();
+            let outbox = loop {
+                if let Some(outbox) = link.borrow_and_update().clone() {
+                    break Some(outbox);
+                }
+                if tokio::time::timeout(Duration::from_secs(30), link.changed())
+                    .await
+                    .is_err()
+                {
+                    break None;
+                }
+            };
+            let Some(outbox) = outbox else { return };
+            if outbox
+                .send(pb::WorkerMessage {
+                    msg: Some(pb::worker_message::Msg::Log(chunk)),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut registry = lock(registry);
+            registry[index].seq += 1;
+            registry[index].shipped += piece.len() as u64;
+            if piece.is_empty() {
+                break;
+            }
+        }
+    }
+}
