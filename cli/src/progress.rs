@@ -6,53 +6,46 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use shardci_proto::convert::{class_from_wire, seconds_from_wire, status_from_wire};
 use shardci_proto::v1 as pb;
+use shardci_types::Status;
 
 use crate::client::{Client, status_failure};
 use crate::exit::{Code, Failure};
 
-fn status_name(status: i32) -> &'static str {
-    match pb::Status::try_from(status) {
-        Ok(pb::Status::Queued) => "queued",
-        Ok(pb::Status::Running) => "running",
-        Ok(pb::Status::Success) => "passed",
-        Ok(pb::Status::Failure) => "FAILED",
-        Ok(pb::Status::Skipped) => "skipped",
-        Ok(pb::Status::Cancelled) => "cancelled",
-        Ok(pb::Status::Error) => "ERROR",
-        _ => "unknown",
-    }
+/// A wire status as the domain's, `None` for a value this client does not know.
+pub(crate) fn status(value: i32) -> Option<Status> {
+    status_from_wire(value).ok()
 }
 
-fn class_name(class: i32) -> Option<&'static str> {
-    match pb::FailureClass::try_from(class) {
-        Ok(pb::FailureClass::Test) => Some("test"),
-        Ok(pb::FailureClass::Timeout) => Some("timeout"),
-        Ok(pb::FailureClass::Oom) => Some("oom"),
-        Ok(pb::FailureClass::WorkerLost) => Some("worker lost"),
-        Ok(pb::FailureClass::Docker) => Some("docker"),
-        Ok(pb::FailureClass::Image) => Some("image"),
-        Ok(pb::FailureClass::Source) => Some("source"),
-        _ => None,
+/// How the terminal shows a status: failures shout.
+fn status_name(value: i32) -> &'static str {
+    match status(value) {
+        Some(Status::Success) => "passed",
+        Some(Status::Failure) => "FAILED",
+        Some(Status::Error) => "ERROR",
+        Some(other) => other.as_str(),
+        None => "unknown",
     }
 }
 
 fn seconds(d: &Option<prost_types::Duration>) -> f64 {
-    d.as_ref()
-        .map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+    seconds_from_wire(*d)
 }
 
 /// One line saying why a job did not pass: the first step that did not succeed.
 pub fn failure_line(result: &pb::JobResult) -> String {
     let failed = result.steps.iter().find(|s| {
         matches!(
-            pb::Status::try_from(s.status),
-            Ok(pb::Status::Failure | pb::Status::Error | pb::Status::Cancelled)
+            status(s.status),
+            Some(Status::Failure | Status::Error | Status::Cancelled)
         )
     });
     match failed {
         Some(step) => {
-            let class = class_name(step.failure_class)
+            let class = class_from_wire(step.failure_class)
+                .ok()
+                .flatten()
                 .map(|c| format!(" [{c}]"))
                 .unwrap_or_default();
             format!("step {}{class}: {}", step.step, step.message)
@@ -116,8 +109,8 @@ pub async fn watch(
             }
             Some(pb::run_event::Event::Shard(update)) => {
                 let finished = matches!(
-                    pb::Status::try_from(update.status),
-                    Ok(pb::Status::Success | pb::Status::Cancelled | pb::Status::Error)
+                    status(update.status),
+                    Some(Status::Success | Status::Cancelled | Status::Error)
                 );
                 if finished {
                     done_shards.insert(update.shard_id.clone(), true);
@@ -133,24 +126,22 @@ pub async fn watch(
                 }
             }
             Some(pb::run_event::Event::JobFinished(result)) => {
-                let status = status_name(result.status);
-                match pb::Status::try_from(result.status) {
-                    Ok(pb::Status::Success) => passed += 1,
-                    Ok(pb::Status::Failure | pb::Status::Error) => failed += 1,
+                let shown = status_name(result.status);
+                let outcome = status(result.status);
+                match outcome {
+                    Some(Status::Success) => passed += 1,
+                    Some(s) if s.is_failed() => failed += 1,
                     _ => {}
                 }
                 let duration: f64 = result.steps.iter().map(|s| seconds(&s.duration)).sum();
-                if matches!(
-                    pb::Status::try_from(result.status),
-                    Ok(pb::Status::Failure | pb::Status::Error)
-                ) {
+                if outcome.is_some_and(Status::is_failed) {
                     print(format!(
-                        "✗ {} {status} ({duration:.1}s) {}",
+                        "✗ {} {shown} ({duration:.1}s) {}",
                         result.job_id,
                         failure_line(&result)
                     ));
                 } else if bar.is_none() {
-                    print(format!("  {} {status} ({duration:.1}s)", result.job_id));
+                    print(format!("  {} {shown} ({duration:.1}s)", result.job_id));
                 }
                 if let Some(bar) = &bar {
                     bar.set_message(format!("{passed} passed, {failed} failed"));
@@ -179,9 +170,9 @@ pub async fn watch(
 /// The exit code of a finished run: 0 passed; 1 a test failed (or the run was cancelled);
 /// 3 only infrastructure failed.
 pub fn exit_code(run: &pb::Run) -> Code {
-    match pb::Status::try_from(run.status) {
-        Ok(pb::Status::Success) => Code::Success,
-        Ok(pb::Status::Error) => Code::Infrastructure,
+    match status(run.status) {
+        Some(Status::Success) => Code::Success,
+        Some(Status::Error) => Code::Infrastructure,
         _ => Code::RunFailed,
     }
 }
@@ -190,9 +181,9 @@ pub fn exit_code(run: &pb::Run) -> Code {
 pub fn render_table(run: &pb::Run) -> String {
     use std::fmt::Write;
     let mut results: Vec<&pb::JobResult> = run.results.iter().collect();
-    let rank = |r: &pb::JobResult| match pb::Status::try_from(r.status) {
-        Ok(pb::Status::Failure | pb::Status::Error) => 0,
-        Ok(pb::Status::Cancelled) => 1,
+    let rank = |r: &pb::JobResult| match status(r.status) {
+        Some(Status::Failure | Status::Error) => 0,
+        Some(Status::Cancelled) => 1,
         _ => 2,
     };
     results.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.job_id.cmp(&b.job_id)));
@@ -217,7 +208,7 @@ pub fn render_table(run: &pb::Run) -> String {
         let skipped: Vec<&str> = result
             .steps
             .iter()
-            .filter(|s| s.status == pb::Status::Skipped as i32)
+            .filter(|s| status(s.status) == Some(Status::Skipped))
             .map(|s| s.step.as_str())
             .collect();
         if !skipped.is_empty() {
@@ -227,7 +218,7 @@ pub fn render_table(run: &pb::Run) -> String {
                 result
                     .steps
                     .iter()
-                    .find(|s| s.status == pb::Status::Skipped as i32)
+                    .find(|s| status(s.status) == Some(Status::Skipped))
                     .map_or("", |s| s.message.as_str())
             ));
         }
@@ -241,10 +232,10 @@ pub fn render_table(run: &pb::Run) -> String {
             note
         );
     }
-    let count = |status: pb::Status| {
+    let count = |wanted: Status| {
         run.results
             .iter()
-            .filter(|r| r.status == status as i32)
+            .filter(|r| status(r.status) == Some(wanted))
             .count()
     };
     let _ = writeln!(
@@ -252,10 +243,10 @@ pub fn render_table(run: &pb::Run) -> String {
         "run {} {}: {} passed, {} failed, {} errored, {} cancelled, {} flaky",
         run.id,
         status_name(run.status),
-        count(pb::Status::Success),
-        count(pb::Status::Failure),
-        count(pb::Status::Error),
-        count(pb::Status::Cancelled),
+        count(Status::Success),
+        count(Status::Failure),
+        count(Status::Error),
+        count(Status::Cancelled),
         run.results.iter().filter(|r| r.flaky).count()
     );
     out

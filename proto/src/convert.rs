@@ -254,27 +254,6 @@ impl From<&JobResult> for pb::JobResult {
     }
 }
 
-/// A job result as the CLI and other clients read it back.
-pub fn job_result_from_wire(result: &pb::JobResult) -> Result<JobResult, WireError> {
-    let report = JobReport::try_from(result.clone())?;
-    Ok(JobResult {
-        job: report.job,
-        status: report.status,
-        failure_class: report.failure_class,
-        message: report
-            .steps
-            .iter()
-            .find(|s| s.status.is_failed())
-            .map(|s| s.message.clone())
-            .unwrap_or_default(),
-        steps: report.steps,
-        attempt: Attempt(result.attempt),
-        attempts: result.attempt,
-        flaky: result.flaky,
-        worker: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

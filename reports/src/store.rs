@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use shardci_types::Status;
 use tokio::sync::Mutex;
 
 use crate::report::{
@@ -259,14 +260,14 @@ impl ReportStore {
         };
         for job in &report.jobs {
             // Only completed work says how long work takes.
-            if !matches!(job.status.as_str(), "success" | "failure") {
+            if !job.status.ran_to_verdict() {
                 continue;
             }
             push(
                 timings.jobs.entry(job.id.clone()).or_default(),
                 job.duration_seconds,
             );
-            for step in job.steps.iter().filter(|s| s.status == "success") {
+            for step in job.steps.iter().filter(|s| s.status == Status::Success) {
                 push(
                     timings.test_types.entry(step.name.clone()).or_default(),
                     step.duration_seconds,

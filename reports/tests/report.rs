@@ -249,7 +249,7 @@ fn analysis_counts_classifies_and_orders() {
     );
     let by_id = |id: &str| report.jobs.iter().find(|j| j.id == id).unwrap();
     let timeout = by_id("source-faker/acceptance");
-    assert!(timeout.infrastructure && timeout.failure_class.as_deref() == Some("timeout"));
+    assert!(timeout.infrastructure && timeout.failure_class == Some(FailureClass::Timeout));
     assert!(by_id("source-stripe/acceptance").infrastructure);
     assert!(
         !by_id("source-faker/unit[python=3.12]").infrastructure,

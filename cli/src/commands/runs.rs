@@ -3,21 +3,17 @@
 use std::io::Write;
 
 use serde_json::json;
+use shardci_proto::convert::{class_from_wire, seconds_from_wire};
 use shardci_proto::v1 as pb;
+use shardci_types::{FailureClass, Status};
 
 use crate::args::{LogsArgs, RunsCommand, WorkersCommand};
 use crate::client::{connect, status_failure};
 use crate::exit::{Code, Failure};
-use crate::progress::{failure_line, render_table};
+use crate::progress::{failure_line, render_table, status};
 
-fn status_text(status: i32) -> String {
-    pb::Status::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("STATUS_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|_| "unknown".into())
+fn status_text(value: i32) -> &'static str {
+    status(value).map_or("unknown", Status::as_str)
 }
 
 pub fn run_json(run: &pb::Run) -> String {
@@ -34,9 +30,9 @@ pub fn run_json(run: &pb::Run) -> String {
                 "steps": r.steps.iter().map(|s| json!({
                     "step": s.step,
                     "status": status_text(s.status),
-                    "failure_class": pb::FailureClass::try_from(s.failure_class).map(|c| c.as_str_name().trim_start_matches("FAILURE_CLASS_").to_ascii_lowercase()).unwrap_or_default(),
+                    "failure_class": class_from_wire(s.failure_class).ok().flatten().map_or("", FailureClass::as_str),
                     "exit_code": s.exit_code,
-                    "seconds": s.duration.as_ref().map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9),
+                    "seconds": seconds_from_wire(s.duration),
                     "message": s.message,
                 })).collect::<Vec<_>>(),
             })

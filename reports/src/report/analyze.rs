@@ -13,14 +13,14 @@ pub struct ReportInput<'a> {
 }
 
 /// Worst first: what a grid cell shows when its matrix points disagree.
-fn severity(status: &str) -> u8 {
+fn severity(status: Status) -> u8 {
     match status {
-        "failure" => 0,
-        "error" => 1,
-        "cancelled" => 2,
-        "queued" | "running" => 3,
-        "skipped" => 4,
-        _ => 5,
+        Status::Failure => 0,
+        Status::Error => 1,
+        Status::Cancelled => 2,
+        Status::Queued | Status::Running => 3,
+        Status::Skipped => 4,
+        Status::Success => 5,
     }
 }
 
@@ -41,14 +41,14 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
     let mut counts = Counts::default();
     for (id, job) in &run.jobs {
         let result = results.get(id.as_str());
-        let status = result.map_or("queued", |r| r.status.as_str()).to_string();
-        match status.as_str() {
-            "success" => counts.passed += 1,
-            "failure" => counts.failed += 1,
-            "error" => counts.errored += 1,
-            "skipped" => counts.skipped += 1,
-            "cancelled" => counts.cancelled += 1,
-            _ => {}
+        let status = result.map_or(Status::Queued, |r| r.status);
+        match status {
+            Status::Success => counts.passed += 1,
+            Status::Failure => counts.failed += 1,
+            Status::Error => counts.errored += 1,
+            Status::Skipped => counts.skipped += 1,
+            Status::Cancelled => counts.cancelled += 1,
+            Status::Queued | Status::Running => {}
         }
         let flaky = result.is_some_and(|r| r.flaky);
         if flaky {
@@ -59,11 +59,11 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                 r.steps
                     .iter()
                     .map(|s| {
-                        let failed = matches!(s.status, Status::Failure | Status::Error);
+                        let failed = s.status.is_failed();
                         StepEntry {
                             name: s.step.clone(),
-                            status: s.status.as_str().to_string(),
-                            failure_class: s.failure_class.map(|c| c.as_str().to_string()),
+                            status: s.status,
+                            failure_class: s.failure_class,
                             exit_code: s.exit_code,
                             duration_seconds: s.duration_ms as f64 / 1000.0,
                             message: s.message.clone(),
@@ -92,9 +92,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                     .collect()
             })
             .unwrap_or_default();
-        let failure_class = result
-            .and_then(|r| r.failure_class)
-            .map(|c| c.as_str().to_string());
+        let failure_class = result.and_then(|r| r.failure_class);
         jobs.push(JobEntry {
             id: id.clone(),
             connector: job.connector.clone(),
@@ -114,8 +112,8 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
     }
     // Failures first, then errors and cancellations, then the rest, each in id order.
     jobs.sort_by(|a, b| {
-        severity(&a.status)
-            .cmp(&severity(&b.status))
+        severity(a.status)
+            .cmp(&severity(b.status))
             .then(a.id.cmp(&b.id))
     });
     let connectors: Vec<String> = jobs
@@ -143,17 +141,17 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             .or_insert_with(|| Cell {
                 connector: job.connector.clone(),
                 test_type: job.test_type.clone(),
-                status: job.status.clone(),
+                status: job.status,
                 jobs: Vec::new(),
             });
-        if severity(&job.status) < severity(&cell.status) {
-            cell.status = job.status.clone();
+        if severity(job.status) < severity(cell.status) {
+            cell.status = job.status;
         }
         cell.jobs.push(job.id.clone());
     }
     let tested: BTreeSet<&str> = jobs
         .iter()
-        .filter(|j| j.status == "success" || j.status == "failure")
+        .filter(|j| j.status.ran_to_verdict())
         .map(|j| j.connector.as_str())
         .collect();
     let untested = connectors
@@ -164,7 +162,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
     RunReport {
         format: 1,
         run_id: run.run_id.clone(),
-        status: run.status.as_str().to_string(),
+        status: run.status,
         event: run.event.clone(),
         labels: run.labels.clone(),
         head_commit: run.head_commit.clone(),

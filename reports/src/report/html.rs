@@ -5,6 +5,8 @@
 use std::fmt::Write;
 
 use super::escape::escape;
+use shardci_types::FailureClass;
+
 use super::model::RunReport;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1f2328}\
@@ -60,8 +62,8 @@ pub fn render_html(report: &RunReport) -> String {
         "<h1>Run {} <span class=\"tag {}\">{}</span></h1><div class=\"meta\">event {} · labels {} · head {} · base {} · by {} · created {} · duration {:.0}s</div>\
          <div class=\"counts\"><span>{} jobs</span><span>{} passed</span><span>{} failed</span><span>{} errored</span><span>{} skipped</span><span>{} cancelled</span><span>{} flaky</span></div>",
         escape(&report.run_id),
-        escape(&report.status),
-        escape(&report.status),
+        report.status,
+        report.status,
         escape(&report.event),
         escape(&if report.labels.is_empty() {
             "-".to_string()
@@ -99,11 +101,11 @@ pub fn render_html(report: &RunReport) -> String {
                     let _ = write!(
                         out,
                         "<td class=\"cell {}\" data-connector=\"{}\" data-testtype=\"{}\" title=\"{}\">{} ({})</td>",
-                        escape(&cell.status),
+                        cell.status,
                         escape(connector),
                         escape(t),
                         escape(&cell.jobs.join("\n")),
-                        escape(&cell.status),
+                        cell.status,
                         cell.jobs.len()
                     );
                 }
@@ -128,7 +130,7 @@ pub fn render_html(report: &RunReport) -> String {
             let _ = write!(
                 tags,
                 "<span class=\"tag infra\">infrastructure: {}</span>",
-                escape(job.failure_class.as_deref().unwrap_or(""))
+                job.failure_class.map_or("", FailureClass::as_str)
             );
         }
         if job.flaky {
@@ -140,11 +142,11 @@ pub fn render_html(report: &RunReport) -> String {
         let _ = write!(
             out,
             "<div class=\"job\" data-status=\"{}\" data-connector=\"{}\" data-testtype=\"{}\"><h3><span class=\"tag {}\">{}</span> {} <small>{:.1}s</small>{tags}</h3><table>",
-            escape(&job.status),
+            job.status,
             escape(&job.connector),
             escape(&job.test_type),
-            escape(&job.status),
-            escape(&job.status),
+            job.status,
+            job.status,
             escape(&job.id),
             job.duration_seconds
         );
@@ -160,10 +162,10 @@ pub fn render_html(report: &RunReport) -> String {
             let _ = write!(
                 out,
                 "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a>{artifacts}</td></tr>",
-                escape(&step.status),
+                step.status,
                 escape(&step.name),
-                escape(&step.status),
-                escape(step.failure_class.as_deref().unwrap_or("")),
+                step.status,
+                step.failure_class.map_or("", FailureClass::as_str),
                 step.duration_seconds,
                 escape(&step.message),
                 escape(&step.log_key)

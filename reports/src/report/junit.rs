@@ -5,6 +5,8 @@
 use std::fmt::Write;
 
 use super::escape::escape;
+use shardci_types::{FailureClass, Status};
+
 use super::model::RunReport;
 
 pub fn render_junit(report: &RunReport) -> String {
@@ -26,16 +28,16 @@ pub fn render_junit(report: &RunReport) -> String {
             .iter()
             .filter(|j| &j.connector == connector)
             .collect();
-        let count = |s: &str| jobs.iter().filter(|j| j.status == s).count();
+        let count = |s: Status| jobs.iter().filter(|j| j.status == s).count();
         let time: f64 = jobs.iter().map(|j| j.duration_seconds).sum();
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             escape(connector),
             jobs.len(),
-            count("failure"),
-            count("error"),
-            count("skipped") + count("cancelled"),
+            count(Status::Failure),
+            count(Status::Error),
+            count(Status::Skipped) + count(Status::Cancelled),
             time
         );
         for job in jobs {
@@ -46,15 +48,12 @@ pub fn render_junit(report: &RunReport) -> String {
                 escape(&job.id),
                 job.duration_seconds
             );
-            let failed_step = job
-                .steps
-                .iter()
-                .find(|s| s.status == "failure" || s.status == "error");
+            let failed_step = job.steps.iter().find(|s| s.status.is_failed());
             let message =
                 failed_step.map_or(String::new(), |s| format!("step {}: {}", s.name, s.message));
             let tail = failed_step.map_or("", |s| s.log_tail.as_str());
-            match job.status.as_str() {
-                "failure" => {
+            match job.status {
+                Status::Failure => {
                     let _ = writeln!(
                         out,
                         ">\n      <failure message=\"{}\" type=\"test\">{}</failure>",
@@ -62,8 +61,8 @@ pub fn render_junit(report: &RunReport) -> String {
                         escape(tail)
                     );
                 }
-                "error" => {
-                    let kind = job.failure_class.as_deref().unwrap_or("error");
+                Status::Error => {
+                    let kind = job.failure_class.map_or("error", FailureClass::as_str);
                     let _ = writeln!(
                         out,
                         ">\n      <error message=\"{}\" type=\"{}\">{}</error>",
@@ -72,14 +71,10 @@ pub fn render_junit(report: &RunReport) -> String {
                         escape(tail)
                     );
                 }
-                "skipped" | "cancelled" | "queued" | "running" => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>",
-                        escape(&job.status)
-                    );
+                Status::Skipped | Status::Cancelled | Status::Queued | Status::Running => {
+                    let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>", job.status);
                 }
-                _ => {
+                Status::Success => {
                     let _ = writeln!(out, "/>");
                     continue;
                 }

@@ -3,11 +3,13 @@
 
 use std::fmt::Write;
 
+use shardci_types::{FailureClass, Status};
+
 use super::model::RunReport;
 
 pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     let mut out = String::new();
-    let icon = if report.status == "success" {
+    let icon = if report.status == Status::Success {
         "✅"
     } else {
         "❌"
@@ -20,7 +22,7 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     let problems: Vec<_> = report
         .jobs
         .iter()
-        .filter(|j| matches!(j.status.as_str(), "failure" | "error"))
+        .filter(|j| j.status.is_failed())
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(
@@ -28,16 +30,13 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
             "| job | status | class | step | message |\n| --- | --- | --- | --- | --- |"
         );
         for job in problems {
-            let step = job
-                .steps
-                .iter()
-                .find(|s| s.status == "failure" || s.status == "error");
+            let step = job.steps.iter().find(|s| s.status.is_failed());
             let _ = writeln!(
                 out,
                 "| `{}` | {} | {} | {} | {} |",
                 job.id,
                 job.status,
-                job.failure_class.as_deref().unwrap_or("-"),
+                job.failure_class.map_or("-", FailureClass::as_str),
                 step.map_or("-", |s| s.name.as_str()),
                 step.map_or(String::new(), |s| s.message.replace('|', "\\|"))
             );

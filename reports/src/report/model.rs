@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use shardci_types::{JobResult, Status};
+use shardci_types::{FailureClass, JobResult, Status};
 
 /// What a planned job contributes to a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,9 +52,9 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepEntry {
     pub name: String,
-    pub status: String,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     pub duration_seconds: f64,
@@ -75,9 +75,9 @@ pub struct JobEntry {
     pub connector: String,
     pub test_type: String,
     pub matrix: BTreeMap<String, String>,
-    pub status: String,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_class: Option<String>,
+    pub failure_class: Option<FailureClass>,
     /// Infrastructure failures (timeout, OOM, worker lost...) are told apart from test failures.
     pub infrastructure: bool,
     pub attempts: u32,
@@ -92,7 +92,7 @@ pub struct JobEntry {
 pub struct Cell {
     pub connector: String,
     pub test_type: String,
-    pub status: String,
+    pub status: Status,
     pub jobs: Vec<String>,
 }
 
@@ -107,7 +107,7 @@ pub struct Skipped {
 pub struct RunReport {
     pub format: u32,
     pub run_id: String,
-    pub status: String,
+    pub status: Status,
     pub event: String,
     pub labels: Vec<String>,
     pub head_commit: String,
