@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde_json::Value;
+use shardci_testkit::git;
 
 fn shardci() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shardci"));
@@ -28,45 +29,18 @@ fn shardci() -> Command {
     command
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 fn commit(dir: &Path) {
     git(dir, &["init", "-q", "-b", "main"]);
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-qm", "bench"]);
+    shardci_testkit::commit_all(dir, "bench");
 }
 
 fn example() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo/.");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(example)
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    let _ = std::fs::remove_dir_all(dir.path().join(".shardci"));
-    commit(dir.path());
-    dir
+    shardci_testkit::example_repo("main")
 }
 
 fn uneven() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo/images");
+    let images = shardci_testkit::example_root().join("images");
     let status = Command::new("cp")
         .arg("-r")
         .arg(images)

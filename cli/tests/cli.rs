@@ -1,37 +1,16 @@
 //! The `shardci` binary's contract: JSON shape, determinism, exit codes and error messages.
 
-mod common;
-use common::git;
+use shardci_testkit::{copy_tree, example_root, git};
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const C: &str = "airbyte-integrations/connectors";
 
-fn example_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A committed copy of the example on `master`, then a `feature` branch changing source-faker.
 fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&example_root(), dir.path());
-    git(dir.path(), &["init", "-q", "-b", "master"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-qm", "initial"]);
+    let dir = shardci_testkit::example_repo("master");
     git(dir.path(), &["checkout", "-q", "-b", "feature"]);
     let streams = dir
         .path()

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
-use common::{IMAGE, fixture, git};
+use shardci_testkit::{IMAGE, fixture, git};
 
 fn bin(name: &str) -> PathBuf {
     let shardci = PathBuf::from(env!("CARGO_BIN_EXE_shardci"));

@@ -15,7 +15,7 @@ use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::MemorySink;
 use tokio_util::sync::CancellationToken;
 
-const IMAGE: &str = "shardci-test/busybox:1";
+use shardci_testkit::IMAGE;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -14,7 +14,7 @@ use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::{LogSink, MaskingSink, MemorySink};
 use tokio_util::sync::CancellationToken;
 
-const IMAGE: &str = "shardci-test/busybox:1";
+use shardci_testkit::IMAGE;
 
 async fn executor(worker: &str) -> DockerExecutor {
     let executor = DockerExecutor::connect(worker)

@@ -22,10 +22,6 @@ use super::publish;
 use crate::state::{Op, StateStore, Txn};
 use crate::wire;
 
-/// Finished and published runs kept in memory for `runs list` and `runs show`; older ones are
-/// forgotten (their reports stay in the store).
-pub(crate) const FINISHED_RUNS_KEPT: usize = 500;
-
 struct Actor {
     scheduler: Scheduler,
     reports: Option<ReportStore>,

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub reports: Option<ReportStore>,
     /// How long shutdown waits for detached work (reports still being published).
     pub shutdown_grace: Duration,
+    /// Published runs kept in memory for `runs list` and `runs show`; older ones are forgotten
+    /// (their reports and logs stay in the store).
+    pub finished_runs_kept: usize,
 }
 
 impl ServerConfig {
@@ -60,6 +63,7 @@ impl ServerConfig {
             max_active_runs: 1000,
             reports: None,
             shutdown_grace: Duration::from_secs(30),
+            finished_runs_kept: 500,
         }
     }
 }
@@ -102,7 +106,7 @@ pub async fn serve(
         actor::ActorConfig {
             scheduler: config.scheduler,
             max_active_runs: config.max_active_runs,
-            finished_runs_kept: actor::FINISHED_RUNS_KEPT,
+            finished_runs_kept: config.finished_runs_kept,
             reports: config.reports.clone(),
         },
         store,
@@ -117,6 +121,7 @@ pub async fn serve(
         coordinator,
         sources,
         lease_ttl: Duration::from_millis(config.scheduler.lease_ttl_ms),
+        shutdown: shutdown.clone(),
     };
     let client = ClientServiceServer::new(client).max_decoding_message_size(64 << 20);
     let worker = WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20);

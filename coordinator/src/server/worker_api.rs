@@ -23,6 +23,8 @@ pub(crate) struct WorkerApi {
     pub sources: SourceStore,
     /// Reported in heartbeat acknowledgements.
     pub lease_ttl: Duration,
+    /// Ends every session when the server stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn shard_key(shard: Option<pb::ShardRef>) -> Result<(ShardKey, Attempt), Status> {
@@ -139,17 +141,15 @@ impl WorkerService for WorkerApi {
         }
         let coordinator = self.coordinator.clone();
         let lease_ttl = self.lease_ttl;
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(status) = serve_session(
-                &coordinator,
-                &worker,
-                session,
-                &mut inbound,
-                &outbox,
-                lease_ttl,
-            )
-            .await
-            {
+            let served = tokio::select! {
+                served = serve_session(&coordinator, &worker, session, &mut inbound, &outbox, lease_ttl) => served,
+                // Ending the stream lets a graceful shutdown finish; the worker reconnects to
+                // whichever coordinator serves next.
+                () = shutdown.cancelled() => Err(Status::unavailable("the coordinator is shutting down")),
+            };
+            if let Err(status) = served {
                 tracing::warn!(%worker, error = %status.message(), "worker session ended with an error");
                 let _ = outbox.send(Err(status)).await;
             }

@@ -1,8 +1,9 @@
 //! Helpers shared by the planner's integration tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+
+pub use shardci_testkit::{copy_tree, git};
 
 use shardci_planning::config::Config;
 use shardci_planning::plan::{Event, Filters, Plan, PlanInputs, SourceInfo, Timings, build_plan};
@@ -10,8 +11,13 @@ use shardci_planning::repo::{ChangeStatus, ChangedFile, Connectors, FsTree, disc
 
 pub const C: &str = "airbyte-integrations/connectors";
 
+/// A copy of the example monorepo made once per test process: tests never read the user's
+/// copy, which may hold state from an earlier `shardci local`.
 pub fn example_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monorepo")
+    static COPY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    COPY.get_or_init(shardci_testkit::copy_example)
+        .path()
+        .to_path_buf()
 }
 
 pub fn load_example() -> (Config, Connectors) {
@@ -79,40 +85,6 @@ pub fn plan_with_timings(
     .expect("planning succeeds")
 }
 
-/// Runs git in `dir`, panicking with its output on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Copies a directory tree.
-pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A git repository holding a copy of the example monorepo at `<repo>/<subdir>`, committed
 /// on branch `master`.
 pub fn example_git_repo(subdir: &str) -> (tempfile::TempDir, PathBuf) {
@@ -124,7 +96,6 @@ pub fn example_git_repo(subdir: &str) -> (tempfile::TempDir, PathBuf) {
     };
     copy_tree(&example_root(), &root);
     git(dir.path(), &["init", "-q", "-b", "master"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    shardci_testkit::commit_all(dir.path(), "initial");
     (dir, root)
 }

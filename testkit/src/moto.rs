@@ -1,61 +1,18 @@
-//! Helpers the integration tests share: git fixtures and a real S3 API server (moto).
-#![allow(dead_code)]
+//! A real S3 API (moto's server) on a loopback port, for tests of the object-store paths.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub const IMAGE: &str = "shardci-test/busybox:1";
-
-pub fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A generic-layout monorepo with `n` connectors and the given test types and templates.
-pub fn fixture(n: usize, steps: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("shardci.toml"),
-        format!(
-            "[project]\ndefault_branch = \"main\"\n\n[discovery]\nlayout = \"generic\"\nmetadata = \"connectors/*/connector.toml\"\n\n\
-             [defaults]\nimage = \"{IMAGE}\"\nexpected_duration = \"5s\"\nresources = {{ memory = \"64MiB\" }}\n\n{steps}\n\
-             [sharding]\nshards_per_slot = 1\nmin_shard_duration = \"1s\"\n"
-        ),
-    )
-    .unwrap();
-    for i in 1..=n {
-        let c = dir.path().join(format!("connectors/c{i}"));
-        std::fs::create_dir_all(&c).unwrap();
-        std::fs::write(c.join("connector.toml"), "language = \"generic\"\n").unwrap();
-    }
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-qm", "fixture"]);
-    dir
-}
 
 /// A real S3 API (moto's server) on a loopback port, killed when dropped. moto keeps objects
 /// in memory, so a restarted server starts empty: tests re-create their bucket.
 pub struct Moto {
     child: Option<Child>,
+    /// The loopback port it listens on.
     pub port: u16,
 }
 
 impl Moto {
+    /// Starts a server on a free loopback port.
     pub fn start() -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -66,6 +23,7 @@ impl Moto {
         moto
     }
 
+    /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -81,6 +39,7 @@ impl Moto {
         ]
     }
 
+    /// Kills the server (objects are lost: moto keeps them in memory).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -111,6 +70,7 @@ impl Moto {
         }
     }
 
+    /// Creates a bucket.
     pub fn create_bucket(&self, name: &str) {
         let reply = self
             .request("PUT", &format!("/{name}"))

@@ -1,0 +1,502 @@
+//! The coordinator in-process: `serve` on a loopback port with the memory store and a report
+//! store in a temporary folder, driven by real tonic clients playing the CLI and a worker. A
+//! protocol bug shows here in a second, before the cluster tests run processes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::state::MemoryStore;
+use shardci_proto::v1 as pb;
+use shardci_proto::v1::client_service_client::ClientServiceClient;
+use shardci_proto::v1::worker_service_client::WorkerServiceClient;
+use shardci_scheduling::schedule::SchedulerConfig;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const CLIENT_TOKEN: &str = "client-secret";
+const WORKER_TOKEN: &str = "worker-secret";
+
+struct Server {
+    url: String,
+    store: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Server {
+    start_keeping(500).await
+}
+
+async fn start_keeping(finished_runs_kept: usize) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let reports = shardci_reports::local_report_store(store.path()).expect("report store");
+    let config = ServerConfig {
+        tokens: Tokens {
+            client: Some(CLIENT_TOKEN.into()),
+            worker: Some(WORKER_TOKEN.into()),
+        },
+        reports: Some(reports),
+        finished_runs_kept,
+        ..ServerConfig::new(
+            data.path().to_path_buf(),
+            SchedulerConfig {
+                lease_ttl_ms: 30_000,
+                max_infra_retries: 1,
+            },
+        )
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let _data = data;
+        serve(listener, config, Arc::new(MemoryStore::new()), stop)
+            .await
+            .expect("serves");
+    });
+    Server {
+        url,
+        store,
+        shutdown,
+        task,
+    }
+}
+
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+async fn client(url: &str) -> ClientServiceClient<Channel> {
+    ClientServiceClient::connect(url.to_string())
+        .await
+        .expect("connect")
+}
+
+fn step(name: &str, deps: &[&str]) -> pb::Step {
+    pb::Step {
+        name: name.into(),
+        image: "busybox".into(),
+        command: "true".into(),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// One shard of two jobs, each `build -> unit`.
+fn plan() -> pb::Plan {
+    let job = |id: &str| pb::Job {
+        id: id.into(),
+        connector: id.split('/').next().unwrap_or(id).into(),
+        test_type: "unit".into(),
+        steps: vec![step("build", &[]), step("unit", &["build"])],
+        expected_seconds: 1.0,
+        ..Default::default()
+    };
+    pb::Plan {
+        jobs: vec![job("a/unit"), job("b/unit")],
+        shards: vec![pb::Shard {
+            id: "shard-001".into(),
+            job_ids: vec!["a/unit".into(), "b/unit".into()],
+            expected_seconds: 2.0,
+            requires: vec![],
+        }],
+        slots: 1,
+        ..Default::default()
+    }
+}
+
+fn submit_request(plan: pb::Plan) -> pb::SubmitRunRequest {
+    pb::SubmitRunRequest {
+        plan_request: Some(pb::PlanRequest {
+            source: Some(pb::Source {
+                location: Some(pb::source::Location::Git(pb::GitSource {
+                    url: "file:///nowhere".into(),
+                    r#ref: "main".into(),
+                })),
+                head_commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                ..Default::default()
+            }),
+            event: pb::Event::PullRequest as i32,
+            ..Default::default()
+        }),
+        plan: Some(plan),
+        submitted_by: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn msg(msg: pb::worker_message::Msg) -> pb::WorkerMessage {
+    pb::WorkerMessage { msg: Some(msg) }
+}
+
+/// A worker session opened by hand: what it sends and what it receives.
+struct Session {
+    outbox: mpsc::Sender<pb::WorkerMessage>,
+    inbound: tonic::Streaming<pb::CoordinatorMessage>,
+}
+
+impl Session {
+    async fn open(url: &str, id: &str) -> Session {
+        let mut worker = WorkerServiceClient::connect(url.to_string())
+            .await
+            .expect("connect");
+        let (outbox, rx) = mpsc::channel(64);
+        outbox
+            .send(msg(pb::worker_message::Msg::Hello(pb::Hello {
+                worker_id: id.into(),
+                slots: 1,
+                ..Default::default()
+            })))
+            .await
+            .expect("queue hello");
+        let inbound = worker
+            .session(authorized(ReceiverStream::new(rx), WORKER_TOKEN))
+            .await
+            .expect("a session")
+            .into_inner();
+        Session { outbox, inbound }
+    }
+
+    async fn send(&self, m: pb::worker_message::Msg) {
+        self.outbox.send(msg(m)).await.expect("send");
+    }
+
+    /// The next message that is not a heartbeat acknowledgement.
+    async fn next(&mut self) -> pb::coordinator_message::Msg {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await
+                .expect("an answer in time")
+                .expect("no error")
+                .expect("the session is open");
+            match message.msg.expect("a message") {
+                pb::coordinator_message::Msg::HeartbeatAck(_) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+fn success(job: &str, attempt: u32) -> pb::JobResult {
+    let step = |name: &str| pb::StepResult {
+        job_id: job.into(),
+        step: name.into(),
+        status: pb::Status::Success as i32,
+        duration: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 250_000_000,
+        }),
+        attempt,
+        ..Default::default()
+    };
+    pb::JobResult {
+        job_id: job.into(),
+        status: pb::Status::Success as i32,
+        steps: vec![step("build"), step("unit")],
+        attempt,
+        flaky: false,
+    }
+}
+
+#[tokio::test]
+async fn a_run_goes_from_submission_through_a_worker_to_a_published_report() {
+    let server = start().await;
+    let mut cli = client(&server.url).await;
+    let submitted = cli
+        .submit_run(authorized(submit_request(plan()), CLIENT_TOKEN))
+        .await
+        .expect("submitted")
+        .into_inner();
+    let run = submitted.run_id;
+    let mut watch = cli
+        .watch_run(authorized(
+            pb::WatchRunRequest {
+                run_id: run.clone(),
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect("watching")
+        .into_inner();
+
+    let mut session = Session::open(&server.url, "w1").await;
+    let pb::coordinator_message::Msg::Welcome(welcome) = session.next().await else {
+        panic!("a session starts with Welcome");
+    };
+    assert!(welcome.store_url.starts_with("file://"), "{welcome:?}");
+    // A sub-second heartbeat would be rounded away if the wire lost its nanoseconds.
+    let beat = welcome.heartbeat_interval.expect("an interval");
+    assert_eq!((beat.seconds, beat.nanos), (10, 0));
+
+    session
+        .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+            free_slots: 1,
+        }))
+        .await;
+    let pb::coordinator_message::Msg::Assignment(assignment) = session.next().await else {
+        panic!("work is assigned");
+    };
+    let shard = assignment.shard.clone().expect("a shard");
+    assert_eq!((shard.shard_id.as_str(), shard.attempt), ("shard-001", 1));
+    assert_eq!(assignment.jobs.len(), 2);
+
+    // Logs in sequence, a repeat after it (dropped), then the completion.
+    for (seq, data) in [(0, "hello "), (1, "world\n"), (1, "world\n")] {
+        session
+            .send(pb::worker_message::Msg::Log(pb::LogChunk {
+                run_id: run.clone(),
+                shard_id: shard.shard_id.clone(),
+                attempt: 1,
+                job_id: "a/unit".into(),
+                step: "unit".into(),
+                seq,
+                data: data.as_bytes().to_vec(),
+                eof: false,
+            }))
+            .await;
+    }
+    let finished = pb::ShardFinished {
+        shard: Some(shard.clone()),
+        results: vec![success("a/unit", 1), success("b/unit", 1)],
+    };
+    session
+        .send(pb::worker_message::Msg::ShardFinished(finished.clone()))
+        .await;
+    let pb::coordinator_message::Msg::Ack(ack) = session.next().await else {
+        panic!("the completion is acknowledged");
+    };
+    assert_eq!(ack.outcome, pb::ack::Outcome::Accepted as i32);
+    // The same completion again (a worker that did not see the ack) is already done.
+    session
+        .send(pb::worker_message::Msg::ShardFinished(finished))
+        .await;
+    let pb::coordinator_message::Msg::Ack(again) = session.next().await else {
+        panic!("the repeat is acknowledged");
+    };
+    assert_eq!(again.outcome, pb::ack::Outcome::AlreadyDone as i32);
+
+    // The watcher sees each job once, then the end with the report's address.
+    let mut jobs = HashMap::new();
+    let report_url = loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("events in time")
+            .expect("no error")
+            .expect("the run ends");
+        match event.event {
+            Some(pb::run_event::Event::JobFinished(result)) => {
+                *jobs.entry(result.job_id).or_insert(0) += 1;
+            }
+            Some(pb::run_event::Event::RunFinished(end)) => {
+                assert_eq!(end.status, pb::Status::Success as i32);
+                break end.report_url;
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(
+        jobs,
+        HashMap::from([("a/unit".into(), 1), ("b/unit".into(), 1)])
+    );
+    assert!(report_url.ends_with("report.html"), "{report_url}");
+    let log_path = server
+        .store
+        .path()
+        .join(format!("runs/{run}/jobs/a_unit/unit/log.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&log_path).expect("the log is stored"),
+        "hello world\n"
+    );
+
+    // Published: the log left memory and is read back from the store, whole.
+    let mut logs = cli
+        .stream_logs(authorized(
+            pb::StreamLogsRequest {
+                run_id: run.clone(),
+                job_id: "a/unit".into(),
+                step: "unit".into(),
+                follow: false,
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.message().await.expect("a chunk") {
+        text.extend(chunk.data);
+    }
+    assert_eq!(text, b"hello world\n");
+
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server.task)
+        .await
+        .expect("the server stops")
+        .expect("cleanly");
+}
+
+#[tokio::test]
+async fn calls_without_the_right_token_or_version_are_refused_and_unknown_runs_are_not_found() {
+    let server = start().await;
+    let mut cli = client(&server.url).await;
+    let no_token = cli
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(no_token.code(), tonic::Code::Unauthenticated);
+    let worker_token = cli
+        .list_runs(authorized(pb::ListRunsRequest::default(), WORKER_TOKEN))
+        .await
+        .expect_err("a worker token is not a client token");
+    assert_eq!(worker_token.code(), tonic::Code::Unauthenticated);
+    let mut future = authorized(pb::ListRunsRequest::default(), CLIENT_TOKEN);
+    future.metadata_mut().insert(
+        shardci_proto::API_VERSION_HEADER,
+        "2".parse().expect("ascii"),
+    );
+    let refused = cli.list_runs(future).await.expect_err("v2");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    let missing = cli
+        .stream_logs(authorized(
+            pb::StreamLogsRequest {
+                run_id: "run-nope".into(),
+                job_id: "j".into(),
+                step: "s".into(),
+                follow: true,
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect_err("no such run");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let mut cyclic = plan();
+    cyclic.jobs[0].steps = vec![step("x", &["y"]), step("y", &["x"])];
+    let invalid = cli
+        .submit_run(authorized(submit_request(cyclic), CLIENT_TOKEN))
+        .await
+        .expect_err("a cyclic job");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    assert!(
+        invalid.message().contains("x -> y -> x"),
+        "{}",
+        invalid.message()
+    );
+
+    // Still serving after all that.
+    let runs = cli
+        .list_runs(authorized(pb::ListRunsRequest::default(), CLIENT_TOKEN))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(runs.runs.is_empty());
+    server.shutdown.cancel();
+}
+
+/// Runs `plan()` to success through `session` and waits for its report.
+async fn run_to_the_end(cli: &mut ClientServiceClient<Channel>, session: &mut Session) -> String {
+    let run = cli
+        .submit_run(authorized(submit_request(plan()), CLIENT_TOKEN))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .run_id;
+    let mut watch = cli
+        .watch_run(authorized(
+            pb::WatchRunRequest {
+                run_id: run.clone(),
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect("watching")
+        .into_inner();
+    session
+        .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+            free_slots: 1,
+        }))
+        .await;
+    let shard = loop {
+        match session.next().await {
+            pb::coordinator_message::Msg::Assignment(a) => break a.shard.expect("a shard"),
+            pb::coordinator_message::Msg::NoWork(_) => {
+                session
+                    .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                        free_slots: 1,
+                    }))
+                    .await;
+            }
+            _ => {}
+        }
+    };
+    session
+        .send(pb::worker_message::Msg::ShardFinished(pb::ShardFinished {
+            shard: Some(shard),
+            results: vec![success("a/unit", 1), success("b/unit", 1)],
+        }))
+        .await;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("events in time")
+            .expect("no error")
+            .expect("the run ends");
+        if let Some(pb::run_event::Event::RunFinished(_)) = event.event {
+            return run;
+        }
+    }
+}
+
+#[tokio::test]
+async fn published_runs_leave_memory_beyond_the_window_and_their_reports_stay() {
+    let server = start_keeping(1).await;
+    let mut cli = client(&server.url).await;
+    let mut session = Session::open(&server.url, "w1").await;
+    let first = run_to_the_end(&mut cli, &mut session).await;
+    let second = run_to_the_end(&mut cli, &mut session).await;
+    let listed: Vec<String> = cli
+        .list_runs(authorized(pb::ListRunsRequest::default(), CLIENT_TOKEN))
+        .await
+        .expect("listed")
+        .into_inner()
+        .runs
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![second.clone()], "only the newest is kept");
+    let gone = cli
+        .get_run(authorized(
+            pb::GetRunRequest {
+                run_id: first.clone(),
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect_err("forgotten");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    for run in [&first, &second] {
+        assert!(
+            server
+                .store
+                .path()
+                .join(format!("runs/{run}/report.html"))
+                .exists(),
+            "{run}'s report stays in the store"
+        );
+    }
+    server.shutdown.cancel();
+}
