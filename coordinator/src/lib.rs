@@ -2,6 +2,8 @@
 //! over it, source bundles), the state backends behind `StateStore`, and the wire edge that
 //! converts the planner's and scheduler's types to `shardci.v1` messages.
 
+#![warn(missing_docs)]
+
 pub mod server;
 pub mod state;
 pub mod wire;

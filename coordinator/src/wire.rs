@@ -18,7 +18,8 @@ use shardci_scheduling::schedule::RunView;
 
 use crate::server::RunRecord;
 
-pub fn step_to_wire(step: &Step) -> pb::Step {
+/// A planned step as workers receive it.
+pub(crate) fn step_to_wire(step: &Step) -> pb::Step {
     pb::Step {
         name: step.name.clone(),
         image: step.image.clone(),
@@ -52,7 +53,8 @@ fn relative_path(what: &'static str, path: &str) -> Result<String, WireError> {
     checked_path(what, path).map_err(|e| invalid(what, e.to_string()))
 }
 
-pub fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
+/// A submitted step, checked: named, with an image and a command, paths inside the tree.
+pub(crate) fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
     if step.name.is_empty() {
         return Err(invalid("step", "a step has no name"));
     }
@@ -91,7 +93,8 @@ pub fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
     })
 }
 
-pub fn job_to_wire(job: &Job) -> pb::Job {
+/// A planned job as workers receive it.
+pub(crate) fn job_to_wire(job: &Job) -> pb::Job {
     pb::Job {
         id: job.id.clone(),
         connector: job.connector.clone(),
@@ -109,7 +112,8 @@ pub fn job_to_wire(job: &Job) -> pb::Job {
     }
 }
 
-pub fn job_from_wire(job: pb::Job) -> Result<Job, WireError> {
+/// A submitted job, checked: an id, steps, known dependencies, no cycle.
+pub(crate) fn job_from_wire(job: pb::Job) -> Result<Job, WireError> {
     if job.id.is_empty() {
         return Err(invalid("job", "a job has no id"));
     }
@@ -166,6 +170,7 @@ pub fn job_from_wire(job: pb::Job) -> Result<Job, WireError> {
     })
 }
 
+/// A plan as the CLI submits it and clients read it back.
 pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
     pb::Plan {
         full_tests: plan.full_tests,
@@ -212,11 +217,15 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
 /// for consistency.
 #[derive(Debug, Clone)]
 pub struct RunnablePlan {
+    /// Jobs by id.
     pub jobs: BTreeMap<String, Job>,
+    /// Shards in dispatch order, naming only known jobs.
     pub shards: Vec<Shard>,
+    /// The plan as submitted, echoed back to clients.
     pub wire: pb::Plan,
 }
 
+/// A submitted plan, checked: unique job ids, shards that name only known jobs.
 pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
     let mut jobs = BTreeMap::new();
     for job in plan.jobs.clone() {
@@ -248,7 +257,7 @@ pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
 }
 
 /// How long a step may run, for wire messages that carry durations.
-pub fn wire_duration(d: Duration) -> prost_types::Duration {
+pub(crate) fn wire_duration(d: Duration) -> prost_types::Duration {
     duration(d.as_secs_f64())
 }
 
@@ -261,7 +270,7 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 /// The event that tells a watcher its run is over.
-pub fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
+pub(crate) fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
     let failed = view.results.iter().filter(|r| r.status.is_failed()).count();
     pb::RunEvent {
         run_id: view.id.0.clone(),
@@ -278,7 +287,7 @@ pub fn finished_event(view: &RunView, record: &RunRecord) -> pb::RunEvent {
 }
 
 /// A run as clients see it.
-pub fn run_to_wire(view: &RunView, record: &RunRecord) -> pb::Run {
+pub(crate) fn run_to_wire(view: &RunView, record: &RunRecord) -> pb::Run {
     pb::Run {
         id: view.id.0.clone(),
         source: Some(record.source.clone()),

@@ -5,6 +5,8 @@
 //!
 //! Helpers panic with a message on failure: they are for tests, where a panic is the report.
 
+#![warn(missing_docs)]
+
 mod git;
 mod moto;
 

@@ -82,6 +82,31 @@ pub struct StepSpec {
     pub depends_on: Vec<String>,
 }
 
+impl StepSpec {
+    /// A step running `command` in `image` at the source root with the default limits and
+    /// timeout, no network, no secrets and no dependencies; set the rest with struct update.
+    pub fn new(
+        name: impl Into<String>,
+        image: impl Into<String>,
+        command: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            image: image.into(),
+            command: command.into(),
+            workdir: String::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            timeout: DEFAULT_STEP_TIMEOUT,
+            resources: Resources::or_defaults(0, 0, 0),
+            network: false,
+            build_image: None,
+            artifacts: Vec::new(),
+            depends_on: Vec::new(),
+        }
+    }
+}
+
 /// One job as a worker runs it: a DAG of steps, checked to be one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
@@ -187,18 +212,8 @@ mod tests {
 
     fn step(name: &str, deps: &[&str]) -> StepSpec {
         StepSpec {
-            name: name.into(),
-            image: "img".into(),
-            command: "true".into(),
-            workdir: String::new(),
-            env: Vec::new(),
-            secrets: Vec::new(),
-            timeout: DEFAULT_STEP_TIMEOUT,
-            resources: Resources::or_defaults(0, 0, 0),
-            network: false,
-            build_image: None,
-            artifacts: Vec::new(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..StepSpec::new(name, "img", "true")
         }
     }
 

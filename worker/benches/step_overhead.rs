@@ -52,22 +52,13 @@ fn main() {
         stop_grace: Duration::from_secs(1),
     };
     let step = StepSpec {
-        name: "noop".into(),
-        image: IMAGE.into(),
-        command: "true".into(),
-        workdir: String::new(),
-        env: vec![],
-        secrets: vec![],
         timeout: Duration::from_secs(60),
         resources: Resources {
             memory_bytes: 128 << 20,
             milli_cpus: 1000,
             pids: 64,
         },
-        network: false,
-        build_image: None,
-        artifacts: vec![],
-        depends_on: vec![],
+        ..StepSpec::new("noop", IMAGE, "true")
     };
 
     // Alternate the two so drift in the daemon's state affects both alike.

@@ -120,8 +120,6 @@ fn job_status(steps: &[StepOutcome]) -> Status {
 mod tests {
     use std::time::Duration;
 
-    use shardci_types::{DEFAULT_STEP_TIMEOUT, Resources};
-
     use super::*;
     use crate::logs::MemorySink;
 
@@ -146,18 +144,8 @@ mod tests {
 
     fn step(name: &str, deps: &[&str]) -> StepSpec {
         StepSpec {
-            name: name.into(),
-            image: "img".into(),
-            command: "true".into(),
-            workdir: String::new(),
-            env: Vec::new(),
-            secrets: Vec::new(),
-            timeout: DEFAULT_STEP_TIMEOUT,
-            resources: Resources::or_defaults(0, 0, 0),
-            network: false,
-            build_image: None,
-            artifacts: Vec::new(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..StepSpec::new(name, "img", "true")
         }
     }
 

@@ -30,22 +30,15 @@ async fn executor(worker: &str) -> DockerExecutor {
 
 fn step(name: &str, command: &str) -> StepSpec {
     StepSpec {
-        name: name.into(),
-        image: IMAGE.into(),
-        command: command.into(),
         workdir: "conn".into(),
         env: vec![("GREETING".into(), "hello".into())],
-        secrets: vec![],
         timeout: Duration::from_secs(60),
         resources: Resources {
             memory_bytes: 128 * 1024 * 1024,
             milli_cpus: 1000,
             pids: 64,
         },
-        network: false,
-        build_image: None,
-        artifacts: vec![],
-        depends_on: vec![],
+        ..StepSpec::new(name, IMAGE, command)
     }
 }
 

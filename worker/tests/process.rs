@@ -3,29 +3,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shardci_types::{FailureClass, Resources, Status, StepSpec};
+use shardci_types::{FailureClass, Status, StepSpec};
 use shardci_worker::executor::{Executor, ProcessExecutor, StepContext};
 use shardci_worker::logs::MemorySink;
 use tokio_util::sync::CancellationToken;
 
 fn step(command: &str) -> StepSpec {
     StepSpec {
-        name: "unit".into(),
-        image: "unused".into(),
-        command: command.into(),
         workdir: "conn".into(),
         env: vec![("GREETING".into(), "hi".into())],
         secrets: vec!["TOKEN".into()],
         timeout: Duration::from_secs(30),
-        resources: Resources {
-            memory_bytes: 0,
-            milli_cpus: 0,
-            pids: 0,
-        },
-        network: false,
-        build_image: None,
-        artifacts: vec![],
-        depends_on: vec![],
+        ..StepSpec::new("unit", "unused", command)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::wire::RunnablePlan;
 
 /// What was submitted, kept beside the scheduler's view of the run.
 #[derive(Debug, Clone)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub id: RunId,
     pub plan: RunnablePlan,
     pub source: pb::Source,
@@ -33,11 +33,12 @@ pub struct RunRecord {
 }
 
 /// What the coordinator sends a worker: a message, or the status that ends the session.
-pub type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
+pub(crate) type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
 
 /// What became of a log chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogVerdict {
+pub(crate) enum LogVerdict {
+    /// Appended in sequence.
     Accepted,
     /// From an attempt the worker no longer holds (fenced) or a repeat: dropped quietly.
     Dropped,
@@ -46,7 +47,7 @@ pub enum LogVerdict {
 }
 
 /// Where a step's log can be read.
-pub enum LogRead {
+pub(crate) enum LogRead {
     /// Held here: what is there now and, when following, what comes next.
     Live {
         data: Vec<u8>,
@@ -57,10 +58,11 @@ pub enum LogRead {
 }
 
 /// A log stream's identity.
-pub type LogKey = (RunId, String, String);
+pub(crate) type LogKey = (RunId, String, String);
 
 /// A request to the event loop; each carries the channel its answer goes back on.
-pub enum Command {
+pub(crate) enum Command {
+    /// A new run (or, for a known idempotency key, the run it already made).
     Submit {
         record: Box<RunRecord>,
         idempotency_key: String,
@@ -69,6 +71,7 @@ pub enum Command {
         deadline: Option<Millis>,
         reply: oneshot::Sender<Result<RunId, SubmitError>>,
     },
+    /// A worker's session starts: it is welcomed and its running attempts re-attached.
     Connect {
         worker: WorkerId,
         labels: Vec<String>,
@@ -77,17 +80,20 @@ pub enum Command {
         outbox: mpsc::Sender<Outgoing>,
         reply: oneshot::Sender<SessionId>,
     },
+    /// The worker's lease is renewed.
     Heartbeat {
         worker: WorkerId,
         session: SessionId,
         reply: oneshot::Sender<Result<Millis, SessionError>>,
     },
+    /// The worker has free slots: assignments for them, maybe none.
     RequestWork {
         worker: WorkerId,
         session: SessionId,
         free_slots: u32,
         reply: oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
     },
+    /// A shard attempt's results, fenced by attempt.
     Complete {
         worker: WorkerId,
         run: RunId,
@@ -96,23 +102,28 @@ pub enum Command {
         reports: Vec<JobReport>,
         reply: oneshot::Sender<Ack>,
     },
+    /// A log chunk, accepted only from the attempt's holder.
     Log {
         worker: WorkerId,
         chunk: pb::LogChunk,
         reply: oneshot::Sender<LogVerdict>,
     },
+    /// Cancel what is left of a run.
     Cancel {
         run: RunId,
         reply: oneshot::Sender<Option<Status>>,
     },
+    /// A worker finishes what it runs and takes nothing new.
     Drain {
         worker: WorkerId,
         reply: oneshot::Sender<bool>,
     },
+    /// One run as the scheduler and the record see it.
     GetRun {
         run: RunId,
         reply: oneshot::Sender<Option<(RunView, RunRecord)>>,
     },
+    /// Every run kept in memory, newest first.
     ListRuns {
         reply: oneshot::Sender<Vec<(RunView, RunRecord)>>,
     },
@@ -120,6 +131,7 @@ pub enum Command {
     ListWorkers {
         reply: oneshot::Sender<(Vec<WorkerView>, Millis)>,
     },
+    /// Progress events of a run from now on, after a snapshot.
     Watch {
         run: RunId,
         events: mpsc::Sender<pb::RunEvent>,
@@ -130,6 +142,7 @@ pub enum Command {
         run: RunId,
         result: Result<String, String>,
     },
+    /// A step's log: live from memory, or where the store keeps it once published.
     Logs {
         key: LogKey,
         follow: bool,
@@ -139,13 +152,13 @@ pub enum Command {
 
 /// A handle to the event loop. Cheap to clone.
 #[derive(Clone)]
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     commands: mpsc::Sender<Command>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the coordinator is shutting down")]
-pub struct ShuttingDown;
+pub(crate) struct ShuttingDown;
 
 impl Coordinator {
     pub(crate) fn new(commands: mpsc::Sender<Command>) -> Self {
@@ -153,7 +166,7 @@ impl Coordinator {
     }
 
     /// Sends the command `make` builds around a reply channel and awaits the answer.
-    pub async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, ShuttingDown> {
@@ -163,10 +176,5 @@ impl Coordinator {
             .await
             .map_err(|_| ShuttingDown)?;
         rx.await.map_err(|_| ShuttingDown)
-    }
-
-    /// Sends a command that needs no answer.
-    pub async fn send(&self, command: Command) -> Result<(), ShuttingDown> {
-        self.commands.send(command).await.map_err(|_| ShuttingDown)
     }
 }

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{Guard, Role, Tokens};
-pub use commands::{Command, Coordinator, LogRead, LogVerdict, RunRecord};
-pub use sources::{SourceError, SourceStore, valid_digest};
+pub(crate) use commands::RunRecord;
+use sources::SourceStore;
 
 use crate::state::StateStore;
 

@@ -66,11 +66,13 @@ impl Inner {
 }
 
 #[derive(Default)]
+/// The state store in this process's memory: for `shardci local`, tests and the simulator.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
 impl MemoryStore {
+    /// An empty store at revision 0.
     pub fn new() -> Self {
         Self::default()
     }
