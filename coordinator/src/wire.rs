@@ -40,6 +40,9 @@ pub(crate) fn step_to_wire(step: &Step) -> pb::Step {
         artifacts: step.artifacts.clone(),
         depends_on: step.depends_on.clone(),
         network: step.network,
+        user: step.user.clone().unwrap_or_default(),
+        cap_add: step.cap_add.clone(),
+        writable_root: !step.read_only_root,
         build: step.build_image.as_ref().map(|b| pb::ImageBuild {
             context: b.context.clone(),
             dockerfile: b.dockerfile.clone(),
@@ -90,6 +93,9 @@ pub(crate) fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
         },
         artifacts: step.artifacts,
         network: step.network,
+        user: (!step.user.is_empty()).then_some(step.user),
+        cap_add: step.cap_add,
+        read_only_root: !step.writable_root,
     })
 }
 

@@ -152,6 +152,9 @@ impl TryFrom<&pb::Job> for JobSpec {
                     resources.pids,
                 ),
                 network: step.network,
+                user: (!step.user.is_empty()).then(|| step.user.clone()),
+                cap_add: step.cap_add.clone(),
+                read_only_root: !step.writable_root,
                 build_image: match &step.build {
                     Some(b) => Some(ImageBuild {
                         context: relative_path("build context", &b.context)?,

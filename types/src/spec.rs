@@ -74,6 +74,12 @@ pub struct StepSpec {
     pub resources: Resources,
     /// Whether the step may use the network (`none` otherwise).
     pub network: bool,
+    /// The container's user; `None`: the worker's default (not root).
+    pub user: Option<String>,
+    /// Capabilities given back (all are dropped otherwise).
+    pub cap_add: Vec<String>,
+    /// Whether the root filesystem is read-only (the default).
+    pub read_only_root: bool,
     /// An image to build first.
     pub build_image: Option<ImageBuild>,
     /// Globs of files to keep, relative to the job's work folder.
@@ -100,6 +106,9 @@ impl StepSpec {
             timeout: DEFAULT_STEP_TIMEOUT,
             resources: Resources::or_defaults(0, 0, 0),
             network: false,
+            user: None,
+            cap_add: Vec::new(),
+            read_only_root: true,
             build_image: None,
             artifacts: Vec::new(),
             depends_on: Vec::new(),

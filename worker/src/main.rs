@@ -46,6 +46,9 @@ struct Args {
     /// Bearer token for the worker API.
     #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The user Docker steps run as when they name none (`uid[:gid]`); never root by default.
+    #[arg(long, env = "SHARDCI_STEP_USER", default_value = shardci_worker::executor::DEFAULT_STEP_USER)]
+    step_user: String,
     /// Seconds between a polite stop and a kill, on timeout or cancellation.
     #[arg(long, default_value_t = 10)]
     stop_grace_seconds: u64,
@@ -64,6 +67,7 @@ async fn main() -> ExitCode {
         ExecutorKind::Process => Arc::new(ProcessExecutor),
         ExecutorKind::Docker => match DockerExecutor::connect(&id).await {
             Ok(docker) => {
+                let docker = docker.with_step_user(args.step_user.clone());
                 match docker.sweep_orphans().await {
                     Ok(0) => {}
                     Ok(n) => eprintln!("swept {n} container(s) left by an earlier run of {id}"),

@@ -355,3 +355,134 @@ async fn dependents_of_a_failed_step_are_skipped_with_the_reason() {
         "an independent step still runs"
     );
 }
+
+/// Counts what it is given and keeps only the tail: a 300 MB log must not be held anywhere.
+#[derive(Default)]
+struct CountingSink {
+    bytes: u64,
+    tail: Vec<u8>,
+}
+
+impl LogSink for CountingSink {
+    fn write(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        self.tail.extend_from_slice(bytes);
+        let keep = self.tail.len().saturating_sub(256);
+        self.tail.drain(..keep);
+    }
+}
+
+/// The peak resident memory of this test process, in MiB (nextest runs each test alone).
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::test]
+async fn a_300_mb_log_arrives_whole_whatever_the_daemon_rotates() {
+    // The machine's daemon rotates json-file logs at 10 MB x 3: reading the daemon's log kept
+    // 30 MB of this. The attach stream keeps all of it.
+    let executor = executor("w-bigl").await;
+    let f = fixture("bigl");
+    let mut sink = CountingSink::default();
+    let line = "0123456789012345678901234567890123456789012345678"; // 49 + newline = 50 bytes
+    let lines = 6_000_000u64; // 300 MB
+    // stderr first: the two streams are not ordered with each other.
+    let command = format!("echo on-stderr >&2; yes {line} | head -n {lines}; echo the-last-line");
+    let outcome = executor
+        .run(&step("loud", &command), &f.ctx, &mut sink)
+        .await;
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    let expected = "on-stderr\n".len() as u64 + lines * 50 + "the-last-line\n".len() as u64;
+    assert_eq!(sink.bytes, expected, "every byte of stdout and stderr");
+    let tail = String::from_utf8_lossy(&sink.tail);
+    assert!(
+        tail.ends_with(&format!("{line}\nthe-last-line\n")),
+        "{tail}"
+    );
+    let peak = peak_rss_mib();
+    println!("peak resident memory while streaming 300 MB: {peak} MiB");
+    assert!(
+        peak < 200,
+        "the log streamed through in bounded memory ({peak} MiB)"
+    );
+}
+
+#[tokio::test]
+async fn steps_run_with_least_privilege_unless_they_ask() {
+    let executor = executor("w-priv").await;
+    let f = fixture("priv");
+    let probe = "id -u; id -g; if touch /etc/x 2>/dev/null; then echo root-writable; else echo root-read-only; fi; \
+                 touch /tmp/t && echo tmp-writable; touch $SHARDCI_WORK_DIR/w && echo work-writable; \
+                 grep CapEff /proc/self/status; sleep 2";
+    let mut logs = MemorySink::default();
+    let probe_step = step("unit", probe);
+    let running = executor.run(&probe_step, &f.ctx, &mut logs);
+    let inspect = async {
+        // While the step sleeps, its container as the daemon sees it.
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec!["shardci.run=test-priv".to_string()],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = executor
+                .client()
+                .list_containers(Some(options.clone()))
+                .await
+                .unwrap();
+            if let Some(id) = found.first().and_then(|c| c.id.clone()) {
+                return executor
+                    .client()
+                    .inspect_container(&id, None)
+                    .await
+                    .unwrap();
+            }
+            assert!(Instant::now() < deadline, "the step's container appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (outcome, inspected) = tokio::join!(running, inspect);
+    assert_eq!(outcome.status, Status::Success, "{}", logs.text());
+    let host = inspected.host_config.expect("a host config");
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.privileged, Some(false));
+    assert!(
+        host.security_opt
+            .unwrap_or_default()
+            .contains(&"no-new-privileges".to_string())
+    );
+    assert_eq!(host.log_config.and_then(|l| l.typ).as_deref(), Some("none"));
+    assert_eq!(
+        inspected.config.and_then(|c| c.user).as_deref(),
+        Some("65534:65534")
+    );
+    assert_eq!(
+        logs.text(),
+        "65534\n65534\nroot-read-only\ntmp-writable\nwork-writable\nCapEff:\t0000000000000000\n"
+    );
+
+    // A step that asks for root, a capability and a writable root gets exactly that.
+    let f = fixture("priv2");
+    let mut logs = MemorySink::default();
+    let asking = StepSpec {
+        user: Some("0".into()),
+        cap_add: vec!["CHOWN".into()],
+        read_only_root: false,
+        ..step(
+            "unit",
+            "id -u; touch /etc/x && echo root-writable; grep CapEff /proc/self/status",
+        )
+    };
+    let outcome = executor.run(&asking, &f.ctx, &mut logs).await;
+    assert_eq!(outcome.status, Status::Success, "{}", logs.text());
+    assert_eq!(logs.text(), "0\nroot-writable\nCapEff:\t0000000000000001\n");
+}

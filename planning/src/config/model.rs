@@ -128,6 +128,14 @@ pub struct StepFields {
     pub resources: Option<ResourcesConfig>,
     pub artifacts: Option<Vec<String>>,
     pub network: Option<bool>,
+    /// The user the step's container runs as (`uid[:gid]` or a name in the image); the
+    /// worker's `--step-user` (nobody) when unset. `root` must be asked for here.
+    pub user: Option<String>,
+    /// Linux capabilities the step gets back (all are dropped otherwise), e.g. `CHOWN`.
+    pub cap_add: Option<Vec<String>>,
+    /// Whether the container's root filesystem is read-only (default `true`; `/tmp` and the
+    /// work folder are writable either way).
+    pub read_only_root: Option<bool>,
     /// Build an image from a Dockerfile in the connector before the command runs.
     pub build_image: Option<ImageBuildConfig>,
 }

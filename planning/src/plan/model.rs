@@ -97,6 +97,14 @@ pub struct Step {
     pub resources: Resources,
     pub artifacts: Vec<String>,
     pub network: bool,
+    /// The container's user; `None`: the worker's default (not root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Capabilities given back (all are dropped otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Read-only root filesystem (the default); `false` when the step asks for a writable one.
+    pub read_only_root: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_image: Option<ImageBuild>,
 }

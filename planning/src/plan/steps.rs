@@ -131,6 +131,9 @@ fn merge(layers: &[&StepFields]) -> StepFields {
         out.expected_duration = l.expected_duration.or(out.expected_duration);
         out.artifacts = l.artifacts.or(out.artifacts);
         out.network = l.network.or(out.network);
+        out.user = l.user.or(out.user);
+        out.cap_add = l.cap_add.or(out.cap_add);
+        out.read_only_root = l.read_only_root.or(out.read_only_root);
         out.build_image = l.build_image.or(out.build_image);
         out.retries = l.retries.or(out.retries);
         out.requires = l.requires.or(out.requires);
@@ -195,6 +198,9 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
         },
         artifacts: fields.artifacts.clone().unwrap_or_default(),
         network: fields.network.unwrap_or(false),
+        user: fields.user.clone(),
+        cap_add: fields.cap_add.clone().unwrap_or_default(),
+        read_only_root: fields.read_only_root.unwrap_or(true),
         build_image: fields.build_image.as_ref().map(|b| ImageBuild {
             context: connector_path(connector, &b.context),
             dockerfile: connector_path(connector, &b.dockerfile),

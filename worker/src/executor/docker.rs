@@ -1,17 +1,21 @@
 //! Runs steps in Docker containers through the Engine API (bollard): the source bind-mounted
-//! read-only, the job's work dir writable, no network unless asked, memory/CPU/pids limits, no
-//! privileges, every container labelled and removed afterwards. Timeouts stop (grace, then
-//! kill) and are classified `timeout`; the kernel's OOM kill is classified `oom`; a missing
-//! image `image`; an Engine failure `docker`.
+//! read-only, the job's work dir writable, no network unless asked, memory/CPU/pids limits, and
+//! least privilege by default (a non-root user, every capability dropped, a read-only root
+//! filesystem with a tmpfs `/tmp`, no new privileges); every container labelled and removed
+//! afterwards. Output is read from the attach stream, attached before the container starts, and
+//! the daemon keeps no log of its own (driver `none`): a daemon that rotates its json-file logs
+//! cannot cut a step's output. Timeouts stop (grace, then kill) and are classified `timeout`;
+//! the kernel's OOM kill is classified `oom`; a missing image `image`; an Engine failure
+//! `docker`.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    AttachContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
@@ -31,10 +35,15 @@ pub const LABEL_WORKER: &str = "shardci.worker";
 #[error("failed to reach the Docker Engine: {0}")]
 pub struct DockerSetupError(#[from] BollardError);
 
+/// The user steps run as unless they name one: `nobody`, so a step is never root by accident.
+pub const DEFAULT_STEP_USER: &str = "65534:65534";
+
+/// Runs steps as containers on the local Docker Engine.
 #[derive(Clone)]
 pub struct DockerExecutor {
     docker: Docker,
     worker_id: String,
+    step_user: String,
 }
 
 fn engine_error(step: &str, started: Instant, what: &str, e: &BollardError) -> StepOutcome {
@@ -71,7 +80,14 @@ impl DockerExecutor {
         Ok(Self {
             docker,
             worker_id: worker_id.to_string(),
+            step_user: DEFAULT_STEP_USER.to_string(),
         })
+    }
+
+    /// Runs steps that name no user as `user` (`uid[:gid]` or a name in the image).
+    pub fn with_step_user(mut self, user: impl Into<String>) -> Self {
+        self.step_user = user.into();
+        self
     }
 
     pub fn client(&self) -> &Docker {
@@ -218,6 +234,15 @@ impl Executor for DockerExecutor {
         } else {
             format!("/src/{}", step.workdir)
         };
+        // The step's user is not the worker's: it must be able to write the job's work dir.
+        if let Err(e) = open_to_steps(&ctx.work_dir) {
+            return StepOutcome::failed(
+                &step.name,
+                FailureClass::Source,
+                started.elapsed(),
+                format!("failed to open the work dir to the step's user: {e}"),
+            );
+        }
         let memory = i64::try_from(step.resources.memory_bytes).unwrap_or(i64::MAX);
         let config = ContainerCreateBody {
             image: Some(step.image.clone()),
@@ -225,6 +250,7 @@ impl Executor for DockerExecutor {
             env: Some(env),
             working_dir: Some(workdir),
             labels: Some(labels),
+            user: Some(step.user.clone().unwrap_or_else(|| self.step_user.clone())),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             host_config: Some(HostConfig {
@@ -244,6 +270,19 @@ impl Executor for DockerExecutor {
                 }),
                 privileged: Some(false),
                 security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: (!step.cap_add.is_empty()).then(|| step.cap_add.clone()),
+                readonly_rootfs: Some(step.read_only_root),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    "rw,nosuid,nodev,mode=1777".to_string(),
+                )])),
+                // The attach stream is the only copy of the output; a daemon-side log would
+                // only be rotated away or fill the daemon's disk.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -281,15 +320,20 @@ impl DockerExecutor {
         logs: &mut dyn LogSink,
         started: Instant,
     ) -> StepOutcome {
+        // Attached before the start, so not one byte is written before anyone listens.
+        let attach = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let mut output = match self.docker.attach_container(id, Some(attach)).await {
+            Ok(attached) => attached.output,
+            Err(e) => return engine_error(&step.name, started, "attaching to the container", &e),
+        };
         if let Err(e) = self.docker.start_container(id, None).await {
             return engine_error(&step.name, started, "starting the container", &e);
         }
-        let log_options = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let mut output = self.docker.logs(id, Some(log_options));
         let mut wait = self.docker.wait_container(id, None);
         let deadline = tokio::time::sleep(step.timeout);
         tokio::pin!(deadline);
@@ -382,4 +426,14 @@ impl DockerExecutor {
         outcome.exit_code = Some(code);
         outcome
     }
+}
+
+/// Makes the job's work dir (and its `tmp`) writable by any user: steps run as a user of their
+/// image, not as the worker. The folder is the job's own and removed with it.
+fn open_to_steps(work_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [work_dir.to_path_buf(), work_dir.join("tmp")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+    }
+    Ok(())
 }

@@ -16,7 +16,9 @@ use shardci_types::StepSpec;
 
 use crate::outcome::StepOutcome;
 
-pub use docker::{DockerExecutor, DockerSetupError, LABEL_MANAGED, LABEL_WORKER};
+pub use docker::{
+    DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_MANAGED, LABEL_WORKER,
+};
 pub use process::ProcessExecutor;
 
 /// Where and as what a step runs.
