@@ -729,3 +729,28 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
             .contains("refused this worker")
     );
 }
+
+#[test]
+fn a_coordinator_without_tokens_refuses_to_listen_off_loopback() {
+    for address in ["0.0.0.0:0", "[::]:0"] {
+        let out = Command::new(bin("shardci-coordinator"))
+            .args(["--listen", address])
+            .env_remove("SHARDCI_CLIENT_TOKEN")
+            .env_remove("SHARDCI_WORKER_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{address}");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            message.contains("refusing to listen") && message.contains("--insecure"),
+            "{message}"
+        );
+    }
+    // One token is not enough either.
+    let out = Command::new(bin("shardci-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--client-token", "c"])
+        .env_remove("SHARDCI_WORKER_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -42,6 +42,10 @@ struct Args {
     /// AWS_ENDPOINT_URL, ...) [default: <data-dir>/store].
     #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
     store: Option<String>,
+    /// Listen off loopback without tokens: anyone who reaches the port can run commands on
+    /// the workers. Only for a network that is itself closed.
+    #[arg(long)]
+    insecure: bool,
     /// Largest source bundle accepted, in bytes.
     #[arg(long, default_value_t = 8 << 30)]
     max_bundle_bytes: u64,
@@ -58,6 +62,21 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     shardci_runtime::init_logging("info");
+    let open = args.client_token.is_none() || args.worker_token.is_none();
+    if open && !args.listen.ip().is_loopback() {
+        if !args.insecure {
+            eprintln!(
+                "error: refusing to listen on {} without --client-token and --worker-token \
+                 (SHARDCI_CLIENT_TOKEN, SHARDCI_WORKER_TOKEN): anyone reaching it could run \
+                 commands on the workers; set both, listen on loopback, or pass --insecure",
+                args.listen
+            );
+            return ExitCode::from(2);
+        }
+        tracing::warn!(listen = %args.listen, "--insecure: serving off loopback without tokens");
+    } else if open {
+        tracing::warn!(listen = %args.listen, "serving without tokens (loopback only)");
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => {
