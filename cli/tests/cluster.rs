@@ -106,6 +106,8 @@ impl Cluster {
                 "docker",
                 "--stop-grace-seconds",
                 "2",
+                "--sweep-every",
+                "1s",
             ])
             .arg("--data-dir")
             .arg(self.dir.path().join(id))
@@ -331,8 +333,8 @@ fn three_workers_run_the_full_matrix_and_report_every_job_once() {
 }
 
 #[test]
-fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it_returns() {
-    let mut cluster = Cluster::start("kill", "2s", 3, &[]);
+fn a_killed_worker_s_shard_reruns_elsewhere_soon_and_its_containers_are_swept_by_the_living() {
+    let cluster = Cluster::start("kill", "10s", 3, &[]);
     let repo = slow_repo(6, 4);
     let run = cluster.submit(repo.path(), &["--all", "--workers", "3"]);
     let victim = cluster.busy_worker();
@@ -346,7 +348,28 @@ fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let killed_at = Instant::now();
     signal(cluster.pid(&victim), "-KILL");
+    // Its connection closed with it: the coordinator drops it after the 1 s grace, long
+    // before the 10 s lease would have.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.workers().iter().any(|w| w["id"] == victim.as_str()) {
+        assert!(Instant::now() < deadline, "the killed worker stays listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "killed worker dropped {:.2}s after the kill (lease 10 s, grace 1 s)",
+        killed_at.elapsed().as_secs_f64()
+    );
+    // Its container outlived it; a living worker on the host removes it, no restart needed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers(&label) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the killed worker's containers were not swept"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let run = cluster.wait_for_run(&run, Duration::from_secs(120));
     assert_eq!(run["status"], "success", "{run}");
     let results = results(&run);
@@ -356,31 +379,47 @@ fn a_killed_worker_s_shard_reruns_elsewhere_and_its_containers_are_swept_when_it
         "the lost shard ran again as attempt 2: {run}"
     );
     assert!(results.iter().all(|r| r["attempt"].as_u64() <= Some(2)));
+}
 
-    // The victim left its containers behind; restarting it sweeps them.
-    let left = containers(&label);
-    assert!(left >= 1, "a container of the killed worker is still there");
-    let index = cluster
-        .workers
-        .iter()
-        .position(|(w, _)| *w == victim)
-        .unwrap();
-    let restarted = cluster.spawn_worker(&victim, &[]);
-    let mut killed = std::mem::replace(&mut cluster.workers[index].1, restarted);
-    let _ = killed.wait();
+#[test]
+fn a_second_worker_with_a_live_worker_s_id_is_refused_and_harms_nothing() {
+    let cluster = Cluster::start("twin", "5s", 1, &[]);
+    let repo = slow_repo(1, 4);
+    let run = cluster.submit(repo.path(), &["--all", "--workers", "1"]);
+    let first = cluster.busy_worker();
+    let label = format!("label=shardci.worker={first}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while containers(&label) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted worker did not sweep its orphans"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    while containers(&label) == 0 {
+        assert!(Instant::now() < deadline, "the step's container started");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    // Same id, another process: refused with a message naming the id, exit 2.
+    let twin = Command::new(bin("shardci-worker"))
+        .args([
+            "--coordinator",
+            &cluster.url,
+            "--id",
+            &first,
+            "--sweep-every",
+            "1s",
+        ])
+        .arg("--data-dir")
+        .arg(cluster.dir.path().join("twin"))
+        .env("SHARDCI_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(twin.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&twin.stderr);
     assert!(
-        cluster.worker_log(&victim).contains("swept"),
-        "{}",
-        cluster.worker_log(&victim)
+        message.contains(&format!("worker {first} is already connected")),
+        "{message}"
     );
+    // The first one's step ran on, untouched, and passed on its first attempt.
+    let run = cluster.wait_for_run(&run, Duration::from_secs(60));
+    assert_eq!(run["status"], "success", "{run}");
+    let results = results(&run);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["attempt"], 1, "{run}");
 }
 
 #[test]

@@ -27,6 +27,10 @@ struct Args {
     /// A worker silent for this long is lost and its shards run again ("10s", "500ms").
     #[arg(long, env = "SHARDCI_LEASE_TTL", default_value = "10s", value_parser = duration_ms)]
     lease_ttl: u64,
+    /// A worker whose connection closed (a killed process) keeps its shards this long before
+    /// they run elsewhere; silent workers get the whole lease.
+    #[arg(long, env = "SHARDCI_DISCONNECT_GRACE", default_value = "1s", value_parser = duration_ms)]
+    disconnect_grace: u64,
     /// Automatic retries after infrastructure failures.
     #[arg(long, default_value_t = 2)]
     max_infra_retries: u32,
@@ -111,6 +115,7 @@ async fn main() -> ExitCode {
         max_bundle_bytes: args.max_bundle_bytes,
         max_active_runs: args.max_active_runs,
         reports: Some(reports),
+        disconnect_grace: std::time::Duration::from_millis(args.disconnect_grace),
         ..ServerConfig::new(
             args.data_dir,
             SchedulerConfig {

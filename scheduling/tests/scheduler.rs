@@ -74,7 +74,7 @@ fn shards_go_out_in_order_and_the_run_finishes() {
         run("r1", 1, &[("s1", &["a"]), ("s2", &["b"])], &[]),
     )
     .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     let first = s.request_work(Millis(1), &w("w1"), session, 4).unwrap();
     assert_eq!(first.len(), 1, "one slot, one shard");
     assert_eq!(
@@ -119,19 +119,24 @@ fn shards_only_go_to_workers_with_the_required_labels() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("big", &["a"])], &["large"]))
         .unwrap();
-    let small = s.connect(Millis(0), &w("small"), vec!["docker".into()], 4, &[]);
+    let small = s
+        .connect(Millis(0), &w("small"), "", vec!["docker".into()], 4, &[])
+        .unwrap();
     assert!(
         s.request_work(Millis(1), &w("small"), small, 4)
             .unwrap()
             .is_empty()
     );
-    let large = s.connect(
-        Millis(0),
-        &w("large"),
-        vec!["docker".into(), "large".into()],
-        4,
-        &[],
-    );
+    let large = s
+        .connect(
+            Millis(0),
+            &w("large"),
+            "",
+            vec!["docker".into(), "large".into()],
+            4,
+            &[],
+        )
+        .unwrap();
     assert_eq!(
         s.request_work(Millis(1), &w("large"), large, 4)
             .unwrap()
@@ -148,7 +153,7 @@ fn a_lost_worker_s_shard_returns_to_the_front_as_a_new_attempt_and_its_late_resu
         run("r1", 1, &[("s1", &["a"]), ("s2", &["b"])], &[]),
     )
     .unwrap();
-    let w1 = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let w1 = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     let got = s.request_work(Millis(0), &w("w1"), w1, 1).unwrap();
     assert_eq!(got[0].shard.0, "s1");
     // w1 goes silent; the lease expires at 10s.
@@ -156,7 +161,9 @@ fn a_lost_worker_s_shard_returns_to_the_front_as_a_new_attempt_and_its_late_resu
     assert_eq!(s.workers().len(), 1);
     s.tick(Millis(10_000));
     assert!(s.workers().is_empty());
-    let w2 = s.connect(Millis(10_001), &w("w2"), vec![], 1, &[]);
+    let w2 = s
+        .connect(Millis(10_001), &w("w2"), "", vec![], 1, &[])
+        .unwrap();
     let again = s.request_work(Millis(10_001), &w("w2"), w2, 1).unwrap();
     assert_eq!(
         (again[0].shard.0.as_str(), again[0].attempt),
@@ -203,7 +210,7 @@ fn heartbeats_keep_a_busy_worker_alive() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("s1", &["a"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
     for t in (3_000..60_000).step_by(3_000) {
         s.heartbeat(Millis(t), &w("w1"), session).unwrap();
@@ -228,7 +235,7 @@ fn a_repeated_completion_is_acknowledged_as_already_done() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("s1", &["a"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
     let args = (
         &w("w1"),
@@ -252,7 +259,7 @@ fn infrastructure_failures_retry_up_to_the_limit() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("s1", &["a", "b"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     for attempt in 1..=3 {
         let got = s
             .request_work(Millis(attempt), &w("w1"), session, 1)
@@ -299,7 +306,7 @@ fn test_failures_are_final_unless_the_test_type_allows_retries_and_a_pass_after_
     let mut r = run("r1", 1, &[("s1", &["strict", "retrying"])], &[]);
     r.jobs[1].test_retries = 1;
     s.submit(Millis(0), r).unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
     let failing = vec![
         report("strict", Status::Failure, Some(FailureClass::Test)),
@@ -352,7 +359,7 @@ fn pushes_outrank_pull_requests_and_pull_requests_share_fairly() {
     .unwrap();
     s.submit(Millis(2), run("push", 2, &[("p1", &["p1"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(3), &w("w1"), vec![], 4, &[]);
+    let session = s.connect(Millis(3), &w("w1"), "", vec![], 4, &[]).unwrap();
     let order: Vec<String> = s
         .request_work(Millis(3), &w("w1"), session, 4)
         .unwrap()
@@ -370,7 +377,7 @@ fn cancelling_a_run_stops_running_shards_and_drops_queued_ones() {
         run("r1", 1, &[("s1", &["a"]), ("s2", &["b"])], &[]),
     )
     .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
     s.take_notices();
     s.cancel(Millis(1), &RunId::from("r1")).unwrap();
@@ -417,7 +424,7 @@ fn a_draining_worker_gets_no_new_work() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("s1", &["a"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     assert!(s.drain(&w("w1")));
     assert!(
         s.request_work(Millis(0), &w("w1"), session, 1)
@@ -431,7 +438,7 @@ fn a_lying_worker_is_refused_and_nothing_accepted_is_lost() {
     let mut s = sched();
     s.submit(Millis(0), run("r1", 1, &[("s1", &["a", "b"])], &[]))
         .unwrap();
-    let session = s.connect(Millis(0), &w("w1"), vec![], 1, &[]);
+    let session = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
     let key = (&RunId::from("r1"), &ShardId::from("s1"));
     assert!(
@@ -519,7 +526,7 @@ fn a_reconnecting_worker_keeps_what_it_still_runs_and_is_told_to_drop_what_was_r
         run("r1", 1, &[("s1", &["a"]), ("s2", &["b"])], &[]),
     )
     .unwrap();
-    let first = s.connect(Millis(0), &w("w1"), vec![], 2, &[]);
+    let first = s.connect(Millis(0), &w("w1"), "", vec![], 2, &[]).unwrap();
     s.request_work(Millis(0), &w("w1"), first, 2).unwrap();
     let s1 = (
         ShardKey {
@@ -529,7 +536,16 @@ fn a_reconnecting_worker_keeps_what_it_still_runs_and_is_told_to_drop_what_was_r
         Attempt(1),
     );
     // Reconnects quickly, still running s1 only: s2 was lost with the restart.
-    let second = s.connect(Millis(100), &w("w1"), vec![], 2, std::slice::from_ref(&s1));
+    let second = s
+        .connect(
+            Millis(100),
+            &w("w1"),
+            "",
+            vec![],
+            2,
+            std::slice::from_ref(&s1),
+        )
+        .unwrap();
     assert!(
         s.request_work(Millis(100), &w("w1"), first, 1).is_err(),
         "the old session is stale"
@@ -555,10 +571,12 @@ fn a_reconnecting_worker_keeps_what_it_still_runs_and_is_told_to_drop_what_was_r
     s.connect(
         Millis(200),
         &w("w1"),
+        "",
         vec![],
         2,
         &[(s1.0.clone(), Attempt(1))],
-    );
+    )
+    .unwrap();
     assert!(
         s.take_notices()
             .iter()
@@ -590,4 +608,86 @@ fn invalid_plans_are_refused() {
         s.run(&RunId::from("empty")).unwrap().status,
         Status::Success
     );
+}
+
+#[test]
+fn a_second_process_with_a_live_worker_s_id_is_refused_and_a_reconnect_is_not() {
+    let mut s = sched();
+    s.submit(Millis(0), run("r1", 1, &[("s1", &["a"])], &[]))
+        .unwrap();
+    let first = s
+        .connect(Millis(0), &w("w1"), "aaaa", vec![], 1, &[])
+        .unwrap();
+    let got = s.request_work(Millis(0), &w("w1"), first, 1).unwrap();
+    let held = (
+        ShardKey {
+            run: RunId::from("r1"),
+            shard: ShardId::from("s1"),
+        },
+        got[0].attempt,
+    );
+    // Another process claims the id while the first is connected: refused, nothing taken.
+    let refused = s
+        .connect(Millis(1), &w("w1"), "bbbb", vec![], 1, &[])
+        .expect_err("the id is taken");
+    assert!(
+        refused.to_string().contains("already connected"),
+        "{refused}"
+    );
+    assert!(s.holds(&w("w1"), &held.0, held.1));
+    // The same process reconnecting keeps its attempt.
+    let again = s
+        .connect(
+            Millis(2),
+            &w("w1"),
+            "aaaa",
+            vec![],
+            1,
+            std::slice::from_ref(&held),
+        )
+        .unwrap();
+    assert_ne!(again, first);
+    assert!(s.holds(&w("w1"), &held.0, held.1));
+    // Once its connection closes, a new process may take the id (the old attempt is lost).
+    s.suspect(Millis(3), &w("w1"), again, 1_000);
+    s.connect(Millis(4), &w("w1"), "bbbb", vec![], 1, &[])
+        .unwrap();
+    assert!(!s.holds(&w("w1"), &held.0, held.1));
+}
+
+#[test]
+fn a_closed_connection_loses_its_shards_after_the_grace_not_the_lease() {
+    let mut s = sched();
+    s.submit(Millis(0), run("r1", 1, &[("s1", &["a"])], &[]))
+        .unwrap();
+    let session = s
+        .connect(Millis(0), &w("w1"), "aaaa", vec![], 1, &[])
+        .unwrap();
+    s.request_work(Millis(0), &w("w1"), session, 1).unwrap();
+    s.suspect(Millis(1_000), &w("w1"), session, 1_000);
+    assert_eq!(
+        s.next_deadline(),
+        Some(Millis(2_000)),
+        "grace, not the 10 s lease"
+    );
+    s.tick(Millis(1_999));
+    assert_eq!(s.workers().len(), 1, "still within the grace");
+    s.tick(Millis(2_000));
+    assert!(s.workers().is_empty());
+    let w2 = s
+        .connect(Millis(2_001), &w("w2"), "cccc", vec![], 1, &[])
+        .unwrap();
+    let again = s.request_work(Millis(2_001), &w("w2"), w2, 1).unwrap();
+    assert_eq!(again[0].attempt, Attempt(2));
+    // A stale session's close changes nothing.
+    let mut s = sched();
+    let old = s
+        .connect(Millis(0), &w("w1"), "aaaa", vec![], 1, &[])
+        .unwrap();
+    let _new = s
+        .connect(Millis(1), &w("w1"), "aaaa", vec![], 1, &[])
+        .unwrap();
+    s.suspect(Millis(2), &w("w1"), old, 1);
+    s.tick(Millis(5));
+    assert_eq!(s.workers().len(), 1);
 }

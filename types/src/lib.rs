@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod macros;
+mod duration;
 mod event;
 mod graph;
 mod ids;
@@ -17,6 +18,7 @@ mod outcome;
 mod result;
 mod spec;
 
+pub use duration::parse_duration;
 pub use event::{ChangeStatus, Event, Versions};
 pub use graph::find_cycle;
 pub use ids::{Attempt, JobId, Millis, RunId, SessionId, ShardId, ShardKey, WorkerId};

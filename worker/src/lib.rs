@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod dag;
 pub mod executor;
 pub mod images;
+pub mod instance;
 pub mod logs;
 pub mod outcome;
 pub mod session;

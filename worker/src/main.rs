@@ -25,7 +25,8 @@ struct Args {
     /// The coordinator, e.g. http://ci-coordinator:7070.
     #[arg(long, env = "SHARDCI_COORDINATOR")]
     coordinator: String,
-    /// Stable worker id (its orphaned containers are swept on restart) [default: the host name].
+    /// Worker id, unique among the coordinator's live workers (a second live process with the
+    /// same id is refused) [default: the host name and a suffix unique to this process].
     #[arg(long, env = "SHARDCI_WORKER_ID")]
     id: Option<String>,
     /// Labels shards may require, comma separated (e.g. docker,linux,large).
@@ -49,20 +50,27 @@ struct Args {
     /// The user Docker steps run as when they name none (`uid[:gid]`); never root by default.
     #[arg(long, env = "SHARDCI_STEP_USER", default_value = shardci_worker::executor::DEFAULT_STEP_USER)]
     step_user: String,
+    /// How often to remove containers that worker processes now gone left running ("10s").
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    sweep_every: Duration,
     /// Seconds between a polite stop and a kill, on timeout or cancellation.
     #[arg(long, default_value_t = 10)]
     stop_grace_seconds: u64,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let seconds = shardci_types::parse_duration(text)?;
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     shardci_runtime::init_logging("info");
-    let id = args.id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "worker".into())
-    });
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(shardci_worker::instance::default_worker_id);
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Process => Arc::new(ProcessExecutor),
         ExecutorKind::Docker => match DockerExecutor::connect(&id).await {
@@ -70,7 +78,7 @@ async fn main() -> ExitCode {
                 let docker = docker.with_step_user(args.step_user.clone());
                 match docker.sweep_orphans().await {
                     Ok(0) => {}
-                    Ok(n) => eprintln!("swept {n} container(s) left by an earlier run of {id}"),
+                    Ok(n) => eprintln!("swept {n} container(s) of worker processes that are gone"),
                     Err(e) => eprintln!("warning: failed to sweep orphaned containers: {e}"),
                 }
                 Arc::new(docker)
@@ -91,6 +99,7 @@ async fn main() -> ExitCode {
         token: args.token,
         data_dir: args.data_dir,
         stop_grace: Duration::from_secs(args.stop_grace_seconds),
+        sweep_every: args.sweep_every,
     };
     let shutdown = shardci_runtime::shutdown_on_signal();
     match Worker::new(options, executor).run(shutdown).await {

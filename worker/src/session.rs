@@ -34,6 +34,8 @@ pub struct WorkerOptions {
     /// Source cache, job work dirs and log files live here.
     pub data_dir: PathBuf,
     pub stop_grace: Duration,
+    /// How often the executor sweeps what dead worker processes left running.
+    pub sweep_every: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,26 @@ impl Worker {
     /// Serves coordinators until `shutdown`; returns early only if the coordinator refuses
     /// this worker for good.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let sweeping = shutdown.child_token();
+        let sweeper = {
+            let executor = self.shared.executor.clone();
+            let every = self.shared.options.sweep_every;
+            let stop = sweeping.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = ticker.tick() => {
+                            let removed = executor.sweep().await;
+                            if removed > 0 {
+                                tracing::info!(removed, "swept containers of worker processes that are gone");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let mut backoff = Duration::from_millis(200);
         let result = loop {
             if shutdown.is_cancelled() {
@@ -130,6 +152,8 @@ impl Worker {
         for token in lock(&self.shared.running).values() {
             token.cancel();
         }
+        sweeping.cancel();
+        let _ = sweeper.await;
         result
     }
 
@@ -158,6 +182,7 @@ impl Worker {
             labels: options.labels.clone(),
             slots: options.slots,
             version: env!("CARGO_PKG_VERSION").into(),
+            instance_id: crate::instance::id().to_string(),
             finished_while_away: lock(&shared.unacked).values().cloned().collect(),
             running: lock(&shared.running)
                 .keys()
@@ -181,6 +206,7 @@ impl Worker {
                     tonic::Code::Unauthenticated
                         | tonic::Code::FailedPrecondition
                         | tonic::Code::PermissionDenied
+                        | tonic::Code::AlreadyExists
                 ) =>
             {
                 return Err(WorkerError::Refused(status.message().to_string()));

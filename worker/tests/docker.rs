@@ -8,7 +8,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOpt
 use shardci_types::{FailureClass, ImageBuild, JobSpec, Resources, Status, StepSpec};
 use shardci_worker::dag::run_job;
 use shardci_worker::executor::{
-    DockerExecutor, Executor, LABEL_MANAGED, LABEL_WORKER, StepContext,
+    DockerExecutor, Executor, LABEL_INSTANCE, LABEL_MANAGED, LABEL_WORKER, StepContext,
 };
 use shardci_worker::images::{busybox_image, ensure};
 use shardci_worker::logs::{LogSink, MaskingSink, MemorySink};
@@ -270,13 +270,23 @@ async fn build_steps_build_their_image_and_a_broken_dockerfile_fails_the_step() 
 }
 
 #[tokio::test]
-async fn a_restarted_worker_sweeps_its_orphans_only() {
+async fn the_sweep_removes_only_containers_of_processes_that_are_gone() {
     let executor = executor("w-sweep").await;
-    let other = DockerExecutor::connect("w-sweep-other").await.unwrap();
-    for (worker, name) in [
-        ("w-sweep", "shardci-orphan-a"),
-        ("w-sweep-other", "shardci-orphan-b"),
-    ] {
+    let dir = shardci_worker::instance::lock_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    // A process that died: its lock file is there and nobody holds it.
+    let dead = "00000000000dead1";
+    std::fs::write(dir.join(format!("{dead}.lock")), "").unwrap();
+    // A process that lives: its lock is held (here, by this test).
+    let alive = "00000000000a11fe";
+    let held = std::fs::File::create(dir.join(format!("{alive}.lock"))).unwrap();
+    held.try_lock().unwrap();
+    let names = [
+        ("shardci-orphan-dead", Some(dead)),
+        ("shardci-orphan-alive", Some(alive)),
+        ("shardci-orphan-unknown", None),
+    ];
+    for (name, instance) in names {
         let _ = executor
             .client()
             .remove_container(
@@ -288,10 +298,13 @@ async fn a_restarted_worker_sweeps_its_orphans_only() {
                 ),
             )
             .await;
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_WORKER.to_string(), worker.to_string()),
+            (LABEL_WORKER.to_string(), "w-sweep".to_string()),
         ]);
+        if let Some(instance) = instance {
+            labels.insert(LABEL_INSTANCE.to_string(), instance.to_string());
+        }
         let body = bollard::models::ContainerCreateBody {
             image: Some(IMAGE.into()),
             cmd: Some(vec!["sleep".into(), "60".into()]),
@@ -307,23 +320,41 @@ async fn a_restarted_worker_sweeps_its_orphans_only() {
             .await
             .unwrap();
     }
-    assert_eq!(executor.sweep_orphans().await.unwrap(), 1);
+    executor.sweep_orphans().await.unwrap();
+    let exists = |name: &'static str| {
+        let client = executor.client().clone();
+        async move { client.inspect_container(name, None).await.is_ok() }
+    };
     assert!(
-        executor
-            .client()
-            .inspect_container("shardci-orphan-a", None)
-            .await
-            .is_err()
+        !exists("shardci-orphan-dead").await,
+        "a dead process's container goes"
     );
     assert!(
-        executor
-            .client()
-            .inspect_container("shardci-orphan-b", None)
-            .await
-            .is_ok(),
-        "another worker's container stays"
+        exists("shardci-orphan-alive").await,
+        "a live process's container stays"
     );
-    assert_eq!(other.sweep_orphans().await.unwrap(), 1);
+    assert!(
+        exists("shardci-orphan-unknown").await,
+        "an unknown one stays"
+    );
+    assert!(
+        !dir.join(format!("{dead}.lock")).exists(),
+        "the dead lock is forgotten"
+    );
+    for name in ["shardci-orphan-alive", "shardci-orphan-unknown"] {
+        let _ = executor
+            .client()
+            .remove_container(
+                name,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+    drop(held);
 }
 
 #[tokio::test]

@@ -227,6 +227,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
             token: Some("the-token".into()),
             data_dir: data.path().to_path_buf(),
             stop_grace: Duration::from_secs(1),
+            sweep_every: Duration::from_secs(10),
         },
         Arc::new(ProcessExecutor),
     );

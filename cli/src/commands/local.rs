@@ -145,6 +145,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             token: None,
             data_dir: state.join("workers").join(format!("local-{i}")),
             stop_grace: Duration::from_secs(10),
+            sweep_every: Duration::from_secs(10),
         };
         tasks.push(tokio::spawn(
             Worker::new(options, executor.clone()).run(shutdown.clone()),

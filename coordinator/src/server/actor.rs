@@ -30,6 +30,8 @@ struct Actor {
     /// Published runs, oldest first: the order they leave memory in.
     published: std::collections::VecDeque<RunId>,
     finished_runs_kept: usize,
+    /// How long a worker whose connection closed keeps its shards.
+    disconnect_grace_ms: u64,
     commands: mpsc::Sender<Command>,
     max_active_runs: usize,
     started: Instant,
@@ -44,6 +46,7 @@ struct Actor {
 /// How the event loop is set up.
 pub(crate) struct ActorConfig {
     pub scheduler: SchedulerConfig,
+    pub disconnect_grace_ms: u64,
     pub max_active_runs: usize,
     pub finished_runs_kept: usize,
     pub reports: Option<ReportStore>,
@@ -63,6 +66,7 @@ pub(crate) fn start(
         max_active_runs,
         finished_runs_kept,
         reports,
+        disconnect_grace_ms,
     } = config;
     let mut actor = Actor {
         scheduler: Scheduler::new(scheduler),
@@ -70,6 +74,7 @@ pub(crate) fn start(
         tracker,
         published: Default::default(),
         finished_runs_kept,
+        disconnect_grace_ms,
         commands: tx.clone(),
         max_active_runs,
         started: Instant::now(),
@@ -176,15 +181,24 @@ impl Actor {
             }
             Command::Connect {
                 worker,
+                instance,
                 labels,
                 slots,
                 running,
                 outbox,
                 reply,
             } => {
-                let session = self
+                let session = match self
                     .scheduler
-                    .connect(now, &worker, labels, slots, &running);
+                    .connect(now, &worker, &instance, labels, slots, &running)
+                {
+                    Ok(session) => session,
+                    Err(refused) => {
+                        tracing::warn!(%worker, error = %refused, "refused a second process for a live worker id");
+                        let _ = reply.send(Err(refused));
+                        return;
+                    }
+                };
                 // Welcome goes first, before any notice the connect produced (such as a cancel
                 // of an attempt the worker no longer holds).
                 let ttl = std::time::Duration::from_millis(self.scheduler.config().lease_ttl_ms);
@@ -206,7 +220,11 @@ impl Actor {
                 };
                 let _ = outbox.try_send(Ok(message));
                 self.sessions.insert(worker, (session, outbox));
-                let _ = reply.send(session);
+                let _ = reply.send(Ok(session));
+            }
+            Command::Disconnected { worker, session } => {
+                self.scheduler
+                    .suspect(now, &worker, session, self.disconnect_grace_ms);
             }
             Command::Heartbeat {
                 worker,

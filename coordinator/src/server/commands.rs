@@ -74,11 +74,17 @@ pub(crate) enum Command {
     /// A worker's session starts: it is welcomed and its running attempts re-attached.
     Connect {
         worker: WorkerId,
+        instance: String,
         labels: Vec<String>,
         slots: u32,
         running: Vec<(ShardKey, Attempt)>,
         outbox: mpsc::Sender<Outgoing>,
-        reply: oneshot::Sender<SessionId>,
+        reply: oneshot::Sender<Result<SessionId, SessionError>>,
+    },
+    /// A session's stream ended (closed, reset, or failed): its worker is suspect.
+    Disconnected {
+        worker: WorkerId,
+        session: SessionId,
     },
     /// The worker's lease is renewed.
     Heartbeat {
@@ -176,5 +182,10 @@ impl Coordinator {
             .await
             .map_err(|_| ShuttingDown)?;
         rx.await.map_err(|_| ShuttingDown)
+    }
+
+    /// Sends a command that has no answer.
+    pub(crate) async fn tell(&self, command: Command) -> Result<(), ShuttingDown> {
+        self.commands.send(command).await.map_err(|_| ShuttingDown)
     }
 }

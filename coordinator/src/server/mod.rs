@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// Published runs kept in memory for `runs list` and `runs show`; older ones are forgotten
     /// (their reports and logs stay in the store).
     pub finished_runs_kept: usize,
+    /// How long a worker whose connection closed keeps its shards before they run again
+    /// elsewhere; the full lease covers only silent workers (partitions, pauses).
+    pub disconnect_grace: Duration,
 }
 
 impl ServerConfig {
@@ -64,6 +67,7 @@ impl ServerConfig {
             reports: None,
             shutdown_grace: Duration::from_secs(30),
             finished_runs_kept: 500,
+            disconnect_grace: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +111,7 @@ pub async fn serve(
             scheduler: config.scheduler,
             max_active_runs: config.max_active_runs,
             finished_runs_kept: config.finished_runs_kept,
+            disconnect_grace_ms: config.disconnect_grace.as_millis() as u64,
             reports: config.reports.clone(),
         },
         store,

@@ -30,7 +30,10 @@ pub(crate) fn invalid(e: WireError) -> Status {
 
 /// A session message from a session that is no longer current.
 pub(crate) fn session(e: SessionError) -> Status {
-    Status::failed_precondition(e.to_string())
+    match e {
+        SessionError::AlreadyConnected { .. } => Status::already_exists(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
 }
 
 /// A refused submission.

@@ -128,13 +128,15 @@ impl WorkerService for WorkerApi {
             .coordinator
             .call(|reply| Command::Connect {
                 worker: worker.clone(),
+                instance: hello.instance_id,
                 labels: hello.labels,
                 slots: hello.slots,
                 running,
                 outbox: outbox.clone(),
                 reply,
             })
-            .await?;
+            .await?
+            .map_err(status::session)?;
         for finished in hello.finished_while_away {
             let ack = complete(&self.coordinator, &worker, finished).await?;
             let _ = outbox.send(Ok(ack)).await;
@@ -153,6 +155,11 @@ impl WorkerService for WorkerApi {
                 tracing::warn!(%worker, error = %status.message(), "worker session ended with an error");
                 let _ = outbox.send(Err(status)).await;
             }
+            // However the stream ended, the worker is suspect from now on: a killed process's
+            // connection closes at once, so its shards need not wait out a whole lease.
+            let _ = coordinator
+                .tell(Command::Disconnected { worker, session })
+                .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -51,6 +51,12 @@ pub enum SessionError {
         worker: WorkerId,
         session: SessionId,
     },
+    /// Another live process holds this worker id: two workers must not share one.
+    #[error(
+        "worker {worker} is already connected from another process (instance {holder}); \
+         give each worker its own --id"
+    )]
+    AlreadyConnected { worker: WorkerId, holder: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +120,11 @@ struct RunState {
 
 #[derive(Debug, Clone)]
 struct WorkerState {
+    /// The process behind the session (empty when the worker did not say).
+    instance: String,
+    /// Whether its connection is open; a closed one is suspect until it reconnects or its
+    /// shortened lease runs out.
+    connected: bool,
     labels: BTreeSet<String>,
     slots: u32,
     session: SessionId,
@@ -362,14 +373,30 @@ impl Scheduler {
     /// A worker (re)connects. `still_running` lists the shard attempts it is still working on:
     /// those it still owns are kept; those it lost are requeued; those since reassigned are
     /// cancelled on the worker (fencing).
+    /// A worker process opens a session. The same instance reconnecting replaces its old
+    /// session and keeps the attempts it still runs; another instance is refused while the
+    /// current holder is connected and its lease holds (a second process with the same id must
+    /// not take over, or sweep, the first one's work).
     pub fn connect(
         &mut self,
         now: Millis,
         worker: &WorkerId,
+        instance: &str,
         labels: Vec<String>,
         slots: u32,
         still_running: &[(ShardKey, Attempt)],
-    ) -> SessionId {
+    ) -> Result<SessionId, SessionError> {
+        if let Some(holder) = self.workers.get(worker)
+            && holder.connected
+            && holder.lease_until > now
+            && !holder.instance.is_empty()
+            && holder.instance != instance
+        {
+            return Err(SessionError::AlreadyConnected {
+                worker: worker.clone(),
+                holder: holder.instance.clone(),
+            });
+        }
         self.next_session += 1;
         let session = SessionId(self.next_session);
         let previous = self.workers.remove(worker);
@@ -396,6 +423,8 @@ impl Scheduler {
         self.workers.insert(
             worker.clone(),
             WorkerState {
+                instance: instance.to_string(),
+                connected: true,
                 labels: labels.into_iter().collect(),
                 slots,
                 session,
@@ -405,7 +434,20 @@ impl Scheduler {
                 draining: false,
             },
         );
-        session
+        Ok(session)
+    }
+
+    /// The session's connection closed (a killed process's kernel resets it at once): the
+    /// worker keeps its attempts for `grace_ms` in case it reconnects, then loses them, instead
+    /// of waiting out a whole lease meant for silent partitions.
+    pub fn suspect(&mut self, now: Millis, worker: &WorkerId, session: SessionId, grace_ms: u64) {
+        if self.check_session(worker, session).is_err() {
+            return;
+        }
+        if let Some(state) = self.workers.get_mut(worker) {
+            state.connected = false;
+            state.lease_until = state.lease_until.min(now.plus(grace_ms));
+        }
     }
 
     fn check_session(&self, worker: &WorkerId, session: SessionId) -> Result<(), SessionError> {

@@ -199,8 +199,9 @@ pub fn simulate(
     let mut workers: Vec<SimWorker> = (0..fleet.workers)
         .map(|i| {
             let id = WorkerId(format!("w{i:04}"));
-            let session =
-                scheduler.connect(Millis(0), &id, Vec::new(), fleet.slots_per_worker, &[]);
+            let session = scheduler
+                .connect(Millis(0), &id, "", Vec::new(), fleet.slots_per_worker, &[])
+                .expect("simulated workers have distinct ids and no instance to collide");
             SimWorker {
                 id,
                 session,

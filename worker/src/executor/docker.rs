@@ -28,8 +28,11 @@ use crate::outcome::StepOutcome;
 
 /// Every container shardci starts carries this label (value `true`).
 pub const LABEL_MANAGED: &str = "shardci.managed";
-/// The worker that started a container, so a restarted worker sweeps its own orphans only.
+/// The worker that started a container, for people.
 pub const LABEL_WORKER: &str = "shardci.worker";
+/// The worker process that started a container: containers of a process that is gone are
+/// swept by any worker on the host (see [`crate::instance`]).
+pub const LABEL_INSTANCE: &str = "shardci.instance";
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to reach the Docker Engine: {0}")]
@@ -94,23 +97,28 @@ impl DockerExecutor {
         &self.docker
     }
 
-    /// Removes containers a previous run of this worker left behind (it was killed, or the
-    /// host rebooted). Returns how many were removed.
+    /// Removes the containers of worker processes that are gone (killed, crashed, or from
+    /// before a reboot), whichever worker started them; a live process's containers stay.
+    /// Returns how many were removed.
     pub async fn sweep_orphans(&self) -> Result<usize, DockerSetupError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_WORKER}={}", self.worker_id),
-            ],
-        )]);
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
         let containers = self.docker.list_containers(Some(options)).await?;
         let mut removed = 0;
+        let mut dead = std::collections::BTreeSet::new();
         for container in containers {
+            let instance = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_INSTANCE))
+                .cloned()
+                .unwrap_or_default();
+            if !crate::instance::is_dead(&instance) {
+                continue;
+            }
             if let Some(id) = container.id {
                 let force = RemoveContainerOptionsBuilder::default()
                     .force(true)
@@ -120,6 +128,10 @@ impl DockerExecutor {
                     removed += 1;
                 }
             }
+            dead.insert(instance);
+        }
+        for instance in dead {
+            crate::instance::forget(&instance);
         }
         Ok(removed)
     }
@@ -189,6 +201,16 @@ impl Executor for DockerExecutor {
         "docker"
     }
 
+    async fn sweep(&self) -> usize {
+        match self.sweep_orphans().await {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to sweep orphaned containers");
+                0
+            }
+        }
+    }
+
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {
         let started = Instant::now();
         if let Err(e) = std::fs::create_dir_all(ctx.work_dir.join("tmp")) {
@@ -224,6 +246,7 @@ impl Executor for DockerExecutor {
             .collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_WORKER.into(), self.worker_id.clone());
+        labels.insert(LABEL_INSTANCE.into(), crate::instance::id().to_string());
         labels.insert("shardci.step".into(), step.name.clone());
         let env: Vec<String> = step_env(step, ctx, "/work")
             .into_iter()

@@ -17,7 +17,8 @@ use shardci_types::StepSpec;
 use crate::outcome::StepOutcome;
 
 pub use docker::{
-    DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_MANAGED, LABEL_WORKER,
+    DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_INSTANCE, LABEL_MANAGED,
+    LABEL_WORKER,
 };
 pub use process::ProcessExecutor;
 
@@ -44,6 +45,12 @@ pub trait Executor: Send + Sync {
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome;
 
     fn name(&self) -> &'static str;
+
+    /// Removes what processes that are gone left running (their containers); returns how many
+    /// it removed. Workers call it at start and then periodically.
+    async fn sweep(&self) -> usize {
+        0
+    }
 }
 
 /// The environment a step sees besides its own `env`.
