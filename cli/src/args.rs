@@ -247,6 +247,9 @@ pub struct LogsArgs {
     /// Keep printing as the step runs.
     #[arg(long)]
     pub follow: bool,
+    /// Which attempt of a retried job (1, 2, ...) [default: the latest].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: Option<u32>,
     #[command(flatten)]
     pub remote: Remote,
 }

@@ -329,6 +329,7 @@ async fn a_run_goes_from_submission_through_a_worker_to_a_published_report() {
                 job_id: "a/unit".into(),
                 step: "unit".into(),
                 follow: false,
+                attempt: 0,
             },
             CLIENT_TOKEN,
         ))
@@ -377,6 +378,7 @@ async fn calls_without_the_right_token_or_version_are_refused_and_unknown_runs_a
                 job_id: "j".into(),
                 step: "s".into(),
                 follow: true,
+                attempt: 0,
             },
             CLIENT_TOKEN,
         ))
@@ -498,5 +500,131 @@ async fn published_runs_leave_memory_beyond_the_window_and_their_reports_stay() 
             "{run}'s report stays in the store"
         );
     }
+    server.shutdown.cancel();
+}
+
+fn log_chunk(run: &str, shard: &pb::ShardRef, seq: u64, data: &str) -> pb::worker_message::Msg {
+    pb::worker_message::Msg::Log(pb::LogChunk {
+        run_id: run.into(),
+        shard_id: shard.shard_id.clone(),
+        attempt: shard.attempt,
+        job_id: "a/unit".into(),
+        step: "unit".into(),
+        seq,
+        data: data.as_bytes().to_vec(),
+        eof: false,
+    })
+}
+
+async fn read_log(cli: &mut ClientServiceClient<Channel>, run: &str, attempt: u32) -> String {
+    let mut stream = cli
+        .stream_logs(authorized(
+            pb::StreamLogsRequest {
+                run_id: run.into(),
+                job_id: "a/unit".into(),
+                step: "unit".into(),
+                follow: false,
+                attempt,
+            },
+            CLIENT_TOKEN,
+        ))
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("a chunk") {
+        text.extend(chunk.data);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn each_attempt_keeps_its_own_log_live_and_in_the_store() {
+    let server = start().await;
+    let mut cli = client(&server.url).await;
+    let run = cli
+        .submit_run(authorized(submit_request(plan()), CLIENT_TOKEN))
+        .await
+        .expect("submitted")
+        .into_inner()
+        .run_id;
+    let mut session = Session::open(&server.url, "w1").await;
+    let mut attempts = Vec::new();
+    for (attempt, text) in [(1, "first try\n"), (2, "second try\n")] {
+        session
+            .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                free_slots: 1,
+            }))
+            .await;
+        let shard = loop {
+            match session.next().await {
+                pb::coordinator_message::Msg::Assignment(a) => break a.shard.expect("a shard"),
+                _ => {
+                    session
+                        .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                            free_slots: 1,
+                        }))
+                        .await;
+                }
+            }
+        };
+        assert_eq!(shard.attempt, attempt);
+        session.send(log_chunk(&run, &shard, 0, text)).await;
+        let results = if attempt == 1 {
+            // The Docker engine failed it: an infrastructure error, retried as attempt 2.
+            let mut broken = success("a/unit", 1);
+            broken.status = pb::Status::Error as i32;
+            broken.steps[1].status = pb::Status::Error as i32;
+            broken.steps[1].failure_class = pb::FailureClass::Docker as i32;
+            vec![broken, success("b/unit", 1)]
+        } else {
+            // The retry runs only what did not finish: a/unit.
+            vec![success("a/unit", 2)]
+        };
+        if attempt == 1 {
+            // While it runs, the live log is this attempt's alone.
+            assert_eq!(read_log(&mut cli, &run, 0).await, "first try\n");
+        }
+        session
+            .send(pb::worker_message::Msg::ShardFinished(pb::ShardFinished {
+                shard: Some(shard.clone()),
+                results,
+            }))
+            .await;
+        attempts.push(shard);
+        if attempt == 2 {
+            assert_eq!(read_log(&mut cli, &run, 1).await, "first try\n");
+        }
+    }
+    // Published: the deciding attempt is log.txt, the first one stays apart.
+    let report = server.store.path().join(format!("runs/{run}/report.html"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !report.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report was written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let step = server
+        .store
+        .path()
+        .join(format!("runs/{run}/jobs/a_unit/unit"));
+    assert_eq!(
+        std::fs::read_to_string(step.join("log.txt")).expect("log.txt"),
+        "second try\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(step.join("log.attempt-1.txt")).expect("attempt 1"),
+        "first try\n"
+    );
+    assert_eq!(read_log(&mut cli, &run, 0).await, "second try\n");
+    assert_eq!(read_log(&mut cli, &run, 2).await, "second try\n");
+    assert_eq!(read_log(&mut cli, &run, 1).await, "first try\n");
+    let html = std::fs::read_to_string(&report).expect("report");
+    assert!(
+        html.contains("log.attempt-1.txt"),
+        "the report links attempt 1's log"
+    );
     server.shutdown.cancel();
 }

@@ -88,6 +88,7 @@ fn stored() -> StoredRun {
             .to_vec(),
         results,
         skipped: vec![],
+        earlier_attempts: Default::default(),
     }
 }
 

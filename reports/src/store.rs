@@ -37,8 +37,8 @@ pub struct ReportStore {
 /// Everything about a finished run the writer needs, detached from the actor's state.
 pub struct FinishedRun {
     pub run: StoredRun,
-    /// Whole logs by (job, step).
-    pub logs: BTreeMap<(String, String), Vec<u8>>,
+    /// Whole logs by (job, step, attempt).
+    pub logs: BTreeMap<(String, String, u32), Vec<u8>>,
     pub plan_json: Vec<u8>,
 }
 
@@ -152,10 +152,28 @@ impl ReportStore {
     /// Writes everything about `run`; returns the HTML report's address.
     pub async fn publish(&self, finished: &FinishedRun) -> Result<String, object_store::Error> {
         let run = &finished.run;
-        for ((job, step), log) in &finished.logs {
-            self.put(&log_key(&run.run_id, job, step), log.clone())
-                .await?;
+        let decided: BTreeMap<&str, u32> = run
+            .results
+            .iter()
+            .map(|r| (r.job.0.as_str(), r.attempt.0))
+            .collect();
+        let mut tails: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut run = run.clone();
+        for ((job, step, attempt), log) in &finished.logs {
+            // The attempt that decided the job is `log.txt`; earlier ones keep their number.
+            let earlier = decided.get(job.as_str()).is_some_and(|d| d != attempt);
+            let key = shardci_types::log_key(&run.run_id, job, step, earlier.then_some(*attempt));
+            self.put(&key, log.clone()).await?;
+            if earlier {
+                run.earlier_attempts
+                    .entry(job.clone())
+                    .or_default()
+                    .push((step.clone(), *attempt));
+            } else {
+                tails.insert((job.clone(), step.clone()), tail(log, 40));
+            }
         }
+        let run = &run;
         let base = format!("runs/{}", run.run_id);
         self.put(&format!("{base}/plan.json"), finished.plan_json.clone())
             .await?;
@@ -164,11 +182,6 @@ impl ReportStore {
             serde_json::to_vec_pretty(run).unwrap_or_default(),
         )
         .await?;
-        let tails: BTreeMap<(String, String), String> = finished
-            .logs
-            .iter()
-            .map(|(k, v)| (k.clone(), tail(v, 40)))
-            .collect();
         let rendered = self.render(run, &tails);
         self.update_history(&rendered.report).await?;
         self.write_reports(&rendered).await?;
@@ -206,14 +219,16 @@ impl ReportStore {
         Ok(rendered)
     }
 
-    /// A step's whole log as the store keeps it, or `None` when there is none.
+    /// A step's whole log as the store keeps it, or `None` when there is none: the attempt
+    /// that decided the job with `attempt` `None`, an earlier one by its number.
     pub async fn read_log(
         &self,
         run_id: &str,
         job: &str,
         step: &str,
+        attempt: Option<u32>,
     ) -> Result<Option<Vec<u8>>, object_store::Error> {
-        let key = log_key(run_id, job, step);
+        let key = shardci_types::log_key(run_id, job, step, attempt);
         match self.store.get(&StorePath::from(key.as_str())).await {
             Ok(found) => Ok(Some(found.bytes().await?.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),

@@ -223,6 +223,7 @@ fn stored(f: &Fixture) -> StoredRun {
             test_type: "integration".into(),
             reason: "suite integrationTests is not enabled".into(),
         }],
+        earlier_attempts: Default::default(),
     }
 }
 

@@ -37,6 +37,15 @@ pub fn step_prefix(run: &str, job: &str, step: &str) -> String {
     format!("runs/{run}/jobs/{}/{step}", job_key(job))
 }
 
+/// The key of a step's log in the store: `log.txt` for the attempt that decided the job,
+/// `log.attempt-<n>.txt` for earlier attempts, so a retried job's attempts stay apart.
+pub fn log_key(run: &str, job: &str, step: &str, attempt: Option<u32>) -> String {
+    match attempt {
+        None => format!("{}/log.txt", step_prefix(run, job, step)),
+        Some(n) => format!("{}/log.attempt-{n}.txt", step_prefix(run, job, step)),
+    }
+}
+
 /// Whether a worker-reported artifact path stays inside its step's `artifacts/` folder.
 pub fn valid_artifact_path(path: &str) -> bool {
     !path.is_empty()

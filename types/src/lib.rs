@@ -22,7 +22,7 @@ pub use duration::parse_duration;
 pub use event::{ChangeStatus, Event, Versions};
 pub use graph::find_cycle;
 pub use ids::{Attempt, JobId, Millis, RunId, SessionId, ShardId, ShardKey, WorkerId};
-pub use keys::{job_key, matrix_env_var, step_prefix, valid_artifact_path};
+pub use keys::{job_key, log_key, matrix_env_var, step_prefix, valid_artifact_path};
 pub use outcome::{FailureClass, Status};
 pub use result::{JobReport, JobResult, StepReport};
 pub use spec::{

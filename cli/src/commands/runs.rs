@@ -122,6 +122,7 @@ pub fn logs(args: LogsArgs) -> Result<Code, Failure> {
                 job_id: args.job,
                 step,
                 follow: args.follow,
+                attempt: args.attempt.unwrap_or(0),
             })
             .await
             .map_err(|s| status_failure("failed to read the log", s))?

@@ -334,13 +334,33 @@ impl Actor {
                     self.forget_old_runs();
                 }
             }
-            Command::Logs { key, follow, reply } => {
+            Command::Logs {
+                key,
+                attempt,
+                follow,
+                reply,
+            } => {
                 let read = match self.runs.get(&key.0) {
                     None => None,
                     Some(record) => match (&record.report, &self.reports) {
-                        (Some(Ok(_)), Some(store)) => Some(LogRead::Stored(store.clone())),
+                        (Some(Ok(_)), Some(store)) => {
+                            let final_attempt = self
+                                .scheduler
+                                .run(&key.0)
+                                .and_then(|view| {
+                                    view.results
+                                        .iter()
+                                        .find(|r| r.job.0 == key.1)
+                                        .map(|r| r.attempt.0)
+                                })
+                                .unwrap_or(1);
+                            Some(LogRead::Stored {
+                                store: store.clone(),
+                                final_attempt,
+                            })
+                        }
                         _ => {
-                            let (data, follow) = self.logs.read(&key, follow);
+                            let (data, follow) = self.logs.read(&key, attempt, follow);
                             Some(LogRead::Live { data, follow })
                         }
                     },

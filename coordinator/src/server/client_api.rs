@@ -278,6 +278,7 @@ impl ClientService for ClientApi {
             .coordinator
             .call(|reply| Command::Logs {
                 key,
+                attempt: (req.attempt > 0).then_some(req.attempt),
                 follow: req.follow,
                 reply,
             })
@@ -285,9 +286,14 @@ impl ClientService for ClientApi {
         let read = found.ok_or_else(|| Status::not_found(format!("no run {}", req.run_id)))?;
         let (existing, follow) = match read {
             LogRead::Live { data, follow } => (data, follow),
-            LogRead::Stored(store) => {
+            LogRead::Stored {
+                store,
+                final_attempt,
+            } => {
+                let attempt =
+                    (req.attempt > 0 && req.attempt != final_attempt).then_some(req.attempt);
                 let log = store
-                    .read_log(&req.run_id, &req.job_id, &req.step)
+                    .read_log(&req.run_id, &req.job_id, &req.step, attempt)
                     .await
                     .map_err(|e| Status::unavailable(format!("failed to read the log: {e}")))?;
                 (log.unwrap_or_default(), None)

@@ -53,8 +53,12 @@ pub(crate) enum LogRead {
         data: Vec<u8>,
         follow: Option<mpsc::Receiver<Vec<u8>>>,
     },
-    /// The run was published and its logs left memory: they are whole in the report store.
-    Stored(ReportStore),
+    /// The run was published and its logs left memory: they are whole in the report store,
+    /// the attempt that decided the job (given here) under `log.txt`, earlier ones apart.
+    Stored {
+        store: ReportStore,
+        final_attempt: u32,
+    },
 }
 
 /// A log stream's identity.
@@ -151,6 +155,8 @@ pub(crate) enum Command {
     /// A step's log: live from memory, or where the store keeps it once published.
     Logs {
         key: LogKey,
+        /// `None`: the latest.
+        attempt: Option<u32>,
         follow: bool,
         reply: oneshot::Sender<Option<LogRead>>,
     },

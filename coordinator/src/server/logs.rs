@@ -1,6 +1,6 @@
-//! Live step logs as the coordinator holds them until the run is published: in sequence per
-//! (shard, attempt), fanned out to followers, closed when the attempt completes, and dropped
-//! once the store has them.
+//! Live step logs as the coordinator holds them until the run is published: one buffer per
+//! attempt of a step (a retried job's attempts never run together), in sequence, fanned out to
+//! followers, closed when the attempt completes, and dropped once the store has them.
 
 use std::collections::BTreeMap;
 
@@ -13,21 +13,26 @@ use super::commands::{LogKey, LogVerdict};
 #[derive(Default)]
 struct LogBuffer {
     data: Vec<u8>,
-    /// Next expected sequence number per (shard, attempt).
-    next_seq: BTreeMap<(String, u32), u64>,
+    /// The shard that ran this attempt of the job.
+    shard: String,
+    /// Next expected sequence number.
+    next_seq: u64,
     done: bool,
     followers: Vec<mpsc::Sender<Vec<u8>>>,
 }
 
-/// Every live log, by (run, job, step).
+/// A buffer's identity: a step of a job, in one attempt.
+type BufferKey = (RunId, String, String, u32);
+
+/// Every live log, by (run, job, step, attempt).
 #[derive(Default)]
 pub(crate) struct LiveLogs {
-    buffers: BTreeMap<LogKey, LogBuffer>,
+    buffers: BTreeMap<BufferKey, LogBuffer>,
 }
 
 /// The keys of one run: keys start with the run id, so a range finds them.
-fn run_range(run: &RunId) -> std::ops::RangeFrom<LogKey> {
-    (run.clone(), String::new(), String::new())..
+fn run_range(run: &RunId) -> std::ops::RangeFrom<BufferKey> {
+    (run.clone(), String::new(), String::new(), 0)..
 }
 
 impl LiveLogs {
@@ -38,23 +43,23 @@ impl LiveLogs {
             RunId(chunk.run_id.clone()),
             chunk.job_id.clone(),
             chunk.step.clone(),
+            chunk.attempt,
         );
-        let buffer = self.buffers.entry(key).or_default();
-        let expected = buffer
-            .next_seq
-            .entry((chunk.shard_id.clone(), chunk.attempt))
-            .or_insert(0);
-        if chunk.seq < *expected {
+        let buffer = self.buffers.entry(key).or_insert_with(|| LogBuffer {
+            shard: chunk.shard_id.clone(),
+            ..LogBuffer::default()
+        });
+        if chunk.seq < buffer.next_seq {
             return LogVerdict::Dropped;
         }
-        if chunk.seq > *expected {
+        if chunk.seq > buffer.next_seq {
             tracing::warn!(
                 seq = chunk.seq,
-                expected = *expected,
+                expected = buffer.next_seq,
                 "log chunks arrived out of order; keeping them"
             );
         }
-        *expected = chunk.seq + 1;
+        buffer.next_seq = chunk.seq + 1;
         buffer.data.extend_from_slice(&chunk.data);
         buffer
             .followers
@@ -71,32 +76,47 @@ impl LiveLogs {
             .buffers
             .range_mut(run_range(run))
             .take_while(|(key, _)| &key.0 == run);
-        for (_, buffer) in this_run {
-            if buffer.next_seq.contains_key(&(shard.0.clone(), attempt.0)) {
+        for ((.., buffer_attempt), buffer) in this_run {
+            if *buffer_attempt == attempt.0 && buffer.shard == shard.0 {
                 buffer.done = true;
                 buffer.followers.clear();
             }
         }
     }
 
-    /// What a step has logged so far (empty when nothing yet) and, when `follow` is asked and
-    /// the log is not done, a receiver for what comes next. Reading never creates a buffer.
+    /// The latest attempt of a step that has logged anything.
+    fn latest_attempt(&self, key: &LogKey) -> Option<u32> {
+        let (run, job, step) = key;
+        let first = (run.clone(), job.clone(), step.clone(), 0);
+        let last = (run.clone(), job.clone(), step.clone(), u32::MAX);
+        self.buffers
+            .range(first..=last)
+            .next_back()
+            .map(|((.., attempt), _)| *attempt)
+    }
+
+    /// What an attempt of a step (the latest when `None`) has logged so far, empty when nothing
+    /// yet, and, when `follow` is asked and the log is not done, a receiver for what comes next.
+    /// Reading never creates a buffer, but a follower may wait for a step's first chunk.
     pub(crate) fn read(
         &mut self,
         key: &LogKey,
+        attempt: Option<u32>,
         follow: bool,
     ) -> (Vec<u8>, Option<mpsc::Receiver<Vec<u8>>>) {
+        let attempt = attempt.or_else(|| self.latest_attempt(key)).unwrap_or(1);
+        let (run, job, step) = key.clone();
+        let key = (run, job, step, attempt);
         if !follow {
             return (
                 self.buffers
-                    .get(key)
+                    .get(&key)
                     .map(|b| b.data.clone())
                     .unwrap_or_default(),
                 None,
             );
         }
-        // A follower of a step that has not logged yet waits for its first chunk.
-        let buffer = self.buffers.entry(key.clone()).or_default();
+        let buffer = self.buffers.entry(key).or_default();
         let receiver = (!buffer.done).then(|| {
             let (tx, rx) = mpsc::channel(256);
             buffer.followers.push(tx);
@@ -105,18 +125,20 @@ impl LiveLogs {
         (buffer.data.clone(), receiver)
     }
 
-    /// Copies of one run's whole logs by (job, step), for publishing.
-    pub(crate) fn of_run(&self, run: &RunId) -> BTreeMap<(String, String), Vec<u8>> {
+    /// Copies of one run's whole logs by (job, step, attempt), for publishing.
+    pub(crate) fn of_run(&self, run: &RunId) -> BTreeMap<(String, String, u32), Vec<u8>> {
         self.buffers
             .range(run_range(run))
             .take_while(|(key, _)| &key.0 == run)
-            .map(|(key, buffer)| ((key.1.clone(), key.2.clone()), buffer.data.clone()))
+            .map(|((_, job, step, attempt), buffer)| {
+                ((job.clone(), step.clone(), *attempt), buffer.data.clone())
+            })
             .collect()
     }
 
     /// Drops one run's logs (they are in the store now).
     pub(crate) fn remove_run(&mut self, run: &RunId) {
-        let keys: Vec<LogKey> = self
+        let keys: Vec<BufferKey> = self
             .buffers
             .range(run_range(run))
             .take_while(|(key, _)| &key.0 == run)
@@ -160,29 +182,37 @@ mod tests {
         let mut logs = LiveLogs::default();
         assert_eq!(logs.append(&chunk("r1", 0, "a")), LogVerdict::Accepted);
         assert_eq!(logs.append(&chunk("r1", 0, "a")), LogVerdict::Dropped);
-        let (now, follow) = logs.read(&key("r1"), true);
+        let (now, follow) = logs.read(&key("r1"), None, true);
         assert_eq!(now, b"a");
         let mut follow = follow.expect("the log is not done");
         assert_eq!(logs.append(&chunk("r1", 1, "b")), LogVerdict::Accepted);
         assert_eq!(follow.try_recv().ok(), Some(b"b".to_vec()));
         logs.attempt_done(&RunId("r1".into()), &ShardId("s1".into()), Attempt(1));
         assert!(
-            logs.read(&key("r1"), true).1.is_none(),
+            logs.read(&key("r1"), None, true).1.is_none(),
             "done: nothing to follow"
         );
-        assert_eq!(logs.read(&key("r1"), false).0, b"ab");
+        assert_eq!(logs.read(&key("r1"), None, false).0, b"ab");
+        // A retry's output is its own: attempt 2 does not join attempt 1's.
+        let mut retry = chunk("r1", 0, "second try");
+        retry.attempt = 2;
+        retry.shard_id = "s1".into();
+        assert_eq!(logs.append(&retry), LogVerdict::Accepted);
+        assert_eq!(logs.read(&key("r1"), None, false).0, b"second try");
+        assert_eq!(logs.read(&key("r1"), Some(1), false).0, b"ab");
+        assert_eq!(logs.of_run(&RunId("r1".into())).len(), 2);
     }
 
     #[test]
     fn reading_an_unknown_log_creates_nothing_and_runs_are_removed_whole() {
         let mut logs = LiveLogs::default();
-        assert_eq!(logs.read(&key("nope"), false).0, b"");
+        assert_eq!(logs.read(&key("nope"), None, false).0, b"");
         assert_eq!(logs.len(), 0);
         logs.append(&chunk("r1", 0, "a"));
         logs.append(&chunk("r2", 0, "b"));
         assert_eq!(logs.of_run(&RunId("r1".into())).len(), 1);
         logs.remove_run(&RunId("r1".into()));
         assert_eq!(logs.len(), 1);
-        assert_eq!(logs.read(&key("r2"), false).0, b"b");
+        assert_eq!(logs.read(&key("r2"), None, false).0, b"b");
     }
 }

@@ -19,7 +19,7 @@ pub(crate) fn finished_run(
     record: &RunRecord,
     view: &RunView,
     status: Status,
-    logs: BTreeMap<(String, String), Vec<u8>>,
+    logs: BTreeMap<(String, String, u32), Vec<u8>>,
 ) -> FinishedRun {
     let run = &record.id;
     let seconds = |t: SystemTime| {
@@ -84,6 +84,7 @@ pub(crate) fn finished_run(
                     reason: s.reason.clone(),
                 })
                 .collect(),
+            earlier_attempts: Default::default(),
         },
         logs,
         plan_json,

@@ -24,8 +24,9 @@ fn severity(status: Status) -> u8 {
     }
 }
 
+/// The key of the log of the attempt that decided a job.
 pub fn log_key(run: &str, job: &str, step: &str) -> String {
-    format!("{}/log.txt", shardci_types::step_prefix(run, job, step))
+    shardci_types::log_key(run, job, step, None)
 }
 
 /// Object-store keys keep to a safe alphabet; job ids contain `/`, `[`, `=` and `,`.
@@ -68,6 +69,22 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                             duration_seconds: s.duration_ms as f64 / 1000.0,
                             message: s.message.clone(),
                             log_key: log_key(&run.run_id, id, &s.step),
+                            earlier_logs: run
+                                .earlier_attempts
+                                .get(id)
+                                .into_iter()
+                                .flatten()
+                                .filter(|(step, _)| step == &s.step)
+                                .map(|(step, attempt)| {
+                                    let key = shardci_types::log_key(
+                                        &run.run_id,
+                                        id,
+                                        step,
+                                        Some(*attempt),
+                                    );
+                                    (*attempt, key)
+                                })
+                                .collect(),
                             artifacts: s
                                 .artifacts
                                 .iter()

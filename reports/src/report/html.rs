@@ -159,9 +159,16 @@ pub fn render_html(report: &RunReport) -> String {
                     format!(" <a href=\"../../{}\">{}</a>", escape(key), escape(name))
                 })
                 .collect();
+            let earlier: String = step
+                .earlier_logs
+                .iter()
+                .map(|(attempt, key)| {
+                    format!(" <a href=\"../../{}\">attempt {attempt}</a>", escape(key))
+                })
+                .collect();
             let _ = write!(
                 out,
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a>{artifacts}</td></tr>",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a>{earlier}{artifacts}</td></tr>",
                 step.status,
                 escape(&step.name),
                 step.status,

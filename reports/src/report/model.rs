@@ -37,6 +37,10 @@ pub struct StoredRun {
     pub test_types: Vec<String>,
     pub results: Vec<JobResult>,
     pub skipped: Vec<Skipped>,
+    /// Steps that logged in attempts before the one that decided their job, by job id:
+    /// (step, attempt). Their logs are `log.attempt-<n>.txt` beside the step's `log.txt`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub earlier_attempts: BTreeMap<String, Vec<(String, u32)>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -59,8 +63,11 @@ pub struct StepEntry {
     pub exit_code: Option<i64>,
     pub duration_seconds: f64,
     pub message: String,
-    /// Object-store key of the whole log.
+    /// Object-store key of the whole log (of the attempt that decided the job).
     pub log_key: String,
+    /// Logs of this step in earlier attempts: (attempt, object-store key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_logs: Vec<(u32, String)>,
     /// Object-store keys of the files the step kept (its `artifacts` globs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
