@@ -234,6 +234,24 @@ pub enum RunsCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Run a run again: a new run with the same source and plan (only the jobs that failed,
+    /// errored or were cancelled with --failed), linked to the first in its report.
+    Retry {
+        run: String,
+        /// Only the jobs that did not pass.
+        #[arg(long)]
+        failed: bool,
+        /// Give steps this secret again (repeatable); values come from the environment.
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
+        /// Stream progress until the new run ends and exit with its result.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -793,3 +793,44 @@ fn a_coordinator_without_tokens_refuses_to_listen_off_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_same_tree_runs_again_and_a_run_s_failed_jobs_can_be_retried() {
+    let cluster = Cluster::start("retry", "5s", 1, &[]);
+    let repo = fixture(
+        3,
+        "[test_types.unit]\ncommand = \"echo testing $SHARDCI_CONNECTOR; test $SHARDCI_CONNECTOR != c2\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    let first = cluster.submit(repo.path(), &["--all"]);
+    let second = cluster.submit(repo.path(), &["--all"]);
+    assert_ne!(first, second, "submitting the same tree again is a new run");
+    let first_run = cluster.wait_for_run(&first, Duration::from_secs(60));
+    assert_eq!(first_run["status"], "failure", "{first_run}");
+    cluster.wait_for_run(&second, Duration::from_secs(60));
+
+    let retried = cluster.shardci(&["runs", "retry", &first, "--failed", "--watch", "--json"]);
+    assert_eq!(retried.status.code(), Some(1), "c2 fails again");
+    let run: Value = serde_json::from_slice(&retried.stdout).unwrap();
+    let jobs: Vec<String> = results(&run)
+        .iter()
+        .map(|r| r["job"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs, ["c2/unit"], "only the failed job ran again: {run}");
+    let retry_id = run["id"].as_str().unwrap();
+    assert_ne!(retry_id, first);
+    let report = std::fs::read_to_string(
+        cluster
+            .dir
+            .path()
+            .join(format!("coordinator/store/runs/{retry_id}/report.html")),
+    )
+    .unwrap();
+    assert!(
+        report.contains(&format!("re-run of <a href=\"../{first}/report.html\">")),
+        "the report links the first run"
+    );
+    let everything = cluster.shardci(&["runs", "retry", &first, "--json"]);
+    assert!(everything.status.success());
+    let value: Value = serde_json::from_slice(&everything.stdout).unwrap();
+    assert_eq!(value["jobs"], 3, "a plain retry runs every job");
+}

@@ -307,6 +307,11 @@ pub(crate) fn run_to_wire(view: &RunView, record: &RunRecord) -> pb::Run {
         results: view.results.iter().map(pb::JobResult::from).collect(),
         shards_total: view.shards.len() as u32,
         shards_done: view.shards_done() as u32,
+        retry_of: record
+            .retry_of
+            .as_ref()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -89,6 +89,7 @@ fn stored() -> StoredRun {
         results,
         skipped: vec![],
         earlier_attempts: Default::default(),
+        retry_of: None,
     }
 }
 

@@ -224,6 +224,7 @@ fn stored(f: &Fixture) -> StoredRun {
             reason: "suite integrationTests is not enabled".into(),
         }],
         earlier_attempts: Default::default(),
+        retry_of: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod gc;
 mod local;
 mod plan;
 mod report;
+mod retry;
 mod run;
 pub mod runs;
 mod simulate;

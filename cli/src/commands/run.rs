@@ -4,7 +4,7 @@ use shardci_reports::ReportStore;
 use std::path::{Path, PathBuf};
 
 use shardci_coordinator::wire::plan_to_wire;
-use shardci_planning::plan::{Event, Plan, plan_repository};
+use shardci_planning::plan::{Plan, plan_repository};
 use shardci_planning::repo::{Bundle, GitRepo, bundle_commit, bundle_working_tree};
 use shardci_proto::v1 as pb;
 
@@ -65,15 +65,6 @@ pub async fn bundle(input: &PlanInput, out: PathBuf) -> Result<Bundle, Failure> 
     .map_err(|e| Failure::infrastructure(anyhow::anyhow!("bundling panicked: {e}")))?
 }
 
-fn event_to_wire(event: Event) -> pb::Event {
-    match event {
-        Event::PullRequest => pb::Event::PullRequest,
-        Event::Push => pb::Event::Push,
-        Event::Schedule => pb::Event::Schedule,
-        Event::Manual => pb::Event::Manual,
-    }
-}
-
 /// Where workers get the tree from.
 pub enum SourceChoice<'a> {
     Bundle(&'a Bundle),
@@ -92,18 +83,7 @@ pub async fn submit(
     secrets: &[String],
     who: &str,
 ) -> Result<String, Failure> {
-    let secrets = secrets
-        .iter()
-        .map(|name| {
-            std::env::var(name)
-                .map(|value| (name.clone(), value))
-                .map_err(|_| {
-                    Failure::usage(anyhow::anyhow!(
-                        "--secret {name}: the environment variable {name} is not set"
-                    ))
-                })
-        })
-        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
+    let secrets = secret_values(secrets)?;
     let head_commit = plan.source.head_commit.clone().unwrap_or_default();
     let (location, root, key) = match source {
         SourceChoice::Bundle(bundle) => {
@@ -134,19 +114,20 @@ pub async fn submit(
     let request = pb::SubmitRunRequest {
         plan_request: Some(pb::PlanRequest {
             source: Some(source),
-            event: event_to_wire(plan.event) as i32,
+            event: pb::Event::from(plan.event) as i32,
             labels: plan.labels.clone(),
             all: plan.full_tests,
             slots: plan.slots,
             filters: None,
             branch: plan.source.branch.clone().unwrap_or_default(),
         }),
-        idempotency_key: idempotency_key(&key, plan),
+        idempotency_key: request_id(&key),
         priority: 0,
         deadline: None,
         submitted_by: who.to_string(),
         plan: Some(plan_to_wire(plan)),
         secrets,
+        retry_of: String::new(),
     };
     let response = client
         .submit_run(request)
@@ -161,24 +142,41 @@ pub fn who() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The same tree and the same plan give the same key, so a retried submit (a CI job that
-/// restarted) returns the run it already created instead of starting a second one.
-fn idempotency_key(source: &str, plan: &Plan) -> String {
+/// The values of the `--secret` names, from the environment.
+pub fn secret_values(
+    names: &[String],
+) -> Result<std::collections::HashMap<String, String>, Failure> {
+    names
+        .iter()
+        .map(|name| {
+            std::env::var(name)
+                .map(|value| (name.clone(), value))
+                .map_err(|_| {
+                    Failure::usage(anyhow::anyhow!(
+                        "--secret {name}: the environment variable {name} is not set"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The submission's request id: `SHARDCI_REQUEST_ID` when the caller gives one (a CI job
+/// restarted with the same id gets the run it already made, e.g.
+/// `$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT`), else unique to this invocation, so submitting the same
+/// tree again is a new run.
+pub fn request_id(source: &str) -> String {
     use sha2::{Digest, Sha256};
+    if let Ok(given) = std::env::var("SHARDCI_REQUEST_ID")
+        && !given.trim().is_empty()
+    {
+        return given.trim().to_string();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mut hasher = Sha256::new();
     hasher.update(source.as_bytes());
-    hasher.update(plan.event.as_str().as_bytes());
-    for label in &plan.labels {
-        hasher.update(b"\0label:");
-        hasher.update(label.as_bytes());
-    }
-    for shard in &plan.shards {
-        hasher.update(b"\0shard:");
-        hasher.update(shard.id.as_bytes());
-        for job in &shard.jobs {
-            hasher.update(b"\0");
-            hasher.update(job.as_bytes());
-        }
-    }
-    hex::encode(hasher.finalize())
+    hasher.update(now.as_nanos().to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    hex::encode(&hasher.finalize()[..16])
 }

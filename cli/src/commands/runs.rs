@@ -96,6 +96,18 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
                 println!("{run}: {}", status_text(response.status));
                 Ok(Code::Success)
             }
+            RunsCommand::Retry { run, failed, secrets, watch, json, remote } => {
+                super::retry::retry(super::retry::RetryArgs {
+                    run,
+                    failed,
+                    secrets,
+                    watch,
+                    json,
+                    coordinator: remote.coordinator,
+                    token: remote.token,
+                })
+                .await
+            }
         }
     })
 }

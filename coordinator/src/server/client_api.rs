@@ -157,6 +157,7 @@ impl ClientService for ClientApi {
             event,
             labels: plan_request.labels,
             submitted_by: submit.submitted_by,
+            retry_of: (!submit.retry_of.is_empty()).then(|| RunId(submit.retry_of.clone())),
             created_at: SystemTime::now(),
             secrets: submit.secrets.into_iter().collect::<BTreeMap<_, _>>(),
             finished_at: None,

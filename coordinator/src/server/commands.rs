@@ -25,6 +25,8 @@ pub(crate) struct RunRecord {
     pub event: Option<Event>,
     pub labels: Vec<String>,
     pub submitted_by: String,
+    /// The run this one re-runs, if any.
+    pub retry_of: Option<RunId>,
     pub created_at: SystemTime,
     pub secrets: BTreeMap<String, String>,
     pub finished_at: Option<SystemTime>,

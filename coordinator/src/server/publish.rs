@@ -85,6 +85,7 @@ pub(crate) fn finished_run(
                 })
                 .collect(),
             earlier_attempts: Default::default(),
+            retry_of: record.retry_of.as_ref().map(|r| r.0.clone()),
         },
         logs,
         plan_json,

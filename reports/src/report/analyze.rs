@@ -180,6 +180,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         format: 1,
         run_id: run.run_id.clone(),
         status: run.status,
+        retry_of: run.retry_of.clone(),
         event: run.event.clone(),
         labels: run.labels.clone(),
         head_commit: run.head_commit.clone(),

@@ -83,6 +83,14 @@ pub fn render_html(report: &RunReport) -> String {
         c.cancelled,
         c.flaky
     );
+    if let Some(first) = &report.retry_of {
+        // Runs sit side by side under runs/, so the first run's report is a sibling.
+        let _ = write!(
+            out,
+            "<div class=\"meta\">re-run of <a href=\"../{0}/report.html\">{0}</a></div>",
+            escape(first)
+        );
+    }
 
     out.push_str("<h2>Matrix</h2><table class=\"grid\" id=\"grid\"><tr><th></th>");
     for t in &report.test_types {

@@ -19,6 +19,9 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
         "## {icon} shardci run `{}`: {}\n",
         report.run_id, report.status
     );
+    if let Some(first) = &report.retry_of {
+        let _ = writeln!(out, "Re-run of `{first}`.\n");
+    }
     let problems: Vec<_> = report
         .jobs
         .iter()

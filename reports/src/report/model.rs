@@ -41,6 +41,9 @@ pub struct StoredRun {
     /// (step, attempt). Their logs are `log.attempt-<n>.txt` beside the step's `log.txt`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub earlier_attempts: BTreeMap<String, Vec<(String, u32)>>,
+    /// The run this one re-runs, if it is a re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -115,6 +118,9 @@ pub struct RunReport {
     pub format: u32,
     pub run_id: String,
     pub status: Status,
+    /// The run this one re-runs, if it is a re-run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
     pub event: String,
     pub labels: Vec<String>,
     pub head_commit: String,
