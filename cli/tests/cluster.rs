@@ -52,6 +52,8 @@ fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
 }
 
 struct Cluster {
+    /// The client token the coordinator was started with, if any.
+    client_token: Option<String>,
     dir: tempfile::TempDir,
     url: String,
     coordinator: Child,
@@ -79,7 +81,13 @@ impl Cluster {
             .unwrap();
         let address = line.trim().rsplit(' ').next().unwrap().to_string();
         let prefix = format!("{name}-{}", std::process::id());
+        let client_token = extra
+            .iter()
+            .position(|a| *a == "--client-token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| t.to_string());
         let mut cluster = Cluster {
+            client_token,
             dir,
             url: format!("http://{address}"),
             coordinator,
@@ -124,7 +132,11 @@ impl Cluster {
     }
 
     fn shardci(&self, args: &[&str]) -> Output {
-        Command::new(bin("shardci"))
+        let mut command = Command::new(bin("shardci"));
+        if let Some(token) = &self.client_token {
+            command.env("SHARDCI_TOKEN", token);
+        }
+        command
             .args(args)
             .env("SHARDCI_COORDINATOR", &self.url)
             .env("NO_COLOR", "1")
@@ -833,4 +845,110 @@ fn the_same_tree_runs_again_and_a_run_s_failed_jobs_can_be_retried() {
     assert!(everything.status.success());
     let value: Value = serde_json::from_slice(&everything.stdout).unwrap();
     assert_eq!(value["jobs"], 3, "a plain retry runs every job");
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[test]
+fn large_unauthenticated_requests_are_refused_before_their_bodies_are_read() {
+    use shardci_proto::v1 as pb;
+    use shardci_proto::v1::client_service_client::ClientServiceClient;
+
+    let cluster = Cluster::start(
+        "probe",
+        "5s",
+        0,
+        &[
+            "--client-token",
+            "client-secret-0123456789",
+            "--worker-token",
+            "worker-secret-0123456789",
+        ],
+    );
+    let before = peak_rss_mib(cluster.coordinator.id());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = cluster.url.clone();
+    let codes = runtime.block_on(async move {
+        let huge = "x".repeat(60 << 20);
+        let mut calls = Vec::new();
+        for _ in 0..32 {
+            let url = url.clone();
+            let huge = huge.clone();
+            calls.push(tokio::spawn(async move {
+                let mut client = ClientServiceClient::connect(url)
+                    .await
+                    .unwrap()
+                    .max_encoding_message_size(usize::MAX);
+                let request = pb::SubmitRunRequest {
+                    submitted_by: huge,
+                    ..Default::default()
+                };
+                client
+                    .submit_run(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code())
+            }));
+        }
+        let mut codes = Vec::new();
+        for call in calls {
+            codes.push(call.await.unwrap());
+        }
+        codes
+    });
+    assert_eq!(codes.len(), 32);
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == Err(tonic::Code::Unauthenticated)),
+        "{codes:?}"
+    );
+    let peak = peak_rss_mib(cluster.coordinator.id());
+    println!(
+        "coordinator peak resident memory: {before} MiB before, {peak} MiB after 32 x 60 MiB unauthenticated requests"
+    );
+    assert!(
+        peak < 100,
+        "the coordinator read refused bodies: {peak} MiB"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = cluster.url.clone();
+    // An authenticated reader asking for a 60 MiB run id is cut off at the read method's cap;
+    // the answer does not echo the id back.
+    let status = runtime.block_on(async move {
+        let mut client = ClientServiceClient::connect(url)
+            .await
+            .unwrap()
+            .max_encoding_message_size(usize::MAX);
+        let mut request = tonic::Request::new(pb::GetRunRequest {
+            run_id: "r".repeat(60 << 20),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer client-secret-0123456789".parse().unwrap(),
+        );
+        client
+            .get_run(request)
+            .await
+            .expect_err("too large for a read")
+    });
+    assert!(
+        status.message().len() < 1024,
+        "the refusal does not echo the request: {} bytes",
+        status.message().len()
+    );
+    let peak = peak_rss_mib(cluster.coordinator.id());
+    assert!(
+        peak < 100,
+        "a read method reads at most its cap: {peak} MiB"
+    );
 }

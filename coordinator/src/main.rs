@@ -46,6 +46,10 @@ struct Args {
     /// AWS_ENDPOINT_URL, ...) [default: <data-dir>/store].
     #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
     store: Option<String>,
+    /// Tokens with scopes, one `TOKEN SCOPE[,SCOPE...]` per line (scopes: submit, read, admin,
+    /// worker); added to --client-token and --worker-token.
+    #[arg(long, env = "SHARDCI_TOKENS_FILE", value_name = "PATH")]
+    tokens_file: Option<PathBuf>,
     /// Listen off loopback without tokens: anyone who reaches the port can run commands on
     /// the workers. Only for a network that is itself closed.
     #[arg(long)]
@@ -66,13 +70,34 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     shardci_runtime::init_logging("info");
-    let open = args.client_token.is_none() || args.worker_token.is_none();
+    let mut tokens = Tokens::pair(args.client_token.clone(), args.worker_token.clone());
+    if let Some(path) = &args.tokens_file {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!(
+                    "error: failed to read the tokens file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        match Tokens::parse(&path.display().to_string(), &text) {
+            Ok(more) => tokens.extend(more),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let open = !tokens.closes_every_scope();
     if open && !args.listen.ip().is_loopback() {
         if !args.insecure {
             eprintln!(
-                "error: refusing to listen on {} without --client-token and --worker-token \
-                 (SHARDCI_CLIENT_TOKEN, SHARDCI_WORKER_TOKEN): anyone reaching it could run \
-                 commands on the workers; set both, listen on loopback, or pass --insecure",
+                "error: refusing to listen on {} without tokens for every scope \
+                 (--client-token and --worker-token, or --tokens-file granting submit, read, \
+                 admin and worker): anyone reaching it could run commands on the workers; \
+                 add them, listen on loopback, or pass --insecure",
                 args.listen
             );
             return ExitCode::from(2);
@@ -108,10 +133,7 @@ async fn main() -> ExitCode {
         }
     };
     let config = ServerConfig {
-        tokens: Tokens {
-            client: args.client_token,
-            worker: args.worker_token,
-        },
+        tokens,
         max_bundle_bytes: args.max_bundle_bytes,
         max_active_runs: args.max_active_runs,
         reports: Some(reports),

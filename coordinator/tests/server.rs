@@ -40,10 +40,7 @@ async fn start_keeping(finished_runs_kept: usize) -> Server {
     let store = tempfile::tempdir().expect("tempdir");
     let reports = shardci_reports::local_report_store(store.path()).expect("report store");
     let config = ServerConfig {
-        tokens: Tokens {
-            client: Some(CLIENT_TOKEN.into()),
-            worker: Some(WORKER_TOKEN.into()),
-        },
+        tokens: Tokens::pair(Some(CLIENT_TOKEN.into()), Some(WORKER_TOKEN.into())),
         reports: Some(reports),
         finished_runs_kept,
         ..ServerConfig::new(

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::{Guard, Role, Tokens};
+pub use auth::{AuthLayer, Scope, Tokens, TokensError};
 pub(crate) use commands::RunRecord;
 use sources::SourceStore;
 
@@ -132,14 +132,9 @@ pub async fn serve(
     let worker = WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            client,
-            Guard::new(Role::Client, &config.tokens),
-        ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            worker,
-            Guard::new(Role::Worker, &config.tokens),
-        ))
+        .layer(AuthLayer::new(config.tokens))
+        .add_service(client)
+        .add_service(worker)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
