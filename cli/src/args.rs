@@ -176,12 +176,32 @@ pub struct LocalArgs {
 /// How to reach a coordinator.
 #[derive(Debug, Args)]
 pub struct Remote {
-    /// The coordinator's address, e.g. http://ci-coordinator:7070.
+    /// The coordinator's address, e.g. https://ci-coordinator:7070 (plain http:// only on
+    /// loopback unless --insecure).
     #[arg(long, env = "SHARDCI_COORDINATOR", value_name = "URL")]
     pub coordinator: String,
     /// Bearer token for the client API.
     #[arg(long, env = "SHARDCI_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed the coordinator's certificate [default: the system's
+    /// roots].
+    #[arg(long, env = "SHARDCI_CA", value_name = "PATH")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Allow plain http:// to a coordinator off loopback (a closed network only).
+    #[arg(long, env = "SHARDCI_INSECURE")]
+    pub insecure: bool,
+}
+
+impl Remote {
+    /// A coordinator on loopback, with no token (`shardci local`).
+    pub fn loopback(url: String) -> Self {
+        Self {
+            coordinator: url,
+            token: None,
+            ca: None,
+            insecure: false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

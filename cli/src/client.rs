@@ -3,13 +3,16 @@
 
 use std::path::Path;
 
+use shardci_proto::endpoint::{ClientTls, endpoint, error_chain};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::client_service_client::ClientServiceClient;
 use shardci_proto::{API_VERSION, API_VERSION_HEADER};
 use tokio::io::AsyncReadExt;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::args::Remote;
 
 use crate::exit::Failure;
 
@@ -37,19 +40,21 @@ impl Interceptor for Credentials {
 
 pub type Client = ClientServiceClient<InterceptedService<Channel, Credentials>>;
 
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, Failure> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| Failure::usage(anyhow::anyhow!("invalid coordinator address {url:?}: {e}")))?;
-    let channel = endpoint
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| {
-            Failure::infrastructure(anyhow::anyhow!(
-                "failed to reach the coordinator at {url}: {e}"
-            ))
-        })?;
-    let token = match token {
+pub async fn connect(remote: &Remote) -> Result<Client, Failure> {
+    let url = &remote.coordinator;
+    let tls = ClientTls {
+        ca: remote.ca.clone(),
+        identity: None,
+        insecure: remote.insecure,
+    };
+    let endpoint = endpoint(url, &tls).map_err(Failure::usage)?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::infrastructure(anyhow::anyhow!(
+            "failed to reach the coordinator at {url}: {}",
+            error_chain(&e)
+        ))
+    })?;
+    let token = match remote.token.as_deref() {
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
             Failure::usage(anyhow::anyhow!(
                 "the token has characters a header cannot carry"

@@ -952,3 +952,110 @@ fn large_unauthenticated_requests_are_refused_before_their_bodies_are_read() {
         "a read method reads at most its cap: {peak} MiB"
     );
 }
+
+#[test]
+fn tls_with_worker_certificates_and_a_wrong_ca_fails_clearly() {
+    let pki = shardci_testkit::Pki::new("shardci test CA");
+    let other = shardci_testkit::Pki::new("some other CA");
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Command::new(bin("shardci-coordinator"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("coordinator"))
+        .arg("--tls-cert")
+        .arg(&pki.server_cert)
+        .arg("--tls-key")
+        .arg(&pki.server_key)
+        .arg("--tls-client-ca")
+        .arg(&pki.ca)
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(coordinator.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().rsplit(' ').next().unwrap().to_string();
+    let https = format!("https://{address}");
+    let shardci = |coordinator: &str, ca: &Path| {
+        Command::new(bin("shardci"))
+            .args(["workers", "list", "--json", "--coordinator", coordinator])
+            .arg("--ca")
+            .arg(ca)
+            .output()
+            .unwrap()
+    };
+    // The right CA: the client speaks TLS and is served.
+    let out = shardci(&https, &pki.ca);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another CA: the handshake fails and says why.
+    let out = shardci(&https, &other.ca);
+    assert_eq!(out.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("certificate") && message.contains("UnknownIssuer"),
+        "{message}"
+    );
+    // Plain HTTP to a TLS port does not silently work.
+    let out = shardci(&format!("http://{address}"), &pki.ca);
+    assert_ne!(out.status.code(), Some(0));
+
+    // A worker with a certificate from the client CA joins.
+    let worker = |id: &str, cert: Option<(&Path, &Path)>| {
+        let mut command = Command::new(bin("shardci-worker"));
+        command
+            .args(["--coordinator", &https, "--id", id, "--executor", "process"])
+            .arg("--ca")
+            .arg(&pki.ca)
+            .arg("--data-dir")
+            .arg(dir.path().join(id))
+            .env("SHARDCI_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((cert, key)) = cert {
+            command
+                .arg("--client-cert")
+                .arg(cert)
+                .arg("--client-key")
+                .arg(key);
+        }
+        command
+    };
+    let mut with_cert = worker("tls-w1", Some((&pki.client_cert, &pki.client_key)))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = shardci(&https, &pki.ca);
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if listed
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["id"] == "tls-w1"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker with a certificate joined"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One without is refused for good: exit 2, saying what is missing.
+    let without = worker("tls-w2", None).output().unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("client certificate"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    let _ = with_cert.kill();
+    let _ = with_cert.wait();
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use shardci_coordinator::server::{ServerConfig, Tokens, serve};
+use shardci_coordinator::server::{ServerConfig, ServerTls, Tokens, serve};
 use shardci_coordinator::state::MemoryStore;
 use shardci_planning::config::parse_duration;
 use shardci_scheduling::schedule::SchedulerConfig;
@@ -50,6 +50,30 @@ struct Args {
     /// worker); added to --client-token and --worker-token.
     #[arg(long, env = "SHARDCI_TOKENS_FILE", value_name = "PATH")]
     tokens_file: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); clients then use https://.
+    #[arg(
+        long,
+        env = "SHARDCI_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "SHARDCI_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require workers to present a client certificate signed by this CA (PEM).
+    #[arg(
+        long,
+        env = "SHARDCI_TLS_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
     /// Listen off loopback without tokens: anyone who reaches the port can run commands on
     /// the workers. Only for a network that is itself closed.
     #[arg(long)]
@@ -89,6 +113,33 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("failed to read {}: {e}", path.display()))
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let loaded = read(cert).and_then(|cert| {
+                let key = read(key)?;
+                let client_ca = args.tls_client_ca.as_ref().map(read).transpose()?;
+                Ok(ServerTls {
+                    cert,
+                    key,
+                    client_ca,
+                })
+            });
+            match loaded {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "serving plain HTTP off loopback: tokens and logs cross the network in clear (--tls-cert, --tls-key)");
     }
     let open = !tokens.closes_every_scope();
     if open && !args.listen.ip().is_loopback() {
@@ -138,6 +189,7 @@ async fn main() -> ExitCode {
         max_active_runs: args.max_active_runs,
         reports: Some(reports),
         disconnect_grace: std::time::Duration::from_millis(args.disconnect_grace),
+        tls,
         ..ServerConfig::new(
             args.data_dir,
             SchedulerConfig {

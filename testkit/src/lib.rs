@@ -9,11 +9,13 @@
 
 mod git;
 mod moto;
+mod pki;
 
 use std::path::{Path, PathBuf};
 
 pub use git::{commit_all, git};
 pub use moto::Moto;
+pub use pki::Pki;
 
 /// The tag of the busybox step image the tests build locally (there is no registry).
 pub const IMAGE: &str = "shardci-test/busybox:1";

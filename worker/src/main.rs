@@ -44,6 +44,29 @@ struct Args {
         default_value = ".shardci/worker"
     )]
     data_dir: PathBuf,
+    /// PEM file of the CA that signed the coordinator's certificate (https://) [default: the
+    /// system's roots].
+    #[arg(long, env = "SHARDCI_CA", value_name = "PATH")]
+    ca: Option<PathBuf>,
+    /// This worker's certificate (PEM), for a coordinator that asks workers for one.
+    #[arg(
+        long,
+        env = "SHARDCI_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The key of --client-cert (PEM).
+    #[arg(
+        long,
+        env = "SHARDCI_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
+    /// Allow plain http:// to a coordinator off loopback (a closed network only).
+    #[arg(long, env = "SHARDCI_INSECURE")]
+    insecure: bool,
     /// Bearer token for the worker API.
     #[arg(long, env = "SHARDCI_WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -100,6 +123,11 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         stop_grace: Duration::from_secs(args.stop_grace_seconds),
         sweep_every: args.sweep_every,
+        tls: shardci_proto::endpoint::ClientTls {
+            ca: args.ca,
+            identity: args.client_cert.zip(args.client_key),
+            insecure: args.insecure,
+        },
     };
     let shutdown = shardci_runtime::shutdown_on_signal();
     match Worker::new(options, executor).run(shutdown).await {

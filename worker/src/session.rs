@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardci_proto::convert::std_duration_from_wire;
+use shardci_proto::endpoint::{ClientTls, endpoint, error_chain};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
 use shardci_proto::{API_VERSION, API_VERSION_HEADER};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 use crate::executor::Executor;
 use crate::shard::run_shard;
@@ -34,6 +34,8 @@ pub struct WorkerOptions {
     /// Source cache, job work dirs and log files live here.
     pub data_dir: PathBuf,
     pub stop_grace: Duration,
+    /// How the coordinator is trusted and this worker proves itself over TLS.
+    pub tls: ClientTls,
     /// How often the executor sweeps what dead worker processes left running.
     pub sweep_every: Duration,
 }
@@ -160,19 +162,17 @@ impl Worker {
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), WorkerError> {
         let shared = &self.shared;
         let options = &shared.options;
-        let channel = Endpoint::from_shared(options.coordinator.clone())
-            .map_err(|e| {
-                WorkerError::Refused(format!(
-                    "bad coordinator address {}: {e}",
-                    options.coordinator
-                ))
-            })?
+        let channel = endpoint(&options.coordinator, &options.tls)
+            .map_err(|e| WorkerError::Refused(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|e| {
-                WorkerError::Session(format!("cannot reach {}: {e}", options.coordinator))
+                WorkerError::Session(format!(
+                    "cannot reach {}: {}",
+                    options.coordinator,
+                    error_chain(&e)
+                ))
             })?;
         *lock(&shared.channel) = Some(channel.clone());
         let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20);

@@ -228,6 +228,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
             data_dir: data.path().to_path_buf(),
             stop_grace: Duration::from_secs(1),
             sweep_every: Duration::from_secs(10),
+            tls: Default::default(),
         },
         Arc::new(ProcessExecutor),
     );

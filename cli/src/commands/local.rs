@@ -146,6 +146,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             data_dir: state.join("workers").join(format!("local-{i}")),
             stop_grace: Duration::from_secs(10),
             sweep_every: Duration::from_secs(10),
+            tls: Default::default(),
         };
         tasks.push(tokio::spawn(
             Worker::new(options, executor.clone()).run(shutdown.clone()),
@@ -153,7 +154,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
     }
 
     let run = async {
-        let mut client = connect(&url, None).await?;
+        let mut client = connect(&crate::args::Remote::loopback(url.clone())).await?;
         let run_id = submit(
             &mut client,
             &plan,

@@ -18,8 +18,7 @@ pub struct RetryArgs {
     pub secrets: Vec<String>,
     pub watch: bool,
     pub json: bool,
-    pub coordinator: String,
-    pub token: Option<String>,
+    pub remote: crate::args::Remote,
 }
 
 /// The plan to run again: all of it, or (with `failed_only`) the jobs whose result is not a
@@ -50,7 +49,7 @@ pub fn plan_to_retry(run: &pb::Run, failed_only: bool) -> Option<pb::Plan> {
 }
 
 pub async fn retry(args: RetryArgs) -> Result<Code, Failure> {
-    let mut client = connect(&args.coordinator, args.token.as_deref()).await?;
+    let mut client = connect(&args.remote).await?;
     let first = client
         .get_run(pb::GetRunRequest {
             run_id: args.run.clone(),

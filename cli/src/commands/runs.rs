@@ -54,7 +54,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
     super::runtime()?.block_on(async {
         match command {
             RunsCommand::List { remote, limit, json } => {
-                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let mut client = connect(&remote).await?;
                 let runs = client
                     .list_runs(pb::ListRunsRequest { limit, status: 0 })
                     .await
@@ -76,7 +76,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
                 Ok(Code::Success)
             }
             RunsCommand::Show { run, remote, json } => {
-                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let mut client = connect(&remote).await?;
                 let run = client.get_run(pb::GetRunRequest { run_id: run }).await.map_err(|s| status_failure("failed to read the run", s))?.into_inner();
                 if json {
                     println!("{}", run_json(&run));
@@ -87,7 +87,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
                 Ok(Code::Success)
             }
             RunsCommand::Cancel { run, remote } => {
-                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let mut client = connect(&remote).await?;
                 let response = client
                     .cancel_run(pb::CancelRunRequest { run_id: run.clone(), reason: "cancelled from the CLI".into() })
                     .await
@@ -103,8 +103,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
                     secrets,
                     watch,
                     json,
-                    coordinator: remote.coordinator,
-                    token: remote.token,
+                    remote,
                 })
                 .await
             }
@@ -114,7 +113,7 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
 
 pub fn logs(args: LogsArgs) -> Result<Code, Failure> {
     super::runtime()?.block_on(async {
-        let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
+        let mut client = connect(&args.remote).await?;
         let step = match args.step {
             Some(step) => step,
             None => args
@@ -156,7 +155,7 @@ pub fn workers(command: WorkersCommand) -> Result<Code, Failure> {
     super::runtime()?.block_on(async {
         match command {
             WorkersCommand::List { remote, json } => {
-                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let mut client = connect(&remote).await?;
                 let workers = client
                     .list_workers(pb::ListWorkersRequest {})
                     .await
@@ -181,7 +180,7 @@ pub fn workers(command: WorkersCommand) -> Result<Code, Failure> {
                 Ok(Code::Success)
             }
             WorkersCommand::Drain { worker, remote } => {
-                let mut client = connect(&remote.coordinator, remote.token.as_deref()).await?;
+                let mut client = connect(&remote).await?;
                 client.drain_worker(pb::DrainWorkerRequest { worker_id: worker.clone() }).await.map_err(|s| status_failure("failed to drain the worker", s))?;
                 println!("{worker}: draining (finishes its shards, takes no new ones)");
                 Ok(Code::Success)

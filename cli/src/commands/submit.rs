@@ -10,7 +10,7 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let plan = plan(&args.input, args.workers, None).await?;
-        let mut client = connect(&args.remote.coordinator, args.remote.token.as_deref()).await?;
+        let mut client = connect(&args.remote).await?;
         let run_id = match &args.git_url {
             Some(url) => {
                 if args.input.include_uncommitted {

@@ -213,10 +213,29 @@ fn check(tokens: &Tokens, request: &http::Request<Body>) -> Result<Option<usize>
     }
 }
 
+fn is_worker_call(request: &http::Request<Body>) -> bool {
+    request
+        .uri()
+        .path()
+        .starts_with("/shardci.v1.WorkerService/")
+}
+
+/// Whether the TLS handshake verified a client certificate (rustls checked it against the
+/// client CA; an unverifiable one fails the handshake).
+fn has_client_cert(request: &http::Request<Body>) -> bool {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .is_some_and(|certs| !certs.is_empty())
+}
+
 /// The layer that puts [`Guarded`] in front of the services.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     tokens: std::sync::Arc<Tokens>,
+    require_worker_cert: bool,
 }
 
 impl AuthLayer {
@@ -224,7 +243,14 @@ impl AuthLayer {
     pub fn new(tokens: Tokens) -> Self {
         Self {
             tokens: std::sync::Arc::new(tokens),
+            require_worker_cert: false,
         }
+    }
+
+    /// Refuses worker calls that came without a verified client certificate.
+    pub fn require_worker_cert(mut self, required: bool) -> Self {
+        self.require_worker_cert = required;
+        self
     }
 }
 
@@ -235,6 +261,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Guarded {
             inner,
             tokens: self.tokens.clone(),
+            require_worker_cert: self.require_worker_cert,
         }
     }
 }
@@ -244,6 +271,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Guarded<S> {
     inner: S,
     tokens: std::sync::Arc<Tokens>,
+    require_worker_cert: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -265,7 +293,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        match check(&self.tokens, &request) {
+        let checked = check(&self.tokens, &request).and_then(|limit| {
+            if self.require_worker_cert && is_worker_call(&request) && !has_client_cert(&request) {
+                return Err(Status::unauthenticated(
+                    "workers must present a client certificate signed by the coordinator's client CA",
+                ));
+            }
+            Ok(limit)
+        });
+        match checked {
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
             Ok(limit) => {
                 let request = match limit {

@@ -53,6 +53,21 @@ pub struct ServerConfig {
     /// How long a worker whose connection closed keeps its shards before they run again
     /// elsewhere; the full lease covers only silent workers (partitions, pauses).
     pub disconnect_grace: Duration,
+    /// Serve TLS with this identity (and ask workers for client certificates).
+    pub tls: Option<ServerTls>,
+}
+
+/// The coordinator's TLS: its certificate chain and key (PEM), and optionally the CA whose
+/// client certificates workers must present.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Certificate chain (PEM).
+    pub cert: Vec<u8>,
+    /// Private key (PEM).
+    pub key: Vec<u8>,
+    /// When set, the worker service requires a client certificate signed by this CA (PEM);
+    /// clients (the CLI) still authenticate with tokens only.
+    pub client_ca: Option<Vec<u8>>,
 }
 
 impl ServerConfig {
@@ -68,6 +83,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             finished_runs_kept: 500,
             disconnect_grace: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -131,8 +147,24 @@ pub async fn serve(
     let client = ClientServiceServer::new(client).max_decoding_message_size(64 << 20);
     let worker = WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let result = tonic::transport::Server::builder()
-        .layer(AuthLayer::new(config.tokens))
+    let mut builder = tonic::transport::Server::builder();
+    let mut require_worker_cert = false;
+    if let Some(tls) = &config.tls {
+        shardci_proto::endpoint::ensure_crypto_provider();
+        let mut server_tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key));
+        if let Some(ca) = &tls.client_ca {
+            // Optional at the handshake (the CLI has no certificate); the worker service
+            // refuses a session without one.
+            server_tls = server_tls
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
+            require_worker_cert = true;
+        }
+        builder = builder.tls_config(server_tls)?;
+    }
+    let result = builder
+        .layer(AuthLayer::new(config.tokens).require_worker_cert(require_worker_cert))
         .add_service(client)
         .add_service(worker)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
