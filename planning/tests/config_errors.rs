@@ -193,3 +193,39 @@ fn shared_component_depending_on_an_unknown_component() {
         "repo/shardci.toml:18:15: shared component \"cdk\" depends on unknown shared component \"nope\""
     );
 }
+
+#[test]
+fn too_many_or_too_long_globs_are_refused_where_they_start() {
+    let many: Vec<String> = (0..1001).map(|i| format!("\"f{i}/**\"")).collect();
+    let err = error(&format!(
+        "{BASE}\n[selection]\nenvironment = [{}]\n",
+        many.join(", ")
+    ));
+    assert!(
+        err.starts_with("repo/shardci.toml:16:10906:")
+            && err.ends_with("selection.environment: 1001 globs, at most 1000 in one list (group them with `**` or braces)"),
+        "{err}"
+    );
+    let long = "a".repeat(1025);
+    let err = error(&format!("{BASE}\n[selection]\nignore = [\"{long}\"]\n"));
+    assert!(
+        err.ends_with("selection.ignore: a glob of 1025 characters, at most 1024"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_configuration_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = b"[defaults]\nimage = \"busybox\"\n# caf".to_vec();
+    text.push(0xe9); // Latin-1 e-acute, not UTF-8
+    text.extend_from_slice(b"\n");
+    std::fs::write(dir.path().join("shardci.toml"), text).unwrap();
+    let err = Config::load(dir.path()).expect_err("not UTF-8").to_string();
+    assert!(
+        err.ends_with(
+            "shardci.toml:3:6: the configuration is not UTF-8: byte 0xe9 here cannot start a character"
+        ),
+        "{err}"
+    );
+}

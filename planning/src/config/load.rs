@@ -206,11 +206,32 @@ impl Config {
     /// Reads `<root>/shardci.toml`.
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
         let path = root.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+        let bytes = std::fs::read(&path).map_err(|e| ConfigError {
             path: path.clone(),
             line: 1,
             column: 1,
             message: format!("failed to read the configuration: {e}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // Point at the first byte that is not UTF-8, counting lines and columns in the
+            // valid text before it.
+            let valid_up_to = e.utf8_error().valid_up_to();
+            let before = &e.as_bytes()[..valid_up_to];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+            ConfigError {
+                path: path.clone(),
+                line,
+                column,
+                message: format!(
+                    "the configuration is not UTF-8: byte 0x{:02x} here cannot start a character",
+                    e.as_bytes()[valid_up_to]
+                ),
+            }
         })?;
         Config::parse(&path, &text)
     }
@@ -722,8 +743,27 @@ impl Checker<'_> {
     }
 
     fn glob_list(&self, raw: &[Spanned<String>], context: &str) -> Result<GlobList, ConfigError> {
+        // Past these, compiling the set costs memory and time out of proportion to any real
+        // monorepo's rules: say so at the first one over, rather than stall.
+        const MAX_GLOBS: usize = 1000;
+        const MAX_GLOB_LEN: usize = 1024;
+        if let Some(extra) = raw.get(MAX_GLOBS) {
+            return Err(self.loc.error(
+                extra.span(),
+                format!(
+                    "{context}: {} globs, at most {MAX_GLOBS} in one list (group them with `**` or braces)",
+                    raw.len()
+                ),
+            ));
+        }
         let mut builder = GlobSetBuilder::new();
         for pattern in raw {
+            if pattern.get_ref().len() > MAX_GLOB_LEN {
+                return Err(self.loc.error(
+                    pattern.span(),
+                    format!("{context}: a glob of {} characters, at most {MAX_GLOB_LEN}", pattern.get_ref().len()),
+                ));
+            }
             let glob = compile_glob(pattern.get_ref()).map_err(|e| {
                 self.loc.error(
                     pattern.span(),
