@@ -68,6 +68,7 @@ fn stored() -> StoredRun {
                 test_type,
                 matrix: BTreeMap::from([("python".into(), format!("3.{}", 9 + i % 3))]),
                 reasons: vec!["full tests: --all".into()],
+                privileges: Vec::new(),
             },
         );
     }

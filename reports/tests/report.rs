@@ -212,6 +212,12 @@ fn stored(f: &Fixture) -> StoredRun {
                         test_type: j.test_type.clone(),
                         matrix: j.matrix.clone(),
                         reasons: j.reasons.to_vec(),
+                        // One job asked for the network: the report must say so.
+                        privileges: if j.test_type == "acceptance" {
+                            vec!["acceptance: network".into()]
+                        } else {
+                            Vec::new()
+                        },
                     },
                 )
             })
@@ -295,6 +301,10 @@ fn html_is_self_contained_with_one_grid_cell_per_connector_and_test_type() {
     assert_eq!(cells, report.connectors.len() * report.test_types.len());
     assert!(html.contains("infrastructure: timeout") && html.contains("infrastructure: oom"));
     assert!(html.contains(">flaky<"));
+    assert!(
+        html.contains("<span class=\"tag privileges\">asks for: acceptance: network</span>"),
+        "a step's extra privileges are shown"
+    );
     // Artifacts are linked from their step, relative to the report.
     assert!(
         html.contains("/unit/artifacts/reports/junit.xml\">reports/junit.xml</a>"),

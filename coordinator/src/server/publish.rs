@@ -57,6 +57,7 @@ pub(crate) fn finished_run(
                         test_type: job.test_type.clone(),
                         matrix: job.matrix.clone(),
                         reasons: job.reasons.to_vec(),
+                        privileges: privileges(&job.steps),
                     };
                     (id.clone(), meta)
                 })
@@ -116,4 +117,28 @@ pub(crate) async fn publish(
         }
     };
     let _ = commands.send(Command::ReportWritten { run, result }).await;
+}
+
+/// What a job's steps asked for beyond the least-privilege default, for the report.
+fn privileges(steps: &[shardci_planning::plan::Step]) -> Vec<String> {
+    let mut asked = Vec::new();
+    for step in steps {
+        let mut wants = Vec::new();
+        if step.network {
+            wants.push("network".to_string());
+        }
+        if let Some(user) = &step.user {
+            wants.push(format!("user {user}"));
+        }
+        if !step.cap_add.is_empty() {
+            wants.push(format!("capabilities {}", step.cap_add.join(",")));
+        }
+        if !step.read_only_root {
+            wants.push("a writable root".to_string());
+        }
+        if !wants.is_empty() {
+            asked.push(format!("{}: {}", step.name, wants.join(", ")));
+        }
+    }
+    asked
 }

@@ -222,7 +222,10 @@ impl Config {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
             ConfigError {
                 path: path.clone(),
                 line,
@@ -761,7 +764,10 @@ impl Checker<'_> {
             if pattern.get_ref().len() > MAX_GLOB_LEN {
                 return Err(self.loc.error(
                     pattern.span(),
-                    format!("{context}: a glob of {} characters, at most {MAX_GLOB_LEN}", pattern.get_ref().len()),
+                    format!(
+                        "{context}: a glob of {} characters, at most {MAX_GLOB_LEN}",
+                        pattern.get_ref().len()
+                    ),
                 ));
             }
             let glob = compile_glob(pattern.get_ref()).map_err(|e| {

@@ -123,6 +123,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             flaky,
             duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
             reasons: job.reasons.clone(),
+            privileges: job.privileges.clone(),
             steps,
             status,
         });

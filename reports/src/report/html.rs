@@ -147,6 +147,13 @@ pub fn render_html(report: &RunReport) -> String {
         if job.attempts > 1 {
             let _ = write!(tags, "<span class=\"tag\">{} attempts</span>", job.attempts);
         }
+        if !job.privileges.is_empty() {
+            let _ = write!(
+                tags,
+                "<span class=\"tag privileges\">asks for: {}</span>",
+                escape(&job.privileges.join("; "))
+            );
+        }
         let _ = write!(
             out,
             "<div class=\"job\" data-status=\"{}\" data-connector=\"{}\" data-testtype=\"{}\"><h3><span class=\"tag {}\">{}</span> {} <small>{:.1}s</small>{tags}</h3><table>",

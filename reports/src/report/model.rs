@@ -13,6 +13,9 @@ pub struct JobMeta {
     pub test_type: String,
     pub matrix: BTreeMap<String, String>,
     pub reasons: Vec<String>,
+    /// What its steps asked for beyond least privilege (`unit: network`, `build: user 0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<String>,
 }
 
 /// Everything a report is made of, as stored at `runs/<run>/run.json`: reports are a pure
@@ -94,6 +97,9 @@ pub struct JobEntry {
     pub flaky: bool,
     pub duration_seconds: f64,
     pub reasons: Vec<String>,
+    /// What its steps asked for beyond least privilege.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub privileges: Vec<String>,
     pub steps: Vec<StepEntry>,
 }
 
