@@ -302,10 +302,10 @@ impl Worker {
                             }
                         }
                         Some(Msg::NoWork(no_work)) => {
-                            let wait = match std_duration_from_wire(no_work.retry_after) {
-                                wait if wait.is_zero() => Duration::from_millis(500),
-                                wait => wait,
-                            };
+                            // Absent: poll again soon; zero: work just arrived, ask now.
+                            let wait = no_work.retry_after.map_or(Duration::from_millis(500), |d| {
+                                std_duration_from_wire(Some(d))
+                            });
                             ask_at = Some(tokio::time::Instant::now() + wait);
                         }
                         Some(Msg::Drain(_)) => shared.draining.store(true, Ordering::Relaxed),

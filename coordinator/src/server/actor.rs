@@ -41,6 +41,8 @@ struct Actor {
     watchers: BTreeMap<RunId, Vec<mpsc::Sender<pb::RunEvent>>>,
     logs: LiveLogs,
     store: Arc<dyn StateStore>,
+    /// Workers whose last request for work found none.
+    idle: std::collections::BTreeSet<WorkerId>,
 }
 
 /// How the event loop is set up.
@@ -84,6 +86,7 @@ pub(crate) fn start(
         watchers: BTreeMap::new(),
         logs: LiveLogs::default(),
         store,
+        idle: Default::default(),
     };
     let task = tokio::spawn(async move {
         loop {
@@ -102,6 +105,7 @@ pub(crate) fn start(
                 }
             }
             actor.route_notices().await;
+            actor.wake_idle_workers();
         }
     });
     (Coordinator::new(tx), task)
@@ -246,8 +250,16 @@ impl Actor {
                         assignments
                             .into_iter()
                             .filter_map(|a| self.assignment(a))
-                            .collect()
+                            .collect::<Vec<_>>()
                     });
+                match &result {
+                    Ok(assigned) if assigned.is_empty() => {
+                        self.idle.insert(worker);
+                    }
+                    _ => {
+                        self.idle.remove(&worker);
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::Complete {
@@ -366,6 +378,27 @@ impl Actor {
                     },
                 };
                 let _ = reply.send(read);
+            }
+        }
+    }
+
+    /// Tells workers that were told "no work" to ask again now that some waits (a new run, a
+    /// lost worker's shard), instead of letting the shard wait out their polling interval.
+    fn wake_idle_workers(&mut self) {
+        if self.idle.is_empty() || !self.scheduler.has_queued_work() {
+            return;
+        }
+        for worker in std::mem::take(&mut self.idle) {
+            if let Some((_, outbox)) = self.sessions.get(&worker) {
+                let ask_now = pb::NoWork {
+                    retry_after: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                };
+                let _ = outbox.try_send(Ok(pb::CoordinatorMessage {
+                    msg: Some(pb::coordinator_message::Msg::NoWork(ask_now)),
+                }));
             }
         }
     }

@@ -300,6 +300,13 @@ impl Scheduler {
 
     /// Cancels what is left of a run: queued shards at once, running ones through their
     /// workers (the run settles when they confirm or their lease expires).
+    /// Whether some shard waits in a queue for a worker.
+    pub fn has_queued_work(&self) -> bool {
+        self.runs
+            .values()
+            .any(|r| !r.queue.is_empty() && !r.cancel_requested)
+    }
+
     /// Forgets a finished run, once its results live elsewhere (the report store), so memory
     /// stays bounded however long the scheduler runs. Returns whether it was forgotten; a run
     /// still going is kept. A late completion for it is then answered as an unknown shard.
