@@ -1059,3 +1059,65 @@ fn tls_with_worker_certificates_and_a_wrong_ca_fails_clearly() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+#[test]
+fn a_step_printing_a_gibibyte_costs_the_coordinator_disk_not_memory() {
+    let cluster = Cluster::start("gib", "10s", 0, &[]);
+    let mut worker = Command::new(bin("shardci-worker"))
+        .args([
+            "--coordinator",
+            &cluster.url,
+            "--id",
+            "gib-w1",
+            "--executor",
+            "process",
+        ])
+        .arg("--data-dir")
+        .arg(cluster.dir.path().join("gib-w1"))
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cluster.wait_for_workers(1);
+    // 2^24 lines of 64 bytes: 1 GiB.
+    let repo = fixture(
+        1,
+        "[test_types.loud]\ncommand = \"yes 012345678901234567890123456789012345678901234567890123456789012 | head -n 16777216\"\ntimeout = \"10m\"\n\n[templates.generic]\ntest_types = [\"loud\"]\n",
+    );
+    let run = cluster.submit(repo.path(), &["--all"]);
+    let finished = cluster.wait_for_run(&run, Duration::from_secs(600));
+    assert_eq!(finished["status"], "success", "{finished}");
+    // The run ends before its report is written: wait for the report, which is written last.
+    let report = cluster
+        .dir
+        .path()
+        .join(format!("coordinator/store/runs/{run}/report.html"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !report.exists() {
+        assert!(Instant::now() < deadline, "the run was published");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let peak = peak_rss_mib(cluster.coordinator.id());
+    println!("coordinator peak resident memory after a 1 GiB log: {peak} MiB");
+    assert!(
+        peak < 200,
+        "the coordinator held the log in memory: {peak} MiB"
+    );
+    let stored = cluster.dir.path().join(format!(
+        "coordinator/store/runs/{run}/jobs/c1_loud/loud/log.txt"
+    ));
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().len(),
+        1 << 30,
+        "the whole log is in the store"
+    );
+    let spool = cluster.dir.path().join("coordinator/logs");
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "the spool is emptied once the store has the log"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

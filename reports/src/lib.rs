@@ -11,4 +11,6 @@ mod store;
 
 pub use open::{StoreOpenError, is_store_url, open_report_store};
 pub use retention::StoredRunSummary;
-pub use store::{FinishedRun, RegenerateError, Rendered, ReportStore, local_report_store};
+pub use store::{
+    FinishedRun, LogStream, RegenerateError, Rendered, ReportStore, local_report_store,
+};

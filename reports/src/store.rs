@@ -24,6 +24,10 @@ pub enum RegenerateError {
     Store(#[from] object_store::Error),
 }
 
+/// A stored log, piece by piece.
+pub type LogStream =
+    futures_util::stream::BoxStream<'static, Result<bytes::Bytes, object_store::Error>>;
+
 /// Where reports go, and how people reach them.
 #[derive(Clone)]
 pub struct ReportStore {
@@ -37,8 +41,9 @@ pub struct ReportStore {
 /// Everything about a finished run the writer needs, detached from the actor's state.
 pub struct FinishedRun {
     pub run: StoredRun,
-    /// Whole logs by (job, step, attempt).
-    pub logs: BTreeMap<(String, String, u32), Vec<u8>>,
+    /// Whole logs by (job, step, attempt), as files the coordinator spooled them to: a log
+    /// of any size is uploaded in parts, never held in memory.
+    pub logs: BTreeMap<(String, String, u32), std::path::PathBuf>,
     pub plan_json: Vec<u8>,
 }
 
@@ -92,6 +97,40 @@ impl ReportStore {
             writer.write(chunk);
         }
         // `finish` aborts the upload on failure, so no half-written object is left behind.
+        writer.finish().await.map(|_| ())
+    }
+
+    /// Uploads a file: at once when small, else in parts read one at a time, so the memory it
+    /// takes is bounded by the part size and the parts in flight, not by the file.
+    async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), object_store::Error> {
+        use tokio::io::AsyncReadExt;
+        let len = tokio::fs::metadata(file).await.map_err(io_error)?.len();
+        if len <= MULTIPART_THRESHOLD as u64 {
+            let bytes = tokio::fs::read(file).await.map_err(io_error)?;
+            return self.put(key, bytes).await;
+        }
+        let upload = self.store.put_multipart(&StorePath::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+        let mut reader = tokio::fs::File::open(file).await.map_err(io_error)?;
+        let mut part = vec![0u8; MULTIPART_PART_BYTES];
+        loop {
+            let mut filled = 0;
+            while filled < part.len() {
+                let n = reader.read(&mut part[filled..]).await.map_err(io_error)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.write(&part[..filled]);
+            if filled < part.len() {
+                break;
+            }
+        }
         writer.finish().await.map(|_| ())
     }
 
@@ -163,14 +202,15 @@ impl ReportStore {
             // The attempt that decided the job is `log.txt`; earlier ones keep their number.
             let earlier = decided.get(job.as_str()).is_some_and(|d| d != attempt);
             let key = shardci_types::log_key(&run.run_id, job, step, earlier.then_some(*attempt));
-            self.put(&key, log.clone()).await?;
+            self.put_file(&key, log).await?;
             if earlier {
                 run.earlier_attempts
                     .entry(job.clone())
                     .or_default()
                     .push((step.clone(), *attempt));
             } else {
-                tails.insert((job.clone(), step.clone()), tail(log, 40));
+                let end = read_tail(log).await.map_err(io_error)?;
+                tails.insert((job.clone(), step.clone()), tail(&end, 40));
             }
         }
         let run = &run;
@@ -207,9 +247,11 @@ impl ReportStore {
         let mut tails = BTreeMap::new();
         for result in &run.results {
             for step in &result.steps {
-                let log = log_key(&run.run_id, &result.job.0, &step.step);
-                if let Ok(found) = self.store.get(&StorePath::from(log.as_str())).await {
-                    let bytes = found.bytes().await?;
+                let log = StorePath::from(log_key(&run.run_id, &result.job.0, &step.step));
+                // Only the end: a log may be gigabytes.
+                if let Ok(meta) = self.store.head(&log).await {
+                    let start = meta.size.saturating_sub(64 << 10);
+                    let bytes = self.store.get_range(&log, start..meta.size).await?;
                     tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
                 }
             }
@@ -219,18 +261,19 @@ impl ReportStore {
         Ok(rendered)
     }
 
-    /// A step's whole log as the store keeps it, or `None` when there is none: the attempt
-    /// that decided the job with `attempt` `None`, an earlier one by its number.
+    /// A step's whole log as the store keeps it, as a stream of pieces (a log may be
+    /// gigabytes), or `None` when there is none: the attempt that decided the job with
+    /// `attempt` `None`, an earlier one by its number.
     pub async fn read_log(
         &self,
         run_id: &str,
         job: &str,
         step: &str,
         attempt: Option<u32>,
-    ) -> Result<Option<Vec<u8>>, object_store::Error> {
+    ) -> Result<Option<LogStream>, object_store::Error> {
         let key = shardci_types::log_key(run_id, job, step, attempt);
         match self.store.get(&StorePath::from(key.as_str())).await {
-            Ok(found) => Ok(Some(found.bytes().await?.to_vec())),
+            Ok(found) => Ok(Some(found.into_stream())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -307,4 +350,24 @@ pub fn local_report_store(dir: &std::path::Path) -> std::io::Result<ReportStore>
         Arc::new(store),
         format!("file://{}", dir.display()),
     ))
+}
+
+/// A local file error as a store error, so publishing has one error type.
+fn io_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "spool",
+        source: Box::new(e),
+    }
+}
+
+/// The last 64 KiB of a file: enough for a report's tail of a log of any size.
+async fn read_tail(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    file.seek(std::io::SeekFrom::Start(len.saturating_sub(64 << 10)))
+        .await?;
+    let mut end = Vec::new();
+    file.read_to_end(&mut end).await?;
+    Ok(end)
 }

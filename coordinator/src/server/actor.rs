@@ -48,6 +48,8 @@ struct Actor {
 /// How the event loop is set up.
 pub(crate) struct ActorConfig {
     pub scheduler: SchedulerConfig,
+    /// Where live logs are spooled.
+    pub logs: LiveLogs,
     pub disconnect_grace_ms: u64,
     pub max_active_runs: usize,
     pub finished_runs_kept: usize,
@@ -69,6 +71,7 @@ pub(crate) fn start(
         finished_runs_kept,
         reports,
         disconnect_grace_ms,
+        logs,
     } = config;
     let mut actor = Actor {
         scheduler: Scheduler::new(scheduler),
@@ -84,7 +87,7 @@ pub(crate) fn start(
         idempotency: BTreeMap::new(),
         sessions: BTreeMap::new(),
         watchers: BTreeMap::new(),
-        logs: LiveLogs::default(),
+        logs,
         store,
         idle: Default::default(),
     };
@@ -371,10 +374,7 @@ impl Actor {
                                 final_attempt,
                             })
                         }
-                        _ => {
-                            let (data, follow) = self.logs.read(&key, attempt, follow);
-                            Some(LogRead::Live { data, follow })
-                        }
+                        _ => Some(LogRead::Live(self.logs.read(&key, attempt, follow))),
                     },
                 };
                 let _ = reply.send(read);

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use shardci_reports::LogStream;
+
 use super::commands::{Command, Coordinator, LogRead, RunRecord};
 use super::sources::{AsyncChunks, SourceStore, valid_digest};
 use super::status;
@@ -285,8 +287,15 @@ impl ClientService for ClientApi {
             })
             .await?;
         let read = found.ok_or_else(|| Status::not_found(format!("no run {}", req.run_id)))?;
-        let (existing, follow) = match read {
-            LogRead::Live { data, follow } => (data, follow),
+        // Whatever there is so far, piece by piece (a log may be gigabytes), then what follows.
+        let (existing, follow): (LogStream, _) = match read {
+            LogRead::Live(snapshot) => {
+                let spooled = match snapshot.file {
+                    Some(file) if snapshot.len > 0 => spool_stream(file, snapshot.len),
+                    _ => Box::pin(futures_util::stream::empty()),
+                };
+                (spooled, snapshot.follow)
+            }
             LogRead::Stored {
                 store,
                 final_attempt,
@@ -297,12 +306,16 @@ impl ClientService for ClientApi {
                     .read_log(&req.run_id, &req.job_id, &req.step, attempt)
                     .await
                     .map_err(|e| Status::unavailable(format!("failed to read the log: {e}")))?;
-                (log.unwrap_or_default(), None)
+                (
+                    log.unwrap_or_else(|| Box::pin(futures_util::stream::empty())),
+                    None,
+                )
             }
         };
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(16);
         let (job, step) = (req.job_id, req.step);
         tokio::spawn(async move {
+            use futures_util::StreamExt;
             let chunk = |seq: u64, data: Vec<u8>| pb::LogChunk {
                 run_id: String::new(),
                 shard_id: String::new(),
@@ -314,10 +327,17 @@ impl ClientService for ClientApi {
                 eof: false,
             };
             let mut seq = 0;
-            if !existing.is_empty() && tx.send(Ok(chunk(seq, existing))).await.is_err() {
-                return;
+            let mut existing = existing;
+            while let Some(piece) = existing.next().await {
+                let message = piece
+                    .map(|bytes| chunk(seq, bytes.to_vec()))
+                    .map_err(|e| Status::unavailable(format!("failed to read the log: {e}")));
+                let failed = message.is_err();
+                if tx.send(message).await.is_err() || failed {
+                    return;
+                }
+                seq += 1;
             }
-            seq += 1;
             if let Some(mut follow) = follow {
                 while let Some(data) = follow.recv().await {
                     if tx.send(Ok(chunk(seq, data))).await.is_err() {
@@ -383,5 +403,41 @@ impl ClientService for ClientApi {
             return Err(Status::not_found(format!("no worker {worker}")));
         }
         Ok(Response::new(pb::DrainWorkerResponse { accepted }))
+    }
+}
+
+/// The first `len` bytes of a spool file as a stream of 1 MiB pieces.
+fn spool_stream(file: std::path::PathBuf, len: u64) -> LogStream {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures_util::stream::unfold(
+        (None::<tokio::fs::File>, file, 0u64),
+        move |(open, path, sent)| async move {
+            if sent >= len {
+                return None;
+            }
+            let mut file = match open {
+                Some(file) => file,
+                None => match tokio::fs::File::open(&path).await {
+                    Ok(file) => file,
+                    Err(e) => return Some((Err(spool_error(e)), (None, path, len))),
+                },
+            };
+            let want = (len - sent).min(1 << 20) as usize;
+            let mut buffer = vec![0u8; want];
+            match file.read_exact(&mut buffer).await {
+                Ok(_) => Some((
+                    Ok(bytes::Bytes::from(buffer)),
+                    (Some(file), path, sent + want as u64),
+                )),
+                Err(e) => Some((Err(spool_error(e)), (None, path, len))),
+            }
+        },
+    ))
+}
+
+fn spool_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "spool",
+        source: Box::new(e),
     }
 }

@@ -51,10 +51,7 @@ pub(crate) enum LogVerdict {
 /// Where a step's log can be read.
 pub(crate) enum LogRead {
     /// Held here: what is there now and, when following, what comes next.
-    Live {
-        data: Vec<u8>,
-        follow: Option<mpsc::Receiver<Vec<u8>>>,
-    },
+    Live(super::logs::LogSnapshot),
     /// The run was published and its logs left memory: they are whole in the report store,
     /// the attempt that decided the job (given here) under `log.txt`, earlier ones apart.
     Stored {

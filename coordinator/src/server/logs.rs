@@ -1,8 +1,12 @@
-//! Live step logs as the coordinator holds them until the run is published: one buffer per
-//! attempt of a step (a retried job's attempts never run together), in sequence, fanned out to
-//! followers, closed when the attempt completes, and dropped once the store has them.
+//! Live step logs as the coordinator holds them until the run is published: one spool file per
+//! attempt of a step (a retried job's attempts never run together), appended in sequence,
+//! fanned out to followers, closed when the attempt completes, and deleted once the store has
+//! them. Nothing but the followers' in-flight chunks is held in memory, so a step printing
+//! gigabytes costs the coordinator disk, not memory.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use shardci_proto::v1 as pb;
 use shardci_scheduling::schedule::{Attempt, RunId, ShardId};
@@ -10,9 +14,11 @@ use tokio::sync::mpsc;
 
 use super::commands::{LogKey, LogVerdict};
 
-#[derive(Default)]
 struct LogBuffer {
-    data: Vec<u8>,
+    /// The spool file.
+    file: PathBuf,
+    /// Bytes in it.
+    len: u64,
     /// The shard that ran this attempt of the job.
     shard: String,
     /// Next expected sequence number.
@@ -24,9 +30,18 @@ struct LogBuffer {
 /// A buffer's identity: a step of a job, in one attempt.
 type BufferKey = (RunId, String, String, u32);
 
+/// What a reader gets: the spooled bytes so far (`len` of `file`; no file when the step has not
+/// logged yet) and, when following an unfinished log, what comes after them.
+pub(crate) struct LogSnapshot {
+    pub file: Option<PathBuf>,
+    pub len: u64,
+    pub follow: Option<mpsc::Receiver<Vec<u8>>>,
+}
+
 /// Every live log, by (run, job, step, attempt).
-#[derive(Default)]
 pub(crate) struct LiveLogs {
+    dir: PathBuf,
+    next_file: u64,
     buffers: BTreeMap<BufferKey, LogBuffer>,
 }
 
@@ -36,6 +51,37 @@ fn run_range(run: &RunId) -> std::ops::RangeFrom<BufferKey> {
 }
 
 impl LiveLogs {
+    /// Spools into `dir`, emptied first: what an earlier process left there has no run here.
+    pub(crate) fn new(dir: &Path) -> std::io::Result<Self> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            next_file: 0,
+            buffers: BTreeMap::new(),
+        })
+    }
+
+    fn buffer(&mut self, key: BufferKey, shard: &str) -> &mut LogBuffer {
+        let dir = &self.dir;
+        let next_file = &mut self.next_file;
+        self.buffers.entry(key).or_insert_with(|| {
+            *next_file += 1;
+            LogBuffer {
+                file: dir.join(format!("{next_file}.log")),
+                len: 0,
+                shard: shard.to_string(),
+                next_seq: 0,
+                done: false,
+                followers: Vec::new(),
+            }
+        })
+    }
+
     /// Appends a chunk the caller has checked comes from the attempt's holder. Repeats (after
     /// a reconnect) are dropped; a gap is kept and logged.
     pub(crate) fn append(&mut self, chunk: &pb::LogChunk) -> LogVerdict {
@@ -45,10 +91,7 @@ impl LiveLogs {
             chunk.step.clone(),
             chunk.attempt,
         );
-        let buffer = self.buffers.entry(key).or_insert_with(|| LogBuffer {
-            shard: chunk.shard_id.clone(),
-            ..LogBuffer::default()
-        });
+        let buffer = self.buffer(key, &chunk.shard_id);
         if chunk.seq < buffer.next_seq {
             return LogVerdict::Dropped;
         }
@@ -60,7 +103,19 @@ impl LiveLogs {
             );
         }
         buffer.next_seq = chunk.seq + 1;
-        buffer.data.extend_from_slice(&chunk.data);
+        if !chunk.data.is_empty() {
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&buffer.file)
+                .and_then(|mut f| f.write_all(&chunk.data));
+            match written {
+                Ok(()) => buffer.len += chunk.data.len() as u64,
+                Err(e) => {
+                    tracing::error!(file = %buffer.file.display(), error = %e, "failed to spool a log chunk");
+                }
+            }
+        }
         buffer
             .followers
             .retain(|f| f.try_send(chunk.data.clone()).is_ok());
@@ -95,48 +150,53 @@ impl LiveLogs {
             .map(|((.., attempt), _)| *attempt)
     }
 
-    /// What an attempt of a step (the latest when `None`) has logged so far, empty when nothing
-    /// yet, and, when `follow` is asked and the log is not done, a receiver for what comes next.
-    /// Reading never creates a buffer, but a follower may wait for a step's first chunk.
-    pub(crate) fn read(
-        &mut self,
-        key: &LogKey,
-        attempt: Option<u32>,
-        follow: bool,
-    ) -> (Vec<u8>, Option<mpsc::Receiver<Vec<u8>>>) {
+    /// What an attempt of a step (the latest when `None`) has logged so far and, when `follow`
+    /// is asked and the log is not done, a receiver for what comes next. Reading never creates
+    /// a buffer, but a follower may wait for a step's first chunk.
+    pub(crate) fn read(&mut self, key: &LogKey, attempt: Option<u32>, follow: bool) -> LogSnapshot {
         let attempt = attempt.or_else(|| self.latest_attempt(key)).unwrap_or(1);
         let (run, job, step) = key.clone();
         let key = (run, job, step, attempt);
         if !follow {
-            return (
-                self.buffers
-                    .get(&key)
-                    .map(|b| b.data.clone())
-                    .unwrap_or_default(),
-                None,
-            );
+            return match self.buffers.get(&key) {
+                Some(buffer) => LogSnapshot {
+                    file: Some(buffer.file.clone()),
+                    len: buffer.len,
+                    follow: None,
+                },
+                None => LogSnapshot {
+                    file: None,
+                    len: 0,
+                    follow: None,
+                },
+            };
         }
-        let buffer = self.buffers.entry(key).or_default();
-        let receiver = (!buffer.done).then(|| {
+        let buffer = self.buffer(key, "");
+        let follow = (!buffer.done).then(|| {
             let (tx, rx) = mpsc::channel(256);
             buffer.followers.push(tx);
             rx
         });
-        (buffer.data.clone(), receiver)
+        LogSnapshot {
+            file: Some(buffer.file.clone()),
+            len: buffer.len,
+            follow,
+        }
     }
 
-    /// Copies of one run's whole logs by (job, step, attempt), for publishing.
-    pub(crate) fn of_run(&self, run: &RunId) -> BTreeMap<(String, String, u32), Vec<u8>> {
+    /// One run's spooled logs by (job, step, attempt), for publishing.
+    pub(crate) fn of_run(&self, run: &RunId) -> BTreeMap<(String, String, u32), PathBuf> {
         self.buffers
             .range(run_range(run))
             .take_while(|(key, _)| &key.0 == run)
+            .filter(|(_, buffer)| buffer.len > 0 || buffer.file.exists())
             .map(|((_, job, step, attempt), buffer)| {
-                ((job.clone(), step.clone(), *attempt), buffer.data.clone())
+                ((job.clone(), step.clone(), *attempt), buffer.file.clone())
             })
             .collect()
     }
 
-    /// Drops one run's logs (they are in the store now).
+    /// Drops one run's logs and their files (they are in the store now).
     pub(crate) fn remove_run(&mut self, run: &RunId) {
         let keys: Vec<BufferKey> = self
             .buffers
@@ -145,7 +205,9 @@ impl LiveLogs {
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {
-            self.buffers.remove(&key);
+            if let Some(buffer) = self.buffers.remove(&key) {
+                let _ = std::fs::remove_file(&buffer.file);
+            }
         }
     }
 
@@ -177,42 +239,62 @@ mod tests {
         (RunId(run.into()), "j".into(), "unit".into())
     }
 
+    fn text(snapshot: &LogSnapshot) -> String {
+        let bytes = snapshot
+            .file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes[..snapshot.len as usize]).into_owned()
+    }
+
     #[test]
     fn repeats_are_dropped_and_followers_see_what_comes_next() {
-        let mut logs = LiveLogs::default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = LiveLogs::new(dir.path()).expect("a spool");
         assert_eq!(logs.append(&chunk("r1", 0, "a")), LogVerdict::Accepted);
         assert_eq!(logs.append(&chunk("r1", 0, "a")), LogVerdict::Dropped);
-        let (now, follow) = logs.read(&key("r1"), None, true);
-        assert_eq!(now, b"a");
-        let mut follow = follow.expect("the log is not done");
+        let now = logs.read(&key("r1"), None, true);
+        assert_eq!(text(&now), "a");
+        let mut follow = now.follow.expect("the log is not done");
         assert_eq!(logs.append(&chunk("r1", 1, "b")), LogVerdict::Accepted);
         assert_eq!(follow.try_recv().ok(), Some(b"b".to_vec()));
         logs.attempt_done(&RunId("r1".into()), &ShardId("s1".into()), Attempt(1));
         assert!(
-            logs.read(&key("r1"), None, true).1.is_none(),
+            logs.read(&key("r1"), None, true).follow.is_none(),
             "done: nothing to follow"
         );
-        assert_eq!(logs.read(&key("r1"), None, false).0, b"ab");
+        assert_eq!(text(&logs.read(&key("r1"), None, false)), "ab");
         // A retry's output is its own: attempt 2 does not join attempt 1's.
         let mut retry = chunk("r1", 0, "second try");
         retry.attempt = 2;
-        retry.shard_id = "s1".into();
         assert_eq!(logs.append(&retry), LogVerdict::Accepted);
-        assert_eq!(logs.read(&key("r1"), None, false).0, b"second try");
-        assert_eq!(logs.read(&key("r1"), Some(1), false).0, b"ab");
+        assert_eq!(text(&logs.read(&key("r1"), None, false)), "second try");
+        assert_eq!(text(&logs.read(&key("r1"), Some(1), false)), "ab");
         assert_eq!(logs.of_run(&RunId("r1".into())).len(), 2);
     }
 
     #[test]
-    fn reading_an_unknown_log_creates_nothing_and_runs_are_removed_whole() {
-        let mut logs = LiveLogs::default();
-        assert_eq!(logs.read(&key("nope"), None, false).0, b"");
+    fn reading_an_unknown_log_creates_nothing_and_runs_are_removed_with_their_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("stale.log"), "from an earlier process").expect("write");
+        let mut logs = LiveLogs::new(dir.path()).expect("a spool");
+        assert!(
+            !dir.path().join("stale.log").exists(),
+            "the spool starts empty"
+        );
+        assert_eq!(text(&logs.read(&key("nope"), None, false)), "");
         assert_eq!(logs.len(), 0);
         logs.append(&chunk("r1", 0, "a"));
         logs.append(&chunk("r2", 0, "b"));
-        assert_eq!(logs.of_run(&RunId("r1".into())).len(), 1);
+        let files = logs.of_run(&RunId("r1".into()));
+        assert_eq!(files.len(), 1);
         logs.remove_run(&RunId("r1".into()));
         assert_eq!(logs.len(), 1);
-        assert_eq!(logs.read(&key("r2"), None, false).0, b"b");
+        assert!(
+            files.values().all(|f| !f.exists()),
+            "its spool files are gone"
+        );
+        assert_eq!(text(&logs.read(&key("r2"), None, false)), "b");
     }
 }

@@ -121,6 +121,11 @@ pub async fn serve(
                 source,
             }
         })?;
+    let logs_dir = config.data_dir.join("logs");
+    let logs = logs::LiveLogs::new(&logs_dir).map_err(|source| ServeError::DataDir {
+        path: logs_dir,
+        source,
+    })?;
     let tracker = TaskTracker::new();
     let (coordinator, actor) = actor::start(
         actor::ActorConfig {
@@ -128,6 +133,7 @@ pub async fn serve(
             max_active_runs: config.max_active_runs,
             finished_runs_kept: config.finished_runs_kept,
             disconnect_grace_ms: config.disconnect_grace.as_millis() as u64,
+            logs,
             reports: config.reports.clone(),
         },
         store,

@@ -19,7 +19,7 @@ pub(crate) fn finished_run(
     record: &RunRecord,
     view: &RunView,
     status: Status,
-    logs: BTreeMap<(String, String, u32), Vec<u8>>,
+    logs: BTreeMap<(String, String, u32), std::path::PathBuf>,
 ) -> FinishedRun {
     let run = &record.id;
     let seconds = |t: SystemTime| {
