@@ -448,11 +448,8 @@ impl Actor {
             run: run.clone(),
             shard: ShardId(chunk.shard_id.clone()),
         };
-        let exists = self
-            .scheduler
-            .run(&run)
-            .is_some_and(|r| r.shards.iter().any(|s| s.id == key.shard));
-        if !exists {
+        // Per chunk, so a lookup: building the run's view would copy all its results.
+        if !self.scheduler.has_shard(&key) {
             return LogVerdict::Unknown;
         }
         if !self.scheduler.holds(worker, &key, Attempt(chunk.attempt)) {

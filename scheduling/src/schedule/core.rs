@@ -953,6 +953,13 @@ impl Scheduler {
     }
 
     /// Whether `worker` currently holds this shard attempt (used to fence logs).
+    /// Whether the shard exists (in a run still in memory).
+    pub fn has_shard(&self, key: &ShardKey) -> bool {
+        self.runs
+            .get(&key.run)
+            .is_some_and(|r| r.shards.contains_key(&key.shard))
+    }
+
     pub fn holds(&self, worker: &WorkerId, key: &ShardKey, attempt: Attempt) -> bool {
         self.workers
             .get(worker)
