@@ -167,6 +167,21 @@ pub async fn watch(
     Ok((run, report))
 }
 
+/// Follows `run` to its end, prints the final table (or JSON) and the report's address, and
+/// returns the exit code its result maps to.
+pub async fn watch_to_the_end(client: &mut Client, run: &str, json: bool) -> Result<Code, Failure> {
+    let (run, report) = watch(client, run, json).await?;
+    if json {
+        println!("{}", crate::commands::runs::run_json(&run));
+    } else {
+        print!("{}", render_table(&run));
+        if let Some(report) = report {
+            println!("report: {report}");
+        }
+    }
+    Ok(exit_code(&run))
+}
+
 /// The exit code of a finished run: 0 passed; 1 a test failed (or the run was cancelled);
 /// 3 only infrastructure failed.
 pub fn exit_code(run: &pb::Run) -> Code {

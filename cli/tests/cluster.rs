@@ -61,25 +61,34 @@ struct Cluster {
     prefix: String,
 }
 
+/// Starts a coordinator on a loopback port with its data in `dir/coordinator`; returns it and
+/// the address it printed.
+fn spawn_coordinator(dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, String) {
+    let mut coordinator = Command::new(bin("shardci-coordinator"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("coordinator"))
+        .args(args)
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(coordinator.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().rsplit(' ').next().unwrap().to_string();
+    (coordinator, address)
+}
+
 impl Cluster {
     fn start(name: &str, lease: &str, workers: usize, extra: &[&str]) -> Cluster {
         ensure_image();
         let dir = tempfile::tempdir().unwrap();
-        let mut coordinator = Command::new(bin("shardci-coordinator"))
-            .args(["--listen", "127.0.0.1:0", "--lease-ttl", lease])
-            .arg("--data-dir")
-            .arg(dir.path().join("coordinator"))
-            .args(extra)
-            .env("SHARDCI_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(coordinator.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().rsplit(' ').next().unwrap().to_string();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--lease-ttl".as_ref(), lease.as_ref()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let (coordinator, address) = spawn_coordinator(dir.path(), &args);
         let prefix = format!("{name}-{}", std::process::id());
         let client_token = extra
             .iter()
@@ -958,26 +967,17 @@ fn tls_with_worker_certificates_and_a_wrong_ca_fails_clearly() {
     let pki = shardci_testkit::Pki::new("shardci test CA");
     let other = shardci_testkit::Pki::new("some other CA");
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinator = Command::new(bin("shardci-coordinator"))
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("coordinator"))
-        .arg("--tls-cert")
-        .arg(&pki.server_cert)
-        .arg("--tls-key")
-        .arg(&pki.server_key)
-        .arg("--tls-client-ca")
-        .arg(&pki.ca)
-        .env("SHARDCI_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(coordinator.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut coordinator, address) = spawn_coordinator(
+        dir.path(),
+        &[
+            "--tls-cert".as_ref(),
+            pki.server_cert.as_os_str(),
+            "--tls-key".as_ref(),
+            pki.server_key.as_os_str(),
+            "--tls-client-ca".as_ref(),
+            pki.ca.as_os_str(),
+        ],
+    );
     let https = format!("https://{address}");
     let shardci = |coordinator: &str, ca: &Path| {
         Command::new(bin("shardci"))

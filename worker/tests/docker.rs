@@ -269,6 +269,13 @@ async fn build_steps_build_their_image_and_a_broken_dockerfile_fails_the_step() 
     );
 }
 
+async fn remove_container(executor: &DockerExecutor, name: &str) {
+    let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    let _ = executor.client().remove_container(name, Some(force)).await;
+}
+
 #[tokio::test]
 async fn the_sweep_removes_only_containers_of_processes_that_are_gone() {
     let executor = executor("w-sweep").await;
@@ -287,17 +294,7 @@ async fn the_sweep_removes_only_containers_of_processes_that_are_gone() {
         ("shardci-orphan-unknown", None),
     ];
     for (name, instance) in names {
-        let _ = executor
-            .client()
-            .remove_container(
-                name,
-                Some(
-                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-            )
-            .await;
+        remove_container(&executor, name).await;
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_WORKER.to_string(), "w-sweep".to_string()),
@@ -342,17 +339,7 @@ async fn the_sweep_removes_only_containers_of_processes_that_are_gone() {
         "the dead lock is forgotten"
     );
     for name in ["shardci-orphan-alive", "shardci-orphan-unknown"] {
-        let _ = executor
-            .client()
-            .remove_container(
-                name,
-                Some(
-                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
-            )
-            .await;
+        remove_container(&executor, name).await;
     }
     drop(held);
 }

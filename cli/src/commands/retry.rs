@@ -9,7 +9,7 @@ use shardci_types::Status;
 use super::run::{request_id, secret_values, who};
 use crate::client::{connect, status_failure};
 use crate::exit::{Code, Failure};
-use crate::progress::{exit_code, render_table, status, watch};
+use crate::progress::{status, watch_to_the_end};
 
 /// What to run again of a finished run.
 pub struct RetryArgs {
@@ -103,16 +103,7 @@ pub async fn retry(args: RetryArgs) -> Result<Code, Failure> {
         plan.jobs.len(),
         plan.shards.len()
     );
-    let (run, report) = watch(&mut client, &run_id, args.json).await?;
-    if args.json {
-        println!("{}", crate::commands::runs::run_json(&run));
-    } else {
-        print!("{}", render_table(&run));
-        if let Some(report) = report {
-            println!("report: {report}");
-        }
-    }
-    Ok(exit_code(&run))
+    watch_to_the_end(&mut client, &run_id, args.json).await
 }
 
 #[cfg(test)]

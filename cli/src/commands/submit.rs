@@ -4,7 +4,7 @@ use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
 use crate::args::SubmitArgs;
 use crate::client::connect;
 use crate::exit::{Code, Failure};
-use crate::progress::{exit_code, render_table, watch};
+use crate::progress::watch_to_the_end;
 
 pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
     let runtime = super::runtime()?;
@@ -35,15 +35,6 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
             return Ok(Code::Success);
         }
         eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
-        let (run, report) = watch(&mut client, &run_id, args.json).await?;
-        if args.json {
-            println!("{}", crate::commands::runs::run_json(&run));
-        } else {
-            print!("{}", render_table(&run));
-            if let Some(report) = report {
-                println!("report: {report}");
-            }
-        }
-        Ok(exit_code(&run))
+        watch_to_the_end(&mut client, &run_id, args.json).await
     })
 }
