@@ -1,18 +1,20 @@
 //! Test support shared by every crate's integration tests and benches, so each fixture exists
 //! once: copies of the example monorepo (never the user's copy: a test must not read the state
 //! `scripts/quickstart` leaves in `examples/monorepo/.shardci`), git repositories, generic
-//! fixture monorepos, and a real S3 API server (moto) on loopback.
+//! fixture monorepos, a real S3 API server (moto) and a real etcd on loopback, and test PKI.
 //!
 //! Helpers panic with a message on failure: they are for tests, where a panic is the report.
 
 #![warn(missing_docs)]
 
+mod etcd;
 mod git;
 mod moto;
 mod pki;
 
 use std::path::{Path, PathBuf};
 
+pub use etcd::Etcd;
 pub use git::{commit_all, git};
 pub use moto::Moto;
 pub use pki::Pki;

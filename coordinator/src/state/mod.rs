@@ -1,9 +1,11 @@
-//! Coordinator state storage: the [`StateStore`] primitives and their backends.
+//! Coordinator state storage: the [`StateStore`] primitives and their backends (memory, etcd).
 
 pub mod conformance;
+mod etcd;
 mod memory;
 mod store;
 
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use store::{
     Compare, LeaseId, Op, Revision, StateStore, StoreError, Txn, Versioned, WatchEvent,

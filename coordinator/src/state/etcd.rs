@@ -1,0 +1,207 @@
+//! The [`StateStore`] on etcd v3, for several coordinators sharing one state: a thin mapping of
+//! the trait's primitives onto etcd's (transactions with `mod_revision` compares, leases,
+//! prefix watches). Every key lives under a root prefix, so one etcd cluster can hold several
+//! shardci installations; keys reach callers without it.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, EventType, GetOptions, PutOptions, Txn as EtcdTxn,
+    TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::store::{
+    Compare, LeaseId, Op, Revision, StateStore, StoreError, Txn, Versioned, WatchEvent,
+};
+
+/// A [`StateStore`] on an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    root: String,
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EtcdStore {
+    /// Connects to any of `endpoints` (`http://host:2379`) and keeps every key under `root`
+    /// (e.g. `/shardci/`).
+    pub async fn connect(endpoints: &[String], root: &str) -> Result<Self, StoreError> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10));
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            client,
+            root: root.to_string(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.root)
+    }
+
+    /// A key as the caller knows it; a key outside the root (impossible through this store)
+    /// is an error naming it rather than a wrong answer.
+    fn strip(&self, key: &[u8]) -> Result<String, StoreError> {
+        let key = String::from_utf8_lossy(key);
+        key.strip_prefix(&self.root)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("etcd returned {key:?}, outside {}", self.root))
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = kv.get(self.key(key), None).await.map_err(unavailable)?;
+        Ok(response.kvs().first().map(|kv| Versioned {
+            value: kv.value().to_vec(),
+            mod_revision: Revision(kv.mod_revision() as u64),
+            lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = kv
+            .get(self.key(prefix), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        // etcd answers a range in key order.
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                Ok((
+                    self.strip(kv.key())?,
+                    Versioned {
+                        value: kv.value().to_vec(),
+                        mod_revision: Revision(kv.mod_revision() as u64),
+                        lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Revision, StoreError> {
+        let compares: Vec<EtcdCompare> = txn
+            .compares
+            .iter()
+            .map(|compare| match compare {
+                // A key that does not exist has mod_revision 0 in etcd too.
+                Compare::ModRevision { key, equals } => {
+                    EtcdCompare::mod_revision(self.key(key), CompareOp::Equal, equals.0 as i64)
+                }
+            })
+            .collect();
+        let ops: Vec<TxnOp> = txn
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let options = lease.map(|LeaseId(id)| PutOptions::new().with_lease(id));
+                    TxnOp::put(self.key(key), value.clone(), options)
+                }
+                Op::Delete { key } => TxnOp::delete(self.key(key), None),
+            })
+            .collect();
+        let mut kv = self.client.kv_client();
+        let response = kv
+            .txn(EtcdTxn::new().when(compares).and_then(ops))
+            .await
+            .map_err(|e| match &e {
+                // A put on a lease that expired or was revoked.
+                etcd_client::Error::GRpcStatus(status)
+                    if status.message().contains("lease not found") =>
+                {
+                    let lease = txn.ops.iter().find_map(|op| match op {
+                        Op::Put { lease, .. } => *lease,
+                        Op::Delete { .. } => None,
+                    });
+                    lease.map_or_else(|| unavailable(e), StoreError::LeaseNotFound)
+                }
+                _ => unavailable(e),
+            })?;
+        if !response.succeeded() {
+            return Err(StoreError::Conflict);
+        }
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok(Revision(revision as u64))
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        let mut watch = self.client.watch_client();
+        let mut stream = watch
+            .watch(self.key(prefix), Some(WatchOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let store = self.clone();
+        tokio::spawn(async move {
+            // The stream holds the watch open; it ends when the receiver is dropped.
+            while let Ok(Some(response)) = stream.message().await {
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Ok(key) = store.strip(kv.key()) else {
+                        continue;
+                    };
+                    let revision = Revision(kv.mod_revision() as u64);
+                    let event = match event.event_type() {
+                        EventType::Put => WatchEvent::Put {
+                            key,
+                            value: kv.value().to_vec(),
+                            revision,
+                        },
+                        EventType::Delete => WatchEvent::Delete { key, revision },
+                    };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let mut lease = self.client.lease_client();
+        // etcd counts whole seconds and raises very short leases to its minimum.
+        let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let granted = lease.grant(seconds, None).await.map_err(unavailable)?;
+        Ok(LeaseId(granted.id()))
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut client = self.client.lease_client();
+        let (mut keeper, mut responses) = client.keep_alive(lease.0).await.map_err(unavailable)?;
+        keeper.keep_alive().await.map_err(unavailable)?;
+        match responses.message().await.map_err(unavailable)? {
+            // etcd answers an expired or unknown lease with a TTL of 0.
+            Some(response) if response.ttl() > 0 => Ok(()),
+            _ => Err(StoreError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut client = self.client.lease_client();
+        match client.revoke(lease.0).await {
+            Ok(_) => Ok(()),
+            Err(etcd_client::Error::GRpcStatus(status))
+                if status.code() == tonic::Code::NotFound =>
+            {
+                Err(StoreError::LeaseNotFound(lease))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
