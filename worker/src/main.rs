@@ -22,7 +22,8 @@ enum ExecutorKind {
     about = "Runs shardci shards handed out by a coordinator."
 )]
 struct Args {
-    /// The coordinator, e.g. http://ci-coordinator:7070.
+    /// The coordinator, e.g. https://ci-coordinator:7070 (plain http:// only on loopback
+    /// unless --insecure).
     #[arg(long, env = "SHARDCI_COORDINATOR")]
     coordinator: String,
     /// Worker id, unique among the coordinator's live workers (a second live process with the
