@@ -229,3 +229,20 @@ fn a_configuration_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
         "{err}"
     );
 }
+
+#[test]
+fn a_capability_that_is_not_one_is_refused_where_it_is() {
+    assert_eq!(
+        error(&format!(
+            "{BASE}\n[test_types.privileged]\ncommand = \"true\"\ncap_add = [\"CHOWN\", \"chown everything\"]\n"
+        )),
+        "repo/shardci.toml:17:21: `cap_add` in [test_types.privileged]: \"chown everything\" is not a Linux capability name (like CHOWN or NET_BIND_SERVICE)"
+    );
+    let config = Config::parse(
+        Path::new("shardci.toml"),
+        &format!(
+            "{BASE}\n[test_types.privileged]\ncommand = \"true\"\ncap_add = [\"CAP_NET_ADMIN\"]\nuser = \"0\"\nread_only_root = false\n"
+        ),
+    );
+    assert!(config.is_ok(), "{config:?}");
+}

@@ -298,6 +298,7 @@ impl Checker<'_> {
 
         let mut test_types = IndexMap::new();
         for (name, fields) in raw_test_types {
+            self.check_step_fields(&fields, &format!("[test_types.{name}]"))?;
             let depends_on = fields
                 .depends_on
                 .as_ref()
@@ -457,7 +458,25 @@ impl Checker<'_> {
         self.loc.error(0..0, "").path
     }
 
+    /// Step fields Docker would only refuse at run time, refused here with their position.
+    fn check_step_fields(&self, fields: &StepFields, place: &str) -> Result<(), ConfigError> {
+        for cap in fields.cap_add.iter().flatten() {
+            let name = cap.get_ref();
+            let bare = name.strip_prefix("CAP_").unwrap_or(name);
+            if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                return Err(self.loc.error(
+                    cap.span(),
+                    format!(
+                        "`cap_add` in {place}: {name:?} is not a Linux capability name (like CHOWN or NET_BIND_SERVICE)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn reject_test_type_keys(&self, fields: &StepFields, place: &str) -> Result<(), ConfigError> {
+        self.check_step_fields(fields, place)?;
         let misplaced = [
             fields
                 .description

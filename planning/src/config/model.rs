@@ -132,7 +132,7 @@ pub struct StepFields {
     /// worker's `--step-user` (nobody) when unset. `root` must be asked for here.
     pub user: Option<String>,
     /// Linux capabilities the step gets back (all are dropped otherwise), e.g. `CHOWN`.
-    pub cap_add: Option<Vec<String>>,
+    pub cap_add: Option<Vec<Spanned<String>>>,
     /// Whether the container's root filesystem is read-only (default `true`; `/tmp` and the
     /// work folder are writable either way).
     pub read_only_root: Option<bool>,

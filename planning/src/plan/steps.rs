@@ -199,7 +199,12 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
         artifacts: fields.artifacts.clone().unwrap_or_default(),
         network: fields.network.unwrap_or(false),
         user: fields.user.clone(),
-        cap_add: fields.cap_add.clone().unwrap_or_default(),
+        cap_add: fields
+            .cap_add
+            .iter()
+            .flatten()
+            .map(|c| c.get_ref().clone())
+            .collect(),
         read_only_root: fields.read_only_root.unwrap_or(true),
         build_image: fields.build_image.as_ref().map(|b| ImageBuild {
             context: connector_path(connector, &b.context),
