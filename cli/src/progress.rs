@@ -61,13 +61,9 @@ pub async fn watch(
     quiet: bool,
 ) -> Result<(pb::Run, Option<String>), Failure> {
     let mut report = None;
-    let mut events = client
-        .watch_run(pb::WatchRunRequest {
-            run_id: run.to_string(),
-        })
+    let mut events = open_watch(client, run)
         .await
-        .map_err(|s| status_failure("failed to watch the run", s))?
-        .into_inner();
+        .map_err(|s| status_failure("failed to watch the run", s))?;
     let terminal = std::io::stderr().is_terminal() && !quiet;
     let bar = if terminal {
         let bar = ProgressBar::new(0);
@@ -83,15 +79,53 @@ pub async fn watch(
     };
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut done_shards: BTreeMap<String, bool> = BTreeMap::new();
+    // Jobs already reported: after a reconnect the snapshot repeats them.
+    let mut seen: std::collections::BTreeSet<String> = Default::default();
+    let mut announced = false;
     let print = |line: String| match &bar {
         Some(bar) => bar.println(line),
         None if !quiet => eprintln!("{line}"),
         None => {}
     };
+    let mut job_finished = |result: &pb::JobResult| {
+        if !seen.insert(result.job_id.clone()) {
+            return;
+        }
+        let shown = status_name(result.status);
+        let outcome = status(result.status);
+        match outcome {
+            Some(Status::Success) => passed += 1,
+            Some(s) if s.is_failed() => failed += 1,
+            _ => {}
+        }
+        let duration: f64 = result.steps.iter().map(|s| seconds(&s.duration)).sum();
+        if outcome.is_some_and(Status::is_failed) {
+            print(format!(
+                "✗ {} {shown} ({duration:.1}s) {}",
+                result.job_id,
+                failure_line(result)
+            ));
+        } else if bar.is_none() {
+            print(format!("  {} {shown} ({duration:.1}s)", result.job_id));
+        }
+        if let Some(bar) = &bar {
+            bar.set_message(format!("{passed} passed, {failed} failed"));
+        }
+    };
     loop {
         let event = match events.message().await {
             Ok(Some(event)) => event,
             Ok(None) => break,
+            Err(lost) if reconnectable(&lost) => {
+                // The coordinator restarted or the network blinked: watch again; what finished
+                // meanwhile arrives in the new snapshot, and nothing is printed twice.
+                print(format!(
+                    "lost the coordinator ({}); reconnecting",
+                    lost.message()
+                ));
+                events = reconnect(client, run, lost).await?;
+                continue;
+            }
             Err(status) => return Err(status_failure("lost the run's progress stream", status)),
         };
         match event.event {
@@ -100,12 +134,18 @@ pub async fn watch(
                     bar.set_length(u64::from(snapshot.shards_total));
                     bar.set_position(u64::from(snapshot.shards_done));
                 }
-                print(format!(
-                    "run {}: {} shard(s), {} job(s)",
-                    snapshot.id,
-                    snapshot.shards_total,
-                    snapshot.plan.as_ref().map_or(0, |p| p.jobs.len())
-                ));
+                if !announced {
+                    announced = true;
+                    print(format!(
+                        "run {}: {} shard(s), {} job(s)",
+                        snapshot.id,
+                        snapshot.shards_total,
+                        snapshot.plan.as_ref().map_or(0, |p| p.jobs.len())
+                    ));
+                }
+                for result in &snapshot.results {
+                    job_finished(result);
+                }
             }
             Some(pb::run_event::Event::Shard(update)) => {
                 let finished = matches!(
@@ -125,28 +165,7 @@ pub async fn watch(
                     ));
                 }
             }
-            Some(pb::run_event::Event::JobFinished(result)) => {
-                let shown = status_name(result.status);
-                let outcome = status(result.status);
-                match outcome {
-                    Some(Status::Success) => passed += 1,
-                    Some(s) if s.is_failed() => failed += 1,
-                    _ => {}
-                }
-                let duration: f64 = result.steps.iter().map(|s| seconds(&s.duration)).sum();
-                if outcome.is_some_and(Status::is_failed) {
-                    print(format!(
-                        "✗ {} {shown} ({duration:.1}s) {}",
-                        result.job_id,
-                        failure_line(&result)
-                    ));
-                } else if bar.is_none() {
-                    print(format!("  {} {shown} ({duration:.1}s)", result.job_id));
-                }
-                if let Some(bar) = &bar {
-                    bar.set_message(format!("{passed} passed, {failed} failed"));
-                }
-            }
+            Some(pb::run_event::Event::JobFinished(result)) => job_finished(&result),
             Some(pb::run_event::Event::RunFinished(finished)) => {
                 report = Some(finished.report_url).filter(|u| !u.is_empty());
                 break;
@@ -165,6 +184,45 @@ pub async fn watch(
         .map(tonic::Response::into_inner)
         .map_err(|s| status_failure("failed to read the run", s))?;
     Ok((run, report))
+}
+
+type Events = tonic::Streaming<pb::RunEvent>;
+
+async fn open_watch(client: &mut Client, run: &str) -> Result<Events, tonic::Status> {
+    client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.to_string(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Failures a restarted coordinator or a network blip explains.
+fn reconnectable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// Watches again with capped backoff for up to two minutes.
+async fn reconnect(
+    client: &mut Client,
+    run: &str,
+    mut last: tonic::Status,
+) -> Result<Events, Failure> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut wait = Duration::from_millis(200);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(wait).await;
+        match open_watch(client, run).await {
+            Ok(events) => return Ok(events),
+            Err(status) if reconnectable(&status) => last = status,
+            Err(status) => return Err(status_failure("failed to watch the run again", status)),
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    Err(status_failure("lost the coordinator for two minutes", last))
 }
 
 /// Follows `run` to its end, prints the final table (or JSON) and the report's address, and

@@ -1121,3 +1121,133 @@ fn a_step_printing_a_gibibyte_costs_the_coordinator_disk_not_memory() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+#[test]
+fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("http://{address}");
+    let coordinator = || {
+        let mut child = Command::new(bin("shardci-coordinator"))
+            .args(["--listen", &address, "--lease-ttl", "10s"])
+            .arg("--data-dir")
+            .arg(dir.path().join("coordinator"))
+            .env("SHARDCI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "{line}");
+        child
+    };
+    let list = |what: &[&str]| -> Value {
+        let out = Command::new(bin("shardci"))
+            .args(what)
+            .args(["--json", "--coordinator", &url])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let mut first = coordinator();
+    let mut worker = Command::new(bin("shardci-worker"))
+        .args([
+            "--coordinator",
+            &url,
+            "--id",
+            "restart-w1",
+            "--executor",
+            "process",
+        ])
+        .args(["--slots", "2"])
+        .arg("--data-dir")
+        .arg(dir.path().join("worker"))
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let repo = fixture(
+        2,
+        "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 6; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+    );
+    let watch_log = dir.path().join("watch.log");
+    let mut watcher = Command::new(bin("shardci"))
+        .args([
+            "submit",
+            "--all",
+            "--workers",
+            "2",
+            "--watch",
+            "--coordinator",
+            &url,
+        ])
+        .arg("--repo")
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&watch_log).unwrap())
+        .spawn()
+        .unwrap();
+    // Both shards running on the worker, then the coordinator dies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = list(&["workers", "list"])
+            .as_array()
+            .and_then(|w| w.first().cloned())
+            .and_then(|w| w["current_shards"].as_array().map(|s| s.len()))
+            .unwrap_or(0);
+        if running == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both shards started: {} {}",
+            list(&["workers", "list"]),
+            std::fs::read_to_string(&watch_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(first.id(), "-KILL");
+    let _ = first.wait();
+    let mut second = coordinator();
+
+    let status = watcher.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut watcher.stdout.take().unwrap(), &mut stdout).unwrap();
+    let printed = std::fs::read_to_string(&watch_log).unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{stdout}");
+    for job in ["c1/slow", "c2/slow"] {
+        assert_eq!(
+            printed.matches(&format!("  {job} passed")).count(),
+            1,
+            "{job} printed once: {printed}"
+        );
+    }
+    let run = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .unwrap_or_default()
+        .to_string();
+    let shown = list(&["runs", "show", &run]);
+    let results = results(&shown);
+    assert_eq!(results.len(), 2, "one final result per job: {shown}");
+    assert!(
+        results.iter().all(|r| r["attempt"] == 1),
+        "the running shards were not run again: {shown}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use shardci_coordinator::server::{ServerConfig, ServerTls, Tokens, serve};
-use shardci_coordinator::state::MemoryStore;
+use shardci_coordinator::state::{EtcdStore, FileStore, MemoryStore, StateStore};
 use shardci_planning::config::parse_duration;
 use shardci_scheduling::schedule::SchedulerConfig;
 
@@ -31,6 +31,14 @@ struct Args {
     /// they run elsewhere; silent workers get the whole lease.
     #[arg(long, env = "SHARDCI_DISCONNECT_GRACE", default_value = "1s", value_parser = duration_ms)]
     disconnect_grace: u64,
+    /// Where runs and the scheduler's transitions are kept so a restart carries on: `file`
+    /// (`<data-dir>/state`, fsync'd), `memory` (lost on restart), or
+    /// `etcd://host:2379[,host:2379...]` (one coordinator at a time: no leader election yet).
+    #[arg(long, env = "SHARDCI_STATE", default_value = "file")]
+    state: String,
+    /// The key prefix in etcd.
+    #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
+    state_prefix: String,
     /// Automatic retries after infrastructure failures.
     #[arg(long, default_value_t = 2)]
     max_infra_retries: u32,
@@ -198,7 +206,36 @@ async fn main() -> ExitCode {
             },
         )
     };
-    match serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await {
+    let state: Arc<dyn StateStore> = match args.state.as_str() {
+        "memory" => Arc::new(MemoryStore::new()),
+        "file" => match FileStore::open(&config.data_dir.join("state")).await {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                eprintln!("error: failed to open the state store: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        other => match other.strip_prefix("etcd://") {
+            Some(hosts) => {
+                let endpoints: Vec<String> =
+                    hosts.split(',').map(|h| format!("http://{h}")).collect();
+                match EtcdStore::connect(&endpoints, &args.state_prefix).await {
+                    Ok(store) => Arc::new(store),
+                    Err(e) => {
+                        eprintln!("error: failed to reach etcd at {hosts}: {e}");
+                        return ExitCode::from(3);
+                    }
+                }
+            }
+            None => {
+                eprintln!(
+                    "error: --state {other:?}: expected file, memory or etcd://host:port[,host:port...]"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match serve(listener, config, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

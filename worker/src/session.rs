@@ -177,21 +177,30 @@ impl Worker {
         *lock(&shared.channel) = Some(channel.clone());
         let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20);
         let (tx, rx) = mpsc::channel::<pb::WorkerMessage>(1024);
+        // Each lock taken and released on its own: a struct literal would hold the first
+        // guard while taking the second.
+        let finished_while_away: Vec<pb::ShardFinished> =
+            lock(&shared.unacked).values().cloned().collect();
+        let mut held: Vec<(String, String, u32)> = lock(&shared.running).keys().cloned().collect();
+        // Attempts that finished but are not acknowledged are still ours: the coordinator must
+        // not count them lost before it reads their completions.
+        held.extend(lock(&shared.unacked).keys().cloned());
+        let running = held
+            .into_iter()
+            .map(|(run_id, shard_id, attempt)| pb::ShardRef {
+                run_id,
+                shard_id,
+                attempt,
+            })
+            .collect();
         let hello = pb::Hello {
             worker_id: options.id.clone(),
             labels: options.labels.clone(),
             slots: options.slots,
             version: env!("CARGO_PKG_VERSION").into(),
             instance_id: crate::instance::id().to_string(),
-            finished_while_away: lock(&shared.unacked).values().cloned().collect(),
-            running: lock(&shared.running)
-                .keys()
-                .map(|(run, shard, attempt)| pb::ShardRef {
-                    run_id: run.clone(),
-                    shard_id: shard.clone(),
-                    attempt: *attempt,
-                })
-                .collect(),
+            finished_while_away,
+            running,
         };
         tx.send(message(pb::worker_message::Msg::Hello(hello)))
             .await

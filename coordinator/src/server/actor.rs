@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use shardci_proto::v1 as pb;
 use shardci_reports::ReportStore;
 use shardci_scheduling::schedule::{
-    Ack, Assignment, Attempt, JobDef, JobId, Millis, NewRun, Notice, RunId, Scheduler,
+    Ack, Assignment, Attempt, JobDef, JobId, Millis, NewRun, Notice, Priority, RunId, Scheduler,
     SchedulerConfig, SessionId, ShardDef, ShardId, ShardKey, Status, SubmitError, WorkerId,
 };
 use tokio::sync::mpsc;
@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::commands::{Command, Coordinator, LogRead, LogVerdict, Outgoing, RunRecord};
+use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
-use crate::state::{Op, StateStore, Txn};
+use crate::state::StateStore;
 use crate::wire;
 
 struct Actor {
@@ -43,6 +44,38 @@ struct Actor {
     store: Arc<dyn StateStore>,
     /// Workers whose last request for work found none.
     idle: std::collections::BTreeSet<WorkerId>,
+    /// The last event number written to the state store.
+    next_event: u64,
+}
+
+/// The scheduler's view of a submitted run.
+fn new_run(record: &RunRecord, priority: Priority, deadline: Option<Millis>) -> NewRun {
+    let plan = &record.plan;
+    NewRun {
+        id: record.id.clone(),
+        priority,
+        deadline,
+        jobs: plan
+            .jobs
+            .values()
+            .map(|j| JobDef {
+                id: JobId(j.id.clone()),
+                requires: j.requires.clone(),
+                test_retries: j.test_retries,
+                expected_seconds: j.expected_seconds,
+            })
+            .collect(),
+        shards: plan
+            .shards
+            .iter()
+            .map(|s| ShardDef {
+                id: ShardId(s.id.clone()),
+                jobs: s.jobs.iter().map(|j| JobId(j.clone())).collect(),
+                requires: s.requires.clone(),
+                expected_seconds: s.expected_seconds,
+            })
+            .collect(),
+    }
 }
 
 /// How the event loop is set up.
@@ -90,8 +123,10 @@ pub(crate) fn start(
         logs,
         store,
         idle: Default::default(),
+        next_event: 0,
     };
     let task = tokio::spawn(async move {
+        actor.restore().await;
         loop {
             let wake = actor.scheduler.next_deadline().map(|Millis(ms)| {
                 tokio::time::Instant::from_std(actor.started + std::time::Duration::from_millis(ms))
@@ -99,7 +134,7 @@ pub(crate) fn start(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 command = rx.recv() => match command {
-                    Some(command) => actor.handle(command),
+                    Some(command) => actor.handle(command).await,
                     None => break,
                 },
                 _ = async { match wake { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
@@ -119,7 +154,73 @@ impl Actor {
         Millis(self.started.elapsed().as_millis() as u64)
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Makes a transition durable before it is acknowledged. A store that fails is logged, not
+    /// fatal: the coordinator keeps serving, and only a restart could lose what it missed.
+    async fn persist(&mut self, run: &RunId, event: durable::Event) {
+        self.next_event += 1;
+        let txn = durable::event_txn(run, self.next_event, &event);
+        if let Err(e) = self.store.txn(txn).await {
+            tracing::error!(%run, error = %e, "failed to persist a scheduler transition");
+        }
+    }
+
+    /// Rebuilds the scheduler from what an earlier process left in the state store: runs are
+    /// submitted again, then their dispatches and completions replayed; workers that held
+    /// attempts are kept for a lease, so their running shards re-attach instead of re-running.
+    async fn restore(&mut self) {
+        let restored = match durable::load(self.store.as_ref()).await {
+            Ok(restored) => restored,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to read the coordinator's state; starting empty");
+                return;
+            }
+        };
+        let now = self.now();
+        for run in restored {
+            let id = run.record.id.clone();
+            let new_run = new_run(
+                &run.record,
+                run.priority,
+                run.deadline.map(|left| now.plus(left.as_millis() as u64)),
+            );
+            if let Err(e) = self.scheduler.submit(now, new_run) {
+                tracing::error!(run = %id, error = %e, "a stored run cannot be restored");
+                continue;
+            }
+            for (seq, event) in run.events {
+                self.next_event = self.next_event.max(seq);
+                match (&event, event.shard()) {
+                    (durable::Event::Assigned { .. }, Some((shard, attempt, worker))) => {
+                        let key = ShardKey {
+                            run: id.clone(),
+                            shard,
+                        };
+                        self.scheduler.restore_attempt(now, &worker, &key, attempt);
+                    }
+                    (durable::Event::Completed { reports, .. }, Some((shard, attempt, worker))) => {
+                        self.scheduler.complete(
+                            now,
+                            &worker,
+                            &id,
+                            &shard,
+                            attempt,
+                            reports.clone(),
+                        );
+                    }
+                    _ => {
+                        let _ = self.scheduler.cancel(now, &id);
+                    }
+                }
+            }
+            if !run.idempotency_key.is_empty() {
+                self.idempotency.insert(run.idempotency_key, id.clone());
+            }
+            tracing::info!(run = %id, "restored from the state store");
+            self.runs.insert(id, run.record);
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
         let now = self.now();
         match command {
             Command::Submit {
@@ -147,33 +248,20 @@ impl Actor {
                     }));
                     return;
                 }
-                let plan = &record.plan;
-                let new_run = NewRun {
-                    id: record.id.clone(),
-                    priority,
-                    // Submitters give a deadline relative to now; the scheduler's clock is absolute.
-                    deadline: deadline.map(|left| now.plus(left.0)),
-                    jobs: plan
-                        .jobs
-                        .values()
-                        .map(|j| JobDef {
-                            id: JobId(j.id.clone()),
-                            requires: j.requires.clone(),
-                            test_retries: j.test_retries,
-                            expected_seconds: j.expected_seconds,
-                        })
-                        .collect(),
-                    shards: plan
-                        .shards
-                        .iter()
-                        .map(|s| ShardDef {
-                            id: ShardId(s.id.clone()),
-                            jobs: s.jobs.iter().map(|j| JobId(j.clone())).collect(),
-                            requires: s.requires.clone(),
-                            expected_seconds: s.expected_seconds,
-                        })
-                        .collect(),
-                };
+                // Submitters give a deadline relative to now; the scheduler's clock is absolute.
+                let new_run = new_run(&record, priority, deadline.map(|left| now.plus(left.0)));
+                let wall_deadline = deadline.map(|left| {
+                    std::time::SystemTime::now() + std::time::Duration::from_millis(left.0)
+                });
+                // Durable before it is acknowledged; dropped again if the scheduler refuses it.
+                let txn = durable::record_txn(&record, priority, wall_deadline, &idempotency_key);
+                if let Err(e) = self.store.txn(txn).await {
+                    tracing::error!(run = %record.id, error = %e, "failed to persist a submission");
+                    let _ = reply.send(Err(SubmitError::Invalid(format!(
+                        "the coordinator's state store failed: {e}"
+                    ))));
+                    return;
+                }
                 let result = self
                     .scheduler
                     .submit(now, new_run)
@@ -183,6 +271,8 @@ impl Actor {
                         self.idempotency.insert(idempotency_key, record.id.clone());
                     }
                     self.runs.insert(record.id.clone(), *record);
+                } else {
+                    let _ = durable::forget(self.store.as_ref(), &record.id).await;
                 }
                 let _ = reply.send(result);
             }
@@ -246,15 +336,25 @@ impl Actor {
                 free_slots,
                 reply,
             } => {
-                let result = self
+                let assigned = self
                     .scheduler
-                    .request_work(now, &worker, session, free_slots)
-                    .map(|assignments| {
-                        assignments
-                            .into_iter()
-                            .filter_map(|a| self.assignment(a))
-                            .collect::<Vec<_>>()
-                    });
+                    .request_work(now, &worker, session, free_slots);
+                if let Ok(assignments) = &assigned {
+                    for a in assignments {
+                        let event = durable::Event::Assigned {
+                            shard: a.shard.0.clone(),
+                            attempt: a.attempt.0,
+                            worker: worker.0.clone(),
+                        };
+                        self.persist(&a.run, event).await;
+                    }
+                }
+                let result = assigned.map(|assignments| {
+                    assignments
+                        .into_iter()
+                        .filter_map(|a| self.assignment(a))
+                        .collect::<Vec<_>>()
+                });
                 match &result {
                     Ok(assigned) if assigned.is_empty() => {
                         self.idle.insert(worker);
@@ -273,10 +373,18 @@ impl Actor {
                 reports,
                 reply,
             } => {
+                let event = durable::Event::Completed {
+                    shard: shard.0.clone(),
+                    attempt: attempt.0,
+                    worker: worker.0.clone(),
+                    reports: reports.clone(),
+                };
                 let ack = self
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
+                    // Acknowledged to the worker only once durable.
+                    self.persist(&run, event).await;
                     self.logs.attempt_done(&run, &shard, attempt);
                 }
                 let _ = reply.send(ack);
@@ -289,7 +397,11 @@ impl Actor {
                 let _ = reply.send(self.log(&worker, chunk));
             }
             Command::Cancel { run, reply } => {
-                let _ = reply.send(self.scheduler.cancel(now, &run).ok());
+                let cancelled = self.scheduler.cancel(now, &run).ok();
+                if cancelled.is_some() {
+                    self.persist(&run, durable::Event::Cancelled).await;
+                }
+                let _ = reply.send(cancelled);
             }
             Command::Drain { worker, reply } => {
                 let drained = self.scheduler.drain(&worker);
@@ -344,6 +456,10 @@ impl Actor {
                 }
                 self.announce_finished(&run);
                 if published {
+                    // Its results are in the report store now; the state store lets go.
+                    if let Err(e) = durable::forget(self.store.as_ref(), &run).await {
+                        tracing::warn!(%run, error = %e, "failed to drop a published run's state");
+                    }
                     self.logs.remove_run(&run);
                     self.published.push_back(run);
                     self.forget_old_runs();
@@ -504,20 +620,7 @@ impl Actor {
                     self.publish(&run, event);
                 }
                 Notice::JobFinished { run, result } => {
-                    let key = format!("runs/{}/results/{}", run, result.job);
-                    if let Ok(value) = serde_json::to_vec(&result) {
-                        let txn = Txn {
-                            compares: vec![],
-                            ops: vec![Op::Put {
-                                key,
-                                value,
-                                lease: None,
-                            }],
-                        };
-                        if let Err(e) = self.store.txn(txn).await {
-                            tracing::error!(error = %e, "failed to persist a job result");
-                        }
-                    }
+                    // Durable already: the completion that produced it was persisted.
                     self.publish(
                         &run,
                         pb::run_event::Event::JobFinished(pb::JobResult::from(&result)),
@@ -526,17 +629,6 @@ impl Actor {
                 Notice::RunFinished { run, status } => {
                     if let Some(record) = self.runs.get_mut(&run) {
                         record.finished_at = Some(SystemTime::now());
-                    }
-                    let txn = Txn {
-                        compares: vec![],
-                        ops: vec![Op::Put {
-                            key: format!("runs/{run}/status"),
-                            value: status.as_str().as_bytes().to_vec(),
-                            lease: None,
-                        }],
-                    };
-                    if let Err(e) = self.store.txn(txn).await {
-                        tracing::error!(error = %e, "failed to persist a run's status");
                     }
                     self.publish_report(&run, status);
                 }

@@ -7,6 +7,7 @@ mod actor;
 mod auth;
 mod client_api;
 mod commands;
+mod durable;
 mod logs;
 mod publish;
 mod sources;

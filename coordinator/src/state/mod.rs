@@ -2,10 +2,12 @@
 
 pub mod conformance;
 mod etcd;
+mod file;
 mod memory;
 mod store;
 
 pub use etcd::EtcdStore;
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use store::{
     Compare, LeaseId, Op, Revision, StateStore, StoreError, Txn, Versioned, WatchEvent,

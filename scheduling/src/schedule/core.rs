@@ -305,6 +305,60 @@ impl Scheduler {
 
     /// Cancels what is left of a run: queued shards at once, running ones through their
     /// workers (the run settles when they confirm or their lease expires).
+    /// After a restart, from the durable record: `worker` holds `attempt` of `key` (it was
+    /// dispatched before the restart). The worker is kept, disconnected, with a fresh lease:
+    /// when it reconnects it keeps the attempt if it still runs it or reports its completion;
+    /// if it never comes back, the lease runs out and the attempt is lost as usual. Returns
+    /// whether the shard exists and is not settled.
+    pub fn restore_attempt(
+        &mut self,
+        now: Millis,
+        worker: &WorkerId,
+        key: &ShardKey,
+        attempt: Attempt,
+    ) -> bool {
+        let ttl = self.config.lease_ttl_ms;
+        let Some(run) = self.runs.get_mut(&key.run) else {
+            return false;
+        };
+        let Some(shard) = run.shards.get_mut(&key.shard) else {
+            return false;
+        };
+        match &shard.phase {
+            Phase::Done | Phase::Cancelled => return false,
+            Phase::Running { worker: holder } => {
+                // An older attempt's holder lost it (a lease expired before the restart).
+                if let Some(state) = self.workers.get_mut(holder) {
+                    state.running.remove(&(key.clone(), shard.attempt));
+                }
+            }
+            Phase::Queued => {
+                run.queue.retain(|s| s != &key.shard);
+                run.running += 1;
+            }
+        }
+        shard.attempt = attempt;
+        shard.phase = Phase::Running {
+            worker: worker.clone(),
+        };
+        let state = self
+            .workers
+            .entry(worker.clone())
+            .or_insert_with(|| WorkerState {
+                instance: String::new(),
+                connected: false,
+                labels: BTreeSet::new(),
+                slots: 0,
+                session: SessionId(0),
+                lease_until: now.plus(ttl),
+                last_heartbeat: now,
+                running: BTreeSet::new(),
+                draining: false,
+            });
+        state.running.insert((key.clone(), attempt));
+        true
+    }
+
     /// Whether some shard waits in a queue for a worker.
     pub fn has_queued_work(&self) -> bool {
         self.runs
