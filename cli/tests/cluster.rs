@@ -64,8 +64,13 @@ struct Cluster {
 /// Starts a coordinator on a loopback port with its data in `dir/coordinator`; returns it and
 /// the address it printed.
 fn spawn_coordinator(dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, String) {
+    spawn_coordinator_on("127.0.0.1:0", dir, args)
+}
+
+/// [`spawn_coordinator`] on a given address (a restart must come back where it was).
+fn spawn_coordinator_on(listen: &str, dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, String) {
     let mut coordinator = Command::new(bin("shardci-coordinator"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .arg("--data-dir")
         .arg(dir.join("coordinator"))
         .args(args)
@@ -1132,21 +1137,12 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
     let address = format!("127.0.0.1:{port}");
     let url = format!("http://{address}");
     let coordinator = || {
-        let mut child = Command::new(bin("shardci-coordinator"))
-            .args(["--listen", &address, "--lease-ttl", "10s"])
-            .arg("--data-dir")
-            .arg(dir.path().join("coordinator"))
-            .env("SHARDCI_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "{line}");
-        child
+        spawn_coordinator_on(
+            &address,
+            dir.path(),
+            &["--lease-ttl".as_ref(), "10s".as_ref()],
+        )
+        .0
     };
     let list = |what: &[&str]| -> Value {
         let out = Command::new(bin("shardci"))
