@@ -12,5 +12,6 @@ mod store;
 pub use open::{StoreOpenError, is_store_url, open_report_store};
 pub use retention::StoredRunSummary;
 pub use store::{
-    FinishedRun, LogStream, RegenerateError, Rendered, ReportStore, local_report_store,
+    FinishedRun, LogStream, RegenerateError, Rendered, ReportStore, file_log_stream,
+    local_report_store,
 };

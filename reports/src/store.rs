@@ -371,3 +371,33 @@ async fn read_tail(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     file.read_to_end(&mut end).await?;
     Ok(end)
 }
+
+/// The first `len` bytes of a log file (a coordinator's spool) as a stream of 1 MiB pieces,
+/// the same shape as a stored log's, so readers serve both alike.
+pub fn file_log_stream(file: std::path::PathBuf, len: u64) -> LogStream {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures_util::stream::unfold(
+        (None::<tokio::fs::File>, file, 0u64),
+        move |(open, path, sent)| async move {
+            if sent >= len {
+                return None;
+            }
+            let mut file = match open {
+                Some(file) => file,
+                None => match tokio::fs::File::open(&path).await {
+                    Ok(file) => file,
+                    Err(e) => return Some((Err(io_error(e)), (None, path, len))),
+                },
+            };
+            let want = (len - sent).min(1 << 20) as usize;
+            let mut buffer = vec![0u8; want];
+            match file.read_exact(&mut buffer).await {
+                Ok(_) => Some((
+                    Ok(bytes::Bytes::from(buffer)),
+                    (Some(file), path, sent + want as u64),
+                )),
+                Err(e) => Some((Err(io_error(e)), (None, path, len))),
+            }
+        },
+    ))
+}

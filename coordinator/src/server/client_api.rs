@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use shardci_reports::LogStream;
+use shardci_reports::{LogStream, file_log_stream};
 
 use super::commands::{Command, Coordinator, LogRead, RunRecord};
 use super::sources::{AsyncChunks, SourceStore, valid_digest};
@@ -291,7 +291,7 @@ impl ClientService for ClientApi {
         let (existing, follow): (LogStream, _) = match read {
             LogRead::Live(snapshot) => {
                 let spooled = match snapshot.file {
-                    Some(file) if snapshot.len > 0 => spool_stream(file, snapshot.len),
+                    Some(file) if snapshot.len > 0 => file_log_stream(file, snapshot.len),
                     _ => Box::pin(futures_util::stream::empty()),
                 };
                 (spooled, snapshot.follow)
@@ -403,41 +403,5 @@ impl ClientService for ClientApi {
             return Err(Status::not_found(format!("no worker {worker}")));
         }
         Ok(Response::new(pb::DrainWorkerResponse { accepted }))
-    }
-}
-
-/// The first `len` bytes of a spool file as a stream of 1 MiB pieces.
-fn spool_stream(file: std::path::PathBuf, len: u64) -> LogStream {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures_util::stream::unfold(
-        (None::<tokio::fs::File>, file, 0u64),
-        move |(open, path, sent)| async move {
-            if sent >= len {
-                return None;
-            }
-            let mut file = match open {
-                Some(file) => file,
-                None => match tokio::fs::File::open(&path).await {
-                    Ok(file) => file,
-                    Err(e) => return Some((Err(spool_error(e)), (None, path, len))),
-                },
-            };
-            let want = (len - sent).min(1 << 20) as usize;
-            let mut buffer = vec![0u8; want];
-            match file.read_exact(&mut buffer).await {
-                Ok(_) => Some((
-                    Ok(bytes::Bytes::from(buffer)),
-                    (Some(file), path, sent + want as u64),
-                )),
-                Err(e) => Some((Err(spool_error(e)), (None, path, len))),
-            }
-        },
-    ))
-}
-
-fn spool_error(e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "spool",
-        source: Box::new(e),
     }
 }
