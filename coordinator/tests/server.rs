@@ -171,6 +171,19 @@ impl Session {
         self.outbox.send(msg(m)).await.expect("send");
     }
 
+    /// Asks for work until a shard is assigned (a retry may wait in the queue a moment).
+    async fn next_assignment(&mut self) -> pb::ShardRef {
+        loop {
+            self.send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
+                free_slots: 1,
+            }))
+            .await;
+            if let pb::coordinator_message::Msg::Assignment(a) = self.next().await {
+                return a.shard.expect("a shard");
+            }
+        }
+    }
+
     /// The next message that is not a heartbeat acknowledgement.
     async fn next(&mut self) -> pb::coordinator_message::Msg {
         loop {
@@ -185,6 +198,22 @@ impl Session {
             }
         }
     }
+}
+
+/// Progress events of `run` from now on.
+async fn watch(
+    cli: &mut ClientServiceClient<Channel>,
+    run: &str,
+) -> tonic::Streaming<pb::RunEvent> {
+    cli.watch_run(authorized(
+        pb::WatchRunRequest {
+            run_id: run.to_string(),
+        },
+        CLIENT_TOKEN,
+    ))
+    .await
+    .expect("watching")
+    .into_inner()
 }
 
 fn success(job: &str, attempt: u32) -> pb::JobResult {
@@ -218,16 +247,7 @@ async fn a_run_goes_from_submission_through_a_worker_to_a_published_report() {
         .expect("submitted")
         .into_inner();
     let run = submitted.run_id;
-    let mut watch = cli
-        .watch_run(authorized(
-            pb::WatchRunRequest {
-                run_id: run.clone(),
-            },
-            CLIENT_TOKEN,
-        ))
-        .await
-        .expect("watching")
-        .into_inner();
+    let mut watch = watch(&mut cli, &run).await;
 
     let mut session = Session::open(&server.url, "w1").await;
     let pb::coordinator_message::Msg::Welcome(welcome) = session.next().await else {
@@ -414,34 +434,8 @@ async fn run_to_the_end(cli: &mut ClientServiceClient<Channel>, session: &mut Se
         .expect("submitted")
         .into_inner()
         .run_id;
-    let mut watch = cli
-        .watch_run(authorized(
-            pb::WatchRunRequest {
-                run_id: run.clone(),
-            },
-            CLIENT_TOKEN,
-        ))
-        .await
-        .expect("watching")
-        .into_inner();
-    session
-        .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
-            free_slots: 1,
-        }))
-        .await;
-    let shard = loop {
-        match session.next().await {
-            pb::coordinator_message::Msg::Assignment(a) => break a.shard.expect("a shard"),
-            pb::coordinator_message::Msg::NoWork(_) => {
-                session
-                    .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
-                        free_slots: 1,
-                    }))
-                    .await;
-            }
-            _ => {}
-        }
-    };
+    let mut watch = watch(cli, &run).await;
+    let shard = session.next_assignment().await;
     session
         .send(pb::worker_message::Msg::ShardFinished(pb::ShardFinished {
             shard: Some(shard),
@@ -548,23 +542,7 @@ async fn each_attempt_keeps_its_own_log_live_and_in_the_store() {
     let mut session = Session::open(&server.url, "w1").await;
     let mut attempts = Vec::new();
     for (attempt, text) in [(1, "first try\n"), (2, "second try\n")] {
-        session
-            .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
-                free_slots: 1,
-            }))
-            .await;
-        let shard = loop {
-            match session.next().await {
-                pb::coordinator_message::Msg::Assignment(a) => break a.shard.expect("a shard"),
-                _ => {
-                    session
-                        .send(pb::worker_message::Msg::RequestWork(pb::RequestWork {
-                            free_slots: 1,
-                        }))
-                        .await;
-                }
-            }
-        };
+        let shard = session.next_assignment().await;
         assert_eq!(shard.attempt, attempt);
         session.send(log_chunk(&run, &shard, 0, text)).await;
         let results = if attempt == 1 {
