@@ -156,11 +156,16 @@ impl Actor {
 
     /// Makes a transition durable before it is acknowledged. A store that fails is logged, not
     /// fatal: the coordinator keeps serving, and only a restart could lose what it missed.
-    async fn persist(&mut self, run: &RunId, event: durable::Event) {
-        self.next_event += 1;
-        let txn = durable::event_txn(run, self.next_event, &event);
+    /// Several transitions go in one transaction: one write (one fsync on disk) for a batch
+    /// of assignments.
+    async fn persist(&mut self, events: Vec<(RunId, durable::Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        let txn = durable::events_txn(self.next_event + 1, &events);
+        self.next_event += events.len() as u64;
         if let Err(e) = self.store.txn(txn).await {
-            tracing::error!(%run, error = %e, "failed to persist a scheduler transition");
+            tracing::error!(error = %e, "failed to persist scheduler transitions");
         }
     }
 
@@ -340,14 +345,18 @@ impl Actor {
                     .scheduler
                     .request_work(now, &worker, session, free_slots);
                 if let Ok(assignments) = &assigned {
-                    for a in assignments {
-                        let event = durable::Event::Assigned {
-                            shard: a.shard.0.clone(),
-                            attempt: a.attempt.0,
-                            worker: worker.0.clone(),
-                        };
-                        self.persist(&a.run, event).await;
-                    }
+                    let events = assignments
+                        .iter()
+                        .map(|a| {
+                            let event = durable::Event::Assigned {
+                                shard: a.shard.0.clone(),
+                                attempt: a.attempt.0,
+                                worker: worker.0.clone(),
+                            };
+                            (a.run.clone(), event)
+                        })
+                        .collect();
+                    self.persist(events).await;
                 }
                 let result = assigned.map(|assignments| {
                     assignments
@@ -384,7 +393,7 @@ impl Actor {
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
                     // Acknowledged to the worker only once durable.
-                    self.persist(&run, event).await;
+                    self.persist(vec![(run.clone(), event)]).await;
                     self.logs.attempt_done(&run, &shard, attempt);
                 }
                 let _ = reply.send(ack);
@@ -399,7 +408,8 @@ impl Actor {
             Command::Cancel { run, reply } => {
                 let cancelled = self.scheduler.cancel(now, &run).ok();
                 if cancelled.is_some() {
-                    self.persist(&run, durable::Event::Cancelled).await;
+                    self.persist(vec![(run.clone(), durable::Event::Cancelled)])
+                        .await;
                 }
                 let _ = reply.send(cancelled);
             }

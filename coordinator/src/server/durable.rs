@@ -102,15 +102,19 @@ pub(crate) fn record_txn(
     }
 }
 
-/// The write that makes one transition durable.
-pub(crate) fn event_txn(run: &RunId, seq: u64, event: &Event) -> Txn {
+/// The write that makes transitions durable together, numbered from `first_seq`.
+pub(crate) fn events_txn(first_seq: u64, events: &[(RunId, Event)]) -> Txn {
     Txn {
         compares: vec![],
-        ops: vec![Op::Put {
-            key: format!("runs/{run}/events/{seq:020}"),
-            value: serde_json::to_vec(event).unwrap_or_default(),
-            lease: None,
-        }],
+        ops: events
+            .iter()
+            .zip(first_seq..)
+            .map(|((run, event), seq)| Op::Put {
+                key: format!("runs/{run}/events/{seq:020}"),
+                value: serde_json::to_vec(event).unwrap_or_default(),
+                lease: None,
+            })
+            .collect(),
     }
 }
 
