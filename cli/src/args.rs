@@ -177,7 +177,8 @@ pub struct LocalArgs {
 #[derive(Debug, Args)]
 pub struct Remote {
     /// The coordinator's address, e.g. https://ci-coordinator:7070 (plain http:// only on
-    /// loopback unless --insecure).
+    /// loopback unless --insecure); several, comma separated, when coordinators share etcd:
+    /// the one that leads is used.
     #[arg(long, env = "SHARDCI_COORDINATOR", value_name = "URL")]
     pub coordinator: String,
     /// Bearer token for the client API.

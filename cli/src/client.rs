@@ -40,20 +40,9 @@ impl Interceptor for Credentials {
 
 pub type Client = ClientServiceClient<InterceptedService<Channel, Credentials>>;
 
+/// Connects to the coordinator that leads. Given several addresses (comma separated), asks
+/// each in turn and keeps the first that answers as leader: standbys answer UNAVAILABLE.
 pub async fn connect(remote: &Remote) -> Result<Client, Failure> {
-    let url = &remote.coordinator;
-    let tls = ClientTls {
-        ca: remote.ca.clone(),
-        identity: None,
-        insecure: remote.insecure,
-    };
-    let endpoint = endpoint(url, &tls).map_err(Failure::usage)?;
-    let channel = endpoint.connect().await.map_err(|e| {
-        Failure::infrastructure(anyhow::anyhow!(
-            "failed to reach the coordinator at {url}: {}",
-            error_chain(&e)
-        ))
-    })?;
     let token = match remote.token.as_deref() {
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
             Failure::usage(anyhow::anyhow!(
@@ -62,10 +51,50 @@ pub async fn connect(remote: &Remote) -> Result<Client, Failure> {
         })?),
         None => None,
     };
-    Ok(
-        ClientServiceClient::with_interceptor(channel, Credentials { token })
-            .max_decoding_message_size(64 << 20),
-    )
+    let addresses: Vec<&str> = remote
+        .coordinator
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let tls = ClientTls {
+        ca: remote.ca.clone(),
+        identity: None,
+        insecure: remote.insecure,
+    };
+    let mut answers = Vec::new();
+    for url in &addresses {
+        let endpoint = endpoint(url, &tls).map_err(Failure::usage)?;
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                answers.push(format!("{url}: {}", error_chain(&e)));
+                continue;
+            }
+        };
+        let mut client = ClientServiceClient::with_interceptor(
+            channel,
+            Credentials {
+                token: token.clone(),
+            },
+        )
+        .max_decoding_message_size(64 << 20);
+        if addresses.len() == 1 {
+            return Ok(client);
+        }
+        match client.ping(pb::PingRequest {}).await {
+            Ok(_) => return Ok(client),
+            Err(status) => answers.push(format!("{url}: {}", status.message())),
+        }
+    }
+    Err(Failure::infrastructure(anyhow::anyhow!(
+        "failed to reach a leading coordinator: {}",
+        if answers.is_empty() {
+            "no address given".to_string()
+        } else {
+            answers.join("; ")
+        }
+    )))
 }
 
 /// A status from the coordinator as an exit code: its refusals of our input are usage errors.

@@ -10,7 +10,8 @@ use shardci_proto::convert::{class_from_wire, seconds_from_wire, status_from_wir
 use shardci_proto::v1 as pb;
 use shardci_types::Status;
 
-use crate::client::{Client, status_failure};
+use crate::args::Remote;
+use crate::client::{Client, connect, status_failure};
 use crate::exit::{Code, Failure};
 
 /// A wire status as the domain's, `None` for a value this client does not know.
@@ -57,13 +58,17 @@ pub fn failure_line(result: &pb::JobResult) -> String {
 /// Follows `run` until it ends; returns its final state and where its report is.
 pub async fn watch(
     client: &mut Client,
+    remote: &Remote,
     run: &str,
     quiet: bool,
 ) -> Result<(pb::Run, Option<String>), Failure> {
     let mut report = None;
-    let mut events = open_watch(client, run)
-        .await
-        .map_err(|s| status_failure("failed to watch the run", s))?;
+    let mut events = match open_watch(client, run).await {
+        Ok(events) => events,
+        // The coordinator went between the submission and the watch (a failover).
+        Err(lost) if reconnectable(&lost) => reconnect(client, remote, run, lost).await?,
+        Err(status) => return Err(status_failure("failed to watch the run", status)),
+    };
     let terminal = std::io::stderr().is_terminal() && !quiet;
     let bar = if terminal {
         let bar = ProgressBar::new(0);
@@ -123,7 +128,7 @@ pub async fn watch(
                     "lost the coordinator ({}); reconnecting",
                     lost.message()
                 ));
-                events = reconnect(client, run, lost).await?;
+                events = reconnect(client, remote, run, lost).await?;
                 continue;
             }
             Err(status) => return Err(status_failure("lost the run's progress stream", status)),
@@ -205,9 +210,11 @@ fn reconnectable(status: &tonic::Status) -> bool {
     )
 }
 
-/// Watches again with capped backoff for up to two minutes.
+/// Watches again with capped backoff for up to two minutes, on whichever coordinator leads by
+/// then.
 async fn reconnect(
     client: &mut Client,
+    remote: &Remote,
     run: &str,
     mut last: tonic::Status,
 ) -> Result<Events, Failure> {
@@ -215,20 +222,32 @@ async fn reconnect(
     let mut wait = Duration::from_millis(200);
     while std::time::Instant::now() < deadline {
         tokio::time::sleep(wait).await;
+        match connect(remote).await {
+            Ok(leader) => *client = leader,
+            Err(_) => {
+                wait = (wait * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
         match open_watch(client, run).await {
             Ok(events) => return Ok(events),
             Err(status) if reconnectable(&status) => last = status,
             Err(status) => return Err(status_failure("failed to watch the run again", status)),
         }
-        wait = (wait * 2).min(Duration::from_secs(5));
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
     Err(status_failure("lost the coordinator for two minutes", last))
 }
 
 /// Follows `run` to its end, prints the final table (or JSON) and the report's address, and
 /// returns the exit code its result maps to.
-pub async fn watch_to_the_end(client: &mut Client, run: &str, json: bool) -> Result<Code, Failure> {
-    let (run, report) = watch(client, run, json).await?;
+pub async fn watch_to_the_end(
+    client: &mut Client,
+    remote: &Remote,
+    run: &str,
+    json: bool,
+) -> Result<Code, Failure> {
+    let (run, report) = watch(client, remote, run, json).await?;
     if json {
         println!("{}", crate::commands::runs::run_json(&run));
     } else {

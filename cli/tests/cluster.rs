@@ -4,42 +4,16 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use shardci_testkit::{IMAGE, fixture, git};
+use shardci_testkit::{fixture, git};
 
-fn bin(name: &str) -> PathBuf {
-    let shardci = PathBuf::from(env!("CARGO_BIN_EXE_shardci"));
-    let path = shardci.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-fn ensure_image() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let docker = shardci_worker::executor::DockerExecutor::connect("cluster-test-setup")
-            .await
-            .expect("Docker is reachable");
-        let dir = tempfile::tempdir().unwrap();
-        let image = shardci_worker::images::busybox_image(IMAGE, dir.path()).unwrap();
-        shardci_worker::images::ensure(
-            docker.client(),
-            &image,
-            &mut shardci_worker::logs::MemorySink::default(),
-        )
-        .await
-        .expect("the test image builds");
-    });
-}
+mod common;
+use common::{bin, ensure_image, signal};
 
 /// `n` connectors whose one step sleeps `seconds`.
 fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
@@ -257,16 +231,6 @@ fn containers(filter: &str) -> usize {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 fn results(run: &Value) -> Vec<Value> {

@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod election;
 pub mod server;
 pub mod state;
 pub mod wire;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use shardci_coordinator::server::{ServerConfig, ServerTls, Tokens, serve};
+use shardci_coordinator::server::{
+    ElectionConfig, ServeError, ServerConfig, ServerTls, Tokens, serve,
+};
 use shardci_coordinator::state::{EtcdStore, FileStore, MemoryStore, StateStore};
 use shardci_planning::config::parse_duration;
 use shardci_scheduling::schedule::SchedulerConfig;
@@ -33,9 +35,18 @@ struct Args {
     disconnect_grace: u64,
     /// Where runs and the scheduler's transitions are kept so a restart carries on: `file`
     /// (`<data-dir>/state`, fsync'd), `memory` (lost on restart), or
-    /// `etcd://host:2379[,host:2379...]` (one coordinator at a time: no leader election yet).
+    /// `etcd://host:2379[,host:2379...]`, shared by several coordinators: one leads, the
+    /// others stand by and take over when it goes (they need a shared --store too).
     #[arg(long, env = "SHARDCI_STATE", default_value = "file")]
     state: String,
+    /// With etcd: how clients and workers reach this coordinator, named by standbys while it
+    /// leads [default: http(s)://<listen address>].
+    #[arg(long, env = "SHARDCI_ADVERTISE", value_name = "URL")]
+    advertise: Option<String>,
+    /// With etcd: a leader that stops renewing its lease (killed, paused, cut off) is replaced
+    /// about this long after its last renewal; etcd rounds it up to whole seconds.
+    #[arg(long, env = "SHARDCI_ELECTION_TTL", default_value = "5s", value_parser = duration_ms)]
+    election_ttl: u64,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
     state_prefix: String,
@@ -172,13 +183,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match listener.local_addr() {
-        Ok(address) => println!("shardci-coordinator listening on {address}"),
+    let bound = match listener.local_addr() {
+        Ok(address) => {
+            println!("shardci-coordinator listening on {address}");
+            address
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(3);
         }
-    }
+    };
     let shutdown = shardci_runtime::shutdown_on_signal();
     let store = args
         .store
@@ -206,6 +220,7 @@ async fn main() -> ExitCode {
             },
         )
     };
+    let mut shared_state = None;
     let state: Arc<dyn StateStore> = match args.state.as_str() {
         "memory" => Arc::new(MemoryStore::new()),
         "file" => match FileStore::open(&config.data_dir.join("state")).await {
@@ -219,13 +234,24 @@ async fn main() -> ExitCode {
             Some(hosts) => {
                 let endpoints: Vec<String> =
                     hosts.split(',').map(|h| format!("http://{h}")).collect();
-                match EtcdStore::connect(&endpoints, &args.state_prefix).await {
-                    Ok(store) => Arc::new(store),
-                    Err(e) => {
-                        eprintln!("error: failed to reach etcd at {hosts}: {e}");
-                        return ExitCode::from(3);
-                    }
-                }
+                let store = tokio::select! {
+                    store = connect_etcd(&endpoints, &args.state_prefix) => store,
+                    () = shutdown.cancelled() => return ExitCode::SUCCESS,
+                };
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let advertise = args
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("{scheme}://{bound}"));
+                shared_state = Some(ElectionConfig {
+                    ttl: std::time::Duration::from_millis(args.election_ttl),
+                    advertise,
+                });
+                Arc::new(store)
             }
             None => {
                 eprintln!(
@@ -235,11 +261,40 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let config = ServerConfig {
+        election: shared_state,
+        ..config
+    };
     match serve(listener, config, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ServeError::Deposed) => {
+            eprintln!("error: {e}; start it again to stand by");
+            ExitCode::from(4)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+/// Connects to etcd, waiting for it rather than failing: coordinators and etcd often start
+/// together, and a crash loop helps nobody.
+async fn connect_etcd(endpoints: &[String], prefix: &str) -> EtcdStore {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match EtcdStore::connect(endpoints, prefix).await {
+            Ok(store) => match store.get("election/leader").await {
+                Ok(_) => return store,
+                Err(e) => {
+                    tracing::error!(endpoints = ?endpoints, error = %e, "etcd does not answer; retrying in {wait:?}")
+                }
+            },
+            Err(e) => {
+                tracing::error!(endpoints = ?endpoints, error = %e, "cannot reach etcd; retrying in {wait:?}")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
     }
 }

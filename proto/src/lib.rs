@@ -11,6 +11,9 @@ pub const API_VERSION: u32 = 1;
 /// gRPC metadata key carrying [`API_VERSION`] on every call.
 pub const API_VERSION_HEADER: &str = "shardci-api-version";
 
+/// The header a standby coordinator's UNAVAILABLE answer names the leader in.
+pub const LEADER_HEADER: &str = "shardci-leader";
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("shardci.v1");

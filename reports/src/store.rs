@@ -198,18 +198,46 @@ impl ReportStore {
             .collect();
         let mut tails: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut run = run.clone();
-        for ((job, step, attempt), log) in &finished.logs {
+        // Logs the workers stored themselves (under their attempt's number) need no upload:
+        // they are whole even if another coordinator heard the steps run.
+        let staged = self.staged_logs(&run).await?;
+        let mut logs: BTreeMap<(String, String, u32), Option<&std::path::Path>> = staged
+            .iter()
+            .map(|(job, step, attempt)| ((job.clone(), step.clone(), *attempt), None))
+            .collect();
+        for (key, path) in &finished.logs {
+            logs.entry(key.clone()).or_insert(Some(path.as_path()));
+        }
+        for ((job, step, attempt), spooled) in &logs {
             // The attempt that decided the job is `log.txt`; earlier ones keep their number.
             let earlier = decided.get(job.as_str()).is_some_and(|d| d != attempt);
             let key = shardci_types::log_key(&run.run_id, job, step, earlier.then_some(*attempt));
-            self.put_file(&key, log).await?;
+            match spooled {
+                Some(log) => self.put_file(&key, log).await?,
+                None if earlier => {}
+                None => {
+                    let numbered = StorePath::from(shardci_types::log_key(
+                        &run.run_id,
+                        job,
+                        step,
+                        Some(*attempt),
+                    ));
+                    // A rename on disk; a server-side copy and delete on S3.
+                    self.store
+                        .rename(&numbered, &StorePath::from(key.as_str()))
+                        .await?;
+                }
+            }
             if earlier {
                 run.earlier_attempts
                     .entry(job.clone())
                     .or_default()
                     .push((step.clone(), *attempt));
             } else {
-                let end = read_tail(log).await.map_err(io_error)?;
+                let end = match spooled {
+                    Some(log) => read_tail(log).await.map_err(io_error)?,
+                    None => self.stored_tail(&key).await?,
+                };
                 tails.insert((job.clone(), step.clone()), tail(&end, 40));
             }
         }
@@ -226,6 +254,57 @@ impl ReportStore {
         self.update_history(&rendered.report).await?;
         self.write_reports(&rendered).await?;
         Ok(rendered.html_url)
+    }
+
+    /// The (job, step, attempt) logs workers stored under the run while it ran
+    /// (`.../log.attempt-<n>.txt`).
+    async fn staged_logs(
+        &self,
+        run: &StoredRun,
+    ) -> Result<Vec<(String, String, u32)>, object_store::Error> {
+        use futures_util::TryStreamExt;
+        let by_key: BTreeMap<String, &String> = run
+            .jobs
+            .keys()
+            .map(|job| (shardci_types::job_key(job), job))
+            .collect();
+        // One listing for the run (paginated by the store), not one per job.
+        let prefix = StorePath::from(format!("runs/{}/jobs", run.run_id));
+        let objects: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&prefix)).try_collect().await?;
+        let mut found = Vec::new();
+        for object in objects {
+            let location = object.location.as_ref();
+            let Some(rest) = location.strip_prefix(prefix.as_ref()) else {
+                continue;
+            };
+            let mut parts = rest.trim_start_matches('/').split('/');
+            let (Some(job), Some(step), Some(file), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let attempt = file
+                .strip_prefix("log.attempt-")
+                .and_then(|rest| rest.strip_suffix(".txt"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let (Some(job), Some(attempt)) = (by_key.get(job), attempt) {
+                found.push(((*job).clone(), step.to_string(), attempt));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The last 64 KiB of a stored object (a log may be gigabytes).
+    async fn stored_tail(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
+        let path = StorePath::from(key);
+        let meta = self.store.head(&path).await?;
+        let start = meta.size.saturating_sub(64 << 10);
+        Ok(self
+            .store
+            .get_range(&path, start..meta.size)
+            .await?
+            .to_vec())
     }
 
     /// Renders a stored run's reports again from `run.json` and its logs (a pure function of

@@ -59,3 +59,119 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
+
+/// A real etcd cluster of several members on loopback, each of which can be killed and started
+/// again on its data (a crashed host coming back).
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    _data: tempfile::TempDir,
+    /// The members' client addresses, `http://127.0.0.1:<port>`.
+    pub endpoints: Vec<String>,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer_url: String,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until each client port answers.
+    pub fn start(n: usize) -> EtcdCluster {
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+            })
+            .collect();
+        let endpoints = members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect();
+        let mut cluster = EtcdCluster {
+            members,
+            _data: data,
+            endpoints,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_for(i);
+        }
+        cluster
+    }
+
+    /// `etcd://host:port,...` as `shardci-coordinator --state` takes it.
+    pub fn state_url(&self) -> String {
+        let hosts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        let dir = self._data.path().join(&self.members[i].name);
+        let member = &mut self.members[i];
+        let endpoint = format!("http://127.0.0.1:{}", member.client);
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--name", &member.name])
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &member.peer_url])
+            .args(["--initial-advertise-peer-urls", &member.peer_url])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "shardci-test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (scripts/install-deps installs Debian's etcd-server)");
+        member.child = Some(child);
+    }
+
+    fn wait_for(&self, i: usize) {
+        let port = self.members[i].client;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd member {i} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_for(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

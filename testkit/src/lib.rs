@@ -14,7 +14,7 @@ mod pki;
 
 use std::path::{Path, PathBuf};
 
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCluster};
 pub use git::{commit_all, git};
 pub use moto::Moto;
 pub use pki::Pki;

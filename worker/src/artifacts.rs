@@ -128,36 +128,51 @@ pub async fn upload(
                 MAX_BYTES >> 30
             )));
         }
-        let key = format!("{prefix}/{relative}");
-        let location = StorePath::from(key.as_str());
-        let upload_error = |source| ArtifactError::Upload {
-            key: key.clone(),
-            source,
-        };
-        if size as usize <= PART_BYTES {
-            let bytes = tokio::fs::read(path).await.map_err(read_error)?;
-            store
-                .put(&location, PutPayload::from(bytes))
-                .await
-                .map_err(upload_error)?;
-        } else {
-            let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
-            let upload = store.put_multipart(&location).await.map_err(upload_error)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            let mut buffer = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buffer).await.map_err(read_error)?;
-                if n == 0 {
-                    break;
-                }
-                writer.wait_for_capacity(4).await.map_err(upload_error)?;
-                writer.write(&buffer[..n]);
-            }
-            writer.finish().await.map_err(upload_error)?;
-        }
+        upload_file(store, &format!("{prefix}/{relative}"), path, size).await?;
         kept.push(relative.clone());
     }
     Ok(kept)
+}
+
+/// Uploads one file of `size` bytes to `key`: at once when small, else in parts streamed from
+/// disk.
+pub async fn upload_file(
+    store: &dyn ObjectStore,
+    key: &str,
+    path: &Path,
+    size: u64,
+) -> Result<(), ArtifactError> {
+    let read_error = |source| ArtifactError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let location = StorePath::from(key);
+    let upload_error = |source| ArtifactError::Upload {
+        key: key.to_string(),
+        source,
+    };
+    if size as usize <= PART_BYTES {
+        let bytes = tokio::fs::read(path).await.map_err(read_error)?;
+        store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(upload_error)?;
+    } else {
+        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        let upload = store.put_multipart(&location).await.map_err(upload_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buffer).await.map_err(read_error)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(upload_error)?;
+            writer.write(&buffer[..n]);
+        }
+        writer.finish().await.map_err(upload_error)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ enum ExecutorKind {
 )]
 struct Args {
     /// The coordinator, e.g. https://ci-coordinator:7070 (plain http:// only on loopback
-    /// unless --insecure).
+    /// unless --insecure); several, comma separated, when coordinators share etcd: the worker
+    /// serves whichever leads.
     #[arg(long, env = "SHARDCI_COORDINATOR")]
     coordinator: String,
     /// Worker id, unique among the coordinator's live workers (a second live process with the

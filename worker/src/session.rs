@@ -13,7 +13,7 @@ use shardci_proto::convert::std_duration_from_wire;
 use shardci_proto::endpoint::{ClientTls, endpoint, error_chain};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
-use shardci_proto::{API_VERSION, API_VERSION_HEADER};
+use shardci_proto::{API_VERSION, API_VERSION_HEADER, LEADER_HEADER};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,8 @@ use crate::source::SourceCache;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// `http://host:port` of the coordinator.
+    /// The coordinators, comma separated (`https://c1:7070,https://c2:7070`): the worker
+    /// serves whichever leads, moving on when one stands by or cannot be reached.
     pub coordinator: String,
     pub id: String,
     pub labels: Vec<String>,
@@ -47,10 +48,15 @@ pub enum WorkerError {
     Refused(String),
     #[error("the session failed: {0}")]
     Session(String),
+    /// The coordinator reached stands by (another leads, or an election is under way).
+    #[error("{0}")]
+    Standby(String),
 }
 
 pub struct Worker {
     shared: Arc<Shared>,
+    /// Which of the coordinator addresses the next session tries.
+    next_address: std::sync::atomic::AtomicUsize,
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -81,6 +87,21 @@ fn heartbeat_interval(given: Option<prost_types::Duration>) -> Duration {
     }
 }
 
+/// The coordinator addresses, in the order tried; never empty (clap requires the flag).
+fn coordinator_addresses(options: &WorkerOptions) -> Vec<&str> {
+    let addresses: Vec<&str> = options
+        .coordinator
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addresses.is_empty() {
+        vec![options.coordinator.as_str()]
+    } else {
+        addresses
+    }
+}
+
 fn message(msg: pb::worker_message::Msg) -> pb::WorkerMessage {
     pb::WorkerMessage { msg: Some(msg) }
 }
@@ -106,6 +127,7 @@ impl Worker {
                 channel: Mutex::new(None),
                 artifact_store: Mutex::new(None),
             }),
+            next_address: Default::default(),
         }
     }
 
@@ -137,19 +159,38 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
+            let mut cycle_done = true;
             match self.session(&shutdown).await {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(WorkerError::Refused(why)) => break Err(WorkerError::Refused(why)),
                 Err(e) => {
-                    tracing::warn!(worker = %self.shared.options.id, error = %e, "session lost; reconnecting")
+                    if matches!(e, WorkerError::Standby(_)) {
+                        // Coordinators are up and electing: keep asking at a steady pace.
+                        backoff = Duration::from_millis(100);
+                        tracing::info!(worker = %self.shared.options.id, reason = %e, "not the leader; trying the next coordinator");
+                    } else {
+                        tracing::warn!(worker = %self.shared.options.id, error = %e, "session lost; reconnecting");
+                    }
+                    // The next address now (a standby, a dead leader): a failover costs one
+                    // short wait per address, and backing off only once all were tried.
+                    let tried = self.next_address.fetch_add(1, Ordering::Relaxed) + 1;
+                    cycle_done =
+                        tried.is_multiple_of(coordinator_addresses(&self.shared.options).len());
                 }
             }
             self.shared.link.send_replace(None);
+            let wait = if cycle_done {
+                backoff
+            } else {
+                Duration::from_millis(100)
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
-                _ = tokio::time::sleep(jitter(backoff)) => {}
+                _ = tokio::time::sleep(jitter(wait)) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            if cycle_done {
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
         };
         for token in lock(&self.shared.running).values() {
             token.cancel();
@@ -162,17 +203,15 @@ impl Worker {
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), WorkerError> {
         let shared = &self.shared;
         let options = &shared.options;
-        let channel = endpoint(&options.coordinator, &options.tls)
+        let addresses = coordinator_addresses(options);
+        let address = addresses[self.next_address.load(Ordering::Relaxed) % addresses.len()];
+        let channel = endpoint(address, &options.tls)
             .map_err(|e| WorkerError::Refused(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .map_err(|e| {
-                WorkerError::Session(format!(
-                    "cannot reach {}: {}",
-                    options.coordinator,
-                    error_chain(&e)
-                ))
+                WorkerError::Session(format!("cannot reach {address}: {}", error_chain(&e)))
             })?;
         *lock(&shared.channel) = Some(channel.clone());
         let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20);
@@ -220,7 +259,21 @@ impl Worker {
             {
                 return Err(WorkerError::Refused(status.message().to_string()));
             }
-            Err(status) => return Err(WorkerError::Session(status.message().to_string())),
+            Err(status)
+                if status.metadata().contains_key(LEADER_HEADER)
+                    || status.message().contains("stands by") =>
+            {
+                return Err(WorkerError::Standby(format!(
+                    "{address}: {}",
+                    status.message()
+                )));
+            }
+            Err(status) => {
+                return Err(WorkerError::Session(format!(
+                    "{address}: {}",
+                    status.message()
+                )));
+            }
         };
         let welcome = match inbound.message().await {
             Ok(Some(pb::CoordinatorMessage {

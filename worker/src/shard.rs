@@ -16,7 +16,7 @@ use crate::dag::run_job;
 use crate::executor::StepContext;
 use crate::logs::{LogSink, MaskingSink};
 use crate::shared::{Shared, lock};
-use crate::shipping::{FileSink, LogFile, LogRegistry, ship_logs};
+use crate::shipping::{FileSink, LogFile, LogRegistry, ship_logs, store_logs};
 use crate::wire;
 
 /// Runs every job of `assignment`, returning their results in wire form.
@@ -140,6 +140,7 @@ pub(crate) async fn run_shard(
         true,
     )
     .await;
+    store_logs(shared, &registry, &shard.run_id, attempt).await;
     results
 }
 

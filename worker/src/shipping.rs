@@ -117,3 +117,28 @@ pub(crate) async fn ship_logs(
         }
     }
 }
+
+/// Stores each step's whole log under its attempt's number, beside the step's artifacts, before
+/// the shard's completion is reported: whichever coordinator publishes the run finds it there,
+/// even one that never heard the step's chunks (after a failover or a restart). Without a
+/// store, the coordinator's spool is all there is.
+pub(crate) async fn store_logs(shared: &Shared, registry: &LogRegistry, run: &str, attempt: u32) {
+    let store = lock(&shared.artifact_store)
+        .as_ref()
+        .map(|(_, store)| store.clone());
+    let Some(store) = store else { return };
+    let files: Vec<(String, String, PathBuf)> = lock(registry)
+        .iter()
+        .map(|f| (f.job.clone(), f.step.clone(), f.path.clone()))
+        .collect();
+    for (job, step, path) in files {
+        let Ok(meta) = tokio::fs::metadata(&path).await else {
+            continue;
+        };
+        let key = shardci_types::log_key(run, &job, &step, Some(attempt));
+        if let Err(e) = crate::artifacts::upload_file(store.as_ref(), &key, &path, meta.len()).await
+        {
+            tracing::warn!(%key, error = %e, "failed to store a step's log; the coordinator's copy is all there is");
+        }
+    }
+}

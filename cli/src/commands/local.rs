@@ -154,7 +154,8 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
     }
 
     let run = async {
-        let mut client = connect(&crate::args::Remote::loopback(url.clone())).await?;
+        let remote = crate::args::Remote::loopback(url.clone());
+        let mut client = connect(&remote).await?;
         let run_id = submit(
             &mut client,
             &plan,
@@ -163,7 +164,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             &who(),
         )
         .await?;
-        let finished = watch(&mut client, &run_id, args.json).await?;
+        let finished = watch(&mut client, &remote, &run_id, args.json).await?;
         Ok::<_, Failure>(finished)
     };
     let outcome = tokio::select! {

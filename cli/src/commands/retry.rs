@@ -103,7 +103,7 @@ pub async fn retry(args: RetryArgs) -> Result<Code, Failure> {
         plan.jobs.len(),
         plan.shards.len()
     );
-    watch_to_the_end(&mut client, &run_id, args.json).await
+    watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
 }
 
 #[cfg(test)]

@@ -35,6 +35,6 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
             return Ok(Code::Success);
         }
         eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
-        watch_to_the_end(&mut client, &run_id, args.json).await
+        watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
     })
 }

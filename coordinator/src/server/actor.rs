@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::commands::{Command, Coordinator, LogRead, LogVerdict, Outgoing, RunRecord};
+use super::commands::{Command, LogRead, LogVerdict, Outgoing, RunRecord};
 use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
@@ -46,6 +46,10 @@ struct Actor {
     idle: std::collections::BTreeSet<WorkerId>,
     /// The last event number written to the state store.
     next_event: u64,
+    /// Whether this process granted a shard lease yet.
+    granted_a_lease: bool,
+    /// Whether this process welcomed a worker (granted its session lease) yet.
+    granted_a_session: bool,
 }
 
 /// The scheduler's view of a submitted run.
@@ -91,13 +95,16 @@ pub(crate) struct ActorConfig {
 
 /// Starts the event loop; it stops when `shutdown` is cancelled. Work it detaches (report
 /// publishing) is tracked by `tracker`, which the caller waits for on shutdown.
+/// `restored` is what an earlier leader left in the state store ([`durable::load`]).
+/// Commands sent before it starts (while a standby waits to lead) wait in `commands`.
 pub(crate) fn start(
     config: ActorConfig,
     store: Arc<dyn StateStore>,
+    (tx, mut rx): (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+    restored: Vec<durable::Restored>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-) -> (Coordinator, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Command>(1024);
+) -> tokio::task::JoinHandle<()> {
     let ActorConfig {
         scheduler,
         max_active_runs,
@@ -124,9 +131,11 @@ pub(crate) fn start(
         store,
         idle: Default::default(),
         next_event: 0,
+        granted_a_lease: false,
+        granted_a_session: false,
     };
-    let task = tokio::spawn(async move {
-        actor.restore().await;
+    tokio::spawn(async move {
+        actor.restore(restored);
         loop {
             let wake = actor.scheduler.next_deadline().map(|Millis(ms)| {
                 tokio::time::Instant::from_std(actor.started + std::time::Duration::from_millis(ms))
@@ -145,8 +154,7 @@ pub(crate) fn start(
             actor.route_notices().await;
             actor.wake_idle_workers();
         }
-    });
-    (Coordinator::new(tx), task)
+    })
 }
 
 impl Actor {
@@ -154,32 +162,28 @@ impl Actor {
         Millis(self.started.elapsed().as_millis() as u64)
     }
 
-    /// Makes a transition durable before it is acknowledged. A store that fails is logged, not
-    /// fatal: the coordinator keeps serving, and only a restart could lose what it missed.
-    /// Several transitions go in one transaction: one write (one fsync on disk) for a batch
-    /// of assignments.
-    async fn persist(&mut self, events: Vec<(RunId, durable::Event)>) {
+    /// Makes transitions durable, together (one write, one fsync on disk, for a batch of
+    /// assignments). A caller acknowledges nothing whose write failed: the worker or client
+    /// asks again, and a deposed leader's writes all fail (the server stops with it).
+    async fn persist(&mut self, events: Vec<(RunId, durable::Event)>) -> bool {
         if events.is_empty() {
-            return;
+            return true;
         }
         let txn = durable::events_txn(self.next_event + 1, &events);
         self.next_event += events.len() as u64;
-        if let Err(e) = self.store.txn(txn).await {
-            tracing::error!(error = %e, "failed to persist scheduler transitions");
+        match self.store.txn(txn).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to persist scheduler transitions; not acknowledging them");
+                false
+            }
         }
     }
 
     /// Rebuilds the scheduler from what an earlier process left in the state store: runs are
     /// submitted again, then their dispatches and completions replayed; workers that held
     /// attempts are kept for a lease, so their running shards re-attach instead of re-running.
-    async fn restore(&mut self) {
-        let restored = match durable::load(self.store.as_ref()).await {
-            Ok(restored) => restored,
-            Err(e) => {
-                tracing::error!(error = %e, "failed to read the coordinator's state; starting empty");
-                return;
-            }
-        };
+    fn restore(&mut self, restored: Vec<durable::Restored>) {
         let now = self.now();
         for run in restored {
             let id = run.record.id.clone();
@@ -321,6 +325,15 @@ impl Actor {
                     msg: Some(pb::coordinator_message::Msg::Welcome(welcome)),
                 };
                 let _ = outbox.try_send(Ok(message));
+                if !self.granted_a_session {
+                    // Failover tests and operators time a takeover by this line.
+                    self.granted_a_session = true;
+                    tracing::info!(
+                        %worker,
+                        since_start_ms = self.started.elapsed().as_millis() as u64,
+                        "granted the first worker lease of this term"
+                    );
+                }
                 self.sessions.insert(worker, (session, outbox));
                 let _ = reply.send(Ok(session));
             }
@@ -356,7 +369,19 @@ impl Actor {
                             (a.run.clone(), event)
                         })
                         .collect();
-                    self.persist(events).await;
+                    if !self.persist(events).await {
+                        // Dropping the reply ends the session; the worker reconnects and the
+                        // scheduler takes back what it never got.
+                        return;
+                    }
+                }
+                if !self.granted_a_lease && assigned.as_ref().is_ok_and(|a| !a.is_empty()) {
+                    // Failover tests and operators time a takeover by this line.
+                    self.granted_a_lease = true;
+                    tracing::info!(
+                        since_start_ms = self.started.elapsed().as_millis() as u64,
+                        "granted the first shard lease of this term"
+                    );
                 }
                 let result = assigned.map(|assignments| {
                     assignments
@@ -392,8 +417,11 @@ impl Actor {
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
-                    // Acknowledged to the worker only once durable.
-                    self.persist(vec![(run.clone(), event)]).await;
+                    // Acknowledged to the worker only once durable; unacknowledged, the
+                    // worker reports it again in its next hello.
+                    if !self.persist(vec![(run.clone(), event)]).await {
+                        return;
+                    }
                     self.logs.attempt_done(&run, &shard, attempt);
                 }
                 let _ = reply.send(ack);
@@ -407,9 +435,12 @@ impl Actor {
             }
             Command::Cancel { run, reply } => {
                 let cancelled = self.scheduler.cancel(now, &run).ok();
-                if cancelled.is_some() {
-                    self.persist(vec![(run.clone(), durable::Event::Cancelled)])
-                        .await;
+                if cancelled.is_some()
+                    && !self
+                        .persist(vec![(run.clone(), durable::Event::Cancelled)])
+                        .await
+                {
+                    return;
                 }
                 let _ = reply.send(cancelled);
             }

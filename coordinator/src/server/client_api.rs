@@ -59,6 +59,15 @@ fn new_run_id() -> String {
 
 #[tonic::async_trait]
 impl ClientService for ClientApi {
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(pb::PingResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
     async fn plan(
         &self,
         _request: Request<pb::PlanRequest>,

@@ -8,6 +8,7 @@ mod auth;
 mod client_api;
 mod commands;
 mod durable;
+mod gate;
 mod logs;
 mod publish;
 mod sources;
@@ -28,8 +29,10 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthLayer, Scope, Tokens, TokensError};
 pub(crate) use commands::RunRecord;
+pub use gate::{LEADER_HEADER, LeaderGate};
 use sources::SourceStore;
 
+use crate::election::{Election, Role};
 use crate::state::StateStore;
 
 /// How a coordinator serves.
@@ -56,6 +59,18 @@ pub struct ServerConfig {
     pub disconnect_grace: Duration,
     /// Serve TLS with this identity (and ask workers for client certificates).
     pub tls: Option<ServerTls>,
+    /// Share the state store with other coordinators: lead when elected, stand by until then.
+    pub election: Option<ElectionConfig>,
+}
+
+/// How a coordinator that shares its state store campaigns.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// A leader that stops renewing is replaced about this long after its last renewal.
+    pub ttl: Duration,
+    /// How clients and workers reach this coordinator (`https://c1.example:7070`); standbys
+    /// name it while this one leads.
+    pub advertise: String,
 }
 
 /// The coordinator's TLS: its certificate chain and key (PEM), and optionally the CA whose
@@ -85,6 +100,7 @@ impl ServerConfig {
             finished_runs_kept: 500,
             disconnect_grace: Duration::from_secs(1),
             tls: None,
+            election: None,
         }
     }
 }
@@ -103,6 +119,14 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The state store holds what this coordinator cannot read back: serving without it would
+    /// drop the runs it holds.
+    #[error("{0}")]
+    State(String),
+    /// Another coordinator leads now; this one stopped serving and must start again as a
+    /// standby (its memory may hold what it could not make durable).
+    #[error("this coordinator lost its leadership (another leads now) and stepped down")]
+    Deposed,
 }
 
 /// Serves both services on `listener` until `shutdown` is cancelled, then waits (up to
@@ -128,19 +152,70 @@ pub async fn serve(
         source,
     })?;
     let tracker = TaskTracker::new();
-    let (coordinator, actor) = actor::start(
-        actor::ActorConfig {
-            scheduler: config.scheduler,
-            max_active_runs: config.max_active_runs,
-            finished_runs_kept: config.finished_runs_kept,
-            disconnect_grace_ms: config.disconnect_grace.as_millis() as u64,
-            logs,
-            reports: config.reports.clone(),
-        },
-        store,
-        tracker.clone(),
-        shutdown.clone(),
-    );
+    let (commands, inbox) = tokio::sync::mpsc::channel(1024);
+    let coordinator = commands::Coordinator::new(commands.clone());
+    // Everything this coordinator runs stops with `stop`: on shutdown, or when deposed.
+    let stop = shutdown.child_token();
+    let (role, roles) = tokio::sync::watch::channel(match &config.election {
+        Some(_) => Role::Standby { leader: None },
+        None => Role::Leader,
+    });
+    let actor_config = actor::ActorConfig {
+        scheduler: config.scheduler,
+        max_active_runs: config.max_active_runs,
+        finished_runs_kept: config.finished_runs_kept,
+        disconnect_grace_ms: config.disconnect_grace.as_millis() as u64,
+        logs,
+        reports: config.reports.clone(),
+    };
+    let election = config
+        .election
+        .as_ref()
+        .map(|e| Election::new(store.clone(), e.ttl, e.advertise.clone()));
+    let leading = {
+        let stop = stop.clone();
+        let tracker = tracker.clone();
+        async move {
+            let leadership = match &election {
+                None => None,
+                Some(election) => match election.campaign(&role, &stop).await {
+                    Some(leadership) => Some(leadership),
+                    None => return Ok(()),
+                },
+            };
+            let (store, lost) = match &leadership {
+                Some(l) => (l.fence(), l.lost.clone()),
+                None => (store, CancellationToken::new()),
+            };
+            let restored = tokio::select! {
+                restored = load_state(store.as_ref()) => restored?,
+                () = stop.cancelled() => return Ok(()),
+            };
+            let actor = actor::start(
+                actor_config,
+                store,
+                (commands, inbox),
+                restored,
+                tracker,
+                stop.clone(),
+            );
+            role.send_replace(Role::Leader);
+            let deposed = tokio::select! {
+                () = stop.cancelled() => false,
+                () = lost.cancelled() => true,
+            };
+            stop.cancel();
+            let _ = actor.await;
+            match leadership {
+                Some(_) if deposed => Err(ServeError::Deposed),
+                Some(leadership) => {
+                    leadership.resign().await;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let client = client_api::ClientApi {
         coordinator: coordinator.clone(),
         sources: sources.clone(),
@@ -149,7 +224,7 @@ pub async fn serve(
         coordinator,
         sources,
         lease_ttl: Duration::from_millis(config.scheduler.lease_ttl_ms),
-        shutdown: shutdown.clone(),
+        shutdown: stop.clone(),
     };
     let client = ClientServiceServer::new(client).max_decoding_message_size(64 << 20);
     let worker = WorkerServiceServer::new(worker).max_decoding_message_size(64 << 20);
@@ -170,14 +245,31 @@ pub async fn serve(
         }
         builder = builder.tls_config(server_tls)?;
     }
-    let result = builder
+    let server = builder
         .layer(AuthLayer::new(config.tokens).require_worker_cert(require_worker_cert))
+        .layer(LeaderGate::new(roles))
         .add_service(client)
         .add_service(worker)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
-        .await;
-    shutdown.cancel();
-    let _ = actor.await;
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    let server = async {
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            // Streams that outlive the stop (a log follower) get a grace, not forever.
+            () = stop.cancelled() => tokio::time::timeout(config.shutdown_grace, &mut server)
+                .await
+                .unwrap_or(Ok(())),
+        };
+        stop.cancel();
+        result
+    };
+    let leading = async {
+        // However leading ends (shutdown, deposed, unreadable state), serving ends with it.
+        let result = leading.await;
+        stop.cancel();
+        result
+    };
+    let (served, led) = tokio::join!(server, leading);
     tracker.close();
     if tokio::time::timeout(config.shutdown_grace, tracker.wait())
         .await
@@ -188,5 +280,23 @@ pub async fn serve(
             config.shutdown_grace
         );
     }
-    result.map_err(ServeError::from)
+    led?;
+    served.map_err(ServeError::from)
+}
+
+/// What the state store holds, read back for a new leader. An unreachable store is waited for
+/// (etcd restarts, elections); a value that does not decode is fatal, naming its key.
+async fn load_state(store: &dyn StateStore) -> Result<Vec<durable::Restored>, ServeError> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match durable::load(store).await {
+            Ok(restored) => return Ok(restored),
+            Err(durable::RestoreError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot read the state store yet; retrying in {wait:?}");
+            }
+            Err(e) => return Err(ServeError::State(e.to_string())),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
 }

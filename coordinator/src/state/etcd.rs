@@ -26,6 +26,40 @@ fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Attempts at one operation when the member it went to cannot be reached.
+const TRIES: u32 = 4;
+
+/// Whether another member may well answer: the client spreads calls over every endpoint and
+/// keeps a dead member in rotation, so a call can fail on it while the cluster is healthy. Our
+/// writes may be repeated: events are puts of the same value, and a repeated claim of the
+/// leader key fails its compare, which the election handles.
+fn worth_retrying(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Runs `call` until it succeeds, fails for a reason another member would not change, or
+/// has been tried [`TRIES`] times.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tried = 1;
+    loop {
+        match call().await {
+            Err(e) if tried < TRIES && worth_retrying(&e) => {
+                tried += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(tried))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects to any of `endpoints` (`http://host:2379`) and keeps every key under `root`
     /// (e.g. `/shardci/`).
@@ -61,8 +95,14 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl StateStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = kv.get(self.key(key), None).await.map_err(unavailable)?;
+        let key = self.key(key);
+        let response = retrying(|| {
+            let mut kv = self.client.kv_client();
+            let key = key.clone();
+            async move { kv.get(key, None).await }
+        })
+        .await
+        .map_err(unavailable)?;
         Ok(response.kvs().first().map(|kv| Versioned {
             value: kv.value().to_vec(),
             mod_revision: Revision(kv.mod_revision() as u64),
@@ -71,11 +111,14 @@ impl StateStore for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = kv
-            .get(self.key(prefix), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(unavailable)?;
+        let prefix = self.key(prefix);
+        let response = retrying(|| {
+            let mut kv = self.client.kv_client();
+            let prefix = prefix.clone();
+            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
+        .map_err(unavailable)?;
         // etcd answers a range in key order.
         response
             .kvs()
@@ -115,23 +158,25 @@ impl StateStore for EtcdStore {
                 Op::Delete { key } => TxnOp::delete(self.key(key), None),
             })
             .collect();
-        let mut kv = self.client.kv_client();
-        let response = kv
-            .txn(EtcdTxn::new().when(compares).and_then(ops))
-            .await
-            .map_err(|e| match &e {
-                // A put on a lease that expired or was revoked.
-                etcd_client::Error::GRpcStatus(status)
-                    if status.message().contains("lease not found") =>
-                {
-                    let lease = txn.ops.iter().find_map(|op| match op {
-                        Op::Put { lease, .. } => *lease,
-                        Op::Delete { .. } => None,
-                    });
-                    lease.map_or_else(|| unavailable(e), StoreError::LeaseNotFound)
-                }
-                _ => unavailable(e),
-            })?;
+        let response = retrying(|| {
+            let mut kv = self.client.kv_client();
+            let txn = EtcdTxn::new().when(compares.clone()).and_then(ops.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| match &e {
+            // A put on a lease that expired or was revoked.
+            etcd_client::Error::GRpcStatus(status)
+                if status.message().contains("lease not found") =>
+            {
+                let lease = txn.ops.iter().find_map(|op| match op {
+                    Op::Put { lease, .. } => *lease,
+                    Op::Delete { .. } => None,
+                });
+                lease.map_or_else(|| unavailable(e), StoreError::LeaseNotFound)
+            }
+            _ => unavailable(e),
+        })?;
         if !response.succeeded() {
             return Err(StoreError::Conflict);
         }
@@ -174,18 +219,29 @@ impl StateStore for EtcdStore {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        let mut lease = self.client.lease_client();
         // etcd counts whole seconds and raises very short leases to its minimum.
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let granted = lease.grant(seconds, None).await.map_err(unavailable)?;
+        let granted = retrying(|| {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(seconds, None).await }
+        })
+        .await
+        .map_err(unavailable)?;
         Ok(LeaseId(granted.id()))
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        let mut client = self.client.lease_client();
-        let (mut keeper, mut responses) = client.keep_alive(lease.0).await.map_err(unavailable)?;
-        keeper.keep_alive().await.map_err(unavailable)?;
-        match responses.message().await.map_err(unavailable)? {
+        let answer = retrying(|| {
+            let mut client = self.client.lease_client();
+            async move {
+                let (mut keeper, mut responses) = client.keep_alive(lease.0).await?;
+                keeper.keep_alive().await?;
+                responses.message().await
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        match answer {
             // etcd answers an expired or unknown lease with a TTL of 0.
             Some(response) if response.ttl() > 0 => Ok(()),
             _ => Err(StoreError::LeaseNotFound(lease)),

@@ -113,6 +113,13 @@ pub enum StoreError {
     /// The lease does not exist (never granted, expired or revoked).
     #[error("unknown or expired lease {0:?}")]
     LeaseNotFound(LeaseId),
+    /// This coordinator's term as leader ended (another leads): the write was refused, and
+    /// every later one will be.
+    #[error("refused: this coordinator no longer leads (its term {term} ended)")]
+    Deposed {
+        /// The revision that began the lost term.
+        term: u64,
+    },
     /// The backend cannot be reached or failed; retrying may help.
     #[error("state store unavailable: {0}")]
     Unavailable(String),

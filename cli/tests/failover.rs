@@ -1,0 +1,478 @@
+//! Coordinators that share a real 3-member etcd cluster on loopback: one leads, one stands by.
+//! The leader is killed (SIGKILL) and paused (SIGSTOP) mid-run, an etcd member is killed and
+//! restarted, and the run must still finish with every job counted exactly once; a deposed
+//! leader that wakes up must not write.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shardci_testkit::{EtcdCluster, fixture};
+
+mod common;
+use common::{bin, ensure_image, signal};
+
+fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Two coordinators on fixed addresses sharing etcd and a report store folder.
+struct Pair {
+    etcd: EtcdCluster,
+    dir: tempfile::TempDir,
+    addresses: [String; 2],
+    children: [Option<Child>; 2],
+    /// The log file of each coordinator's current process.
+    logs: [PathBuf; 2],
+    generation: usize,
+    prefix: String,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let mut pair = Pair {
+            etcd: EtcdCluster::start(3),
+            dir: tempfile::tempdir().expect("tempdir"),
+            addresses: [free_address(), free_address()],
+            children: [None, None],
+            logs: [PathBuf::new(), PathBuf::new()],
+            generation: 0,
+            prefix: format!("/failover-{}/", std::process::id()),
+        };
+        pair.spawn(0);
+        pair.wait_until_leading(0, Duration::from_secs(30));
+        pair.spawn(1);
+        pair
+    }
+
+    fn urls(&self) -> String {
+        format!("http://{},http://{}", self.addresses[0], self.addresses[1])
+    }
+
+    fn spawn(&mut self, i: usize) {
+        self.generation += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("coordinator{i}.{}.log", self.generation));
+        let child = Command::new(bin("shardci-coordinator"))
+            .args(["--listen", &self.addresses[i]])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("c{i}")))
+            .args(["--state", &self.etcd.state_url()])
+            .args(["--state-prefix", &self.prefix])
+            .args(["--election-ttl", "2s", "--lease-ttl", "10s"])
+            .arg("--store")
+            .arg(self.dir.path().join("store"))
+            .env("SHARDCI_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("coordinator starts");
+        self.children[i] = Some(child);
+        self.logs[i] = log;
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.logs[i]).unwrap_or_default()
+    }
+
+    fn leading(&self, i: usize) -> bool {
+        self.log(i).contains(" leading")
+    }
+
+    fn wait_until_leading(&self, i: usize, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        while !self.leading(i) {
+            assert!(
+                Instant::now() < deadline,
+                "coordinator {i} did not lead: {}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Instant::now()
+    }
+
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(i) = (0..2).find(|&i| self.children[i].is_some() && self.leading(i)) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "nobody leads");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            signal(child.id(), "-KILL");
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn_worker(&self, id: &str) -> Child {
+        Command::new(bin("shardci-worker"))
+            .args(["--coordinator", &self.urls(), "--id", id])
+            .args([
+                "--labels",
+                "docker",
+                "--slots",
+                "2",
+                "--stop-grace-seconds",
+                "2",
+            ])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(id))
+            .env("SHARDCI_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("{id}.log"))).expect("log"))
+            .spawn()
+            .expect("worker starts")
+    }
+
+    fn shardci(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("shardci"))
+            .args(args)
+            .env("SHARDCI_COORDINATOR", self.urls())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("shardci runs")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.shardci(args);
+        assert!(
+            out.status.success(),
+            "shardci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    fn running_shards(&self) -> usize {
+        let out = self.shardci(&["workers", "list", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w["current_shards"].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the coordinators said, to tell why.
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let said: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("leading"))
+                    .collect();
+                if !said.is_empty() {
+                    eprintln!("--- {}\n{}", entry.path().display(), said.join("\n"));
+                }
+            }
+        }
+        for i in 0..2 {
+            self.kill(i);
+        }
+    }
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// How long after `killed` coordinator `i` logged `line`.
+fn logged_after(pair: &Pair, i: usize, line: &str, killed: Instant) -> Duration {
+    let deadline = killed + Duration::from_secs(30);
+    while !pair.log(i).contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never logged {line:?}: {}",
+            pair.log(i)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.elapsed()
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and_no_double_count() {
+    ensure_image();
+    let mut pair = Pair::start();
+    let mut workers = vec![pair.spawn_worker("fo-w1"), pair.spawn_worker("fo-w2")];
+    let repo = fixture(
+        16,
+        "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 3; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+    );
+    let watch_log = pair.dir.path().join("watch.log");
+    let mut watcher = Command::new(bin("shardci"))
+        .args(["submit", "--all", "--workers", "16", "--watch"])
+        .args(["--coordinator", &pair.urls()])
+        .arg("--repo")
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&watch_log).expect("watch log"))
+        .spawn()
+        .expect("submit");
+
+    let mut takeovers = Vec::new();
+    for kill in 1..=3 {
+        let leader = pair.leader();
+        wait_for("shards running", Duration::from_secs(60), || {
+            pair.log(leader).contains("granted the first shard lease") && pair.running_shards() > 0
+        });
+        let killed = Instant::now();
+        pair.kill(leader);
+        let standby = 1 - leader;
+        let elected = pair.wait_until_leading(standby, Duration::from_secs(30)) - killed;
+        let session = logged_after(&pair, standby, "granted the first worker lease", killed);
+        // A shard lease needs a free slot: when a running shard ends, or at once if one waited.
+        let shard = logged_after(&pair, standby, "granted the first shard lease", killed);
+        eprintln!(
+            "kill {kill}: new leader after {} ms, first worker lease after {} ms, first shard lease after {} ms",
+            elected.as_millis(),
+            session.as_millis(),
+            shard.as_millis()
+        );
+        takeovers.push(session);
+        match kill {
+            1 => pair.etcd.kill(2),
+            2 => pair.etcd.restart(2),
+            _ => {}
+        }
+        pair.spawn(leader);
+        std::thread::sleep(Duration::from_millis(500));
+        let survivor = pair.children[standby].as_mut().expect("the new leader");
+        assert!(
+            survivor.try_wait().expect("wait").is_none(),
+            "the new leader kept leading through an etcd member's loss: {}",
+            pair.log(standby)
+        );
+    }
+
+    for entry in std::fs::read_dir(pair.dir.path()).expect("dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("coordinator") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            assert!(
+                !text.contains("stepping down"),
+                "only killed leaders lose leadership: {name} stepped down"
+            );
+        }
+    }
+    let status = watcher.wait().expect("watcher ends");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut watcher.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read");
+    let printed = std::fs::read_to_string(&watch_log).expect("watch log");
+    assert_eq!(status.code(), Some(0), "{printed}\n{stdout}");
+    for c in 1..=16 {
+        let job = format!("c{c}/slow");
+        assert_eq!(
+            printed.matches(&format!("  {job} passed")).count(),
+            1,
+            "{job} printed once: {printed}"
+        );
+    }
+    let run = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .expect("the run id")
+        .to_string();
+    let shown = pair.json(&["runs", "show", &run, "--json"]);
+    let results = shown["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 16, "one final result per job: {shown}");
+    assert!(results.iter().all(|r| r["status"] == "success"), "{shown}");
+    // A kill can lose an assignment the leader made durable but never delivered; that shard runs
+    // again, once. Running shards are kept, not re-run.
+    let retried = results.iter().filter(|r| r["attempt"] != 1).count();
+    assert!(
+        results.iter().all(|r| r["attempt"].as_u64() <= Some(2)),
+        "no shard ran more often than lost attempts explain: {shown}"
+    );
+    eprintln!("jobs re-run after a lost assignment: {retried} of 16");
+    // The whole log of a job that ran across a takeover is in the store.
+    let log = pair.shardci(&["logs", &run, "c1/slow"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("start c1") && log.contains("done c1"), "{log}");
+    let worst = takeovers.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "kill to the new leader's first worker lease: {:?} ms (worst {} ms; election TTL 2 s)",
+        takeovers
+            .iter()
+            .map(Duration::as_millis)
+            .collect::<Vec<_>>(),
+        worst.as_millis()
+    );
+    assert!(
+        worst < Duration::from_secs(10),
+        "a takeover took {worst:?}: the standby did not take over"
+    );
+    kill_all(&mut workers);
+}
+
+#[test]
+fn a_paused_leader_that_wakes_up_is_refused_and_steps_down() {
+    let mut pair = Pair::start();
+    let leader = pair.leader();
+    let paused = pair.children[leader].as_ref().expect("leader").id();
+    signal(paused, "-STOP");
+    let standby = 1 - leader;
+    pair.wait_until_leading(standby, Duration::from_secs(30));
+
+    // A submission that only the paused leader hears: it reads it when it wakes, and must not
+    // accept it, because it cannot make it durable.
+    let repo = fixture(
+        1,
+        "[test_types.unit]\ncommand = \"true\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    let only_old = format!("http://{}", pair.addresses[leader]);
+    let submit = Command::new(bin("shardci"))
+        .args(["submit", "--all", "--coordinator", &only_old])
+        .arg("--repo")
+        .arg(repo.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("submit");
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = Instant::now();
+    signal(paused, "-CONT");
+    let out = submit.wait_with_output().expect("submit ends");
+    assert!(
+        !out.status.success(),
+        "the deposed leader accepted a run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut old = pair.children[leader].take().expect("old leader");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = old.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deposed leader kept running: {}",
+            pair.log(leader)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "the deposed leader stepped down {} ms after waking",
+        woke.elapsed().as_millis()
+    );
+    assert_eq!(code, Some(4), "{}", pair.log(leader));
+    let log = pair.log(leader);
+    assert!(
+        log.contains("stepped down") || log.contains("stepping down"),
+        "{log}"
+    );
+    // Nothing it took in is anywhere: the new leader holds no run.
+    let runs = pair.json(&["runs", "list", "--json"]);
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+}
+
+#[test]
+fn an_unreachable_etcd_is_waited_for_and_garbage_under_the_prefix_is_named() {
+    // Nothing listens here: the coordinator says so and keeps trying, it does not exit.
+    let nobody = free_address();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("c.log");
+    let mut waiting = Command::new(bin("shardci-coordinator"))
+        .args([
+            "--listen",
+            &free_address(),
+            "--state",
+            &format!("etcd://{nobody}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("c"))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("starts");
+    wait_for("a retry message", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("retrying")
+            .count()
+            >= 2
+    });
+    assert!(
+        waiting.try_wait().expect("wait").is_none(),
+        "it kept waiting"
+    );
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains(&nobody), "names the endpoint: {said}");
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+
+    // A prefix holding something that is not a run: a clear error naming the key.
+    let etcd = EtcdCluster::start(1);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use shardci_coordinator::state::{EtcdStore, Op, StateStore, Txn};
+        let store = EtcdStore::connect(&etcd.endpoints, "/garbage/")
+            .await
+            .expect("etcd");
+        store
+            .txn(Txn {
+                compares: vec![],
+                ops: vec![Op::Put {
+                    key: "runs/run-1/record".into(),
+                    value: b"\x00not json".to_vec(),
+                    lease: None,
+                }],
+            })
+            .await
+            .expect("put");
+    });
+    let out = Command::new(bin("shardci-coordinator"))
+        .args(["--listen", &free_address(), "--state", &etcd.state_url()])
+        .args(["--state-prefix", "/garbage/"])
+        .arg("--data-dir")
+        .arg(dir.path().join("c2"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("runs/run-1/record"),
+        "names the key: {stderr}"
+    );
+}
