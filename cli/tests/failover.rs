@@ -256,17 +256,31 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
         let standby = 1 - leader;
         let elected = pair.wait_until_leading(standby, Duration::from_secs(30)) - killed;
         let session = logged_after(&pair, standby, "granted the first worker lease", killed);
-        // A shard lease needs a free slot: when a running shard ends, or at once if one waited.
-        let shard = logged_after(&pair, standby, "granted the first shard lease", killed);
+        // A shard lease needs a queued shard and a free slot (when a running shard ends).
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while !pair.log(standby).contains("granted the first shard lease")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let shard = if pair.log(standby).contains("granted the first shard lease") {
+            format!("{} ms", killed.elapsed().as_millis())
+        } else {
+            "none yet".to_string()
+        };
         eprintln!(
-            "kill {kill}: new leader after {} ms, first worker lease after {} ms, first shard lease after {} ms",
+            "kill {kill}: new leader after {} ms, first worker lease after {} ms, first shard lease after {shard}",
             elected.as_millis(),
             session.as_millis(),
-            shard.as_millis()
         );
         takeovers.push(session);
         match kill {
-            1 => pair.etcd.kill(2),
+            1 => {
+                pair.etcd.kill(2);
+                // A worker that never saw the old leader: the bundle it fetches was uploaded
+                // to the old leader, so the new one serves it from the shared store.
+                workers.push(pair.spawn_worker("fo-w3"));
+            }
             2 => pair.etcd.restart(2),
             _ => {}
         }
@@ -324,6 +338,14 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
         "no shard ran more often than lost attempts explain: {shown}"
     );
     eprintln!("jobs re-run after a lost assignment: {retried} of 16");
+    let fetched = std::fs::read_dir(pair.dir.path().join("fo-w3").join("sources"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        fetched > 0,
+        "the late worker fetched the source from a coordinator that never received it: {}",
+        std::fs::read_to_string(pair.dir.path().join("fo-w3.log")).unwrap_or_default()
+    );
     // The whole log of a job that ran across a takeover is in the store.
     let log = pair.shardci(&["logs", &run, "c1/slow"]);
     let log = String::from_utf8_lossy(&log.stdout);

@@ -187,7 +187,8 @@ async fn keep_leading(
             () = lost.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let renewal = tokio::time::timeout(ttl / 3, store.keep_alive(lease)).await;
+        // The store retries on another member within this; past a whole TTL it is too late.
+        let renewal = tokio::time::timeout(ttl, store.keep_alive(lease)).await;
         match renewal {
             Ok(Ok(())) => last_renewed = Instant::now(),
             Ok(Err(StoreError::LeaseNotFound(_))) => {

@@ -102,7 +102,11 @@ impl ReportStore {
 
     /// Uploads a file: at once when small, else in parts read one at a time, so the memory it
     /// takes is bounded by the part size and the parts in flight, not by the file.
-    async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), object_store::Error> {
+    pub async fn put_file(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+    ) -> Result<(), object_store::Error> {
         use tokio::io::AsyncReadExt;
         let len = tokio::fs::metadata(file).await.map_err(io_error)?.len();
         if len <= MULTIPART_THRESHOLD as u64 {

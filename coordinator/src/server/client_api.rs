@@ -120,7 +120,7 @@ impl ClientService for ClientApi {
             .ok_or_else(|| Status::invalid_argument("plan_request.source is required"))?;
         match &source.location {
             Some(pb::source::Location::BundleDigest(digest)) => {
-                if !self.sources.contains(digest) {
+                if !self.sources.ensure(digest).await? {
                     return Err(Status::failed_precondition(format!(
                         "source bundle {digest} was not uploaded; upload it first"
                     )));

@@ -139,13 +139,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let sources_dir = config.data_dir.join("sources");
-    let sources =
-        SourceStore::new(sources_dir.clone(), config.max_bundle_bytes).map_err(|source| {
-            ServeError::DataDir {
-                path: sources_dir,
-                source,
-            }
-        })?;
+    let sources = SourceStore::new(sources_dir.clone(), config.max_bundle_bytes)
+        .map_err(|source| ServeError::DataDir {
+            path: sources_dir,
+            source,
+        })?
+        // Coordinators that share state share bundles; a lone one keeps them on its disk.
+        .shared_through(config.election.as_ref().and(config.reports.clone()));
     let logs_dir = config.data_dir.join("logs");
     let logs = logs::LiveLogs::new(&logs_dir).map_err(|source| ServeError::DataDir {
         path: logs_dir,

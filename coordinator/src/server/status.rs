@@ -18,6 +18,7 @@ impl From<SourceError> for Status {
         match e {
             SourceError::Io(e) => Status::internal(format!("failed to store the bundle: {e}")),
             SourceError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+            SourceError::Shared(_) => Status::unavailable(e.to_string()),
             other => Status::invalid_argument(other.to_string()),
         }
     }

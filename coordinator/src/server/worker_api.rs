@@ -172,6 +172,8 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::FetchSourceStream>, Status> {
         let digest = request.into_inner().digest;
         let path = self.sources.path(&digest)?;
+        // After a failover the bundle may be only in the shared store.
+        self.sources.ensure(&digest).await?;
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|_| Status::not_found(format!("no source bundle {digest}")))?;

@@ -16,9 +16,15 @@ use super::store::{
 };
 
 /// A [`StateStore`] on an etcd cluster.
+///
+/// One client per member, used one at a time: calls stick to a member while it answers and
+/// move to the next when it fails or hangs (see [`Self::retrying`]), as etcd's own Go client
+/// does. etcd-client's balanced channel over all members keeps sending calls to a member that
+/// died, where they hang until their timeout: long enough to cost a leader its election lease.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    clients: std::sync::Arc<Vec<Client>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     root: String,
 }
 
@@ -26,37 +32,21 @@ fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Attempts at one operation when the member it went to cannot be reached.
-const TRIES: u32 = 4;
+/// How long one attempt may take before the member is taken for dead. Generous for a healthy
+/// cluster (a put is a few milliseconds even with fsync), short against an election TTL.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Whether another member may well answer: the client spreads calls over every endpoint and
-/// keeps a dead member in rotation, so a call can fail on it while the cluster is healthy. Our
-/// writes may be repeated: events are puts of the same value, and a repeated claim of the
-/// leader key fails its compare, which the election handles.
+/// Whether another member may well answer. Our writes may be repeated: events are puts of the
+/// same value, and a repeated claim of the leader key fails its compare, which the election
+/// handles.
 fn worth_retrying(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
         _ => false,
-    }
-}
-
-/// Runs `call` until it succeeds, fails for a reason another member would not change, or
-/// has been tried [`TRIES`] times.
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, etcd_client::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let mut tried = 1;
-    loop {
-        match call().await {
-            Err(e) if tried < TRIES && worth_retrying(&e) => {
-                tried += 1;
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(tried))).await;
-            }
-            other => return other,
-        }
     }
 }
 
@@ -67,13 +57,69 @@ impl EtcdStore {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(unavailable)?;
+        let mut clients = Vec::new();
+        for endpoint in endpoints {
+            // Lazy: a member that is down now is only tried when its turn comes.
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .map_err(unavailable)?;
+            clients.push(client);
+        }
+        if clients.is_empty() {
+            return Err(StoreError::Unavailable("no etcd endpoint given".into()));
+        }
         Ok(Self {
-            client,
+            clients: std::sync::Arc::new(clients),
+            current: Default::default(),
             root: root.to_string(),
         })
+    }
+
+    fn client(&self) -> (usize, Client) {
+        let index = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        (index, self.clients[index].clone())
+    }
+
+    /// Moves to the member after `failed`, unless another call already moved on.
+    fn next_member(&self, failed: usize) {
+        let next = (failed + 1) % self.clients.len();
+        let _ = self.current.compare_exchange(
+            failed,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Runs `call` on the current member until it succeeds, fails for a reason another member
+    /// would not change, or every member (and one more) was tried; an attempt that fails on the
+    /// connection or takes longer than [`ATTEMPT_TIMEOUT`] moves on to the next member.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let tries = self.clients.len() + 1;
+        let mut tried = 1;
+        loop {
+            let (index, client) = self.client();
+            let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, call(client)).await {
+                Ok(result) => result,
+                Err(_) => Err(etcd_client::Error::GRpcStatus(
+                    tonic::Status::deadline_exceeded(format!(
+                        "etcd did not answer within {ATTEMPT_TIMEOUT:?}"
+                    )),
+                )),
+            };
+            match result {
+                Err(e) if tried < tries && worth_retrying(&e) => {
+                    tracing::debug!(member = index, error = %e, "an etcd member failed; trying the next");
+                    tried += 1;
+                    self.next_member(index);
+                }
+                other => return other,
+            }
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -96,13 +142,14 @@ impl EtcdStore {
 impl StateStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         let key = self.key(key);
-        let response = retrying(|| {
-            let mut kv = self.client.kv_client();
-            let key = key.clone();
-            async move { kv.get(key, None).await }
-        })
-        .await
-        .map_err(unavailable)?;
+        let response = self
+            .retrying(|client| {
+                let mut kv = client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await
+            .map_err(unavailable)?;
         Ok(response.kvs().first().map(|kv| Versioned {
             value: kv.value().to_vec(),
             mod_revision: Revision(kv.mod_revision() as u64),
@@ -112,13 +159,14 @@ impl StateStore for EtcdStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
         let prefix = self.key(prefix);
-        let response = retrying(|| {
-            let mut kv = self.client.kv_client();
-            let prefix = prefix.clone();
-            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })
-        .await
-        .map_err(unavailable)?;
+        let response = self
+            .retrying(|client| {
+                let mut kv = client.kv_client();
+                let prefix = prefix.clone();
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await
+            .map_err(unavailable)?;
         // etcd answers a range in key order.
         response
             .kvs()
@@ -158,25 +206,26 @@ impl StateStore for EtcdStore {
                 Op::Delete { key } => TxnOp::delete(self.key(key), None),
             })
             .collect();
-        let response = retrying(|| {
-            let mut kv = self.client.kv_client();
-            let txn = EtcdTxn::new().when(compares.clone()).and_then(ops.clone());
-            async move { kv.txn(txn).await }
-        })
-        .await
-        .map_err(|e| match &e {
-            // A put on a lease that expired or was revoked.
-            etcd_client::Error::GRpcStatus(status)
-                if status.message().contains("lease not found") =>
-            {
-                let lease = txn.ops.iter().find_map(|op| match op {
-                    Op::Put { lease, .. } => *lease,
-                    Op::Delete { .. } => None,
-                });
-                lease.map_or_else(|| unavailable(e), StoreError::LeaseNotFound)
-            }
-            _ => unavailable(e),
-        })?;
+        let response = self
+            .retrying(|client| {
+                let mut kv = client.kv_client();
+                let txn = EtcdTxn::new().when(compares.clone()).and_then(ops.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| match &e {
+                // A put on a lease that expired or was revoked.
+                etcd_client::Error::GRpcStatus(status)
+                    if status.message().contains("lease not found") =>
+                {
+                    let lease = txn.ops.iter().find_map(|op| match op {
+                        Op::Put { lease, .. } => *lease,
+                        Op::Delete { .. } => None,
+                    });
+                    lease.map_or_else(|| unavailable(e), StoreError::LeaseNotFound)
+                }
+                _ => unavailable(e),
+            })?;
         if !response.succeeded() {
             return Err(StoreError::Conflict);
         }
@@ -185,7 +234,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
-        let mut watch = self.client.watch_client();
+        let mut watch = self.client().1.watch_client();
         let mut stream = watch
             .watch(self.key(prefix), Some(WatchOptions::new().with_prefix()))
             .await
@@ -221,26 +270,28 @@ impl StateStore for EtcdStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
         // etcd counts whole seconds and raises very short leases to its minimum.
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let granted = retrying(|| {
-            let mut lease = self.client.lease_client();
-            async move { lease.grant(seconds, None).await }
-        })
-        .await
-        .map_err(unavailable)?;
+        let granted = self
+            .retrying(|client| {
+                let mut lease = client.lease_client();
+                async move { lease.grant(seconds, None).await }
+            })
+            .await
+            .map_err(unavailable)?;
         Ok(LeaseId(granted.id()))
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        let answer = retrying(|| {
-            let mut client = self.client.lease_client();
-            async move {
-                let (mut keeper, mut responses) = client.keep_alive(lease.0).await?;
-                keeper.keep_alive().await?;
-                responses.message().await
-            }
-        })
-        .await
-        .map_err(unavailable)?;
+        let answer = self
+            .retrying(|client| {
+                let mut client = client.lease_client();
+                async move {
+                    let (mut keeper, mut responses) = client.keep_alive(lease.0).await?;
+                    keeper.keep_alive().await?;
+                    responses.message().await
+                }
+            })
+            .await
+            .map_err(unavailable)?;
         match answer {
             // etcd answers an expired or unknown lease with a TTL of 0.
             Some(response) if response.ttl() > 0 => Ok(()),
@@ -249,7 +300,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        let mut client = self.client.lease_client();
+        let mut client = self.client().1.lease_client();
         match client.revoke(lease.0).await {
             Ok(_) => Ok(()),
             Err(etcd_client::Error::GRpcStatus(status))
