@@ -2,18 +2,21 @@
 //!
 //! Run: `cargo bench -p shardci-coordinator --bench lease` (`-- 1000` for 1,000 workers).
 //!
-//! N simulated workers (default 200) each hold a session with an in-process coordinator
-//! (in-memory store) and loop: request work, receive an assignment, report it finished, wait
-//! for the acknowledgement. Printed beside it, on the same machine in the same run: a bare
-//! tonic session that answers every request with a canned assignment (same messages, no
-//! scheduler), and a bare tonic unary echo. The ratios are what the scheduler costs.
+//! N simulated workers (default 200) each hold a session with an in-process coordinator and
+//! loop: request work, receive an assignment, report it finished, wait for the
+//! acknowledgement. The coordinator runs on each state store in turn: memory, the embedded
+//! file store (fsync'd WAL) and etcd (a real `etcd` process on loopback, with leader election
+//! and fenced writes, as deployed). Printed beside them, on the same machine in the same run: a
+//! bare tonic session that answers every request with a canned assignment (same messages, no
+//! scheduler), and a bare tonic unary echo. The ratios are what the scheduler and its
+//! durability cost. Durable stores lease fewer shards per worker (the rate is what counts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use shardci_coordinator::server::{ServerConfig, serve};
-use shardci_coordinator::state::MemoryStore;
+use shardci_coordinator::server::{ElectionConfig, ServerConfig, serve};
+use shardci_coordinator::state::{EtcdStore, FileStore, MemoryStore, StateStore};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::client_service_client::ClientServiceClient;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
@@ -156,7 +159,7 @@ async fn simulated_worker(
     latencies
 }
 
-async fn drive(url: &str, workers: usize) -> Figures {
+async fn drive(url: &str, workers: usize, rounds: usize) -> Figures {
     let ready = Arc::new(tokio::sync::Barrier::new(workers + 1));
     let connects = Arc::new(tokio::sync::Semaphore::new(64));
     let tasks: Vec<_> = (0..workers)
@@ -164,7 +167,7 @@ async fn drive(url: &str, workers: usize) -> Figures {
             tokio::spawn(simulated_worker(
                 url.to_string(),
                 i,
-                SHARDS_PER_WORKER,
+                rounds,
                 ready.clone(),
                 connects.clone(),
             ))
@@ -215,7 +218,14 @@ fn plan(shards: usize) -> pb::Plan {
     }
 }
 
-async fn shardci_figures(workers: usize) -> Figures {
+/// The coordinator's figures on `store`; `shared` campaigns for leadership first, as
+/// coordinators on etcd do.
+async fn shardci_figures(
+    workers: usize,
+    rounds: usize,
+    store: Arc<dyn StateStore>,
+    shared: bool,
+) -> Figures {
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -225,6 +235,10 @@ async fn shardci_figures(workers: usize) -> Figures {
     let config = ServerConfig {
         max_bundle_bytes: 1 << 20,
         max_active_runs: 16,
+        election: shared.then(|| ElectionConfig {
+            ttl: Duration::from_secs(5),
+            advertise: url.clone(),
+        }),
         ..ServerConfig::new(
             data.path().to_path_buf(),
             SchedulerConfig {
@@ -233,16 +247,14 @@ async fn shardci_figures(workers: usize) -> Figures {
             },
         )
     };
-    let server = tokio::spawn(serve(
-        listener,
-        config,
-        Arc::new(MemoryStore::new()),
-        shutdown.clone(),
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let server = tokio::spawn(serve(listener, config, store, shutdown.clone()));
     let mut client = ClientServiceClient::connect(url.clone())
         .await
         .expect("client");
+    // Until it leads, a coordinator answers UNAVAILABLE.
+    while client.ping(pb::PingRequest {}).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let bundle = b"bench".to_vec();
     let digest = hex::encode(Sha256::digest(&bundle));
     client
@@ -262,12 +274,12 @@ async fn shardci_figures(workers: usize) -> Figures {
                 source: Some(source),
                 ..Default::default()
             }),
-            plan: Some(plan(workers * SHARDS_PER_WORKER)),
+            plan: Some(plan(workers * rounds)),
             ..Default::default()
         })
         .await
         .expect("submit");
-    let figures = drive(&url, workers).await;
+    let figures = drive(&url, workers, rounds).await;
     shutdown.cancel();
     let _ = server.await;
     figures
@@ -363,7 +375,7 @@ async fn echo_figures(workers: usize) -> (Figures, Figures) {
             .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let session = drive(&url, workers).await;
+    let session = drive(&url, workers, SHARDS_PER_WORKER).await;
     // Unary echo: the cheapest round trip tonic offers (FetchSource's refusal is a unary-shaped
     // call with no body work on either side).
     let ready = Arc::new(tokio::sync::Barrier::new(workers + 1));
@@ -412,6 +424,9 @@ async fn echo_figures(workers: usize) -> (Figures, Figures) {
     )
 }
 
+/// Shards per worker on the durable stores: fewer, since each lease is two durable writes.
+const DURABLE_SHARDS_PER_WORKER: usize = 5;
+
 fn main() {
     let workers: usize = std::env::args()
         .skip(1)
@@ -421,42 +436,63 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let shardci = runtime.block_on(shardci_figures(workers));
+    let memory = runtime.block_on(shardci_figures(
+        workers,
+        SHARDS_PER_WORKER,
+        Arc::new(MemoryStore::new()),
+        false,
+    ));
+    let state = tempfile::tempdir().expect("tempdir");
+    let file = runtime.block_on(async {
+        let store = FileStore::open(state.path()).await.expect("file store");
+        shardci_figures(workers, DURABLE_SHARDS_PER_WORKER, Arc::new(store), false).await
+    });
+    let etcd_process = shardci_testkit::Etcd::start();
+    let etcd = runtime.block_on(async {
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd_process.endpoint), "/bench/")
+            .await
+            .expect("etcd");
+        shardci_figures(workers, DURABLE_SHARDS_PER_WORKER, Arc::new(store), true).await
+    });
+    drop(etcd_process);
     let (session, unary) = runtime.block_on(echo_figures(workers));
     println!(
-        "lease benchmark: {workers} simulated workers x {SHARDS_PER_WORKER} shards over gRPC on loopback, {} cores",
+        "lease benchmark: {workers} simulated workers over gRPC on loopback, {} cores ({SHARDS_PER_WORKER} shards each on memory and the echoes, {DURABLE_SHARDS_PER_WORKER} on the durable stores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<40} {:>10} {:>10} {:>10}",
-        "server", "leases/s", "p50 ms", "p99 ms"
+        "{:<40} {:>10} {:>10} {:>10} {:>10}",
+        "server", "leases/s", "p50 ms", "p99 ms", "vs echo"
     );
-    println!("{}", shardci.line("shardci coordinator (in-memory store)"));
-    println!("{}", session.line("bare tonic session echo"));
-    println!("{}", unary.line("bare tonic unary round trip"));
-    let ratio = |a: &Figures, b: &Figures| {
-        (
-            (b.leases as f64 / b.elapsed.as_secs_f64())
-                / (a.leases as f64 / a.elapsed.as_secs_f64()),
-            percentile(&a.latencies, 0.5).as_secs_f64()
-                / percentile(&b.latencies, 0.5).as_secs_f64(),
-            percentile(&a.latencies, 0.99).as_secs_f64()
-                / percentile(&b.latencies, 0.99).as_secs_f64(),
-        )
-    };
-    let (t, p50, p99) = ratio(&shardci, &session);
+    let throughput = |f: &Figures| f.leases as f64 / f.elapsed.as_secs_f64();
+    for (name, figures) in [
+        ("shardci, memory store", &memory),
+        ("shardci, file store (fsync)", &file),
+        ("shardci, etcd (elected, fenced)", &etcd),
+        ("bare tonic session echo", &session),
+        ("bare tonic unary round trip", &unary),
+    ] {
+        println!(
+            "{} {:>9.2}x",
+            figures.line(name),
+            throughput(figures) / throughput(&session)
+        );
+    }
+    let p50 = |f: &Figures| percentile(&f.latencies, 0.5).as_secs_f64();
     println!(
-        "shardci / session echo: throughput {:.2}, p50 latency {p50:.2}x, p99 latency {p99:.2}x",
-        1.0 / t
+        "memory store / session echo: throughput {:.2}x, p50 latency {:.2}x (goal: at least 0.8x, within 2x)",
+        throughput(&memory) / throughput(&session),
+        p50(&memory) / p50(&session)
     );
-    let (t, p50, p99) = ratio(&shardci, &unary);
-    println!(
-        "shardci / unary round trip: throughput {:.2}, p50 latency {p50:.2}x, p99 latency {p99:.2}x",
-        1.0 / t
-    );
-    assert_eq!(
-        shardci.leases,
-        workers * SHARDS_PER_WORKER,
-        "every shard was leased once"
-    );
+    for (name, figures, rounds) in [
+        ("memory", &memory, SHARDS_PER_WORKER),
+        ("file", &file, DURABLE_SHARDS_PER_WORKER),
+        ("etcd", &etcd, DURABLE_SHARDS_PER_WORKER),
+    ] {
+        assert_eq!(
+            figures.leases,
+            workers * rounds,
+            "every shard was leased once on the {name} store"
+        );
+    }
 }

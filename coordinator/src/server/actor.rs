@@ -20,6 +20,7 @@ use super::commands::{Command, LogRead, LogVerdict, Outgoing, RunRecord};
 use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
+use super::writer;
 use crate::state::StateStore;
 use crate::wire;
 
@@ -50,6 +51,8 @@ struct Actor {
     granted_a_lease: bool,
     /// Whether this process welcomed a worker (granted its session lease) yet.
     granted_a_session: bool,
+    /// Where transitions go to be made durable.
+    writer: mpsc::UnboundedSender<writer::Write>,
 }
 
 /// The scheduler's view of a submitted run.
@@ -113,6 +116,7 @@ pub(crate) fn start(
         disconnect_grace_ms,
         logs,
     } = config;
+    let (writes, writing) = writer::start(store.clone());
     let mut actor = Actor {
         scheduler: Scheduler::new(scheduler),
         reports,
@@ -133,6 +137,7 @@ pub(crate) fn start(
         next_event: 0,
         granted_a_lease: false,
         granted_a_session: false,
+        writer: writes,
     };
     tokio::spawn(async move {
         actor.restore(restored);
@@ -154,6 +159,9 @@ pub(crate) fn start(
             actor.route_notices().await;
             actor.wake_idle_workers();
         }
+        // What was queued is written before the store is let go.
+        drop(actor);
+        let _ = writing.await;
     })
 }
 
@@ -162,21 +170,15 @@ impl Actor {
         Millis(self.started.elapsed().as_millis() as u64)
     }
 
-    /// Makes transitions durable, together (one write, one fsync on disk, for a batch of
-    /// assignments). A caller acknowledges nothing whose write failed: the worker or client
-    /// asks again, and a deposed leader's writes all fail (the server stops with it).
-    async fn persist(&mut self, events: Vec<(RunId, durable::Event)>) -> bool {
-        if events.is_empty() {
-            return true;
-        }
-        let txn = durable::events_txn(self.next_event + 1, &events);
+    /// Queues transitions for the writer, numbered in the order they happened; `reply` is
+    /// sent once they are durable (never, if writing them fails).
+    fn persist(&mut self, events: Vec<(RunId, durable::Event)>, reply: writer::Reply) {
+        let first = self.next_event + 1;
         self.next_event += events.len() as u64;
-        match self.store.txn(txn).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "failed to persist scheduler transitions; not acknowledging them");
-                false
-            }
+        let ops = durable::events_txn(first, &events).ops;
+        if let Err(unsent) = self.writer.send(writer::Write { ops, reply }) {
+            // The writer is gone only when shutting down: nothing is acknowledged.
+            drop(unsent);
         }
     }
 
@@ -357,24 +359,6 @@ impl Actor {
                 let assigned = self
                     .scheduler
                     .request_work(now, &worker, session, free_slots);
-                if let Ok(assignments) = &assigned {
-                    let events = assignments
-                        .iter()
-                        .map(|a| {
-                            let event = durable::Event::Assigned {
-                                shard: a.shard.0.clone(),
-                                attempt: a.attempt.0,
-                                worker: worker.0.clone(),
-                            };
-                            (a.run.clone(), event)
-                        })
-                        .collect();
-                    if !self.persist(events).await {
-                        // Dropping the reply ends the session; the worker reconnects and the
-                        // scheduler takes back what it never got.
-                        return;
-                    }
-                }
                 if !self.granted_a_lease && assigned.as_ref().is_ok_and(|a| !a.is_empty()) {
                     // Failover tests and operators time a takeover by this line.
                     self.granted_a_lease = true;
@@ -383,21 +367,38 @@ impl Actor {
                         "granted the first shard lease of this term"
                     );
                 }
-                let result = assigned.map(|assignments| {
-                    assignments
-                        .into_iter()
-                        .filter_map(|a| self.assignment(a))
-                        .collect::<Vec<_>>()
-                });
-                match &result {
-                    Ok(assigned) if assigned.is_empty() => {
-                        self.idle.insert(worker);
-                    }
-                    _ => {
+                let assignments = match assigned {
+                    Ok(assignments) => assignments,
+                    Err(refused) => {
                         self.idle.remove(&worker);
+                        let _ = reply.send(Err(refused));
+                        return;
                     }
+                };
+                if assignments.is_empty() {
+                    self.idle.insert(worker);
+                    let _ = reply.send(Ok(Vec::new()));
+                    return;
                 }
-                let _ = reply.send(result);
+                self.idle.remove(&worker);
+                let events = assignments
+                    .iter()
+                    .map(|a| {
+                        let event = durable::Event::Assigned {
+                            shard: a.shard.0.clone(),
+                            attempt: a.attempt.0,
+                            worker: worker.0.clone(),
+                        };
+                        (a.run.clone(), event)
+                    })
+                    .collect();
+                let wire = assignments
+                    .into_iter()
+                    .filter_map(|a| self.assignment(a))
+                    .collect();
+                // Handed out once durable; if that fails the reply is dropped, the session
+                // ends, and the scheduler takes back what the worker never got.
+                self.persist(events, writer::Reply::Assignments(reply, wire));
             }
             Command::Complete {
                 worker,
@@ -417,14 +418,13 @@ impl Actor {
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
                 if ack == Ack::Accepted {
+                    self.logs.attempt_done(&run, &shard, attempt);
                     // Acknowledged to the worker only once durable; unacknowledged, the
                     // worker reports it again in its next hello.
-                    if !self.persist(vec![(run.clone(), event)]).await {
-                        return;
-                    }
-                    self.logs.attempt_done(&run, &shard, attempt);
+                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack));
+                } else {
+                    let _ = reply.send(ack);
                 }
-                let _ = reply.send(ack);
             }
             Command::Log {
                 worker,
@@ -435,14 +435,14 @@ impl Actor {
             }
             Command::Cancel { run, reply } => {
                 let cancelled = self.scheduler.cancel(now, &run).ok();
-                if cancelled.is_some()
-                    && !self
-                        .persist(vec![(run.clone(), durable::Event::Cancelled)])
-                        .await
-                {
-                    return;
+                if cancelled.is_some() {
+                    self.persist(
+                        vec![(run, durable::Event::Cancelled)],
+                        writer::Reply::Cancelled(reply, cancelled),
+                    );
+                } else {
+                    let _ = reply.send(cancelled);
                 }
-                let _ = reply.send(cancelled);
             }
             Command::Drain { worker, reply } => {
                 let drained = self.scheduler.drain(&worker);
@@ -498,8 +498,19 @@ impl Actor {
                 self.announce_finished(&run);
                 if published {
                     // Its results are in the report store now; the state store lets go.
-                    if let Err(e) = durable::forget(self.store.as_ref(), &run).await {
-                        tracing::warn!(%run, error = %e, "failed to drop a published run's state");
+                    // Through the writer, after every write still queued for the run.
+                    match durable::forget_ops(self.store.as_ref(), &run).await {
+                        Ok(ops) => {
+                            for chunk in ops.chunks(writer::MAX_OPS) {
+                                let _ = self.writer.send(writer::Write {
+                                    ops: chunk.to_vec(),
+                                    reply: writer::Reply::Nothing,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%run, error = %e, "failed to drop a published run's state");
+                        }
                     }
                     self.logs.remove_run(&run);
                     self.published.push_back(run);

@@ -118,19 +118,26 @@ pub(crate) fn events_txn(first_seq: u64, events: &[(RunId, Event)]) -> Txn {
     }
 }
 
-/// Deletes everything kept about a run (it is published).
+/// The deletes of everything kept about a run (it is published).
+pub(crate) async fn forget_ops(store: &dyn StateStore, run: &RunId) -> Result<Vec<Op>, StoreError> {
+    Ok(store
+        .list(&format!("runs/{run}/"))
+        .await?
+        .into_iter()
+        .map(|(key, _)| Op::Delete { key })
+        .collect())
+}
+
+/// Deletes everything kept about a run at once (a submission the scheduler refused).
 pub(crate) async fn forget(store: &dyn StateStore, run: &RunId) -> Result<(), StoreError> {
-    let keys = store.list(&format!("runs/{run}/")).await?;
-    if keys.is_empty() {
+    let ops = forget_ops(store, run).await?;
+    if ops.is_empty() {
         return Ok(());
     }
     store
         .txn(Txn {
             compares: vec![],
-            ops: keys
-                .into_iter()
-                .map(|(key, _)| Op::Delete { key })
-                .collect(),
+            ops,
         })
         .await
         .map(|_| ())

@@ -14,6 +14,7 @@ mod publish;
 mod sources;
 mod status;
 mod worker_api;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

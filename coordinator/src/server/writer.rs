@@ -1,0 +1,146 @@
+//! Durable writes off the scheduling path. The event loop hands each transition's writes here
+//! with the answer that must wait for them, and goes on scheduling; this task writes whatever
+//! has queued up as one transaction (group commit: one fsync, one etcd round trip for many
+//! workers' leases), then sends the answers. A failed write sends none of its answers: workers
+//! ask again, and a deposed leader stops (its writes all fail).
+
+use shardci_proto::v1 as pb;
+use shardci_scheduling::schedule::{Ack, SessionError, Status};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state::{Op, StateStore, Txn};
+
+/// Most writes in one transaction: etcd refuses more than 128 operations per transaction by
+/// default (`--max-txn-ops`).
+pub(crate) const MAX_OPS: usize = 100;
+/// Most bytes in one transaction: etcd refuses requests over 1.5 MiB by default.
+const MAX_BYTES: usize = 1 << 20;
+
+/// An answer that may be given only once its writes are durable.
+pub(crate) enum Reply {
+    Assignments(
+        oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
+        Vec<pb::Assignment>,
+    ),
+    Ack(oneshot::Sender<Ack>, Ack),
+    Cancelled(oneshot::Sender<Option<Status>>, Option<Status>),
+    /// Nobody waits (a published run's keys going away).
+    Nothing,
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Assignments(reply, assignments) => {
+                let _ = reply.send(Ok(assignments));
+            }
+            Reply::Ack(reply, ack) => {
+                let _ = reply.send(ack);
+            }
+            Reply::Cancelled(reply, status) => {
+                let _ = reply.send(status);
+            }
+            Reply::Nothing => {}
+        }
+    }
+}
+
+/// Writes and the answer waiting for them.
+pub(crate) struct Write {
+    pub ops: Vec<Op>,
+    pub reply: Reply,
+}
+
+fn size(op: &Op) -> usize {
+    match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key } => key.len(),
+    }
+}
+
+/// Starts the writer; it ends when every sender is dropped, after writing what was queued.
+pub(crate) fn start(
+    store: Arc<dyn StateStore>,
+) -> (mpsc::UnboundedSender<Write>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, tokio::spawn(run(store, rx)))
+}
+
+async fn run(store: Arc<dyn StateStore>, mut queue: mpsc::UnboundedReceiver<Write>) {
+    let mut next: Option<Write> = None;
+    loop {
+        let first = match next.take() {
+            Some(write) => write,
+            None => match queue.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        let mut ops = first.ops.len();
+        let mut bytes: usize = first.ops.iter().map(size).sum();
+        let mut batch = vec![first];
+        while let Ok(write) = queue.try_recv() {
+            let more: usize = write.ops.iter().map(size).sum();
+            if ops + write.ops.len() > MAX_OPS || bytes + more > MAX_BYTES {
+                next = Some(write);
+                break;
+            }
+            ops += write.ops.len();
+            bytes += more;
+            batch.push(write);
+        }
+        let txn = Txn {
+            compares: vec![],
+            ops: batch.iter().flat_map(|w| w.ops.iter().cloned()).collect(),
+        };
+        if txn.ops.is_empty() {
+            batch.into_iter().for_each(|w| w.reply.send());
+            continue;
+        }
+        match store.txn(txn).await {
+            Ok(_) => batch.into_iter().for_each(|w| w.reply.send()),
+            Err(e) => {
+                // Dropped answers end the sessions that wait for them; workers reconnect and
+                // report again what was not acknowledged.
+                tracing::error!(error = %e, writes = batch.len(), "failed to persist scheduler transitions; not acknowledging them");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_wait_for_their_writes_and_queued_writes_go_together() {
+        let store = Arc::new(MemoryStore::new());
+        let (tx, writer) = start(store.clone());
+        let mut answers = Vec::new();
+        for i in 0..250 {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Write {
+                ops: vec![put(&format!("k/{i:03}"))],
+                reply: Reply::Ack(reply, Ack::Accepted),
+            })
+            .expect("queued");
+            answers.push(answer);
+        }
+        drop(tx);
+        for answer in answers {
+            assert_eq!(answer.await.expect("answered"), Ack::Accepted);
+        }
+        writer.await.expect("writer ends");
+        assert_eq!(store.list("k/").await.expect("list").len(), 250);
+    }
+}
