@@ -172,11 +172,23 @@ impl Actor {
 
     /// Queues transitions for the writer, numbered in the order they happened; `reply` is
     /// sent once they are durable (never, if writing them fails).
-    fn persist(&mut self, events: Vec<(RunId, durable::Event)>, reply: writer::Reply) {
+    async fn persist(&mut self, events: Vec<(RunId, durable::Event)>, reply: writer::Reply) {
         let first = self.next_event + 1;
         self.next_event += events.len() as u64;
-        let ops = durable::events_txn(first, &events).ops;
-        if let Err(unsent) = self.writer.send(writer::Write { ops, reply }) {
+        let txn = durable::events_txn(first, &events);
+        if self.store.volatile() {
+            // Nothing to wait for (`--state memory`): in line, without the writer's hop, which
+            // costs a fleet of 1,000 workers a third of its leases.
+            match self.store.txn(txn).await {
+                Ok(_) => reply.send(),
+                Err(e) => tracing::error!(error = %e, "the memory store refused a write"),
+            }
+            return;
+        }
+        if let Err(unsent) = self.writer.send(writer::Write {
+            ops: txn.ops,
+            reply,
+        }) {
             // The writer is gone only when shutting down: nothing is acknowledged.
             drop(unsent);
         }
@@ -398,7 +410,8 @@ impl Actor {
                     .collect();
                 // Handed out once durable; if that fails the reply is dropped, the session
                 // ends, and the scheduler takes back what the worker never got.
-                self.persist(events, writer::Reply::Assignments(reply, wire));
+                self.persist(events, writer::Reply::Assignments(reply, wire))
+                    .await;
             }
             Command::Complete {
                 worker,
@@ -421,7 +434,8 @@ impl Actor {
                     self.logs.attempt_done(&run, &shard, attempt);
                     // Acknowledged to the worker only once durable; unacknowledged, the
                     // worker reports it again in its next hello.
-                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack));
+                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack))
+                        .await;
                 } else {
                     let _ = reply.send(ack);
                 }
@@ -439,7 +453,8 @@ impl Actor {
                     self.persist(
                         vec![(run, durable::Event::Cancelled)],
                         writer::Reply::Cancelled(reply, cancelled),
-                    );
+                    )
+                    .await;
                 } else {
                     let _ = reply.send(cancelled);
                 }

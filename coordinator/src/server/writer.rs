@@ -30,7 +30,7 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    fn send(self) {
+    pub(crate) fn send(self) {
         match self {
             Reply::Assignments(reply, assignments) => {
                 let _ = reply.send(Ok(assignments));

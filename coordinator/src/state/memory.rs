@@ -89,6 +89,10 @@ impl MemoryStore {
 
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
+    fn volatile(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         Ok(self.lock()?.data.get(key).cloned())
     }

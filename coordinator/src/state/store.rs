@@ -144,4 +144,9 @@ pub trait StateStore: Send + Sync {
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError>;
     /// Ends a lease now, deleting the keys attached to it.
     async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
+    /// Whether what is written here ends with the process (the memory store): nothing waits
+    /// for such a write to be durable, so callers may write it in line.
+    fn volatile(&self) -> bool {
+        false
+    }
 }
