@@ -277,8 +277,15 @@ impl Actor {
                     std::time::SystemTime::now() + std::time::Duration::from_millis(left.0)
                 });
                 // Durable before it is acknowledged; dropped again if the scheduler refuses it.
-                let txn = durable::record_txn(&record, priority, wall_deadline, &idempotency_key);
-                if let Err(e) = self.store.txn(txn).await {
+                let mut written = Ok(());
+                for txn in durable::record_txns(&record, priority, wall_deadline, &idempotency_key)
+                {
+                    written = self.store.txn(txn).await.map(|_| ());
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                if let Err(e) = written {
                     tracing::error!(run = %record.id, error = %e, "failed to persist a submission");
                     let _ = reply.send(Err(SubmitError::Invalid(format!(
                         "the coordinator's state store failed: {e}"

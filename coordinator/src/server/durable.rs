@@ -6,7 +6,9 @@
 //! results live in the report store.
 //!
 //! Keys (under the store's root): `runs/<run>/record` (JSON, the plan as hex-encoded
-//! protobuf) and `runs/<run>/events/<seq>` (JSON, `seq` zero-padded so keys sort in order).
+//! protobuf), `runs/<run>/plan/<n>` (a large plan's protobuf in pieces of at most 512 KiB, so
+//! no value nears etcd's 1.5 MiB request limit; the record then names how many) and
+//! `runs/<run>/events/<seq>` (JSON, `seq` zero-padded so keys sort in order).
 //! Secrets are never written: a run restored after a restart runs its remaining steps without
 //! them.
 
@@ -26,8 +28,10 @@ use crate::state::{Op, StateStore, StoreError, Txn};
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StoredRecord {
     pub id: String,
-    /// `pb::Plan`, protobuf, hex.
+    /// `pb::Plan`, protobuf, hex; empty when it is kept in `plan_pieces` pieces.
     pub plan: String,
+    #[serde(default)]
+    pub plan_pieces: u32,
     /// `pb::Source`, protobuf, hex.
     pub source: String,
     pub event: Option<RunEvent>,
@@ -68,16 +72,32 @@ fn epoch_secs(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The write that makes a submission durable.
-pub(crate) fn record_txn(
+/// A plan larger than this is kept in pieces of this size.
+const PLAN_PIECE: usize = 512 << 10;
+
+/// The writes that make a submission durable, in order: a large plan's pieces (each its own
+/// transaction, to stay under etcd's request limit), then the record, whose presence makes the
+/// run exist. Pieces left by a crash before the record are ignored and overwritten.
+pub(crate) fn record_txns(
     record: &RunRecord,
     priority: Priority,
     deadline: Option<SystemTime>,
     idempotency_key: &str,
-) -> Txn {
+) -> Vec<Txn> {
+    let plan = record.plan.wire.encode_to_vec();
+    let pieces: Vec<&[u8]> = if plan.len() > PLAN_PIECE {
+        plan.chunks(PLAN_PIECE).collect()
+    } else {
+        Vec::new()
+    };
     let stored = StoredRecord {
         id: record.id.0.clone(),
-        plan: hex::encode(record.plan.wire.encode_to_vec()),
+        plan: if pieces.is_empty() {
+            hex::encode(&plan)
+        } else {
+            String::new()
+        },
+        plan_pieces: pieces.len() as u32,
         source: hex::encode(record.source.encode_to_vec()),
         event: record.event,
         labels: record.labels.clone(),
@@ -92,14 +112,24 @@ pub(crate) fn record_txn(
         }),
         idempotency_key: idempotency_key.to_string(),
     };
-    Txn {
+    let put = |key: String, value: Vec<u8>| Txn {
         compares: vec![],
         ops: vec![Op::Put {
-            key: format!("runs/{}/record", record.id),
-            value: serde_json::to_vec(&stored).unwrap_or_default(),
+            key,
+            value,
             lease: None,
         }],
-    }
+    };
+    let mut txns: Vec<Txn> = pieces
+        .iter()
+        .enumerate()
+        .map(|(n, piece)| put(format!("runs/{}/plan/{n:06}", record.id), piece.to_vec()))
+        .collect();
+    txns.push(put(
+        format!("runs/{}/record", record.id),
+        serde_json::to_vec(&stored).unwrap_or_default(),
+    ));
+    txns
 }
 
 /// The write that makes transitions durable together, numbered from `first_seq`.
@@ -170,53 +200,25 @@ pub(crate) async fn load(store: &dyn StateStore) -> Result<Vec<Restored>, Restor
     };
     let mut records: BTreeMap<String, Restored> = BTreeMap::new();
     let mut events: Vec<(String, u64, Event)> = Vec::new();
+    // A large plan's pieces, by run, in key (piece) order.
+    let mut pieces: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut stored_records: Vec<(String, StoredRecord)> = Vec::new();
     for (key, value) in store.list("runs/").await? {
         let mut parts = key.splitn(4, '/');
         let (_, Some(run), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         match kind {
+            "plan" => {
+                pieces
+                    .entry(run.to_string())
+                    .or_default()
+                    .extend_from_slice(&value.value);
+            }
             "record" => {
                 let stored: StoredRecord = serde_json::from_slice(&value.value)
                     .map_err(|e| corrupt(&key, e.to_string()))?;
-                let plan = hex::decode(&stored.plan)
-                    .ok()
-                    .and_then(|bytes| pb::Plan::decode(bytes.as_slice()).ok())
-                    .ok_or_else(|| corrupt(&key, "the plan does not decode".into()))?;
-                let source = hex::decode(&stored.source)
-                    .ok()
-                    .and_then(|bytes| pb::Source::decode(bytes.as_slice()).ok())
-                    .ok_or_else(|| corrupt(&key, "the source does not decode".into()))?;
-                let plan =
-                    crate::wire::plan_from_wire(plan).map_err(|e| corrupt(&key, e.to_string()))?;
-                let deadline = stored.deadline.map(|ms| {
-                    (SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
-                        .duration_since(SystemTime::now())
-                        .unwrap_or_default()
-                });
-                let record = RunRecord {
-                    id: RunId(stored.id.clone()),
-                    plan,
-                    source,
-                    event: stored.event,
-                    labels: stored.labels,
-                    submitted_by: stored.submitted_by,
-                    retry_of: stored.retry_of.map(RunId),
-                    created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.created_at),
-                    secrets: BTreeMap::new(),
-                    finished_at: None,
-                    report: None,
-                };
-                records.insert(
-                    run.to_string(),
-                    Restored {
-                        record,
-                        priority: stored.priority,
-                        deadline,
-                        idempotency_key: stored.idempotency_key,
-                        events: Vec::new(),
-                    },
-                );
+                stored_records.push((key.clone(), stored));
             }
             "events" => {
                 let seq = parts
@@ -229,6 +231,49 @@ pub(crate) async fn load(store: &dyn StateStore) -> Result<Vec<Restored>, Restor
             }
             _ => {}
         }
+    }
+    for (key, stored) in stored_records {
+        let run = key.split('/').nth(1).unwrap_or_default().to_string();
+        let plan_bytes = if stored.plan_pieces > 0 {
+            pieces.remove(&run).unwrap_or_default()
+        } else {
+            hex::decode(&stored.plan).unwrap_or_default()
+        };
+        let plan = pb::Plan::decode(plan_bytes.as_slice())
+            .map_err(|_| corrupt(&key, "the plan does not decode".into()))?;
+        let source = hex::decode(&stored.source)
+            .ok()
+            .and_then(|bytes| pb::Source::decode(bytes.as_slice()).ok())
+            .ok_or_else(|| corrupt(&key, "the source does not decode".into()))?;
+        let plan = crate::wire::plan_from_wire(plan).map_err(|e| corrupt(&key, e.to_string()))?;
+        let deadline = stored.deadline.map(|ms| {
+            (SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+        });
+        let record = RunRecord {
+            id: RunId(stored.id.clone()),
+            plan,
+            source,
+            event: stored.event,
+            labels: stored.labels,
+            submitted_by: stored.submitted_by,
+            retry_of: stored.retry_of.map(RunId),
+            created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.created_at),
+            secrets: BTreeMap::new(),
+            finished_at: None,
+            report: None,
+        };
+        records.insert(
+            run.to_string(),
+            Restored {
+                record,
+                priority: stored.priority,
+                deadline,
+                idempotency_key: stored.idempotency_key,
+                events: Vec::new(),
+            },
+        );
     }
     for (run, seq, event) in events {
         if let Some(restored) = records.get_mut(&run) {
@@ -264,5 +309,94 @@ impl Event {
             )),
             Event::Cancelled => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    /// A plan of `n` jobs, each with a long command, as the wire carries it.
+    fn plan(n: usize) -> pb::Plan {
+        let step = pb::Step {
+            name: "unit".into(),
+            image: "busybox".into(),
+            command: "echo a long command line; ".repeat(20),
+            ..Default::default()
+        };
+        pb::Plan {
+            jobs: (0..n)
+                .map(|i| pb::Job {
+                    id: format!("c{i}/unit"),
+                    steps: vec![step.clone()],
+                    expected_seconds: 1.0,
+                    ..Default::default()
+                })
+                .collect(),
+            shards: (0..n)
+                .map(|i| pb::Shard {
+                    id: format!("shard-{i:06}"),
+                    job_ids: vec![format!("c{i}/unit")],
+                    expected_seconds: 1.0,
+                    requires: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn record(n: usize) -> RunRecord {
+        RunRecord {
+            id: RunId("run-big".into()),
+            plan: crate::wire::plan_from_wire(plan(n)).expect("a valid plan"),
+            source: pb::Source::default(),
+            event: None,
+            labels: vec![],
+            submitted_by: "test".into(),
+            retry_of: None,
+            created_at: SystemTime::UNIX_EPOCH,
+            secrets: BTreeMap::new(),
+            finished_at: None,
+            report: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_plan_is_kept_in_pieces_under_etcds_request_limit_and_read_back_whole() {
+        let store = MemoryStore::new();
+        let big = record(5_000);
+        let txns = record_txns(&big, Priority::default(), None, "");
+        assert!(txns.len() > 2, "{} transactions", txns.len());
+        for txn in txns {
+            let bytes: usize = txn
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put { key, value, .. } => key.len() + value.len(),
+                    Op::Delete { key } => key.len(),
+                })
+                .sum();
+            assert!(bytes < 1 << 20, "a write of {bytes} bytes");
+            store.txn(txn).await.expect("written");
+        }
+        let small = record(3);
+        let mut small_record = small.clone();
+        small_record.id = RunId("run-small".into());
+        for txn in record_txns(&small_record, Priority::default(), None, "") {
+            store.txn(txn).await.expect("written");
+        }
+        let restored = load(&store).await.expect("read back");
+        let plans: BTreeMap<String, usize> = restored
+            .iter()
+            .map(|r| (r.record.id.0.clone(), r.record.plan.jobs.len()))
+            .collect();
+        assert_eq!(plans.get("run-big"), Some(&5_000));
+        assert_eq!(plans.get("run-small"), Some(&3));
+        let big_restored = restored
+            .iter()
+            .find(|r| r.record.id.0 == "run-big")
+            .expect("the big run");
+        assert_eq!(big_restored.record.plan.wire, big.plan.wire);
     }
 }
