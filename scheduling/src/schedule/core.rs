@@ -188,6 +188,10 @@ pub struct Scheduler {
     next_session: u64,
     next_seq: u64,
     notices: Vec<Notice>,
+    /// When leases end, soonest first, pruned lazily: an entry counts only while its worker's
+    /// lease still ends then. The event loop asks for the next deadline after every event;
+    /// scanning a thousand workers each time cost more than the rest of a lease.
+    lease_ends: std::collections::BinaryHeap<std::cmp::Reverse<(Millis, WorkerId)>>,
 }
 
 impl Scheduler {
@@ -208,14 +212,35 @@ impl Scheduler {
     }
 
     /// The next time [`Scheduler::tick`] has something to do (a lease or a run deadline).
-    pub fn next_deadline(&self) -> Option<Millis> {
-        let leases = self.workers.values().map(|w| w.lease_until);
+    pub fn next_deadline(&mut self) -> Option<Millis> {
+        let lease = self.earliest_lease();
         let deadlines = self
             .runs
             .values()
             .filter(|r| r.finished.is_none() && !r.cancel_requested)
             .filter_map(|r| r.deadline);
-        leases.chain(deadlines).min()
+        lease.into_iter().chain(deadlines).min()
+    }
+
+    /// Records that `worker`'s lease now ends at `until`.
+    fn note_lease(&mut self, worker: &WorkerId, until: Millis) {
+        self.lease_ends
+            .push(std::cmp::Reverse((until, worker.clone())));
+    }
+
+    /// The soonest current lease end, dropping entries that no longer hold.
+    fn earliest_lease(&mut self) -> Option<Millis> {
+        while let Some(std::cmp::Reverse((until, worker))) = self.lease_ends.peek() {
+            if self
+                .workers
+                .get(worker)
+                .is_some_and(|w| w.lease_until == *until)
+            {
+                return Some(*until);
+            }
+            self.lease_ends.pop();
+        }
+        None
     }
 
     // ---- runs ------------------------------------------------------------------------------
@@ -356,6 +381,8 @@ impl Scheduler {
                 draining: false,
             });
         state.running.insert((key.clone(), attempt));
+        let until = state.lease_until;
+        self.note_lease(worker, until);
         true
     }
 
@@ -501,6 +528,7 @@ impl Scheduler {
                 draining: false,
             },
         );
+        self.note_lease(worker, now.plus(self.config.lease_ttl_ms));
         Ok(session)
     }
 
@@ -514,6 +542,8 @@ impl Scheduler {
         if let Some(state) = self.workers.get_mut(worker) {
             state.connected = false;
             state.lease_until = state.lease_until.min(now.plus(grace_ms));
+            let until = state.lease_until;
+            self.note_lease(worker, until);
         }
     }
 
@@ -543,7 +573,9 @@ impl Scheduler {
             .ok_or_else(|| SessionError::UnknownWorker(worker.clone()))?;
         state.last_heartbeat = now;
         state.lease_until = now.plus(ttl);
-        Ok(state.lease_until)
+        let until = state.lease_until;
+        self.note_lease(worker, until);
+        Ok(until)
     }
 
     /// Stop giving `worker` new shards; it finishes what it has.
@@ -820,12 +852,22 @@ impl Scheduler {
 
     /// Expires leases and run deadlines due at `now`.
     pub fn tick(&mut self, now: Millis) {
-        let expired: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.lease_until <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut expired: Vec<WorkerId> = Vec::new();
+        while let Some(std::cmp::Reverse((until, _))) = self.lease_ends.peek() {
+            if *until > now {
+                break;
+            }
+            let Some(std::cmp::Reverse((until, worker))) = self.lease_ends.pop() else {
+                break;
+            };
+            let current = self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.lease_until == until);
+            if current && !expired.contains(&worker) {
+                expired.push(worker);
+            }
+        }
         for worker in expired {
             self.lose_worker(now, &worker, "the worker's lease expired");
         }
