@@ -100,7 +100,11 @@ pub async fn connect(remote: &Remote) -> Result<Client, Failure> {
 /// A status from the coordinator as an exit code: its refusals of our input are usage errors.
 pub fn status_failure(what: &str, status: tonic::Status) -> Failure {
     let error = anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code());
-    match status.code() {
+    let lost = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    );
+    let failure = match status.code() {
         tonic::Code::InvalidArgument
         | tonic::Code::NotFound
         | tonic::Code::AlreadyExists
@@ -108,6 +112,10 @@ pub fn status_failure(what: &str, status: tonic::Status) -> Failure {
         | tonic::Code::Unauthenticated
         | tonic::Code::PermissionDenied => Failure::usage(error),
         _ => Failure::infrastructure(error),
+    };
+    Failure {
+        connection_lost: lost,
+        ..failure
     }
 }
 

@@ -22,6 +22,9 @@ impl From<Code> for std::process::ExitCode {
 pub struct Failure {
     pub code: Code,
     pub error: anyhow::Error,
+    /// The coordinator was lost on the way (UNAVAILABLE, a reset): asking again, maybe of
+    /// another coordinator, may succeed.
+    pub connection_lost: bool,
 }
 
 impl Failure {
@@ -29,6 +32,7 @@ impl Failure {
         Self {
             code: Code::Usage,
             error: error.into(),
+            connection_lost: false,
         }
     }
 
@@ -36,6 +40,7 @@ impl Failure {
         Self {
             code: Code::Infrastructure,
             error: error.into(),
+            connection_lost: false,
         }
     }
 }
@@ -45,6 +50,7 @@ impl From<shardci_planning::config::ConfigError> for Failure {
         Self {
             code: Code::Usage,
             error: error.into(),
+            connection_lost: false,
         }
     }
 }
@@ -59,6 +65,7 @@ impl From<PlanError> for Failure {
         Self {
             code,
             error: error.into(),
+            connection_lost: false,
         }
     }
 }

@@ -274,6 +274,31 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
             session.as_millis(),
         );
         takeovers.push(session);
+        if kill == 2 {
+            // Logs of jobs that finished under earlier leaders: this one spooled none of them,
+            // the store has them whole.
+            let submitted = std::fs::read_to_string(&watch_log).unwrap_or_default();
+            let run = submitted
+                .split_whitespace()
+                .find(|w| w.starts_with("run-"))
+                .map(|w| w.trim_end_matches(':').to_string())
+                .expect("the watch log names the run");
+            let shown = pair.json(&["runs", "show", &run, "--json"]);
+            let done = shown["results"].as_array().cloned().unwrap_or_default();
+            let Some(job) = done
+                .first()
+                .and_then(|r| r["job"].as_str())
+                .map(str::to_string)
+            else {
+                panic!("no job finished yet: {shown}");
+            };
+            let log = pair.shardci(&["logs", &run, &job]);
+            let log = String::from_utf8_lossy(&log.stdout);
+            assert!(
+                log.contains("start") && log.contains("done"),
+                "{job}: {log:?}"
+            );
+        }
         match kill {
             1 => {
                 pair.etcd.kill(2);

@@ -161,7 +161,9 @@ async fn a_step_past_its_timeout_is_stopped_and_classified() {
 async fn a_step_past_its_memory_limit_is_classified_oom() {
     let executor = executor("w-oom").await;
     let f = fixture("oom");
-    let mut s = step("unit", "head -c 400m /dev/zero | tail > /dev/null");
+    // dd fills a 64 MiB buffer at once: past the limit in one step (busybox tail, growing its
+    // buffer by copies, took half a minute to get there and timed out under load).
+    let mut s = step("unit", "dd if=/dev/zero of=/dev/null bs=64M count=1");
     s.resources.memory_bytes = 32 * 1024 * 1024;
     let outcome = executor.run(&s, &f.ctx, &mut MemorySink::default()).await;
     assert_eq!(

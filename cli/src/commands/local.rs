@@ -158,6 +158,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         let mut client = connect(&remote).await?;
         let run_id = submit(
             &mut client,
+            None,
             &plan,
             SourceChoice::Bundle(&bundle),
             &args.secrets,

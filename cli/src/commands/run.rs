@@ -8,8 +8,8 @@ use shardci_planning::plan::{Plan, plan_repository};
 use shardci_planning::repo::{Bundle, GitRepo, bundle_commit, bundle_working_tree};
 use shardci_proto::v1 as pb;
 
-use crate::args::PlanInput;
-use crate::client::{Client, status_failure, upload};
+use crate::args::{PlanInput, Remote};
+use crate::client::{Client, connect, status_failure, upload};
 use crate::exit::Failure;
 
 /// Plans on a blocking thread (git and file reads), with the duration history of `store`
@@ -76,8 +76,12 @@ pub enum SourceChoice<'a> {
 }
 
 /// Uploads the bundle (if any) and submits the plan; returns the run id.
+/// Uploads the source (a bundle) and submits the run. With `remote`, a coordinator lost on
+/// the way (a failover, a restart) is found again and the same request sent again for up to
+/// two minutes: its request id makes the coordinator answer with the run it already made.
 pub async fn submit(
     client: &mut Client,
+    remote: Option<&Remote>,
     plan: &Plan,
     source: SourceChoice<'_>,
     secrets: &[String],
@@ -85,9 +89,10 @@ pub async fn submit(
 ) -> Result<String, Failure> {
     let secrets = secret_values(secrets)?;
     let head_commit = plan.source.head_commit.clone().unwrap_or_default();
+    let mut to_upload = None;
     let (location, root, key) = match source {
         SourceChoice::Bundle(bundle) => {
-            upload(client, &bundle.path, &bundle.digest).await?;
+            to_upload = Some(bundle);
             let location = pb::source::Location::BundleDigest(bundle.digest.clone());
             (location, String::new(), bundle.digest.clone())
         }
@@ -129,11 +134,32 @@ pub async fn submit(
         secrets,
         retry_of: String::new(),
     };
-    let response = client
-        .submit_run(request)
-        .await
-        .map_err(|s| status_failure("the coordinator refused the run", s))?;
-    Ok(response.into_inner().run_id)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let attempt = async {
+            if let Some(bundle) = to_upload {
+                upload(client, &bundle.path, &bundle.digest).await?;
+            }
+            client
+                .submit_run(request.clone())
+                .await
+                .map_err(|s| status_failure("the coordinator refused the run", s))
+        }
+        .await;
+        match (attempt, remote) {
+            (Ok(response), _) => return Ok(response.into_inner().run_id),
+            (Err(lost), Some(remote))
+                if lost.connection_lost && std::time::Instant::now() < deadline =>
+            {
+                eprintln!("lost the coordinator ({}); submitting again", lost.error);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if let Ok(leader) = connect(remote).await {
+                    *client = leader;
+                }
+            }
+            (Err(failure), _) => return Err(failure),
+        }
+    }
 }
 
 pub fn who() -> String {

@@ -18,12 +18,12 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
                 }
                 let repo = shardci_planning::repo::GitRepo::open(&args.input.repo).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
                 let root = repo.prefix().trim_end_matches('/').to_string();
-                submit(&mut client, &plan, SourceChoice::Git { url, root }, &args.secrets, &who()).await?
+                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Git { url, root }, &args.secrets, &who()).await?
             }
             None => {
                 let state = state_dir(&args.input.repo, None)?;
                 let bundle = bundle(&args.input, state.join("submit-bundle.tar")).await?;
-                submit(&mut client, &plan, SourceChoice::Bundle(&bundle), &args.secrets, &who()).await?
+                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Bundle(&bundle), &args.secrets, &who()).await?
             }
         };
         if !args.watch {

@@ -564,7 +564,10 @@ impl Actor {
                                 final_attempt,
                             })
                         }
-                        _ => Some(LogRead::Live(self.logs.read(&key, attempt, follow))),
+                        _ => Some(LogRead::Live(
+                            self.logs.read(&key, attempt, follow),
+                            self.reports.clone(),
+                        )),
                     },
                 };
                 let _ = reply.send(read);

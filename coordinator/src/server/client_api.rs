@@ -298,12 +298,29 @@ impl ClientService for ClientApi {
         let read = found.ok_or_else(|| Status::not_found(format!("no run {}", req.run_id)))?;
         // Whatever there is so far, piece by piece (a log may be gigabytes), then what follows.
         let (existing, follow): (LogStream, _) = match read {
-            LogRead::Live(snapshot) => {
-                let spooled = match snapshot.file {
-                    Some(file) if snapshot.len > 0 => file_log_stream(file, snapshot.len),
-                    _ => Box::pin(futures_util::stream::empty()),
+            LogRead::Live(snapshot, store) => {
+                // A worker stores an attempt's whole log when the attempt ends: if it is
+                // there, it beats this coordinator's spool, which misses what was said while
+                // another coordinator led.
+                let stored = match &store {
+                    Some(store) => store
+                        .read_log(&req.run_id, &req.job_id, &req.step, Some(snapshot.attempt))
+                        .await
+                        .ok()
+                        .flatten(),
+                    _ => None,
                 };
-                (spooled, snapshot.follow)
+                match (stored, snapshot.file) {
+                    // Whole and finished: nothing more will come.
+                    (Some(stored), _) => (stored, None),
+                    (None, Some(file)) if snapshot.len > 0 => {
+                        (file_log_stream(file, snapshot.len), snapshot.follow)
+                    }
+                    (None, _) => (
+                        Box::pin(futures_util::stream::empty()) as LogStream,
+                        snapshot.follow,
+                    ),
+                }
             }
             LogRead::Stored {
                 store,

@@ -50,8 +50,10 @@ pub(crate) enum LogVerdict {
 
 /// Where a step's log can be read.
 pub(crate) enum LogRead {
-    /// Held here: what is there now and, when following, what comes next.
-    Live(super::logs::LogSnapshot),
+    /// Held here: what is there now and, when following, what comes next; and the store,
+    /// where the worker stores the attempt's whole log when it ends (part of it may have been
+    /// spooled by another coordinator).
+    Live(super::logs::LogSnapshot, Option<ReportStore>),
     /// The run was published and its logs left memory: they are whole in the report store,
     /// the attempt that decided the job (given here) under `log.txt`, earlier ones apart.
     Stored {

@@ -33,6 +33,8 @@ type BufferKey = (RunId, String, String, u32);
 /// What a reader gets: the spooled bytes so far (`len` of `file`; no file when the step has not
 /// logged yet) and, when following an unfinished log, what comes after them.
 pub(crate) struct LogSnapshot {
+    /// The attempt read (the latest, unless one was asked for).
+    pub attempt: u32,
     pub file: Option<PathBuf>,
     pub len: u64,
     pub follow: Option<mpsc::Receiver<Vec<u8>>>,
@@ -160,11 +162,13 @@ impl LiveLogs {
         if !follow {
             return match self.buffers.get(&key) {
                 Some(buffer) => LogSnapshot {
+                    attempt,
                     file: Some(buffer.file.clone()),
                     len: buffer.len,
                     follow: None,
                 },
                 None => LogSnapshot {
+                    attempt,
                     file: None,
                     len: 0,
                     follow: None,
@@ -178,6 +182,7 @@ impl LiveLogs {
             rx
         });
         LogSnapshot {
+            attempt,
             file: Some(buffer.file.clone()),
             len: buffer.len,
             follow,
