@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use shardci_proto::endpoint::{ClientTls, endpoint, error_chain};
+use shardci_proto::endpoint::{ClientTls, addresses, endpoint, error_chain};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::client_service_client::ClientServiceClient;
 use shardci_proto::{API_VERSION, API_VERSION_HEADER};
@@ -51,12 +51,7 @@ pub async fn connect(remote: &Remote) -> Result<Client, Failure> {
         })?),
         None => None,
     };
-    let addresses: Vec<&str> = remote
-        .coordinator
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
+    let addresses = addresses(&remote.coordinator);
     let tls = ClientTls {
         ca: remote.ca.clone(),
         identity: None,

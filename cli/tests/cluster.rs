@@ -13,7 +13,7 @@ use serde_json::Value;
 use shardci_testkit::{fixture, git};
 
 mod common;
-use common::{bin, ensure_image, signal};
+use common::{bin, ensure_image, signal, watched_once};
 
 /// `n` connectors whose one step sleeps `seconds`.
 fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
@@ -1144,7 +1144,7 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
         "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 6; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
     );
     let watch_log = dir.path().join("watch.log");
-    let mut watcher = Command::new(bin("shardci"))
+    let watcher = Command::new(bin("shardci"))
         .args([
             "submit",
             "--all",
@@ -1183,27 +1183,7 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
     signal(first.id(), "-KILL");
     let _ = first.wait();
     let mut second = coordinator();
-
-    let status = watcher.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut watcher.stdout.take().unwrap(), &mut stdout).unwrap();
-    let printed = std::fs::read_to_string(&watch_log).unwrap();
-    assert_eq!(status.code(), Some(0), "{printed}\n{stdout}");
-    for job in ["c1/slow", "c2/slow"] {
-        assert_eq!(
-            printed.matches(&format!("  {job} passed")).count(),
-            1,
-            "{job} printed once: {printed}"
-        );
-    }
-    let run = stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")
-                .and_then(|r| r.split_whitespace().next())
-        })
-        .unwrap_or_default()
-        .to_string();
+    let run = watched_once(watcher, &watch_log, &["c1/slow".into(), "c2/slow".into()]);
     let shown = list(&["runs", "show", &run]);
     let results = results(&shown);
     assert_eq!(results.len(), 2, "one final result per job: {shown}");

@@ -11,7 +11,7 @@ use serde_json::Value;
 use shardci_testkit::{EtcdCluster, fixture};
 
 mod common;
-use common::{bin, ensure_image, signal};
+use common::{bin, ensure_image, signal, watched_once};
 
 fn free_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -234,7 +234,7 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
         "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 3; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
     );
     let watch_log = pair.dir.path().join("watch.log");
-    let mut watcher = Command::new(bin("shardci"))
+    let watcher = Command::new(bin("shardci"))
         .args(["submit", "--all", "--workers", "16", "--watch"])
         .args(["--coordinator", &pair.urls()])
         .arg("--repo")
@@ -329,28 +329,8 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
             );
         }
     }
-    let status = watcher.wait().expect("watcher ends");
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut watcher.stdout.take().expect("stdout"), &mut stdout)
-        .expect("read");
-    let printed = std::fs::read_to_string(&watch_log).expect("watch log");
-    assert_eq!(status.code(), Some(0), "{printed}\n{stdout}");
-    for c in 1..=16 {
-        let job = format!("c{c}/slow");
-        assert_eq!(
-            printed.matches(&format!("  {job} passed")).count(),
-            1,
-            "{job} printed once: {printed}"
-        );
-    }
-    let run = stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")
-                .and_then(|r| r.split_whitespace().next())
-        })
-        .expect("the run id")
-        .to_string();
+    let jobs: Vec<String> = (1..=16).map(|c| format!("c{c}/slow")).collect();
+    let run = watched_once(watcher, &watch_log, &jobs);
     let shown = pair.json(&["runs", "show", &run, "--json"]);
     let results = shown["results"].as_array().cloned().unwrap_or_default();
     assert_eq!(results.len(), 16, "one final result per job: {shown}");

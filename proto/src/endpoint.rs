@@ -111,6 +111,15 @@ pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, EndpointError> {
     }
 }
 
+/// The addresses in a comma-separated list (`http://a:7070,http://b:7070`: several
+/// coordinators, one of which leads), in order, blanks dropped.
+pub fn addresses(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 /// An error and its causes on one line: a TLS failure's reason (an unknown issuer) sits
 /// several sources deep under "transport error".
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardci_proto::convert::std_duration_from_wire;
-use shardci_proto::endpoint::{ClientTls, endpoint, error_chain};
+use shardci_proto::endpoint::{ClientTls, addresses, endpoint, error_chain};
 use shardci_proto::v1 as pb;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
 use shardci_proto::{API_VERSION, API_VERSION_HEADER, LEADER_HEADER};
@@ -89,12 +89,7 @@ fn heartbeat_interval(given: Option<prost_types::Duration>) -> Duration {
 
 /// The coordinator addresses, in the order tried; never empty (clap requires the flag).
 fn coordinator_addresses(options: &WorkerOptions) -> Vec<&str> {
-    let addresses: Vec<&str> = options
-        .coordinator
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
+    let addresses = addresses(&options.coordinator);
     if addresses.is_empty() {
         vec![options.coordinator.as_str()]
     } else {

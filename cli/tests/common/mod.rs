@@ -46,3 +46,35 @@ pub fn signal(pid: u32, sig: &str) {
             .success()
     );
 }
+
+/// Waits for a `shardci submit --watch` child (stdout piped, stderr written to `watch_log`),
+/// checks it exited 0 having printed each of `jobs` as passed exactly once, and returns the
+/// run's id.
+pub fn watched_once(
+    mut watcher: std::process::Child,
+    watch_log: &std::path::Path,
+    jobs: &[String],
+) -> String {
+    let status = watcher.wait().expect("the watcher ends");
+    let mut stdout = String::new();
+    if let Some(mut out) = watcher.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut stdout).expect("read stdout");
+    }
+    let printed = std::fs::read_to_string(watch_log).expect("the watch log");
+    assert_eq!(status.code(), Some(0), "{printed}\n{stdout}");
+    for job in jobs {
+        assert_eq!(
+            printed.matches(&format!("  {job} passed")).count(),
+            1,
+            "{job} printed once: {printed}"
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .expect("the run id")
+        .to_string()
+}
