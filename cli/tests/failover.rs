@@ -229,13 +229,14 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
     ensure_image();
     let mut pair = Pair::start();
     let mut workers = vec![pair.spawn_worker("fo-w1"), pair.spawn_worker("fo-w2")];
+    const JOBS: usize = 24;
     let repo = fixture(
-        16,
+        JOBS,
         "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 3; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
     );
     let watch_log = pair.dir.path().join("watch.log");
     let watcher = Command::new(bin("shardci"))
-        .args(["submit", "--all", "--workers", "16", "--watch"])
+        .args(["submit", "--all", "--workers", &JOBS.to_string(), "--watch"])
         .args(["--coordinator", &pair.urls()])
         .arg("--repo")
         .arg(repo.path())
@@ -248,8 +249,9 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
     let mut takeovers = Vec::new();
     for kill in 1..=3 {
         let leader = pair.leader();
+        // Mid-run: workers serve this leader and shards are running.
         wait_for("shards running", Duration::from_secs(60), || {
-            pair.log(leader).contains("granted the first shard lease") && pair.running_shards() > 0
+            pair.log(leader).contains("granted the first worker lease") && pair.running_shards() > 0
         });
         let killed = Instant::now();
         pair.kill(leader);
@@ -329,11 +331,11 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
             );
         }
     }
-    let jobs: Vec<String> = (1..=16).map(|c| format!("c{c}/slow")).collect();
+    let jobs: Vec<String> = (1..=JOBS).map(|c| format!("c{c}/slow")).collect();
     let run = watched_once(watcher, &watch_log, &jobs);
     let shown = pair.json(&["runs", "show", &run, "--json"]);
     let results = shown["results"].as_array().cloned().unwrap_or_default();
-    assert_eq!(results.len(), 16, "one final result per job: {shown}");
+    assert_eq!(results.len(), JOBS, "one final result per job: {shown}");
     assert!(results.iter().all(|r| r["status"] == "success"), "{shown}");
     // A kill can lose an assignment the leader made durable but never delivered; that shard runs
     // again, once. Running shards are kept, not re-run.
@@ -342,7 +344,7 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
         results.iter().all(|r| r["attempt"].as_u64() <= Some(2)),
         "no shard ran more often than lost attempts explain: {shown}"
     );
-    eprintln!("jobs re-run after a lost assignment: {retried} of 16");
+    eprintln!("jobs re-run after a lost assignment: {retried} of {JOBS}");
     let fetched = std::fs::read_dir(pair.dir.path().join("fo-w3").join("sources"))
         .map(|d| d.count())
         .unwrap_or(0);
