@@ -1104,12 +1104,19 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
+    let key_file = dir.path().join("secrets.key");
+    std::fs::write(&key_file, "8f".repeat(32)).unwrap();
     let url = format!("http://{address}");
     let coordinator = || {
         spawn_coordinator_on(
             &address,
             dir.path(),
-            &["--lease-ttl".as_ref(), "10s".as_ref()],
+            &[
+                "--lease-ttl".as_ref(),
+                "10s".as_ref(),
+                "--secrets-key-file".as_ref(),
+                key_file.as_os_str(),
+            ],
         )
         .0
     };
@@ -1139,9 +1146,11 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Three shards on two slots: the third is handed out by the restarted coordinator, with
+    // the run's secret it read back (sealed) from its state.
     let repo = fixture(
-        2,
-        "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 6; echo done $SHARDCI_CONNECTOR\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+        3,
+        "[test_types.slow]\ncommand = \"echo start $SHARDCI_CONNECTOR; sleep 6; test \\\"$RESTART_SECRET\\\" = opensesame && echo done $SHARDCI_CONNECTOR\"\nsecrets = [\"RESTART_SECRET\"]\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
     );
     let watch_log = dir.path().join("watch.log");
     let watcher = Command::new(bin("shardci"))
@@ -1149,14 +1158,17 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
             "submit",
             "--all",
             "--workers",
-            "2",
+            "3",
             "--watch",
+            "--secret",
+            "RESTART_SECRET",
             "--coordinator",
             &url,
         ])
         .arg("--repo")
         .arg(repo.path())
         .env("NO_COLOR", "1")
+        .env("RESTART_SECRET", "opensesame")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&watch_log).unwrap())
         .spawn()
@@ -1183,10 +1195,11 @@ fn a_coordinator_killed_mid_run_carries_on_after_a_restart_without_rerunning_sha
     signal(first.id(), "-KILL");
     let _ = first.wait();
     let mut second = coordinator();
-    let run = watched_once(watcher, &watch_log, &["c1/slow".into(), "c2/slow".into()]);
+    let jobs = ["c1/slow".into(), "c2/slow".into(), "c3/slow".into()];
+    let run = watched_once(watcher, &watch_log, &jobs);
     let shown = list(&["runs", "show", &run]);
     let results = results(&shown);
-    assert_eq!(results.len(), 2, "one final result per job: {shown}");
+    assert_eq!(results.len(), 3, "one final result per job: {shown}");
     assert!(
         results.iter().all(|r| r["attempt"] == 1),
         "the running shards were not run again: {shown}"

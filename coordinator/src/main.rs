@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use shardci_coordinator::server::{
-    ElectionConfig, ServeError, ServerConfig, ServerTls, Tokens, serve,
+    ElectionConfig, SecretsKey, ServeError, ServerConfig, ServerTls, Tokens, serve,
 };
 use shardci_coordinator::state::{EtcdStore, FileStore, MemoryStore, StateStore};
 use shardci_planning::config::parse_duration;
@@ -47,6 +47,12 @@ struct Args {
     /// about this long after its last renewal; etcd rounds it up to whole seconds.
     #[arg(long, env = "SHARDCI_ELECTION_TTL", default_value = "5s", value_parser = duration_ms)]
     election_ttl: u64,
+    /// A file holding 64 hex digits (`openssl rand -hex 32`), the same for every coordinator
+    /// of an installation: runs' secrets are kept in the state store sealed with it
+    /// (AES-256-GCM), so a run restored after a restart or a failover keeps them. Without it
+    /// secrets are not stored, and a restored run runs its remaining steps without them.
+    #[arg(long, env = "SHARDCI_SECRETS_KEY_FILE", value_name = "PATH")]
+    secrets_key_file: Option<PathBuf>,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
     state_prefix: String,
@@ -261,8 +267,22 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let secrets_key = match &args.secrets_key_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| SecretsKey::parse(&text))
+        {
+            Ok(key) => Some(Arc::new(key)),
+            Err(e) => {
+                eprintln!("error: --secrets-key-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = ServerConfig {
         election: shared_state,
+        secrets_key,
         ..config
     };
     match serve(listener, config, state, shutdown).await {

@@ -19,7 +19,9 @@ done
 
 export SHARDCI_COMPOSE_DIR=${SHARDCI_COMPOSE_DIR:-/tmp/shardci-compose}
 mkdir -p "$SHARDCI_COMPOSE_DIR"/{worker1,worker2,instances}
-token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+token() { head -c "${1:-24}" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# The coordinators seal runs' secrets in etcd with this key (32 bytes, hex).
+[ -s "$SHARDCI_COMPOSE_DIR/secrets.key" ] || token 32 > "$SHARDCI_COMPOSE_DIR/secrets.key"
 export SHARDCI_CLIENT_TOKEN=${SHARDCI_CLIENT_TOKEN:-$(token)}
 export SHARDCI_WORKER_TOKEN=${SHARDCI_WORKER_TOKEN:-$(token)}
 s3_port=${SHARDCI_COMPOSE_S3_PORT:-5000}

@@ -53,6 +53,7 @@ struct Actor {
     granted_a_session: bool,
     /// Where transitions go to be made durable.
     writer: mpsc::UnboundedSender<writer::Write>,
+    secrets_key: Option<Arc<super::SecretsKey>>,
 }
 
 /// Most commands handled in one turn of the loop before notices are routed.
@@ -97,6 +98,8 @@ pub(crate) struct ActorConfig {
     pub max_active_runs: usize,
     pub finished_runs_kept: usize,
     pub reports: Option<ReportStore>,
+    /// Seals secrets in the state store.
+    pub secrets_key: Option<Arc<super::SecretsKey>>,
 }
 
 /// Starts the event loop; it stops when `shutdown` is cancelled. Work it detaches (report
@@ -118,6 +121,7 @@ pub(crate) fn start(
         reports,
         disconnect_grace_ms,
         logs,
+        secrets_key,
     } = config;
     let (writes, writing) = writer::start(store.clone());
     let mut actor = Actor {
@@ -141,6 +145,7 @@ pub(crate) fn start(
         granted_a_lease: false,
         granted_a_session: false,
         writer: writes,
+        secrets_key,
     };
     tokio::spawn(async move {
         actor.restore(restored);
@@ -292,8 +297,13 @@ impl Actor {
                 });
                 // Durable before it is acknowledged; dropped again if the scheduler refuses it.
                 let mut written = Ok(());
-                for txn in durable::record_txns(&record, priority, wall_deadline, &idempotency_key)
-                {
+                for txn in durable::record_txns(
+                    &record,
+                    priority,
+                    wall_deadline,
+                    &idempotency_key,
+                    self.secrets_key.as_deref(),
+                ) {
                     written = self.store.txn(txn).await.map(|_| ());
                     if written.is_err() {
                         break;

@@ -9,8 +9,9 @@
 //! protobuf), `runs/<run>/plan/<n>` (a large plan's protobuf in pieces of at most 512 KiB, so
 //! no value nears etcd's 1.5 MiB request limit; the record then names how many) and
 //! `runs/<run>/events/<seq>` (JSON, `seq` zero-padded so keys sort in order).
-//! Secrets are never written: a run restored after a restart runs its remaining steps without
-//! them.
+//! Secrets are written only sealed under the installation's secrets key (`sealed`); without
+//! one they are not written, and a run restored after a restart runs its remaining steps
+//! without them (said in the log, naming the run).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,7 @@ use shardci_scheduling::schedule::{Attempt, JobReport, Priority, RunId, ShardId,
 use shardci_types::Event as RunEvent;
 
 use super::commands::RunRecord;
+use super::sealed::SecretsKey;
 use crate::state::{Op, StateStore, StoreError, Txn};
 
 /// A run as submitted, minus its secrets.
@@ -44,6 +46,12 @@ pub(crate) struct StoredRecord {
     /// Milliseconds since the Unix epoch.
     pub deadline: Option<u64>,
     pub idempotency_key: String,
+    /// The secrets (a JSON map), sealed, hex; empty when there were none or no key.
+    #[serde(default)]
+    pub secrets: String,
+    /// Whether the run was submitted with secrets (sealed or not).
+    #[serde(default)]
+    pub had_secrets: bool,
 }
 
 /// A scheduler transition that must survive the coordinator.
@@ -83,7 +91,16 @@ pub(crate) fn record_txns(
     priority: Priority,
     deadline: Option<SystemTime>,
     idempotency_key: &str,
+    key: Option<&SecretsKey>,
 ) -> Vec<Txn> {
+    let secrets = match key {
+        Some(key) if !record.secrets.is_empty() => serde_json::to_vec(&record.secrets)
+            .ok()
+            .and_then(|plain| key.seal(&plain))
+            .map(hex::encode)
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     let plan = record.plan.wire.encode_to_vec();
     let pieces: Vec<&[u8]> = if plan.len() > PLAN_PIECE {
         plan.chunks(PLAN_PIECE).collect()
@@ -111,6 +128,8 @@ pub(crate) fn record_txns(
                 .map(|d| d.as_millis() as u64)
         }),
         idempotency_key: idempotency_key.to_string(),
+        secrets,
+        had_secrets: !record.secrets.is_empty(),
     };
     let put = |key: String, value: Vec<u8>| Txn {
         compares: vec![],
@@ -193,7 +212,10 @@ pub(crate) enum RestoreError {
 }
 
 /// Every run the store still holds, oldest first, with its events.
-pub(crate) async fn load(store: &dyn StateStore) -> Result<Vec<Restored>, RestoreError> {
+pub(crate) async fn load(
+    store: &dyn StateStore,
+    secrets_key: Option<&SecretsKey>,
+) -> Result<Vec<Restored>, RestoreError> {
     let corrupt = |key: &str, message: String| RestoreError::Corrupt {
         key: key.to_string(),
         message,
@@ -260,7 +282,7 @@ pub(crate) async fn load(store: &dyn StateStore) -> Result<Vec<Restored>, Restor
             submitted_by: stored.submitted_by,
             retry_of: stored.retry_of.map(RunId),
             created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.created_at),
-            secrets: BTreeMap::new(),
+            secrets: unseal(secrets_key, &stored.secrets, stored.had_secrets, &stored.id),
             finished_at: None,
             report: None,
         };
@@ -286,6 +308,29 @@ pub(crate) async fn load(store: &dyn StateStore) -> Result<Vec<Restored>, Restor
         run.events.sort_by_key(|(seq, _)| *seq);
     }
     Ok(restored)
+}
+
+/// A restored run's secrets, or none (said, naming the run) when they cannot be had.
+fn unseal(
+    key: Option<&SecretsKey>,
+    sealed: &str,
+    had_secrets: bool,
+    run: &str,
+) -> BTreeMap<String, String> {
+    if !had_secrets {
+        return BTreeMap::new();
+    }
+    let opened = key.and_then(|key| {
+        let bytes = hex::decode(sealed).ok()?;
+        serde_json::from_slice(&key.open(&bytes)?).ok()
+    });
+    opened.unwrap_or_else(|| {
+        tracing::warn!(
+            %run,
+            "the run was submitted with secrets this coordinator cannot open (no --secrets-key-file, or another key): its remaining steps run without them"
+        );
+        BTreeMap::new()
+    })
 }
 
 impl Event {
@@ -366,7 +411,7 @@ mod tests {
     async fn a_large_plan_is_kept_in_pieces_under_etcds_request_limit_and_read_back_whole() {
         let store = MemoryStore::new();
         let big = record(5_000);
-        let txns = record_txns(&big, Priority::default(), None, "");
+        let txns = record_txns(&big, Priority::default(), None, "", None);
         assert!(txns.len() > 2, "{} transactions", txns.len());
         for txn in txns {
             let bytes: usize = txn
@@ -383,10 +428,10 @@ mod tests {
         let small = record(3);
         let mut small_record = small.clone();
         small_record.id = RunId("run-small".into());
-        for txn in record_txns(&small_record, Priority::default(), None, "") {
+        for txn in record_txns(&small_record, Priority::default(), None, "", None) {
             store.txn(txn).await.expect("written");
         }
-        let restored = load(&store).await.expect("read back");
+        let restored = load(&store, None).await.expect("read back");
         let plans: BTreeMap<String, usize> = restored
             .iter()
             .map(|r| (r.record.id.0.clone(), r.record.plan.jobs.len()))
@@ -398,5 +443,43 @@ mod tests {
             .find(|r| r.record.id.0 == "run-big")
             .expect("the big run");
         assert_eq!(big_restored.record.plan.wire, big.plan.wire);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_stored_sealed_and_come_back_only_with_the_key() {
+        let key =
+            SecretsKey::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+                .expect("a key");
+        let mut run = record(1);
+        run.secrets.insert("TOKEN".into(), "s3cr3t-value".into());
+        let store = MemoryStore::new();
+        for txn in record_txns(&run, Priority::default(), None, "", Some(&key)) {
+            store.txn(txn).await.expect("written");
+        }
+        let raw = store.list("runs/").await.expect("listed");
+        assert!(
+            raw.iter()
+                .all(|(_, v)| !String::from_utf8_lossy(&v.value).contains("s3cr3t-value")),
+            "never in clear"
+        );
+        let with_key = load(&store, Some(&key)).await.expect("read back");
+        assert_eq!(
+            with_key[0].record.secrets.get("TOKEN").map(String::as_str),
+            Some("s3cr3t-value")
+        );
+        let without = load(&store, None).await.expect("read back");
+        assert!(without[0].record.secrets.is_empty());
+        // Without a key nothing of them is written.
+        let plain = MemoryStore::new();
+        for txn in record_txns(&run, Priority::default(), None, "", None) {
+            plain.txn(txn).await.expect("written");
+        }
+        let stored = plain
+            .get("runs/run-big/record")
+            .await
+            .expect("get")
+            .expect("a record");
+        let stored: StoredRecord = serde_json::from_slice(&stored.value).expect("json");
+        assert!(stored.secrets.is_empty() && stored.had_secrets);
     }
 }

@@ -11,6 +11,7 @@ mod durable;
 mod gate;
 mod logs;
 mod publish;
+mod sealed;
 mod sources;
 mod status;
 mod worker_api;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::{AuthLayer, Scope, Tokens, TokensError};
 pub(crate) use commands::RunRecord;
 pub use gate::{LEADER_HEADER, LeaderGate};
+pub use sealed::SecretsKey;
 use sources::SourceStore;
 
 use crate::election::{Election, Role};
@@ -62,6 +64,9 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// Share the state store with other coordinators: lead when elected, stand by until then.
     pub election: Option<ElectionConfig>,
+    /// Seals runs' secrets in the state store, so a run restored after a restart or a
+    /// failover keeps them; without it they are not stored.
+    pub secrets_key: Option<Arc<SecretsKey>>,
 }
 
 /// How a coordinator that shares its state store campaigns.
@@ -102,6 +107,7 @@ impl ServerConfig {
             disconnect_grace: Duration::from_secs(1),
             tls: None,
             election: None,
+            secrets_key: None,
         }
     }
 }
@@ -168,7 +174,9 @@ pub async fn serve(
         disconnect_grace_ms: config.disconnect_grace.as_millis() as u64,
         logs,
         reports: config.reports.clone(),
+        secrets_key: config.secrets_key.clone(),
     };
+    let secrets_key = config.secrets_key.clone();
     let election = config
         .election
         .as_ref()
@@ -189,7 +197,7 @@ pub async fn serve(
                 None => (store, CancellationToken::new()),
             };
             let restored = tokio::select! {
-                restored = load_state(store.as_ref()) => restored?,
+                restored = load_state(store.as_ref(), secrets_key.as_deref()) => restored?,
                 () = stop.cancelled() => return Ok(()),
             };
             let actor = actor::start(
@@ -287,10 +295,13 @@ pub async fn serve(
 
 /// What the state store holds, read back for a new leader. An unreachable store is waited for
 /// (etcd restarts, elections); a value that does not decode is fatal, naming its key.
-async fn load_state(store: &dyn StateStore) -> Result<Vec<durable::Restored>, ServeError> {
+async fn load_state(
+    store: &dyn StateStore,
+    key: Option<&SecretsKey>,
+) -> Result<Vec<durable::Restored>, ServeError> {
     let mut wait = Duration::from_millis(200);
     loop {
-        match durable::load(store).await {
+        match durable::load(store, key).await {
             Ok(restored) => return Ok(restored),
             Err(durable::RestoreError::Store(e)) => {
                 tracing::warn!(error = %e, "cannot read the state store yet; retrying in {wait:?}");
