@@ -81,14 +81,13 @@ impl Election {
             if shutdown.is_cancelled() {
                 return None;
             }
-            match self.try_lead().await {
-                Ok(Some(leadership)) => return Some(leadership),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "campaigning for leadership failed; retrying"),
-            }
-            let leader = match self.store.get(LEADER_KEY).await {
-                Ok(found) => found.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
-                Err(_) => None,
+            let leader = match self.try_lead().await {
+                Ok(Claim::Won(leadership)) => return Some(leadership),
+                Ok(Claim::Held(leader)) => leader,
+                Err(e) => {
+                    tracing::warn!(error = %e, "campaigning for leadership failed; retrying");
+                    None
+                }
             };
             if leader.is_some() && !announced_wait {
                 tracing::info!(leader = ?leader, "standing by");
@@ -116,10 +115,12 @@ impl Election {
         self.store.watch(LEADER_KEY).await.ok()
     }
 
-    /// One attempt: the leader key created on a fresh lease, or `None` if someone holds it.
-    async fn try_lead(&self) -> Result<Option<Leadership>, StoreError> {
-        if self.store.get(LEADER_KEY).await?.is_some() {
-            return Ok(None);
+    /// One attempt: the leader key created on a fresh lease, or who holds it.
+    async fn try_lead(&self) -> Result<Claim, StoreError> {
+        if let Some(held) = self.store.get(LEADER_KEY).await? {
+            return Ok(Claim::Held(Some(
+                String::from_utf8_lossy(&held.value).into_owned(),
+            )));
         }
         let lease = self.store.grant_lease(self.ttl).await?;
         let claim = Txn {
@@ -143,7 +144,7 @@ impl Election {
                     lost.clone(),
                 ));
                 tracing::info!(term = term.0, address = %self.address, "leading");
-                Ok(Some(Leadership {
+                Ok(Claim::Won(Leadership {
                     term,
                     lost,
                     lease,
@@ -152,8 +153,9 @@ impl Election {
                 }))
             }
             Err(StoreError::Conflict) => {
+                // Another candidate claimed it between the read and the write.
                 let _ = self.store.revoke(lease).await;
-                Ok(None)
+                Ok(Claim::Held(None))
             }
             Err(e) => {
                 let _ = self.store.revoke(lease).await;
@@ -161,6 +163,13 @@ impl Election {
             }
         }
     }
+}
+
+/// What one claim of the leader key came to.
+enum Claim {
+    Won(Leadership),
+    /// Someone holds it (their advertised address, when read).
+    Held(Option<String>),
 }
 
 async fn recv(changes: &mut Option<mpsc::Receiver<WatchEvent>>) -> Option<WatchEvent> {

@@ -304,7 +304,7 @@ async fn connect_etcd(endpoints: &[String], prefix: &str) -> EtcdStore {
     let mut wait = std::time::Duration::from_millis(500);
     loop {
         match EtcdStore::connect(endpoints, prefix).await {
-            Ok(store) => match store.get("election/leader").await {
+            Ok(store) => match store.get(shardci_coordinator::election::LEADER_KEY).await {
                 Ok(_) => return store,
                 Err(e) => {
                     tracing::error!(endpoints = ?endpoints, error = %e, "etcd does not answer; retrying in {wait:?}")

@@ -330,12 +330,13 @@ impl ReportStore {
         let mut tails = BTreeMap::new();
         for result in &run.results {
             for step in &result.steps {
-                let log = StorePath::from(log_key(&run.run_id, &result.job.0, &step.step));
-                // Only the end: a log may be gigabytes.
-                if let Ok(meta) = self.store.head(&log).await {
-                    let start = meta.size.saturating_sub(64 << 10);
-                    let bytes = self.store.get_range(&log, start..meta.size).await?;
-                    tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
+                let log = log_key(&run.run_id, &result.job.0, &step.step);
+                match self.stored_tail(&log).await {
+                    Ok(bytes) => {
+                        tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

@@ -28,6 +28,15 @@ pub struct EtcdStore {
     root: String,
 }
 
+/// A key's value as the trait gives it.
+fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
+    Versioned {
+        value: kv.value().to_vec(),
+        mod_revision: Revision(kv.mod_revision() as u64),
+        lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+    }
+}
+
 fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -150,11 +159,7 @@ impl StateStore for EtcdStore {
             })
             .await
             .map_err(unavailable)?;
-        Ok(response.kvs().first().map(|kv| Versioned {
-            value: kv.value().to_vec(),
-            mod_revision: Revision(kv.mod_revision() as u64),
-            lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
-        }))
+        Ok(response.kvs().first().map(versioned))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
@@ -171,16 +176,7 @@ impl StateStore for EtcdStore {
         response
             .kvs()
             .iter()
-            .map(|kv| {
-                Ok((
-                    self.strip(kv.key())?,
-                    Versioned {
-                        value: kv.value().to_vec(),
-                        mod_revision: Revision(kv.mod_revision() as u64),
-                        lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
-                    },
-                ))
-            })
+            .map(|kv| Ok((self.strip(kv.key())?, versioned(kv))))
             .collect()
     }
 

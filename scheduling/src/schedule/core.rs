@@ -860,11 +860,12 @@ impl Scheduler {
             let Some(std::cmp::Reverse((until, worker))) = self.lease_ends.pop() else {
                 break;
             };
-            let current = self
+            // A lease noted twice at the same end is lost once: a lost worker is gone.
+            if self
                 .workers
                 .get(&worker)
-                .is_some_and(|w| w.lease_until == until);
-            if current && !expired.contains(&worker) {
+                .is_some_and(|w| w.lease_until == until)
+            {
                 expired.push(worker);
             }
         }
