@@ -276,6 +276,11 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
             session.as_millis(),
         );
         takeovers.push(session);
+        assert!(
+            pair.log(standby).contains("the leader refuses connections"),
+            "a killed leader's process is known gone; the standby need not wait out its lease: {}",
+            pair.log(standby)
+        );
         if kill == 2 {
             // Logs of jobs that finished under earlier leaders: this one spooled none of them,
             // the store has them whole.
@@ -378,9 +383,18 @@ fn a_paused_leader_that_wakes_up_is_refused_and_steps_down() {
     let mut pair = Pair::start();
     let leader = pair.leader();
     let paused = pair.children[leader].as_ref().expect("leader").id();
+    let paused_at = Instant::now();
     signal(paused, "-STOP");
     let standby = 1 - leader;
-    pair.wait_until_leading(standby, Duration::from_secs(30));
+    let replaced = pair.wait_until_leading(standby, Duration::from_secs(30)) - paused_at;
+    eprintln!(
+        "a silent leader (SIGSTOP) replaced after {} ms (election TTL 2 s)",
+        replaced.as_millis()
+    );
+    assert!(
+        !pair.log(standby).contains("the leader refuses connections"),
+        "a paused leader still accepts connections: only its lease can end it"
+    );
 
     // A submission that only the paused leader hears: it reads it when it wakes, and must not
     // accept it, because it cannot make it durable.

@@ -77,25 +77,44 @@ impl Election {
     ) -> Option<Leadership> {
         let mut changes = self.watch_key(shutdown).await;
         let mut announced_wait = false;
+        let mut probe = DeathProbe::default();
         loop {
             if shutdown.is_cancelled() {
                 return None;
             }
-            let leader = match self.try_lead().await {
+            let held = match self.try_lead().await {
                 Ok(Claim::Won(leadership)) => return Some(leadership),
-                Ok(Claim::Held(leader)) => leader,
+                Ok(Claim::Held(held)) => held,
                 Err(e) => {
                     tracing::warn!(error = %e, "campaigning for leadership failed; retrying");
                     None
                 }
             };
+            let leader = held.as_ref().map(|h| h.address.clone());
             if leader.is_some() && !announced_wait {
                 tracing::info!(leader = ?leader, "standing by");
                 announced_wait = true;
             }
             role.send_replace(Role::Standby { leader });
-            // Woken by the key's deletion (its lease ended) or, if the watch is gone, a poll.
-            let poll = (self.ttl / 4).max(Duration::from_millis(100));
+            if let Some((held, lease)) = held.as_ref().and_then(|h| Some((h, h.lease?)))
+                && probe.leader_is_gone(held).await
+            {
+                tracing::warn!(
+                    leader = %held.address,
+                    "the leader refuses connections: its process is gone; ending its lease instead of waiting it out"
+                );
+                if let Err(e) = self.store.revoke(lease).await {
+                    tracing::warn!(error = %e, "failed to end the gone leader's lease; waiting it out");
+                }
+                continue;
+            }
+            // Woken by the key's deletion (its lease ended), the next probe of a leader seen
+            // alive, or, if the watch is gone, a poll.
+            let poll = if probe.armed() {
+                PROBE_EVERY
+            } else {
+                (self.ttl / 4).max(Duration::from_millis(100))
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return None,
                 event = recv(&mut changes) => {
@@ -118,9 +137,11 @@ impl Election {
     /// One attempt: the leader key created on a fresh lease, or who holds it.
     async fn try_lead(&self) -> Result<Claim, StoreError> {
         if let Some(held) = self.store.get(LEADER_KEY).await? {
-            return Ok(Claim::Held(Some(
-                String::from_utf8_lossy(&held.value).into_owned(),
-            )));
+            return Ok(Claim::Held(Some(HeldBy {
+                address: String::from_utf8_lossy(&held.value).into_owned(),
+                term: held.mod_revision,
+                lease: held.lease,
+            })));
         }
         let lease = self.store.grant_lease(self.ttl).await?;
         let claim = Txn {
@@ -168,8 +189,82 @@ impl Election {
 /// What one claim of the leader key came to.
 enum Claim {
     Won(Leadership),
-    /// Someone holds it (their advertised address, when read).
-    Held(Option<String>),
+    /// Someone holds it (who, when read).
+    Held(Option<HeldBy>),
+}
+
+/// The leader as the leader key names it.
+struct HeldBy {
+    address: String,
+    term: Revision,
+    lease: Option<LeaseId>,
+}
+
+/// How often a standby probes a leader it has seen alive.
+const PROBE_EVERY: Duration = Duration::from_millis(150);
+/// Refusals in a row that prove a leader's process gone.
+const REFUSALS_TO_EVICT: u32 = 2;
+
+/// Tells a killed leader from a silent one, so a standby need not wait out the lease of a
+/// leader whose process is known dead. A connection *refused* at the leader's advertised
+/// address, by a host that answered, means nothing listens there: the process ended (a
+/// crash, `kill -9`, an OOM kill) and its lease only holds the key for nobody. A timeout or an
+/// unreachable host proves nothing (a paused process, a partition), so those cases wait out
+/// the lease as before. Only a leader seen accepting connections at that address in the same
+/// term can be evicted, so a wrong `--advertise` never evicts a live leader; and should the
+/// probe ever be wrong, fencing still refuses every write of the evicted leader.
+#[derive(Default)]
+struct DeathProbe {
+    term: Option<Revision>,
+    seen_alive: bool,
+    refusals: u32,
+}
+
+impl DeathProbe {
+    /// Whether the last probe saw the current leader alive (so probing is worth its cost).
+    fn armed(&self) -> bool {
+        self.seen_alive
+    }
+
+    async fn leader_is_gone(&mut self, held: &HeldBy) -> bool {
+        if self.term != Some(held.term) {
+            *self = Self {
+                term: Some(held.term),
+                ..Self::default()
+            };
+        }
+        let Some(target) = socket_address(&held.address) else {
+            return false;
+        };
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(target.as_str()),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) => {
+                self.seen_alive = true;
+                self.refusals = 0;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                self.refusals += 1;
+            }
+            _ => self.refusals = 0,
+        }
+        self.seen_alive && self.refusals >= REFUSALS_TO_EVICT
+    }
+}
+
+/// `host:port` of an advertised `scheme://host:port` address.
+fn socket_address(advertised: &str) -> Option<String> {
+    let uri: http::Uri = advertised.parse().ok()?;
+    let host = uri.host()?;
+    let port = uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })?;
+    Some(format!("{host}:{port}"))
 }
 
 async fn recv(changes: &mut Option<mpsc::Receiver<WatchEvent>>) -> Option<WatchEvent> {
@@ -402,5 +497,90 @@ mod tests {
         let stale = Txn::cas("k", Revision(0), b"y".to_vec());
         assert!(matches!(fenced.txn(stale).await, Err(StoreError::Conflict)));
         assert!(!leader.lost.is_cancelled());
+    }
+
+    async fn standby_of(
+        store: Arc<dyn StateStore>,
+        leader_address: String,
+    ) -> (Leadership, tokio::task::JoinHandle<Option<Revision>>) {
+        let shutdown = CancellationToken::new();
+        let (role, mut seen) = watch::channel(Role::Standby { leader: None });
+        let leader = Election::new(
+            store.clone(),
+            Duration::from_secs(60),
+            leader_address.clone(),
+        )
+        .campaign(&role, &shutdown)
+        .await
+        .expect("the first candidate leads");
+        let standby = tokio::spawn(async move {
+            Election::new(store, Duration::from_secs(60), "http://127.0.0.1:1".into())
+                .campaign(&role, &shutdown)
+                .await
+                .map(|l| l.term)
+        });
+        seen.wait_for(|r| {
+            *r == Role::Standby {
+                leader: Some(leader_address.clone()),
+            }
+        })
+        .await
+        .expect("the standby names the leader");
+        (leader, standby)
+    }
+
+    #[tokio::test]
+    async fn a_standby_takes_over_from_a_leader_whose_process_is_gone_without_waiting_out_its_lease()
+     {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let (leader, standby) = standby_of(store, address).await;
+        // Seen alive first: a probe connects while the leader listens.
+        tokio::time::sleep(PROBE_EVERY * 3).await;
+        drop(listener);
+        let term = tokio::time::timeout(Duration::from_secs(20), standby)
+            .await
+            .expect("the standby leads long before the 60 s lease ends")
+            .expect("join")
+            .expect("leads");
+        assert!(term > leader.term);
+    }
+
+    #[tokio::test]
+    async fn a_leader_never_seen_listening_is_not_evicted() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        // A port nothing listens on: a wrong --advertise, not a dead process.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let (leader, standby) = standby_of(store.clone(), format!("http://{closed}")).await;
+        tokio::time::sleep(PROBE_EVERY * 10).await;
+        assert!(
+            !standby.is_finished(),
+            "a leader that never answered was evicted"
+        );
+        let held = store.get(LEADER_KEY).await.expect("get").expect("held");
+        assert_eq!(held.mod_revision, leader.term);
+        standby.abort();
+    }
+
+    #[test]
+    fn advertised_addresses_map_to_the_socket_to_probe() {
+        assert_eq!(
+            socket_address("http://10.0.0.1:7070").as_deref(),
+            Some("10.0.0.1:7070")
+        );
+        assert_eq!(
+            socket_address("https://coord.example").as_deref(),
+            Some("coord.example:443")
+        );
+        assert_eq!(
+            socket_address("http://[::1]:7070").as_deref(),
+            Some("[::1]:7070")
+        );
+        assert_eq!(socket_address("not a url"), None);
     }
 }
