@@ -10,6 +10,8 @@
 //! bare tonic session that answers every request with a canned assignment (same messages, no
 //! scheduler), and a bare tonic unary echo. The ratios are what the scheduler and its
 //! durability cost. Durable stores lease fewer shards per worker (the rate is what counts).
+//! The memory store and the echo alternate three times (the machine drifts between runs);
+//! the median pair is printed with every pair's ratio.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -424,6 +426,9 @@ async fn echo_figures(workers: usize) -> (Figures, Figures) {
     )
 }
 
+/// Alternating runs of the memory store and the echo.
+const REPEATS: usize = 3;
+
 /// Shards per worker on the durable stores: fewer, since each lease is two durable writes.
 const DURABLE_SHARDS_PER_WORKER: usize = 5;
 
@@ -436,12 +441,30 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let memory = runtime.block_on(shardci_figures(
-        workers,
-        SHARDS_PER_WORKER,
-        Arc::new(MemoryStore::new()),
-        false,
-    ));
+    // The memory store and the session echo are what the goal compares, and this machine's
+    // speed drifts by a third between runs: they alternate, three times each, and the pair
+    // with the median throughput ratio is reported.
+    let mut pairs: Vec<(Figures, Figures, Figures)> = (0..REPEATS)
+        .map(|_| {
+            let memory = runtime.block_on(shardci_figures(
+                workers,
+                SHARDS_PER_WORKER,
+                Arc::new(MemoryStore::new()),
+                false,
+            ));
+            let (session, unary) = runtime.block_on(echo_figures(workers));
+            (memory, session, unary)
+        })
+        .collect();
+    let throughput = |f: &Figures| f.leases as f64 / f.elapsed.as_secs_f64();
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(memory, session, _)| throughput(memory) / throughput(session))
+        .collect();
+    pairs.sort_by(|a, b| {
+        (throughput(&a.0) / throughput(&a.1)).total_cmp(&(throughput(&b.0) / throughput(&b.1)))
+    });
+    let (memory, session, unary) = pairs.swap_remove(REPEATS / 2);
     let state = tempfile::tempdir().expect("tempdir");
     let file = runtime.block_on(async {
         let store = FileStore::open(state.path()).await.expect("file store");
@@ -455,7 +478,6 @@ fn main() {
         shardci_figures(workers, DURABLE_SHARDS_PER_WORKER, Arc::new(store), true).await
     });
     drop(etcd_process);
-    let (session, unary) = runtime.block_on(echo_figures(workers));
     println!(
         "lease benchmark: {workers} simulated workers over gRPC on loopback, {} cores ({SHARDS_PER_WORKER} shards each on memory and the echoes, {DURABLE_SHARDS_PER_WORKER} on the durable stores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -464,7 +486,6 @@ fn main() {
         "{:<40} {:>10} {:>10} {:>10} {:>10}",
         "server", "leases/s", "p50 ms", "p99 ms", "vs echo"
     );
-    let throughput = |f: &Figures| f.leases as f64 / f.elapsed.as_secs_f64();
     for (name, figures) in [
         ("shardci, memory store", &memory),
         ("shardci, file store (fsync)", &file),
@@ -480,7 +501,15 @@ fn main() {
     }
     let p50 = |f: &Figures| percentile(&f.latencies, 0.5).as_secs_f64();
     println!(
-        "memory store / session echo: throughput {:.2}x, p50 latency {:.2}x (goal: at least 0.8x, within 2x)",
+        "memory store / session echo, each of {REPEATS} alternating pairs: {}",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "memory store / session echo, the median pair: throughput {:.2}x, p50 latency {:.2}x (goal: at least 0.8x, within 2x)",
         throughput(&memory) / throughput(&session),
         p50(&memory) / p50(&session)
     );

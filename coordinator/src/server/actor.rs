@@ -16,10 +16,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::answers::{NO_WORK_RETRY, ack_message, no_work};
 use super::commands::{Command, LogRead, LogVerdict, Outgoing, RunRecord};
 use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
+use super::status;
 use super::writer;
 use crate::state::StateStore;
 use crate::wire;
@@ -200,7 +202,10 @@ impl Actor {
             // costs a fleet of 1,000 workers a third of its leases.
             match self.store.txn(txn).await {
                 Ok(_) => reply.send(),
-                Err(e) => tracing::error!(error = %e, "the memory store refused a write"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the memory store refused a write");
+                    reply.fail(&e.to_string());
+                }
             }
             return;
         }
@@ -397,8 +402,9 @@ impl Actor {
                 worker,
                 session,
                 free_slots,
-                reply,
+                mut answers,
             } => {
+                let free_slots = free_slots.min(answers.len() as u32);
                 let assigned = self
                     .scheduler
                     .request_work(now, &worker, session, free_slots);
@@ -414,13 +420,17 @@ impl Actor {
                     Ok(assignments) => assignments,
                     Err(refused) => {
                         self.idle.remove(&worker);
-                        let _ = reply.send(Err(refused));
+                        if let Some(slot) = answers.pop() {
+                            slot.send(Err(status::session(refused)));
+                        }
                         return;
                     }
                 };
                 if assignments.is_empty() {
                     self.idle.insert(worker);
-                    let _ = reply.send(Ok(Vec::new()));
+                    if let Some(slot) = answers.pop() {
+                        slot.send(Ok(no_work(NO_WORK_RETRY)));
+                    }
                     return;
                 }
                 self.idle.remove(&worker);
@@ -435,14 +445,19 @@ impl Actor {
                         (a.run.clone(), event)
                     })
                     .collect();
-                let wire = assignments
+                let messages: Vec<_> = answers
                     .into_iter()
-                    .filter_map(|a| self.assignment(a))
+                    .zip(assignments.into_iter().filter_map(|a| self.assignment(a)))
+                    .map(|(slot, assignment)| {
+                        let message = pb::CoordinatorMessage {
+                            msg: Some(pb::coordinator_message::Msg::Assignment(assignment)),
+                        };
+                        (slot, message)
+                    })
                     .collect();
-                // Handed out once durable; if that fails the reply is dropped, the session
-                // ends, and the scheduler takes back what the worker never got.
-                self.persist(events, writer::Reply::Assignments(reply, wire))
-                    .await;
+                // Handed out once durable; if that fails the session ends, and the scheduler
+                // takes back what the worker never got.
+                self.persist(events, writer::Reply::Session(messages)).await;
             }
             Command::Complete {
                 worker,
@@ -450,7 +465,7 @@ impl Actor {
                 shard,
                 attempt,
                 reports,
-                reply,
+                answer,
             } => {
                 let event = durable::Event::Completed {
                     shard: shard.0.clone(),
@@ -461,14 +476,20 @@ impl Actor {
                 let ack = self
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
-                if ack == Ack::Accepted {
-                    self.logs.attempt_done(&run, &shard, attempt);
+                let key = ShardKey { run, shard };
+                let accepted = ack == Ack::Accepted;
+                let message = ack_message(&key, attempt, ack);
+                if accepted {
+                    self.logs.attempt_done(&key.run, &key.shard, attempt);
                     // Acknowledged to the worker only once durable; unacknowledged, the
                     // worker reports it again in its next hello.
-                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack))
-                        .await;
+                    self.persist(
+                        vec![(key.run, event)],
+                        writer::Reply::Session(vec![(answer, message)]),
+                    )
+                    .await;
                 } else {
-                    let _ = reply.send(ack);
+                    answer.send(Ok(message));
                 }
             }
             Command::Log {
@@ -607,15 +628,7 @@ impl Actor {
         }
         for worker in std::mem::take(&mut self.idle) {
             if let Some((_, outbox)) = self.sessions.get(&worker) {
-                let ask_now = pb::NoWork {
-                    retry_after: Some(prost_types::Duration {
-                        seconds: 0,
-                        nanos: 0,
-                    }),
-                };
-                let _ = outbox.try_send(Ok(pb::CoordinatorMessage {
-                    msg: Some(pb::coordinator_message::Msg::NoWork(ask_now)),
-                }));
+                let _ = outbox.try_send(Ok(no_work(std::time::Duration::ZERO)));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! (`status`) and where source bundles live (`sources`).
 
 mod actor;
+mod answers;
 mod auth;
 mod client_api;
 mod commands;
