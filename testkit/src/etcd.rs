@@ -19,37 +19,91 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Why an etcd process did not come up.
+enum StartFailure {
+    /// Another process took a port between choosing it and etcd binding it: try other ports.
+    PortTaken,
+    /// Anything else, with what etcd said.
+    Other(String),
+}
+
+/// Waits until `port` answers; fails early, with etcd's own words, if the process exits.
+fn wait_until_serving(
+    child: &mut Child,
+    port: u16,
+    log: &std::path::Path,
+) -> Result<(), StartFailure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            if said.contains("address already in use") {
+                return Err(StartFailure::PortTaken);
+            }
+            return Err(StartFailure::Other(format!(
+                "etcd exited ({status}): {said}"
+            )));
+        }
+        if Instant::now() >= deadline {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(StartFailure::Other(format!(
+                "etcd did not serve on {port} within 30 s: {said}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn log_file(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::create(path).expect("etcd's log file")
+}
+
+/// Tries to start etcd on fresh ports a few times: tests run in parallel and grab ports too.
+const PORT_ATTEMPTS: usize = 5;
+
 impl Etcd {
     /// Starts etcd and waits until its client port answers.
     pub fn start() -> Etcd {
-        let data = tempfile::tempdir().expect("a temporary directory");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--name", "test"])
-            .args(["--listen-client-urls", &endpoint])
-            .args(["--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (scripts/install-deps installs Debian's etcd-server)");
-        let etcd = Etcd {
-            child,
-            _data: data,
-            endpoint,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start on {client}");
-            std::thread::sleep(Duration::from_millis(100));
+        let mut last = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let data = tempfile::tempdir().expect("a temporary directory");
+            let (client, peer) = (free_port(), free_port());
+            let endpoint = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = data.path().join("etcd.log");
+            let mut child = Command::new("etcd")
+                .arg("--data-dir")
+                .arg(data.path().join("member"))
+                .args(["--name", "test"])
+                .args(["--listen-client-urls", &endpoint])
+                .args(["--advertise-client-urls", &endpoint])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("test={peer_url}")])
+                .stdout(Stdio::null())
+                .stderr(log_file(&log))
+                .spawn()
+                .expect("etcd runs (scripts/install-deps installs Debian's etcd-server)");
+            match wait_until_serving(&mut child, client, &log) {
+                Ok(()) => {
+                    return Etcd {
+                        child,
+                        _data: data,
+                        endpoint,
+                    };
+                }
+                Err(failure) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    match failure {
+                        StartFailure::PortTaken => last = "a port was taken".into(),
+                        StartFailure::Other(why) => panic!("{why}"),
+                    }
+                }
+            }
         }
-        etcd
+        panic!("etcd did not start after {PORT_ATTEMPTS} tries: {last}");
     }
 }
 
@@ -79,31 +133,38 @@ struct Member {
 impl EtcdCluster {
     /// Starts `n` members and waits until each client port answers.
     pub fn start(n: usize) -> EtcdCluster {
-        let data = tempfile::tempdir().expect("a temporary directory");
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer_url: format!("http://127.0.0.1:{}", free_port()),
-                child: None,
-            })
-            .collect();
-        let endpoints = members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
-            .collect();
-        let mut cluster = EtcdCluster {
-            members,
-            _data: data,
-            endpoints,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
+        for _ in 0..PORT_ATTEMPTS {
+            let data = tempfile::tempdir().expect("a temporary directory");
+            let members: Vec<Member> = (0..n)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    client: free_port(),
+                    peer_url: format!("http://127.0.0.1:{}", free_port()),
+                    child: None,
+                })
+                .collect();
+            let endpoints = members
+                .iter()
+                .map(|m| format!("http://127.0.0.1:{}", m.client))
+                .collect();
+            let mut cluster = EtcdCluster {
+                members,
+                _data: data,
+                endpoints,
+            };
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            let started: Result<Vec<()>, StartFailure> =
+                (0..n).map(|i| cluster.try_wait_for(i)).collect();
+            match started {
+                Ok(_) => return cluster,
+                // Dropping the cluster kills its members; fresh ports next time.
+                Err(StartFailure::PortTaken) => continue,
+                Err(StartFailure::Other(why)) => panic!("{why}"),
+            }
         }
-        for i in 0..n {
-            cluster.wait_for(i);
-        }
-        cluster
+        panic!("an etcd cluster did not start after {PORT_ATTEMPTS} tries: ports were taken");
     }
 
     /// `etcd://host:port,...` as `shardci-coordinator --state` takes it.
@@ -137,18 +198,34 @@ impl EtcdCluster {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "shardci-test"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(
+                &self._data.path().join(format!("{}.log", member.name)),
+            ))
             .spawn()
             .expect("etcd runs (scripts/install-deps installs Debian's etcd-server)");
         member.child = Some(child);
     }
 
-    fn wait_for(&self, i: usize) {
-        let port = self.members[i].client;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd member {i} did not start");
-            std::thread::sleep(Duration::from_millis(100));
+    fn try_wait_for(&mut self, i: usize) -> Result<(), StartFailure> {
+        let log = self
+            ._data
+            .path()
+            .join(format!("{}.log", self.members[i].name));
+        let member = &mut self.members[i];
+        let port = member.client;
+        match member.child.as_mut() {
+            Some(child) => wait_until_serving(child, port, &log),
+            None => Err(StartFailure::Other(format!(
+                "etcd member {i} is not running"
+            ))),
+        }
+    }
+
+    fn wait_for(&mut self, i: usize) {
+        match self.try_wait_for(i) {
+            Ok(()) => {}
+            Err(StartFailure::PortTaken) => panic!("etcd member {i}: its port was taken"),
+            Err(StartFailure::Other(why)) => panic!("etcd member {i}: {why}"),
         }
     }
 
