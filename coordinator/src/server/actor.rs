@@ -16,12 +16,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::answers::{NO_WORK_RETRY, ack_message, no_work};
 use super::commands::{Command, LogRead, LogVerdict, Outgoing, RunRecord};
 use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
-use super::status;
 use super::writer;
 use crate::state::StateStore;
 use crate::wire;
@@ -202,10 +200,7 @@ impl Actor {
             // costs a fleet of 1,000 workers a third of its leases.
             match self.store.txn(txn).await {
                 Ok(_) => reply.send(),
-                Err(e) => {
-                    tracing::error!(error = %e, "the memory store refused a write");
-                    reply.fail(&e.to_string());
-                }
+                Err(e) => tracing::error!(error = %e, "the memory store refused a write"),
             }
             return;
         }
@@ -402,9 +397,8 @@ impl Actor {
                 worker,
                 session,
                 free_slots,
-                mut answers,
+                reply,
             } => {
-                let free_slots = free_slots.min(answers.len() as u32);
                 let assigned = self
                     .scheduler
                     .request_work(now, &worker, session, free_slots);
@@ -420,17 +414,13 @@ impl Actor {
                     Ok(assignments) => assignments,
                     Err(refused) => {
                         self.idle.remove(&worker);
-                        if let Some(slot) = answers.pop() {
-                            slot.send(Err(status::session(refused)));
-                        }
+                        let _ = reply.send(Err(refused));
                         return;
                     }
                 };
                 if assignments.is_empty() {
                     self.idle.insert(worker);
-                    if let Some(slot) = answers.pop() {
-                        slot.send(Ok(no_work(NO_WORK_RETRY)));
-                    }
+                    let _ = reply.send(Ok(Vec::new()));
                     return;
                 }
                 self.idle.remove(&worker);
@@ -445,19 +435,14 @@ impl Actor {
                         (a.run.clone(), event)
                     })
                     .collect();
-                let messages: Vec<_> = answers
+                let wire = assignments
                     .into_iter()
-                    .zip(assignments.into_iter().filter_map(|a| self.assignment(a)))
-                    .map(|(slot, assignment)| {
-                        let message = pb::CoordinatorMessage {
-                            msg: Some(pb::coordinator_message::Msg::Assignment(assignment)),
-                        };
-                        (slot, message)
-                    })
+                    .filter_map(|a| self.assignment(a))
                     .collect();
-                // Handed out once durable; if that fails the session ends, and the scheduler
-                // takes back what the worker never got.
-                self.persist(events, writer::Reply::Session(messages)).await;
+                // Handed out once durable; if that fails the reply is dropped, the session
+                // ends, and the scheduler takes back what the worker never got.
+                self.persist(events, writer::Reply::Assignments(reply, wire))
+                    .await;
             }
             Command::Complete {
                 worker,
@@ -465,7 +450,7 @@ impl Actor {
                 shard,
                 attempt,
                 reports,
-                answer,
+                reply,
             } => {
                 let event = durable::Event::Completed {
                     shard: shard.0.clone(),
@@ -476,20 +461,14 @@ impl Actor {
                 let ack = self
                     .scheduler
                     .complete(now, &worker, &run, &shard, attempt, reports);
-                let key = ShardKey { run, shard };
-                let accepted = ack == Ack::Accepted;
-                let message = ack_message(&key, attempt, ack);
-                if accepted {
-                    self.logs.attempt_done(&key.run, &key.shard, attempt);
+                if ack == Ack::Accepted {
+                    self.logs.attempt_done(&run, &shard, attempt);
                     // Acknowledged to the worker only once durable; unacknowledged, the
                     // worker reports it again in its next hello.
-                    self.persist(
-                        vec![(key.run, event)],
-                        writer::Reply::Session(vec![(answer, message)]),
-                    )
-                    .await;
+                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack))
+                        .await;
                 } else {
-                    answer.send(Ok(message));
+                    let _ = reply.send(ack);
                 }
             }
             Command::Log {
@@ -628,7 +607,15 @@ impl Actor {
         }
         for worker in std::mem::take(&mut self.idle) {
             if let Some((_, outbox)) = self.sessions.get(&worker) {
-                let _ = outbox.try_send(Ok(no_work(std::time::Duration::ZERO)));
+                let ask_now = pb::NoWork {
+                    retry_after: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                };
+                let _ = outbox.try_send(Ok(pb::CoordinatorMessage {
+                    msg: Some(pb::coordinator_message::Msg::NoWork(ask_now)),
+                }));
             }
         }
     }

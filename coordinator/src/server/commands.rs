@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use shardci_proto::v1 as pb;
 use shardci_scheduling::schedule::{
-    Attempt, JobReport, Millis, Priority, RunId, RunView, SessionError, SessionId, ShardId,
+    Ack, Attempt, JobReport, Millis, Priority, RunId, RunView, SessionError, SessionId, ShardId,
     ShardKey, Status, SubmitError, WorkerId, WorkerView,
 };
 use shardci_types::Event;
@@ -36,15 +36,6 @@ pub(crate) struct RunRecord {
 
 /// What the coordinator sends a worker: a message, or the status that ends the session.
 pub(crate) type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
-
-/// Room reserved in a session's outbound stream for the answer to one of its messages. The
-/// session task reserves it, hands it over with the command and reads on; the actor (or the
-/// writer, once the answer is durable) sends through it. Answers thus reach the worker in the
-/// order they were decided without waking the session task again (one task hop fewer per
-/// message: at 1,000 simulated workers 0.72x the bare echo's leases/s instead of 0.66x); and a
-/// worker that stops reading its stream stops being read, as before, since a session cannot
-/// reserve more room than its stream has.
-pub(crate) type AnswerSlot = mpsc::OwnedPermit<Outgoing>;
 
 /// What became of a log chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +102,7 @@ pub(crate) enum Command {
         worker: WorkerId,
         session: SessionId,
         free_slots: u32,
-        /// One per shard the worker may get (at least one: for "no work" or a refusal).
-        answers: Vec<AnswerSlot>,
+        reply: oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
     },
     /// A shard attempt's results, fenced by attempt.
     Complete {
@@ -121,7 +111,7 @@ pub(crate) enum Command {
         shard: ShardId,
         attempt: Attempt,
         reports: Vec<JobReport>,
-        answer: AnswerSlot,
+        reply: oneshot::Sender<Ack>,
     },
     /// A log chunk, accepted only from the attempt's holder.
     Log {

@@ -4,7 +4,6 @@
 //! (`status`) and where source bundles live (`sources`).
 
 mod actor;
-mod answers;
 mod auth;
 mod client_api;
 mod commands;

@@ -11,16 +11,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::answers::ack_message;
 use super::client_api::BoxStream;
-use super::commands::{AnswerSlot, Command, Coordinator, LogVerdict, Outgoing};
+use super::commands::{Command, Coordinator, LogVerdict, Outgoing};
 use super::sources::SourceStore;
 use super::status;
 use crate::wire;
-
-/// Most shards one work request can be answered with: what a session may reserve of its
-/// stream's 1,024 messages at once.
-const MAX_ANSWERS_PER_REQUEST: u32 = 256;
 
 #[derive(Clone)]
 pub(crate) struct WorkerApi {
@@ -48,46 +43,58 @@ fn shard_key(shard: Option<pb::ShardRef>) -> Result<(ShardKey, Attempt), Status>
     ))
 }
 
-/// Hands a shard's results to the event loop, which answers through `answer`.
+fn ack_message(key: &ShardKey, attempt: Attempt, ack: Ack) -> pb::CoordinatorMessage {
+    let (outcome, message) = match ack {
+        Ack::Accepted => (pb::ack::Outcome::Accepted, String::new()),
+        Ack::AlreadyDone => (pb::ack::Outcome::AlreadyDone, String::new()),
+        Ack::Fenced => (
+            pb::ack::Outcome::Fenced,
+            format!("attempt {attempt} of {key} is no longer current"),
+        ),
+        Ack::UnknownShard => (pb::ack::Outcome::UnknownShard, format!("no shard {key}")),
+        Ack::Rejected(why) => (pb::ack::Outcome::Rejected, why),
+    };
+    pb::CoordinatorMessage {
+        msg: Some(pb::coordinator_message::Msg::Ack(pb::Ack {
+            shard: Some(pb::ShardRef {
+                run_id: key.run.0.clone(),
+                shard_id: key.shard.0.clone(),
+                attempt: attempt.0,
+            }),
+            outcome: outcome as i32,
+            message,
+        })),
+    }
+}
+
 async fn complete(
     coordinator: &Coordinator,
     worker: &WorkerId,
     finished: pb::ShardFinished,
-    answer: AnswerSlot,
-) -> Result<(), Status> {
+) -> Result<pb::CoordinatorMessage, Status> {
     let (key, attempt) = shard_key(finished.shard)?;
     let reports = finished
         .results
         .into_iter()
         .map(JobReport::try_from)
         .collect::<Result<Vec<_>, _>>();
-    match reports {
+    let ack = match reports {
         Ok(reports) => {
+            let (run, shard) = (key.run.clone(), key.shard.clone());
             coordinator
-                .tell(Command::Complete {
+                .call(|reply| Command::Complete {
                     worker: worker.clone(),
-                    run: key.run,
-                    shard: key.shard,
+                    run,
+                    shard,
                     attempt,
                     reports,
-                    answer,
+                    reply,
                 })
-                .await?;
+                .await?
         }
-        Err(e) => {
-            answer.send(Ok(ack_message(&key, attempt, Ack::Rejected(e.to_string()))));
-        }
-    }
-    Ok(())
-}
-
-/// Room for one answer in the session's stream; waits while the worker is not reading.
-async fn room(outbox: &mpsc::Sender<Outgoing>) -> Result<AnswerSlot, Status> {
-    outbox
-        .clone()
-        .reserve_owned()
-        .await
-        .map_err(|_| Status::cancelled("the session's stream is closed"))
+        Err(e) => Ack::Rejected(e.to_string()),
+    };
+    Ok(ack_message(&key, attempt, ack))
 }
 
 #[tonic::async_trait]
@@ -131,16 +138,15 @@ impl WorkerService for WorkerApi {
             .await?
             .map_err(status::session)?;
         for finished in hello.finished_while_away {
-            complete(&self.coordinator, &worker, finished, room(&outbox).await?).await?;
+            let ack = complete(&self.coordinator, &worker, finished).await?;
+            let _ = outbox.send(Ok(ack)).await;
         }
-        // A lying Hello cannot make one request reserve the whole stream.
-        let most_per_request = hello.slots.min(MAX_ANSWERS_PER_REQUEST);
         let coordinator = self.coordinator.clone();
         let lease_ttl = self.lease_ttl;
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let served = tokio::select! {
-                served = serve_session(&coordinator, &worker, session, &mut inbound, &outbox, lease_ttl, most_per_request) => served,
+                served = serve_session(&coordinator, &worker, session, &mut inbound, &outbox, lease_ttl) => served,
                 // Ending the stream lets a graceful shutdown finish; the worker reconnects to
                 // whichever coordinator serves next.
                 () = shutdown.cancelled() => Err(Status::unavailable("the coordinator is shutting down")),
@@ -213,7 +219,6 @@ async fn serve_session(
     inbound: &mut Streaming<pb::WorkerMessage>,
     outbox: &mpsc::Sender<Outgoing>,
     lease_ttl: std::time::Duration,
-    most_per_request: u32,
 ) -> Result<(), Status> {
     use pb::worker_message::Msg;
     while let Some(message) = inbound.message().await? {
@@ -240,20 +245,36 @@ async fn serve_session(
                     .await;
             }
             Msg::RequestWork(request) => {
-                // At least one answer ("no work" or a refusal); at most one per slot.
-                let wanted = request.free_slots.clamp(1, most_per_request.max(1));
-                let mut answers = Vec::with_capacity(wanted as usize);
-                for _ in 0..wanted {
-                    answers.push(room(outbox).await?);
-                }
-                coordinator
-                    .tell(Command::RequestWork {
+                let free_slots = request.free_slots;
+                let assignments = coordinator
+                    .call(|reply| Command::RequestWork {
                         worker: worker.clone(),
                         session,
-                        free_slots: request.free_slots,
-                        answers,
+                        free_slots,
+                        reply,
                     })
-                    .await?;
+                    .await?
+                    .map_err(status::session)?;
+                if assignments.is_empty() {
+                    let no_work = pb::NoWork {
+                        retry_after: Some(prost_types::Duration {
+                            seconds: 0,
+                            nanos: 500_000_000,
+                        }),
+                    };
+                    let _ = outbox
+                        .send(Ok(pb::CoordinatorMessage {
+                            msg: Some(pb::coordinator_message::Msg::NoWork(no_work)),
+                        }))
+                        .await;
+                }
+                for assignment in assignments {
+                    let _ = outbox
+                        .send(Ok(pb::CoordinatorMessage {
+                            msg: Some(pb::coordinator_message::Msg::Assignment(assignment)),
+                        }))
+                        .await;
+                }
             }
             Msg::Log(chunk) => {
                 let shard = format!("{}/{}", chunk.run_id, chunk.shard_id);
@@ -271,7 +292,8 @@ async fn serve_session(
                 }
             }
             Msg::ShardFinished(finished) => {
-                complete(coordinator, worker, finished, room(outbox).await?).await?;
+                let ack = complete(coordinator, worker, finished).await?;
+                let _ = outbox.send(Ok(ack)).await;
             }
         }
     }

@@ -5,11 +5,10 @@
 //! ask again, and a deposed leader stops (its writes all fail).
 
 use shardci_proto::v1 as pb;
-use shardci_scheduling::schedule::Status;
+use shardci_scheduling::schedule::{Ack, SessionError, Status};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-use super::commands::AnswerSlot;
 use crate::state::{Op, StateStore, Txn};
 
 /// Most writes in one transaction: etcd refuses more than 128 operations per transaction by
@@ -20,8 +19,11 @@ const MAX_BYTES: usize = 1 << 20;
 
 /// An answer that may be given only once its writes are durable.
 pub(crate) enum Reply {
-    /// Messages to a worker's session, each through room reserved for it.
-    Session(Vec<(AnswerSlot, pb::CoordinatorMessage)>),
+    Assignments(
+        oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
+        Vec<pb::Assignment>,
+    ),
+    Ack(oneshot::Sender<Ack>, Ack),
     Cancelled(oneshot::Sender<Option<Status>>, Option<Status>),
     /// Nobody waits (a published run's keys going away).
     Nothing,
@@ -30,27 +32,16 @@ pub(crate) enum Reply {
 impl Reply {
     pub(crate) fn send(self) {
         match self {
-            Reply::Session(messages) => {
-                for (slot, message) in messages {
-                    slot.send(Ok(message));
-                }
+            Reply::Assignments(reply, assignments) => {
+                let _ = reply.send(Ok(assignments));
+            }
+            Reply::Ack(reply, ack) => {
+                let _ = reply.send(ack);
             }
             Reply::Cancelled(reply, status) => {
                 let _ = reply.send(status);
             }
             Reply::Nothing => {}
-        }
-    }
-
-    /// The writes failed: nothing is answered. A session is ended with `why`, so its worker
-    /// reconnects and reports again what was not acknowledged; a client's call fails.
-    pub(crate) fn fail(self, why: &str) {
-        if let Reply::Session(messages) = self
-            && let Some((slot, _)) = messages.into_iter().next()
-        {
-            slot.send(Err(tonic::Status::unavailable(format!(
-                "the coordinator could not make this durable: {why}"
-            ))));
         }
     }
 }
@@ -110,9 +101,9 @@ async fn run(store: Arc<dyn StateStore>, mut queue: mpsc::UnboundedReceiver<Writ
         match store.txn(txn).await {
             Ok(_) => batch.into_iter().for_each(|w| w.reply.send()),
             Err(e) => {
+                // Dropped answers end the sessions that wait for them; workers reconnect and
+                // report again what was not acknowledged.
                 tracing::error!(error = %e, writes = batch.len(), "failed to persist scheduler transitions; not acknowledging them");
-                let why = e.to_string();
-                batch.into_iter().for_each(|w| w.reply.fail(&why));
             }
         }
     }
@@ -135,37 +126,21 @@ mod tests {
     async fn answers_wait_for_their_writes_and_queued_writes_go_together() {
         let store = Arc::new(MemoryStore::new());
         let (tx, writer) = start(store.clone());
-        let (outbox, mut session) = mpsc::channel(250);
+        let mut answers = Vec::new();
         for i in 0..250 {
-            let slot = outbox.clone().reserve_owned().await.expect("room");
-            let message = pb::CoordinatorMessage {
-                msg: Some(pb::coordinator_message::Msg::NoWork(pb::NoWork {
-                    retry_after: Some(prost_types::Duration {
-                        seconds: i,
-                        nanos: 0,
-                    }),
-                })),
-            };
+            let (reply, answer) = oneshot::channel();
             tx.send(Write {
                 ops: vec![put(&format!("k/{i:03}"))],
-                reply: Reply::Session(vec![(slot, message)]),
+                reply: Reply::Ack(reply, Ack::Accepted),
             })
             .expect("queued");
+            answers.push(answer);
         }
-        drop((tx, outbox));
+        drop(tx);
+        for answer in answers {
+            assert_eq!(answer.await.expect("answered"), Ack::Accepted);
+        }
         writer.await.expect("writer ends");
-        assert_eq!(store.list("k/").await.expect("list").len(), 250);
-        for i in 0..250 {
-            let answer = session
-                .recv()
-                .await
-                .expect("answered")
-                .expect("not an error");
-            let Some(pb::coordinator_message::Msg::NoWork(no_work)) = answer.msg else {
-                panic!("{answer:?}");
-            };
-            assert_eq!(no_work.retry_after.map(|d| d.seconds), Some(i), "in order");
-        }
         assert_eq!(store.list("k/").await.expect("list").len(), 250);
     }
 }
