@@ -616,3 +616,65 @@ fn simulate_replays_the_plan_compares_and_loses_workers() {
     ]));
     assert!(err.contains("--worker-loss"), "{err}");
 }
+
+/// The last line of a local run names its report; the run's folder holds the rest.
+fn run_folder(out: &Output) -> std::path::PathBuf {
+    let text = stdout(out);
+    let report = text
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("the last line names the report: {text}\n{}", stderr(out)));
+    Path::new(report)
+        .parent()
+        .expect("the run's folder")
+        .to_path_buf()
+}
+
+#[test]
+fn a_pull_request_s_summary_leads_with_what_it_broke_not_what_main_already_had() {
+    let dir = shardci_testkit::fixture(
+        3,
+        "[test_types.unit]\ncommand = \"test ! -e fail\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    let root = dir.path().to_str().unwrap();
+    // main: c2 is broken already.
+    fs::write(dir.path().join("connectors/c2/fail"), "").unwrap();
+    shardci_testkit::commit_all(dir.path(), "c2 breaks on main");
+    let local = |extra: &[&str]| {
+        let mut args = vec!["local", "--repo", root, "--all", "--executor", "process"];
+        args.extend_from_slice(extra);
+        shardci(&args)
+    };
+    let main = local(&["--event", "push", "--branch", "main"]);
+    assert_eq!(main.status.code(), Some(1), "{}", stderr(&main));
+
+    // The pull request breaks c1 and mends c2.
+    git(dir.path(), &["checkout", "-q", "-b", "feature"]);
+    fs::write(dir.path().join("connectors/c1/fail"), "").unwrap();
+    fs::remove_file(dir.path().join("connectors/c2/fail")).unwrap();
+    shardci_testkit::commit_all(dir.path(), "c1 breaks, c2 mended");
+    let pr = local(&["--event", "pull-request", "--base", "main"]);
+    assert_eq!(pr.status.code(), Some(1), "{}", stderr(&pr));
+    let summary = fs::read_to_string(run_folder(&pr).join("summary.md")).unwrap();
+    let new = summary
+        .split("### ")
+        .find(|s| s.starts_with("New failures"))
+        .unwrap_or_else(|| panic!("no new failures section: {summary}"));
+    assert!(new.contains("`c1/unit`"), "{summary}");
+    assert!(
+        summary.contains("### Fixed") && summary.contains("`c2/unit`"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("Compared with the last 1 run(s) of `main`"),
+        "{summary}"
+    );
+
+    // Still broken on the next push to main: c2 is now judged against main's latest run.
+    git(dir.path(), &["checkout", "-q", "main"]);
+    let again = local(&["--event", "push", "--branch", "main"]);
+    let summary = fs::read_to_string(run_folder(&again).join("summary.md")).unwrap();
+    assert!(summary.contains("already failing on main"), "{summary}");
+    assert!(!summary.contains("### New failures"), "{summary}");
+}

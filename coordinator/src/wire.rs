@@ -216,6 +216,11 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
                 previous_path: f.previous_path.clone().unwrap_or_default(),
             })
             .collect(),
+        branch: plan.source.branch.clone().unwrap_or_default(),
+        base_branch: match plan.event {
+            shardci_types::Event::PullRequest => plan.source.base_ref.clone().unwrap_or_default(),
+            _ => String::new(),
+        },
     }
 }
 

@@ -91,6 +91,9 @@ fn stored() -> StoredRun {
         skipped: vec![],
         earlier_attempts: Default::default(),
         retry_of: None,
+        branch: None,
+        base_branch: None,
+        baseline: None,
     }
 }
 

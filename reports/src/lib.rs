@@ -5,10 +5,12 @@
 
 pub mod report;
 
+mod branches;
 mod open;
 mod retention;
 mod store;
 
+pub use branches::{BASELINE_RUNS, branch_name};
 pub use open::{StoreOpenError, is_store_url, open_report_store};
 pub use retention::StoredRunSummary;
 pub use store::{

@@ -34,8 +34,8 @@ pub struct ReportStore {
     pub store: Arc<dyn ObjectStore>,
     /// Prefix a key to get something a person can open (`file:///...`, `s3://bucket/...`).
     pub public_base: String,
-    /// One history update at a time.
-    history: Arc<Mutex<()>>,
+    /// One history (or branch index) update at a time.
+    pub(crate) history: Arc<Mutex<()>>,
 }
 
 /// Everything about a finished run the writer needs, detached from the actor's state.
@@ -81,7 +81,7 @@ impl ReportStore {
 
     /// Writes one object; large ones go up in parts, so a 50 MiB log neither needs one huge
     /// request nor starts over from the beginning when a part fails.
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), object_store::Error> {
+    pub(crate) async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), object_store::Error> {
         let path = StorePath::from(key);
         if bytes.len() <= MULTIPART_THRESHOLD {
             return self
@@ -245,6 +245,9 @@ impl ReportStore {
                 tails.insert((job.clone(), step.clone()), tail(&end, 40));
             }
         }
+        if run.baseline.is_none() {
+            run.baseline = self.baseline(&run).await;
+        }
         let run = &run;
         let base = format!("runs/{}", run.run_id);
         self.put(&format!("{base}/plan.json"), finished.plan_json.clone())
@@ -256,6 +259,7 @@ impl ReportStore {
         .await?;
         let rendered = self.render(run, &tails);
         self.update_history(&rendered.report).await?;
+        self.record_branch_run(run).await?;
         self.write_reports(&rendered).await?;
         Ok(rendered.html_url)
     }
@@ -311,9 +315,8 @@ impl ReportStore {
             .to_vec())
     }
 
-    /// Renders a stored run's reports again from `run.json` and its logs (a pure function of
-    /// them), writes them back, and returns them.
-    pub async fn regenerate(&self, run_id: &str) -> Result<Rendered, RegenerateError> {
+    /// A published run's `run.json`.
+    pub async fn stored_run(&self, run_id: &str) -> Result<StoredRun, RegenerateError> {
         let key = format!("runs/{run_id}/run.json");
         let bytes = match self.store.get(&StorePath::from(key.as_str())).await {
             Ok(found) => found.bytes().await?,
@@ -325,8 +328,13 @@ impl ReportStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let run: StoredRun = serde_json::from_slice(&bytes)
-            .map_err(|e| RegenerateError::Corrupt(key.clone(), e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| RegenerateError::Corrupt(key, e.to_string()))
+    }
+
+    /// Renders a stored run's reports again from `run.json` and its logs (a pure function of
+    /// them), writes them back, and returns them.
+    pub async fn regenerate(&self, run_id: &str) -> Result<Rendered, RegenerateError> {
+        let run = self.stored_run(run_id).await?;
         let mut tails = BTreeMap::new();
         for result in &run.results {
             for step in &result.steps {

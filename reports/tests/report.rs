@@ -231,6 +231,9 @@ fn stored(f: &Fixture) -> StoredRun {
         }],
         earlier_attempts: Default::default(),
         retry_of: None,
+        branch: None,
+        base_branch: None,
+        baseline: None,
     }
 }
 

@@ -74,6 +74,9 @@ pub(crate) fn finished_run(
                     order
                 }),
             results: view.results.clone(),
+            branch: Some(record.plan.wire.branch.clone()).filter(|b| !b.is_empty()),
+            base_branch: Some(record.plan.wire.base_branch.clone()).filter(|b| !b.is_empty()),
+            baseline: None,
             skipped: record
                 .plan
                 .wire

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Cell, Counts, JobEntry, RunReport, StepEntry, StoredRun};
+use super::model::{Cell, ComparedWith, Counts, JobEntry, RunReport, StepEntry, StoredRun};
 use shardci_types::{JobResult, Status};
 
 /// A stored run and the tails of its logs, by (job, step).
@@ -124,14 +124,21 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
             reasons: job.reasons.clone(),
             privileges: job.privileges.clone(),
+            verdict: run
+                .baseline
+                .as_ref()
+                .and_then(|b| super::baseline::verdict(id, status, b)),
             steps,
             status,
         });
     }
-    // Failures first, then errors and cancellations, then the rest, each in id order.
+    // Failures first (new ones before those that failed before this change too), then
+    // errors and cancellations, then the rest, each in id order.
+    let old_news = |j: &JobEntry| j.verdict != Some(super::model::Verdict::NewFailure);
     jobs.sort_by(|a, b| {
         severity(a.status)
             .cmp(&severity(b.status))
+            .then(old_news(a).cmp(&old_news(b)))
             .then(a.id.cmp(&b.id))
     });
     let connectors: Vec<String> = jobs
@@ -199,5 +206,10 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         jobs,
         skipped: run.skipped.clone(),
         untested_connectors: untested,
+        compared_with: run.baseline.as_ref().map(|b| ComparedWith {
+            branch: b.branch.clone(),
+            runs: b.runs.len(),
+            latest_run: b.runs.first().map(|r| r.run_id.clone()),
+        }),
     }
 }

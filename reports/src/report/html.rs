@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::escape::escape;
 use shardci_types::FailureClass;
 
-use super::model::RunReport;
+use super::model::{RunReport, Verdict};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1f2328}\
 h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
@@ -18,7 +18,8 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .skipped,.queued,.running{background:#f6f8fa}.cancelled{background:#eaeef2}\
 .job{border:1px solid #d1d9e0;border-radius:6px;margin:8px 0;padding:8px}\
 .job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
-.infra{background:#fff1c2}.flaky{background:#ddf4ff}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
+.infra{background:#fff1c2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
+.already_failing{background:#eaeef2}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
 .filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";
 
 const SCRIPT: &str = "function applyFilters(){var f=document.getElementById('failed').checked;\
@@ -92,6 +93,31 @@ pub fn render_html(report: &RunReport) -> String {
         );
     }
 
+    if let Some(compared) = &report.compared_with {
+        let new = report
+            .jobs
+            .iter()
+            .filter(|j| j.verdict == Some(Verdict::NewFailure))
+            .count();
+        let fixed = report
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.verdict, Some(Verdict::Fixed { .. })))
+            .count();
+        let latest = compared.latest_run.as_deref().map_or(String::new(), |run| {
+            format!(
+                " (latest: <a href=\"../{0}/report.html\">{0}</a>)",
+                escape(run)
+            )
+        });
+        let _ = write!(
+            out,
+            "<div class=\"meta\">compared with the last {} run(s) of {}{latest}: <strong>{new} new failure(s)</strong>, {fixed} fixed</div>",
+            compared.runs,
+            escape(&compared.branch),
+        );
+    }
+
     out.push_str("<h2>Matrix</h2><table class=\"grid\" id=\"grid\"><tr><th></th>");
     for t in &report.test_types {
         let _ = write!(out, "<th>{}</th>", escape(t));
@@ -134,6 +160,19 @@ pub fn render_html(report: &RunReport) -> String {
     );
     for job in &report.jobs {
         let mut tags = String::new();
+        if let Some(verdict) = &job.verdict {
+            let class = match verdict {
+                Verdict::NewFailure => "new_failure",
+                Verdict::AlreadyFailing { .. } => "already_failing",
+                Verdict::Flaky { .. } => "flaky",
+                Verdict::Fixed { .. } => "fixed",
+            };
+            let _ = write!(
+                tags,
+                "<span class=\"tag {class}\">{}</span>",
+                escape(&verdict.label())
+            );
+        }
         if job.infrastructure {
             let _ = write!(
                 tags,

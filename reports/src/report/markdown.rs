@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use shardci_types::{FailureClass, Status};
 
-use super::model::RunReport;
+use super::model::{JobEntry, RunReport, Verdict};
 
 pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     let mut out = String::new();
@@ -22,29 +22,53 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     if let Some(first) = &report.retry_of {
         let _ = writeln!(out, "Re-run of `{first}`.\n");
     }
-    let problems: Vec<_> = report
+    let problems: Vec<&JobEntry> = report
         .jobs
         .iter()
         .filter(|j| j.status.is_failed())
         .collect();
-    if !problems.is_empty() {
-        let _ = writeln!(
-            out,
-            "| job | status | class | step | message |\n| --- | --- | --- | --- | --- |"
-        );
-        for job in problems {
-            let step = job.steps.iter().find(|s| s.status.is_failed());
+    match &report.compared_with {
+        Some(compared) => {
+            let is_new = |j: &&JobEntry| j.verdict == Some(Verdict::NewFailure);
+            let new: Vec<&JobEntry> = problems.iter().copied().filter(is_new).collect();
+            let other: Vec<&JobEntry> = problems.iter().copied().filter(|j| !is_new(j)).collect();
+            let fixed: Vec<&JobEntry> = report
+                .jobs
+                .iter()
+                .filter(|j| matches!(j.verdict, Some(Verdict::Fixed { .. })))
+                .collect();
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} |",
-                job.id,
-                job.status,
-                job.failure_class.map_or("-", FailureClass::as_str),
-                step.map_or("-", |s| s.name.as_str()),
-                step.map_or(String::new(), |s| s.message.replace('|', "\\|"))
+                "Compared with the last {} run(s) of `{}`: **{} new failure(s)**, {} other failure(s), {} fixed.\n",
+                compared.runs,
+                compared.branch,
+                new.len(),
+                other.len(),
+                fixed.len()
             );
+            if !new.is_empty() {
+                let _ = writeln!(out, "### New failures\n");
+                failure_table(&mut out, &new);
+            }
+            if !other.is_empty() {
+                let _ = writeln!(out, "### Failing before this change too\n");
+                failure_table(&mut out, &other);
+            }
+            if !fixed.is_empty() {
+                let _ = writeln!(out, "### Fixed\n");
+                for job in fixed {
+                    let _ = writeln!(
+                        out,
+                        "- `{}`: {}",
+                        job.id,
+                        job.verdict.as_ref().map(Verdict::label).unwrap_or_default()
+                    );
+                }
+                out.push('\n');
+            }
         }
-        out.push('\n');
+        None if !problems.is_empty() => failure_table(&mut out, &problems),
+        None => {}
     }
     let c = &report.counts;
     let _ = writeln!(
@@ -62,4 +86,26 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
         let _ = writeln!(out, "Full report: {html_url}");
     }
     out
+}
+
+/// Failed jobs, one row each: what failed, where, and what the baseline says of it.
+fn failure_table(out: &mut String, jobs: &[&JobEntry]) {
+    let _ = writeln!(
+        out,
+        "| job | status | class | step | message | before |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for job in jobs {
+        let step = job.steps.iter().find(|s| s.status.is_failed());
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            job.id,
+            job.status,
+            job.failure_class.map_or("-", FailureClass::as_str),
+            step.map_or("-", |s| s.name.as_str()),
+            step.map_or(String::new(), |s| s.message.replace('|', "\\|")),
+            job.verdict.as_ref().map_or("-".to_string(), Verdict::label)
+        );
+    }
+    out.push('\n');
 }

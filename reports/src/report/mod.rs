@@ -2,6 +2,7 @@
 //! self-contained HTML page, JUnit XML and a Markdown summary. Everything here is pure.
 
 mod analyze;
+mod baseline;
 mod escape;
 mod html;
 mod junit;
@@ -9,7 +10,12 @@ mod markdown;
 mod model;
 
 pub use analyze::{ReportInput, analyze, log_key, safe_key};
+pub(crate) use baseline::concluded;
+pub use baseline::verdict;
 pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
-pub use model::{Cell, Counts, JobEntry, JobMeta, RunReport, Skipped, StepEntry, StoredRun};
+pub use model::{
+    Baseline, BaselineRun, Cell, ComparedWith, Counts, JobEntry, JobMeta, RunReport, Skipped,
+    StepEntry, StoredRun, Verdict,
+};

@@ -47,6 +47,65 @@ pub struct StoredRun {
     /// The run this one re-runs, if it is a re-run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// The branch the run is on (a pull request's head branch), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// A pull request's target branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<String>,
+    /// What the jobs did in earlier runs of the branch this run is compared with, read when
+    /// it was published, so a regenerated report says the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+/// The latest finished runs of the branch a run is compared with: a pull request's target,
+/// or, for a push or a schedule, its own branch before it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub branch: String,
+    /// Newest first.
+    pub runs: Vec<BaselineRun>,
+}
+
+/// One earlier run of the baseline branch: how the jobs this run has fared there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRun {
+    pub run_id: String,
+    /// By job id; only jobs this run also has, and only those that came to a result.
+    pub statuses: BTreeMap<String, Status>,
+}
+
+/// What a job's result means against its baseline: the question a pull request's author asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Fails here and passed in every baseline run that had it (or none had it).
+    NewFailure,
+    /// Fails here and failed in the latest baseline run too.
+    AlreadyFailing { branch: String, run_id: String },
+    /// Fails here, passed in the latest baseline run, but failed in `failed` of the last `of`.
+    Flaky {
+        branch: String,
+        failed: usize,
+        of: usize,
+    },
+    /// Passes here and failed in the latest baseline run.
+    Fixed { branch: String, run_id: String },
+}
+
+impl Verdict {
+    /// How a person reads it: `new failure`, `already failing on main`...
+    pub fn label(&self) -> String {
+        match self {
+            Verdict::NewFailure => "new failure".into(),
+            Verdict::AlreadyFailing { branch, .. } => format!("already failing on {branch}"),
+            Verdict::Flaky { failed, of, branch } => {
+                format!("flaky (failed {failed} of the last {of} runs on {branch})")
+            }
+            Verdict::Fixed { branch, .. } => format!("fixed (failing on {branch})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -100,6 +159,9 @@ pub struct JobEntry {
     /// What its steps asked for beyond least privilege.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<String>,
+    /// Against the baseline, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
     pub steps: Vec<StepEntry>,
 }
 
@@ -144,4 +206,17 @@ pub struct RunReport {
     pub skipped: Vec<Skipped>,
     /// Connectors that were selected but have no job that ran to a result.
     pub untested_connectors: Vec<String>,
+    /// The branch the verdicts compare with and how many of its runs were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<ComparedWith>,
+}
+
+/// What the verdicts were drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparedWith {
+    pub branch: String,
+    pub runs: usize,
+    /// The latest of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_run: Option<String>,
 }
