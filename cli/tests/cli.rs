@@ -678,3 +678,53 @@ fn a_pull_request_s_summary_leads_with_what_it_broke_not_what_main_already_had()
     assert!(summary.contains("already failing on main"), "{summary}");
     assert!(!summary.contains("### New failures"), "{summary}");
 }
+
+#[test]
+fn a_quarantined_job_runs_and_is_reported_but_does_not_fail_the_run() {
+    let dir = shardci_testkit::fixture(
+        2,
+        "[test_types.unit]\ncommand = \"test ! -e fail\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n\n[quarantine]\njobs = [\"c1/*\"]\n",
+    );
+    fs::write(dir.path().join("connectors/c1/fail"), "").unwrap();
+    shardci_testkit::commit_all(dir.path(), "c1 fails");
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&["local", "--repo", root, "--all", "--executor", "process"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let run = run_folder(&out);
+    let summary = fs::read_to_string(run.join("summary.md")).unwrap();
+    let quarantined = summary
+        .split("### ")
+        .find(|s| s.starts_with("Quarantined"))
+        .unwrap_or_else(|| panic!("no quarantine section: {summary}"));
+    assert!(quarantined.contains("`c1/unit`"), "{summary}");
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "success", "{report}");
+    let c1 = report["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "c1/unit")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(c1["status"], "failure", "it ran and failed: {report}");
+    assert_eq!(c1["quarantined"], true);
+
+    // A quarantine pattern that is not a glob is named where it is.
+    let config = dir.path().join("shardci.toml");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"c1/*\"", "\"c1/[unit\"");
+    fs::write(&config, text).unwrap();
+    let err = usage_error(&shardci(&["plan", "--repo", root, "--all"]));
+    assert!(
+        err.contains("shardci.toml:") && err.contains("quarantine"),
+        "{err}"
+    );
+}

@@ -115,6 +115,7 @@ pub(crate) fn job_to_wire(job: &Job) -> pb::Job {
         expected_seconds: job.expected_seconds,
         test_retries: job.test_retries,
         requires: job.requires.clone(),
+        quarantined: job.quarantined,
     }
 }
 
@@ -173,6 +174,7 @@ pub(crate) fn job_from_wire(job: pb::Job) -> Result<Job, WireError> {
         estimate: Estimate::Default,
         requires: job.requires,
         test_retries: job.test_retries,
+        quarantined: job.quarantined,
     })
 }
 

@@ -69,6 +69,7 @@ fn stored() -> StoredRun {
                 matrix: BTreeMap::from([("python".into(), format!("3.{}", 9 + i % 3))]),
                 reasons: vec!["full tests: --all".into()],
                 privileges: Vec::new(),
+                quarantined: false,
             },
         );
     }

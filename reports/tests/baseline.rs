@@ -26,6 +26,7 @@ fn run(
                 matrix: BTreeMap::new(),
                 reasons: vec!["selected".into()],
                 privileges: vec![],
+                quarantined: false,
             };
             (job.to_string(), meta)
         })

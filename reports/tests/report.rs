@@ -33,6 +33,7 @@ fn job(connector: &str, test_type: &str, point: Option<&str>) -> Job {
         estimate: Estimate::Default,
         requires: vec![],
         test_retries: 0,
+        quarantined: false,
     }
 }
 
@@ -218,6 +219,7 @@ fn stored(f: &Fixture) -> StoredRun {
                         } else {
                             Vec::new()
                         },
+                        quarantined: false,
                     },
                 )
             })

@@ -15,6 +15,7 @@ fn run(id: &str, class: u8, shards: &[(&str, &[&str])], requires: &[&str]) -> Ne
                 requires: vec![],
                 test_retries: 0,
                 expected_seconds: 10.0,
+                quarantined: false,
             });
         }
         defs.push(ShardDef {

@@ -74,6 +74,7 @@ fn new_run(record: &RunRecord, priority: Priority, deadline: Option<Millis>) -> 
                 requires: j.requires.clone(),
                 test_retries: j.test_retries,
                 expected_seconds: j.expected_seconds,
+                quarantined: j.quarantined,
             })
             .collect(),
         shards: plan

@@ -58,6 +58,7 @@ pub(crate) fn finished_run(
                         matrix: job.matrix.clone(),
                         reasons: job.reasons.to_vec(),
                         privileges: privileges(&job.steps),
+                        quarantined: job.quarantined,
                     };
                     (id.clone(), meta)
                 })

@@ -200,6 +200,18 @@ pub struct Config {
     pub matrix: Vec<Axis>,
     pub labels: LabelsConfig,
     pub sharding: ShardingConfig,
+    /// Jobs whose failures do not fail the run (`[quarantine] jobs`).
+    pub quarantine: GlobList,
+}
+
+impl Config {
+    /// Whether the job `connector/test_type` with id `id` is quarantined.
+    pub fn is_quarantined(&self, id: &str, connector: &str, test_type: &str) -> bool {
+        self.quarantine.is_match(id)
+            || self
+                .quarantine
+                .is_match(&format!("{connector}/{test_type}"))
+    }
 }
 
 impl Config {
@@ -287,6 +299,7 @@ impl Checker<'_> {
             matrix: raw_matrix,
             labels,
             sharding,
+            quarantine: raw_quarantine,
         } = raw;
 
         self.reject_test_type_keys(&defaults, "[defaults]")?;
@@ -358,6 +371,7 @@ impl Checker<'_> {
         let shared = self.check_shared(raw_shared, &known)?;
 
         let environment = self.glob_list(&selection.environment, "selection.environment")?;
+        let quarantine = self.glob_list(&raw_quarantine.jobs, "quarantine.jobs")?;
         let ignore = self.glob_list(&selection.ignore, "selection.ignore")?;
         let mut docs_test_types = Vec::new();
         for t in &selection.docs_test_types {
@@ -451,6 +465,7 @@ impl Checker<'_> {
             matrix,
             labels,
             sharding,
+            quarantine,
         })
     }
 

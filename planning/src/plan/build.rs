@@ -191,7 +191,9 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
                 Some(measured) => (measured, Estimate::History),
                 None => (steps_seconds, steps_estimate),
             };
+            let quarantined = config.is_quarantined(&id, &connector.name, test_type);
             jobs.push(Job {
+                quarantined,
                 id,
                 connector: connector.name.clone(),
                 test_type: test_type.clone(),

@@ -140,6 +140,10 @@ pub struct Job {
     pub requires: Vec<String>,
     /// Retries allowed for test failures.
     pub test_retries: u32,
+    /// Listed under `[quarantine]`: it runs and is reported, but its failure does not fail
+    /// the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -190,6 +190,7 @@ mod tests {
             estimate: Estimate::Default,
             requires: requires.iter().map(|s| s.to_string()).collect(),
             test_retries: 0,
+            quarantined: false,
         }
     }
 

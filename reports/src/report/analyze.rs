@@ -124,6 +124,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
             reasons: job.reasons.clone(),
             privileges: job.privileges.clone(),
+            quarantined: job.quarantined,
             verdict: run
                 .baseline
                 .as_ref()

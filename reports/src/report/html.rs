@@ -19,7 +19,7 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .job{border:1px solid #d1d9e0;border-radius:6px;margin:8px 0;padding:8px}\
 .job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
 .infra{background:#fff1c2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
-.already_failing{background:#eaeef2}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
+.already_failing{background:#eaeef2}.quarantined{background:#fbefff}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
 .filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";
 
 const SCRIPT: &str = "function applyFilters(){var f=document.getElementById('failed').checked;\
@@ -171,6 +171,11 @@ pub fn render_html(report: &RunReport) -> String {
                 tags,
                 "<span class=\"tag {class}\">{}</span>",
                 escape(&verdict.label())
+            );
+        }
+        if job.quarantined {
+            tags.push_str(
+                "<span class=\"tag quarantined\">quarantined: does not fail the run</span>",
             );
         }
         if job.infrastructure {

@@ -22,11 +22,11 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     if let Some(first) = &report.retry_of {
         let _ = writeln!(out, "Re-run of `{first}`.\n");
     }
-    let problems: Vec<&JobEntry> = report
+    let (quarantined, problems): (Vec<&JobEntry>, Vec<&JobEntry>) = report
         .jobs
         .iter()
         .filter(|j| j.status.is_failed())
-        .collect();
+        .partition(|j| j.quarantined);
     match &report.compared_with {
         Some(compared) => {
             let is_new = |j: &&JobEntry| j.verdict == Some(Verdict::NewFailure);
@@ -69,6 +69,10 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
         }
         None if !problems.is_empty() => failure_table(&mut out, &problems),
         None => {}
+    }
+    if !quarantined.is_empty() {
+        let _ = writeln!(out, "### Quarantined (they do not fail the run)\n");
+        failure_table(&mut out, &quarantined);
     }
     let c = &report.counts;
     let _ = writeln!(

@@ -16,6 +16,9 @@ pub struct JobMeta {
     /// What its steps asked for beyond least privilege (`unit: network`, `build: user 0`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<String>,
+    /// Listed under `[quarantine]`: its failure does not fail the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// Everything a report is made of, as stored at `runs/<run>/run.json`: reports are a pure
@@ -162,6 +165,9 @@ pub struct JobEntry {
     /// Against the baseline, when the run has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// Listed under `[quarantine]`: its failure does not fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
     pub steps: Vec<StepEntry>,
 }
 

@@ -96,6 +96,8 @@ struct ShardState {
 #[derive(Debug, Clone)]
 struct JobState {
     test_retries: u32,
+    /// Its failure does not fail the run.
+    quarantined: bool,
     test_failures: u32,
     attempts: u32,
     saw_failure: bool,
@@ -253,6 +255,7 @@ impl Scheduler {
         for job in &run.jobs {
             let state = JobState {
                 test_retries: job.test_retries,
+                quarantined: job.quarantined,
                 test_failures: 0,
                 attempts: 0,
                 saw_failure: false,
@@ -981,9 +984,11 @@ impl Scheduler {
         if run.settled < run.shards.len() {
             return;
         }
+        // A quarantined job's failure is reported, not counted against the run.
         let results: Vec<Status> = run
             .jobs
             .values()
+            .filter(|j| !j.quarantined)
             .filter_map(|j| j.result.as_ref().map(|r| r.status))
             .collect();
         run.status = if run.cancel_requested {

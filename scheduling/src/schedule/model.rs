@@ -19,6 +19,9 @@ pub struct JobDef {
     pub requires: Vec<String>,
     pub test_retries: u32,
     pub expected_seconds: f64,
+    /// Its failure does not fail the run.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

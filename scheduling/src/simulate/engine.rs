@@ -131,6 +131,7 @@ pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -
             estimate: Estimate::History,
             requires: j.requires.clone(),
             test_retries: 0,
+            quarantined: false,
         })
         .collect();
     shard(&jobs, slots, sharding)
@@ -187,6 +188,7 @@ pub fn simulate(
                     requires: j.requires.clone(),
                     test_retries: 0,
                     expected_seconds: j.estimate_seconds,
+                    quarantined: false,
                 })
                 .collect(),
             shards,
