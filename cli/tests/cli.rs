@@ -728,3 +728,104 @@ fn a_quarantined_job_runs_and_is_reported_but_does_not_fail_the_run() {
         "{err}"
     );
 }
+
+#[test]
+fn failing_test_cases_from_junit_files_reach_every_report_and_bad_files_are_named() {
+    let dir = shardci_testkit::fixture(
+        3,
+        "[test_types.unit]\ncommand = \"mkdir -p \\\"$SHARDCI_WORK_DIR/junit\\\" && sh gen.sh > \\\"$SHARDCI_WORK_DIR/junit/$SHARDCI_CONNECTOR.xml\\\"\"\njunit = [\"junit/*.xml\"]\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    // c1: 50 cases, 2 failing (the runner's exit status says so too); c2: not XML at all;
+    // c3: 100 MB, more than a report reads.
+    let cases = (1..=50)
+        .map(|i| match i {
+            7 => "<testcase classname=\\\"tests.test_streams\\\" name=\\\"test_7\\\"><failure message=\\\"AssertionError: 3 != 4\\\">assert 3 == 4</failure></testcase>".to_string(),
+            31 => "<testcase classname=\\\"tests.test_read\\\" name=\\\"test_31\\\"><error>fixture db not found</error></testcase>".to_string(),
+            i => format!("<testcase classname=\\\"tests.test_streams\\\" name=\\\"test_{i}\\\"/>"),
+        })
+        .collect::<Vec<_>>()
+        .join("");
+    fs::write(
+        dir.path().join("connectors/c1/gen.sh"),
+        format!("echo \"<testsuite name=\\\"pytest\\\">{cases}</testsuite>\"\nexit 1\n"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("connectors/c2/gen.sh"),
+        "echo 'this is not xml <'\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("connectors/c3/gen.sh"),
+        "head -c 100000000 /dev/zero\n",
+    )
+    .unwrap();
+    shardci_testkit::commit_all(dir.path(), "runners");
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&["local", "--repo", root, "--all", "--executor", "process"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = run_folder(&out);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let job = |id: &str| {
+        report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let c1 = job("c1/unit");
+    assert_eq!(c1["tests"]["total"], 50, "{c1}");
+    assert_eq!(c1["tests"]["failed"], 1);
+    assert_eq!(c1["tests"]["errored"], 1);
+    assert_eq!(c1["tests"]["failing"][0]["name"], "test_7");
+    assert_eq!(
+        c1["tests"]["failing"][0]["message"],
+        "AssertionError: 3 != 4"
+    );
+    assert_eq!(c1["tests"]["failing"][1]["name"], "test_31");
+    let problems = |id: &str| job(id)["tests"]["problems"].to_string();
+    assert!(
+        problems("c2/unit").contains("not well-formed JUnit XML"),
+        "{}",
+        problems("c2/unit")
+    );
+    assert!(
+        problems("c3/unit").contains("100.0 MB, over the 64 MiB"),
+        "{}",
+        problems("c3/unit")
+    );
+
+    let html = fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("tests.test_streams.test_7") && html.contains("tests.test_read.test_31"));
+    assert!(html.contains("tests: 50 · 1 failed · 1 errored"));
+    let summary = fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("`c1/unit`: `tests.test_streams.test_7`: AssertionError: 3 != 4"),
+        "{summary}"
+    );
+    let junit = fs::read_to_string(run.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("<testsuite name=\"c1/unit\" tests=\"50\" failures=\"1\" errors=\"1\"")
+            && junit.contains("name=\"test_7\"")
+            && junit.contains("name=\"test_31\""),
+        "{junit}"
+    );
+    // Still JUnit that CI servers accept.
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/tests/fixtures/junit.xsd");
+    let lint = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&schema)
+        .arg(run.join("junit.xml"))
+        .output()
+        .expect("xmllint runs (scripts/install-deps installs libxml2-utils)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}

@@ -70,6 +70,7 @@ fn stored() -> StoredRun {
                 reasons: vec!["full tests: --all".into()],
                 privileges: Vec::new(),
                 quarantined: false,
+                junit: BTreeMap::new(),
             },
         );
     }
@@ -95,6 +96,7 @@ fn stored() -> StoredRun {
         branch: None,
         base_branch: None,
         baseline: None,
+        tests: BTreeMap::new(),
     }
 }
 

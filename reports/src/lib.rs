@@ -9,6 +9,7 @@ mod branches;
 mod open;
 mod retention;
 mod store;
+mod test_files;
 
 pub use branches::{BASELINE_RUNS, branch_name};
 pub use open::{StoreOpenError, is_store_url, open_report_store};

@@ -248,6 +248,9 @@ impl ReportStore {
         if run.baseline.is_none() {
             run.baseline = self.baseline(&run).await;
         }
+        if run.tests.is_empty() {
+            run.tests = self.test_cases(&run).await;
+        }
         let run = &run;
         let base = format!("runs/{}", run.run_id);
         self.put(&format!("{base}/plan.json"), finished.plan_json.clone())

@@ -27,6 +27,7 @@ fn run(
                 reasons: vec!["selected".into()],
                 privileges: vec![],
                 quarantined: false,
+                junit: BTreeMap::new(),
             };
             (job.to_string(), meta)
         })
@@ -72,6 +73,7 @@ fn run(
             branch: Some(branch.into()),
             base_branch: base.map(str::to_string),
             baseline: None,
+            tests: BTreeMap::new(),
         },
         logs: BTreeMap::new(),
         plan_json: b"{}".to_vec(),

@@ -220,6 +220,7 @@ fn stored(f: &Fixture) -> StoredRun {
                             Vec::new()
                         },
                         quarantined: false,
+                        junit: BTreeMap::new(),
                     },
                 )
             })
@@ -236,6 +237,7 @@ fn stored(f: &Fixture) -> StoredRun {
         branch: None,
         base_branch: None,
         baseline: None,
+        tests: BTreeMap::new(),
     }
 }
 

@@ -59,6 +59,12 @@ pub(crate) fn finished_run(
                         reasons: job.reasons.to_vec(),
                         privileges: privileges(&job.steps),
                         quarantined: job.quarantined,
+                        junit: job
+                            .steps
+                            .iter()
+                            .filter(|s| !s.junit.is_empty())
+                            .map(|s| (s.name.clone(), s.junit.clone()))
+                            .collect(),
                     };
                     (id.clone(), meta)
                 })
@@ -78,6 +84,7 @@ pub(crate) fn finished_run(
             branch: Some(record.plan.wire.branch.clone()).filter(|b| !b.is_empty()),
             base_branch: Some(record.plan.wire.base_branch.clone()).filter(|b| !b.is_empty()),
             baseline: None,
+            tests: BTreeMap::new(),
             skipped: record
                 .plan
                 .wire

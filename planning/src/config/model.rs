@@ -140,6 +140,8 @@ pub struct StepFields {
     pub expected_duration: Option<Seconds>,
     pub resources: Option<ResourcesConfig>,
     pub artifacts: Option<Vec<String>>,
+    /// Globs of the JUnit XML files the test runner writes, relative to the work folder.
+    pub junit: Option<Vec<String>>,
     pub network: Option<bool>,
     /// The user the step's container runs as (`uid[:gid]` or a name in the image); the
     /// worker's `--step-user` (nobody) when unset. `root` must be asked for here.

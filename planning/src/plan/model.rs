@@ -96,6 +96,9 @@ pub struct Step {
     pub expected_seconds: f64,
     pub resources: Resources,
     pub artifacts: Vec<String>,
+    /// Globs of the JUnit XML files the step writes (also kept as artifacts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub junit: Vec<String>,
     pub network: bool,
     /// The container's user; `None`: the worker's default (not root).
     #[serde(skip_serializing_if = "Option::is_none")]

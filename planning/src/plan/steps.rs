@@ -130,6 +130,7 @@ fn merge(layers: &[&StepFields]) -> StepFields {
         out.timeout = l.timeout.or(out.timeout);
         out.expected_duration = l.expected_duration.or(out.expected_duration);
         out.artifacts = l.artifacts.or(out.artifacts);
+        out.junit = l.junit.or(out.junit);
         out.network = l.network.or(out.network);
         out.user = l.user.or(out.user);
         out.cap_add = l.cap_add.or(out.cap_add);
@@ -196,7 +197,19 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
             cpus: resources.cpus.unwrap_or(DEFAULT_CPUS),
             pids: resources.pids.unwrap_or(DEFAULT_PIDS),
         },
-        artifacts: fields.artifacts.clone().unwrap_or_default(),
+        // JUnit files are kept like artifacts; the report reads its test cases from them.
+        artifacts: fields
+            .artifacts
+            .iter()
+            .flatten()
+            .chain(fields.junit.iter().flatten())
+            .fold(Vec::new(), |mut globs, glob| {
+                if !globs.contains(glob) {
+                    globs.push(glob.clone());
+                }
+                globs
+            }),
+        junit: fields.junit.clone().unwrap_or_default(),
         network: fields.network.unwrap_or(false),
         user: fields.user.clone(),
         cap_add: fields

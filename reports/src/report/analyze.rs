@@ -125,6 +125,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             reasons: job.reasons.clone(),
             privileges: job.privileges.clone(),
             quarantined: job.quarantined,
+            tests: run.tests.get(id).cloned(),
             verdict: run
                 .baseline
                 .as_ref()

@@ -20,6 +20,7 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
 .infra{background:#fff1c2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
 .already_failing{background:#eaeef2}.quarantined{background:#fbefff}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
+.tests{margin:6px 0;font-size:13px}.case summary{cursor:pointer;font-size:13px}\
 .filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";
 
 const SCRIPT: &str = "function applyFilters(){var f=document.getElementById('failed').checked;\
@@ -238,6 +239,35 @@ pub fn render_html(report: &RunReport) -> String {
             );
         }
         out.push_str("</table>");
+        if let Some(tests) = &job.tests {
+            let _ = write!(
+                out,
+                "<div class=\"tests\">tests: {} · {} failed · {} errored · {} skipped</div>",
+                tests.total, tests.failed, tests.errored, tests.skipped
+            );
+            for case in &tests.failing {
+                let _ = write!(
+                    out,
+                    "<details class=\"case\"><summary><span class=\"tag failure\">{}</span> {} <small>{}/{}</small></summary><pre>{}</pre></details>",
+                    escape(&case.kind),
+                    escape(&case.title()),
+                    escape(&case.step),
+                    escape(&case.file),
+                    escape(&case.message)
+                );
+            }
+            let shown = tests.failing.len();
+            if tests.failed + tests.errored > shown {
+                let _ = write!(
+                    out,
+                    "<div class=\"why\">{} more failing test cases are not listed</div>",
+                    tests.failed + tests.errored - shown
+                );
+            }
+            for problem in &tests.problems {
+                let _ = write!(out, "<div class=\"why\">JUnit: {}</div>", escape(problem));
+            }
+        }
         for step in job.steps.iter().filter(|s| !s.log_tail.is_empty()) {
             let _ = write!(out, "<pre>{}</pre>", escape(&step.log_tail));
         }

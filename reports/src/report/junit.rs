@@ -86,6 +86,37 @@ pub fn render_junit(report: &RunReport) -> String {
         }
         let _ = writeln!(out, "  </testsuite>");
     }
+    // A job's own test cases, from the JUnit files its steps wrote, as a suite named after
+    // the job: its counts are the files' counts; the cases listed are the failing ones.
+    for job in &report.jobs {
+        let Some(tests) = &job.tests else { continue };
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
+            escape(&job.id),
+            tests.total,
+            tests.failed,
+            tests.errored,
+            tests.skipped
+        );
+        for case in &tests.failing {
+            let element = if case.kind == "error" {
+                "error"
+            } else {
+                "failure"
+            };
+            let first_line = case.message.lines().next().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\">\n      <{element} message=\"{}\" type=\"{element}\">{}</{element}>\n    </testcase>",
+                escape(&case.classname),
+                escape(&case.name),
+                escape(first_line),
+                escape(&case.message)
+            );
+        }
+        let _ = writeln!(out, "  </testsuite>");
+    }
     out.push_str("</testsuites>\n");
     out
 }

@@ -112,4 +112,34 @@ fn failure_table(out: &mut String, jobs: &[&JobEntry]) {
         );
     }
     out.push('\n');
+    // The test cases behind those failures, when the jobs' runners wrote JUnit files.
+    let mut listed = false;
+    for job in jobs {
+        let Some(tests) = &job.tests else { continue };
+        for case in tests.failing.iter().take(CASES_PER_JOB) {
+            listed = true;
+            let _ = writeln!(
+                out,
+                "- `{}`: `{}`: {}",
+                job.id,
+                case.title(),
+                case.message
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .replace('|', "\\|")
+            );
+        }
+        let more = (tests.failed + tests.errored).saturating_sub(CASES_PER_JOB);
+        if more > 0 {
+            listed = true;
+            let _ = writeln!(out, "- `{}`: {more} more failing test cases", job.id);
+        }
+    }
+    if listed {
+        out.push('\n');
+    }
 }
+
+/// Failing test cases named per job in the summary; the HTML lists them all.
+const CASES_PER_JOB: usize = 10;

@@ -8,6 +8,7 @@ mod html;
 mod junit;
 mod markdown;
 mod model;
+mod test_cases;
 
 pub use analyze::{ReportInput, analyze, log_key, safe_key};
 pub(crate) use baseline::concluded;
@@ -19,3 +20,4 @@ pub use model::{
     Baseline, BaselineRun, Cell, ComparedWith, Counts, JobEntry, JobMeta, RunReport, Skipped,
     StepEntry, StoredRun, Verdict,
 };
+pub use test_cases::{FAILING_CASES_KEPT, TestCase, TestSummary, read_junit};

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use shardci_types::{FailureClass, JobResult, Status};
 
+use super::test_cases::TestSummary;
+
 /// What a planned job contributes to a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobMeta {
@@ -19,6 +21,9 @@ pub struct JobMeta {
     /// Listed under `[quarantine]`: its failure does not fail the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
+    /// Globs of the JUnit files its steps write, by step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub junit: BTreeMap<String, Vec<String>>,
 }
 
 /// Everything a report is made of, as stored at `runs/<run>/run.json`: reports are a pure
@@ -60,6 +65,9 @@ pub struct StoredRun {
     /// it was published, so a regenerated report says the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// What the jobs' JUnit files said, read when the run was published, by job id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tests: BTreeMap<String, TestSummary>,
 }
 
 /// The latest finished runs of the branch a run is compared with: a pull request's target,
@@ -168,6 +176,9 @@ pub struct JobEntry {
     /// Listed under `[quarantine]`: its failure does not fail the run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
+    /// Its test cases, when its steps declared JUnit files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSummary>,
     pub steps: Vec<StepEntry>,
 }
 
