@@ -362,7 +362,8 @@ pub struct PlanInput {
         default_value = "pull-request"
     )]
     pub event: EventArg,
-    /// The branch the event is on [default: the checked-out branch].
+    /// The branch the event is on [default: the branch --head names (none for a commit or a
+    /// tag), else the checked-out branch].
     #[arg(long, env = "SHARDCI_BRANCH")]
     pub branch: Option<String>,
     /// A pull-request label such as "full tests needed" or "all versions" (repeatable).

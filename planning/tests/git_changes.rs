@@ -253,3 +253,34 @@ fn a_directory_outside_git_is_a_usage_error() {
         "{err}"
     );
 }
+
+#[test]
+fn head_names_the_event_s_branch_unless_it_is_a_commit() {
+    use shardci_types::Event;
+    let (dir, root) = example_git_repo("");
+    let repo = dir.path();
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    // A push planned from a branch that is not checked out: `--head master` is a push to the
+    // default branch, so everything runs.
+    let mut push = PlanRequest::new(&root);
+    push.event = Event::Push;
+    push.head = Some("master".into());
+    let plan = plan_repository(&push).unwrap();
+    assert_eq!(plan.source.branch.as_deref(), Some("master"));
+    assert!(plan.full_tests, "{:?}", plan.mode_reasons);
+    assert!(!plan.jobs.is_empty());
+
+    // A commit names no branch: the plan says so instead of silently planning nothing.
+    let commit = git(repo, &["rev-parse", "master"]);
+    push.head = Some(commit.trim().to_string());
+    push.base = Some("master".into());
+    let plan = plan_repository(&push).unwrap();
+    assert_eq!(plan.source.branch, None);
+    assert!(
+        plan.mode_reasons
+            .iter()
+            .any(|r| r.contains("a push on no known branch") && r.contains("--branch master")),
+        "{:?}",
+        plan.mode_reasons
+    );
+}

@@ -44,6 +44,12 @@ pub fn decide(config: &Config, inputs: &ModeInputs<'_>) -> Modes {
         Event::Push => inputs.branch == Some(config.default_branch.as_str()),
         Event::PullRequest | Event::Manual => false,
     };
+    if inputs.event == Event::Push && inputs.branch.is_none() {
+        reasons.push(format!(
+            "selective: a push on no known branch (--head names a commit or a tag; pass --branch {} for a push to the default branch)",
+            config.default_branch
+        ));
+    }
     if on_default_branch {
         full_tests = true;
         versions = Versions::All;

@@ -122,12 +122,11 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
     let workspace = Workspace::open(&request.repo, head)?;
     let git = &workspace.git;
     let config = &workspace.config;
-    let branch = request.branch.clone().or_else(|| {
-        if head.is_none() {
-            git.current_branch()
-        } else {
-            None
-        }
+    // The event's branch: as given, else the branch `--head` names (a commit or a tag names
+    // none), else the checked-out branch.
+    let branch = request.branch.clone().or_else(|| match head {
+        None => git.current_branch(),
+        Some(head) => git.branch_named_by(head),
     });
 
     // A diff is only optional when the modes select everything anyway and no base was given.

@@ -148,6 +148,20 @@ impl GitRepo {
     }
 
     /// The branch checked out, if any.
+    /// The branch a `--head` reference names: itself when it is a local branch, `X` for
+    /// `refs/heads/X`, `origin/X` or `refs/remotes/origin/X`; `None` for a commit or a tag.
+    pub fn branch_named_by(&self, reference: &str) -> Option<String> {
+        let local = reference.strip_prefix("refs/heads/").unwrap_or(reference);
+        if self.ref_exists(&format!("refs/heads/{local}")) {
+            return Some(local.to_string());
+        }
+        let remote = reference
+            .strip_prefix("refs/remotes/origin/")
+            .or_else(|| reference.strip_prefix("origin/"))?;
+        self.ref_exists(&format!("refs/remotes/origin/{remote}"))
+            .then(|| remote.to_string())
+    }
+
     pub fn current_branch(&self) -> Option<String> {
         run_git(&self.root, &["symbolic-ref", "--quiet", "--short", "HEAD"])
             .ok()
