@@ -716,6 +716,48 @@ fn a_quarantined_job_runs_and_is_reported_but_does_not_fail_the_run() {
     assert_eq!(c1["status"], "failure", "it ran and failed: {report}");
     assert_eq!(c1["quarantined"], true);
 
+    // The timeline draws one bar per job that ran, each where run.json's step times put it.
+    let stored: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let timed = stored["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["steps"][0]["started_at_ms"].is_u64())
+        .count();
+    assert_eq!(timed, 2, "every step says when it started: {stored}");
+    let html = fs::read_to_string(run.join("report.html")).unwrap();
+    let bars: Vec<&str> = html.split("<rect class=\"bar ").skip(1).collect();
+    assert_eq!(bars.len(), timed, "{html}");
+    let number = |bar: &str, attribute: &str| -> f64 {
+        bar.split(&format!("{attribute}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    for bar in bars {
+        let (x, width) = (number(bar, "x"), number(bar, "width"));
+        assert!(x >= 170.0 && width >= 1.0 && x + width <= 960.0, "{bar}");
+    }
+    let timeline = &report["timeline"];
+    let ends: Vec<f64> = timeline["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| {
+            l["bars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["end_seconds"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        ends.iter().cloned().fold(0.0, f64::max),
+        timeline["makespan_seconds"].as_f64().unwrap()
+    );
+
     // A quarantine pattern that is not a glob is named where it is.
     let config = dir.path().join("shardci.toml");
     let text = fs::read_to_string(&config)

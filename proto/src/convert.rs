@@ -186,6 +186,7 @@ pub fn step_report_to_wire(step: &StepReport, job: &str, attempt: u32) -> pb::St
         artifact_keys: step.artifacts.clone(),
         attempt,
         message: step.message.clone(),
+        started_unix_ms: step.started_at_ms.unwrap_or(0),
     }
 }
 
@@ -225,6 +226,7 @@ impl TryFrom<pb::JobResult> for JobReport {
                     duration_ms: (seconds_from_wire(s.duration) * 1000.0) as u64,
                     message: s.message,
                     artifacts: artifact_paths(s.artifact_keys)?,
+                    started_at_ms: (s.started_unix_ms > 0).then_some(s.started_unix_ms),
                     step: s.step,
                 })
             })

@@ -39,6 +39,7 @@ fn stored() -> StoredRun {
                 duration_ms: 1200,
                 message: String::new(),
                 artifacts: Vec::new(),
+                started_at_ms: None,
             },
             StepReport {
                 step: test_type.clone(),
@@ -48,6 +49,7 @@ fn stored() -> StoredRun {
                 duration_ms: 30_000,
                 message: "exited with code 1".into(),
                 artifacts: Vec::new(),
+                started_at_ms: None,
             },
         ];
         results.push(JobResult {
@@ -97,6 +99,8 @@ fn stored() -> StoredRun {
         base_branch: None,
         baseline: None,
         tests: BTreeMap::new(),
+        lower_bound_seconds: None,
+        predicted_makespan_seconds: None,
     }
 }
 

@@ -74,6 +74,8 @@ fn run(
             base_branch: base.map(str::to_string),
             baseline: None,
             tests: BTreeMap::new(),
+            lower_bound_seconds: None,
+            predicted_makespan_seconds: None,
         },
         logs: BTreeMap::new(),
         plan_json: b"{}".to_vec(),

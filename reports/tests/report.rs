@@ -51,6 +51,7 @@ fn step(name: &str, status: Status, class: Option<FailureClass>, message: &str) 
         } else {
             Vec::new()
         },
+        started_at_ms: None,
     }
 }
 
@@ -238,6 +239,8 @@ fn stored(f: &Fixture) -> StoredRun {
         base_branch: None,
         baseline: None,
         tests: BTreeMap::new(),
+        lower_bound_seconds: None,
+        predicted_makespan_seconds: None,
     }
 }
 

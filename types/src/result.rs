@@ -23,6 +23,10 @@ pub struct StepReport {
     /// Files the worker kept, relative to the step's `artifacts/` folder in the store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// When it started on the worker's clock, in milliseconds since the Unix epoch (`None`:
+    /// it never started, or the worker did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
 }
 
 /// A worker's account of one job in one attempt.

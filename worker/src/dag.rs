@@ -46,7 +46,9 @@ pub async fn run_job(
                 None => {
                     let mut logs = sink(&step.name);
                     running.push(async move {
-                        let outcome = executor.run(step, context, logs.as_mut()).await;
+                        let started = std::time::SystemTime::now();
+                        let mut outcome = executor.run(step, context, logs.as_mut()).await;
+                        outcome.started = Some(started);
                         (step.name.as_str(), outcome)
                     });
                 }

@@ -1,7 +1,7 @@
 //! What comes out of running a step and a job on this worker, before it is reported. What a
 //! worker runs (`JobSpec`, `StepSpec`) and the status vocabulary are the shared domain types.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use shardci_types::{FailureClass, Status, StepReport};
 
@@ -14,6 +14,8 @@ pub struct StepOutcome {
     pub duration: Duration,
     /// For people: why it failed, was skipped or errored.
     pub message: String,
+    /// When it started (set by the job runner; `None` for a step that never ran).
+    pub started: Option<SystemTime>,
 }
 
 impl StepOutcome {
@@ -25,6 +27,7 @@ impl StepOutcome {
             exit_code: Some(0),
             duration,
             message: String::new(),
+            started: None,
         }
     }
 
@@ -41,6 +44,7 @@ impl StepOutcome {
             exit_code: None,
             duration,
             message: message.into(),
+            started: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl StepOutcome {
             exit_code: None,
             duration: Duration::ZERO,
             message: message.into(),
+            started: None,
         }
     }
 
@@ -63,6 +68,7 @@ impl StepOutcome {
             exit_code: None,
             duration,
             message: "cancelled".into(),
+            started: None,
         }
     }
 }
@@ -92,6 +98,10 @@ impl StepOutcome {
             duration_ms: self.duration.as_millis() as u64,
             message: self.message.clone(),
             artifacts,
+            started_at_ms: self
+                .started
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
         }
     }
 }

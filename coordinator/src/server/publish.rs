@@ -84,6 +84,9 @@ pub(crate) fn finished_run(
             branch: Some(record.plan.wire.branch.clone()).filter(|b| !b.is_empty()),
             base_branch: Some(record.plan.wire.base_branch.clone()).filter(|b| !b.is_empty()),
             baseline: None,
+            lower_bound_seconds: Some(record.plan.wire.lower_bound_seconds).filter(|s| *s > 0.0),
+            predicted_makespan_seconds: Some(record.plan.wire.predicted_makespan_seconds)
+                .filter(|s| *s > 0.0),
             tests: BTreeMap::new(),
             skipped: record
                 .plan

@@ -208,6 +208,12 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         jobs,
         skipped: run.skipped.clone(),
         untested_connectors: untested,
+        timeline: super::timeline::build(
+            &run.results,
+            run.created_at,
+            run.lower_bound_seconds,
+            run.predicted_makespan_seconds,
+        ),
         compared_with: run.baseline.as_ref().map(|b| ComparedWith {
             branch: b.branch.clone(),
             runs: b.runs.len(),

@@ -20,7 +20,11 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
 .infra{background:#fff1c2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
 .already_failing{background:#eaeef2}.quarantined{background:#fbefff}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
-.tests{margin:6px 0;font-size:13px}.case summary{cursor:pointer;font-size:13px}\
+.tests{margin:6px 0;font-size:13px}.timeline text{font-size:11px;fill:#59636e}\
+.timeline .bar{stroke:#fff}.timeline .bar.success{fill:#4ac26b}.timeline .bar.failure{fill:#cf222e}\
+.timeline .bar.error{fill:#d4a72c}.timeline .bar.cancelled,.timeline .bar.skipped{fill:#afb8c1}\
+.timeline .bar.critical{stroke:#1f2328;stroke-width:1.5}.timeline text.critical{fill:#1f2328;font-weight:bold}\
+.timeline .mark{stroke:#0969da;stroke-dasharray:4 3}.case summary{cursor:pointer;font-size:13px}\
 .filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";
 
 const SCRIPT: &str = "function applyFilters(){var f=document.getElementById('failed').checked;\
@@ -150,6 +154,21 @@ pub fn render_html(report: &RunReport) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</table>");
+    if let Some(timeline) = &report.timeline {
+        let mark = |label: &str, at: Option<f64>| {
+            at.map_or(String::new(), |s| format!(" · {label} {s:.1}s"))
+        };
+        let _ = write!(
+            out,
+            "<h2>Timeline</h2><div class=\"meta\">makespan {:.1}s{}{} · first step about {:.1}s after submission · {} worker slots; the lane the run waited for is outlined</div>{}",
+            timeline.makespan_seconds,
+            mark("planned lower bound", timeline.lower_bound_seconds),
+            mark("planned", timeline.predicted_seconds),
+            timeline.first_start_seconds,
+            timeline.lanes.len(),
+            super::timeline::render_svg(timeline)
+        );
+    }
 
     let _ = write!(
         out,

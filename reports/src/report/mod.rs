@@ -9,6 +9,7 @@ mod junit;
 mod markdown;
 mod model;
 mod test_cases;
+mod timeline;
 
 pub use analyze::{ReportInput, analyze, log_key, safe_key};
 pub(crate) use baseline::concluded;
@@ -21,3 +22,4 @@ pub use model::{
     StepEntry, StoredRun, Verdict,
 };
 pub use test_cases::{FAILING_CASES_KEPT, TestCase, TestSummary, read_junit};
+pub use timeline::{Bar, Lane, Timeline, render_svg};

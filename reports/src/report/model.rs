@@ -68,6 +68,11 @@ pub struct StoredRun {
     /// What the jobs' JUnit files said, read when the run was published, by job id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tests: BTreeMap<String, TestSummary>,
+    /// The plan's lower bound on the makespan and its prediction, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_bound_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_makespan_seconds: Option<f64>,
 }
 
 /// The latest finished runs of the branch a run is compared with: a pull request's target,
@@ -226,6 +231,9 @@ pub struct RunReport {
     /// The branch the verdicts compare with and how many of its runs were read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared_with: Option<ComparedWith>,
+    /// Where the time went, when workers said when steps started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<super::timeline::Timeline>,
 }
 
 /// What the verdicts were drawn from.
