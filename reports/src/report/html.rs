@@ -288,7 +288,7 @@ pub fn render_html(report: &RunReport) -> String {
             }
         }
         for step in job.steps.iter().filter(|s| !s.log_tail.is_empty()) {
-            let _ = write!(out, "<pre>{}</pre>", escape(&step.log_tail));
+            let _ = write!(out, "<pre>{}</pre>", super::ansi::to_html(&step.log_tail));
         }
         let _ = write!(
             out,

@@ -51,7 +51,9 @@ pub fn render_junit(report: &RunReport) -> String {
             let failed_step = job.steps.iter().find(|s| s.status.is_failed());
             let message =
                 failed_step.map_or(String::new(), |s| format!("step {}: {}", s.name, s.message));
-            let tail = failed_step.map_or("", |s| s.log_tail.as_str());
+            // CI servers show system-out as plain text: colours would be escape garbage.
+            let tail = failed_step.map_or(String::new(), |s| super::ansi::strip(&s.log_tail));
+            let tail = tail.as_str();
             match job.status {
                 Status::Failure => {
                     let _ = writeln!(

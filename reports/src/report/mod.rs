@@ -2,6 +2,7 @@
 //! self-contained HTML page, JUnit XML and a Markdown summary. Everything here is pure.
 
 mod analyze;
+mod ansi;
 mod baseline;
 mod escape;
 mod html;
