@@ -94,9 +94,19 @@ impl ReportStore {
                 .filter(|r| crate::report::concluded(r.status))
                 .map(|r| (r.job.0.clone(), r.status))
                 .collect();
+            let failing_cases = earlier
+                .tests
+                .iter()
+                .filter(|(job, _)| run.jobs.contains_key(*job))
+                .map(|(job, tests)| {
+                    let titles = tests.failing.iter().map(|c| c.title()).collect();
+                    (job.clone(), titles)
+                })
+                .collect();
             runs.push(BaselineRun {
                 run_id: id.clone(),
                 statuses,
+                failing_cases,
             });
         }
         Some(Baseline { branch, runs })

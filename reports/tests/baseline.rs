@@ -231,3 +231,71 @@ async fn a_run_that_names_no_branch_claims_nothing() {
         "{summary}"
     );
 }
+
+fn with_failing_cases(mut finished: FinishedRun, job: &str, titles: &[&str]) -> FinishedRun {
+    use shardci_reports::report::{TestCase, TestSummary};
+    let failing = titles
+        .iter()
+        .map(|t| TestCase {
+            step: "unit".into(),
+            file: "junit.xml".into(),
+            classname: "tests".into(),
+            name: t.to_string(),
+            kind: "failure".into(),
+            message: format!("{t} failed"),
+            before: None,
+        })
+        .collect::<Vec<_>>();
+    finished.run.tests.insert(
+        job.to_string(),
+        TestSummary {
+            total: 10,
+            failed: failing.len(),
+            failing,
+            ..TestSummary::default()
+        },
+    );
+    finished
+}
+
+#[tokio::test]
+async fn failing_test_cases_are_judged_against_the_baseline_too() {
+    use Status::{Failure, Success};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = local_report_store(dir.path()).expect("store");
+    let statuses = [Failure, Success, Success, Success, Success];
+    for (id, titles) in [("main-1", &["t2"][..]), ("main-2", &["t1"][..])] {
+        let finished =
+            with_failing_cases(run(id, "push", "main", None, &statuses), "a/unit", titles);
+        store.publish(&finished).await.expect("publish main");
+    }
+    let pr = with_failing_cases(
+        run("pr", "pull_request", "feature", Some("main"), &statuses),
+        "a/unit",
+        &["t1", "t2", "t3"],
+    );
+    store.publish(&pr).await.expect("publish the pull request");
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&store, "runs/pr/report.json").await).expect("json");
+    let job = report["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["id"] == "a/unit").cloned())
+        .unwrap_or_default();
+    let before: Vec<&str> = job["tests"]["failing"]
+        .as_array()
+        .expect("failing cases")
+        .iter()
+        .map(|c| c["before"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        before,
+        vec![
+            "already failing on main",
+            "flaky (failed 1 of the last 2 runs on main)",
+            "new"
+        ],
+        "{job}"
+    );
+    let summary = read(&store, "runs/pr/summary.md").await;
+    assert!(summary.contains("`tests.t3` (new): t3 failed"), "{summary}");
+}

@@ -125,7 +125,14 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             reasons: job.reasons.clone(),
             privileges: job.privileges.clone(),
             quarantined: job.quarantined,
-            tests: run.tests.get(id).cloned(),
+            tests: run.tests.get(id).cloned().map(|mut tests| {
+                if let Some(baseline) = &run.baseline {
+                    for case in &mut tests.failing {
+                        case.before = super::baseline::case_verdict(id, &case.title(), baseline);
+                    }
+                }
+                tests
+            }),
             verdict: run
                 .baseline
                 .as_ref()

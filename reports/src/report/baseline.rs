@@ -49,6 +49,33 @@ pub fn verdict(job: &str, status: Status, baseline: &Baseline) -> Option<Verdict
     }
 }
 
+/// What the baseline says of test case `title` of job `job`, failing here.
+pub fn case_verdict(job: &str, title: &str, baseline: &Baseline) -> Option<String> {
+    let seen: Vec<bool> = baseline
+        .runs
+        .iter()
+        .filter(|run| run.statuses.contains_key(job))
+        .map(|run| {
+            run.failing_cases
+                .get(job)
+                .is_some_and(|titles| titles.iter().any(|t| t == title))
+        })
+        .collect();
+    let latest = *seen.first()?;
+    let branch = &baseline.branch;
+    let failed = seen.iter().filter(|f| **f).count();
+    Some(if latest {
+        format!("already failing on {branch}")
+    } else if failed > 0 {
+        format!(
+            "flaky (failed {failed} of the last {} runs on {branch})",
+            seen.len()
+        )
+    } else {
+        "new".to_string()
+    })
+}
+
 /// Passed or failed (for the infrastructure's reasons too): skipped and cancelled jobs say
 /// nothing about the code.
 pub(crate) fn concluded(status: Status) -> bool {
@@ -59,6 +86,7 @@ pub(crate) fn concluded(status: Status) -> bool {
 mod tests {
     use super::*;
     use crate::report::BaselineRun;
+    use std::collections::BTreeMap;
 
     fn baseline(runs: &[&[(&str, Status)]]) -> Baseline {
         Baseline {
@@ -67,6 +95,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, statuses)| BaselineRun {
+                    failing_cases: BTreeMap::new(),
                     run_id: format!("run-{i}"),
                     statuses: statuses
                         .iter()

@@ -267,11 +267,15 @@ pub fn render_html(report: &RunReport) -> String {
             for case in &tests.failing {
                 let _ = write!(
                     out,
-                    "<details class=\"case\"><summary><span class=\"tag failure\">{}</span> {} <small>{}/{}</small></summary><pre>{}</pre></details>",
+                    "<details class=\"case\"><summary><span class=\"tag failure\">{}</span> {} <small>{}/{}</small>{}</summary><pre>{}</pre></details>",
                     escape(&case.kind),
                     escape(&case.title()),
                     escape(&case.step),
                     escape(&case.file),
+                    case.before.as_ref().map_or(String::new(), |b| format!(
+                        " <span class=\"tag\">{}</span>",
+                        escape(b)
+                    )),
                     escape(&case.message)
                 );
             }

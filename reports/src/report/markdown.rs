@@ -120,9 +120,12 @@ fn failure_table(out: &mut String, jobs: &[&JobEntry]) {
             listed = true;
             let _ = writeln!(
                 out,
-                "- `{}`: `{}`: {}",
+                "- `{}`: `{}`{}: {}",
                 job.id,
                 case.title(),
+                case.before
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(" ({b})")),
                 case.message
                     .lines()
                     .next()

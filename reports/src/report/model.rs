@@ -90,6 +90,9 @@ pub struct BaselineRun {
     pub run_id: String,
     /// By job id; only jobs this run also has, and only those that came to a result.
     pub statuses: BTreeMap<String, Status>,
+    /// The failing test cases (`classname.name`) of those jobs, by job id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing_cases: BTreeMap<String, Vec<String>>,
 }
 
 /// What a job's result means against its baseline: the question a pull request's author asks.

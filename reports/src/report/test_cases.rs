@@ -37,6 +37,10 @@ pub struct TestCase {
     /// `failure` (an assertion) or `error` (the test could not run).
     pub kind: String,
     pub message: String,
+    /// Against the baseline branch: `new`, `already failing on main`, `flaky (failed 2 of
+    /// the last 5 runs on main)`; set in reports, not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 impl TestCase {
@@ -180,6 +184,7 @@ pub fn read_junit(step: &str, file: &str, bytes: &[u8], summary: &mut TestSummar
                             name: case.name,
                             kind,
                             message: clip(message),
+                            before: None,
                         });
                     }
                     None if case.skipped => found.skipped += 1,
