@@ -384,6 +384,10 @@ pub struct PlanInput {
     /// Leave this step out of every job (repeatable); jobs of that test type are skipped.
     #[arg(long = "skip-step", value_name = "STEP")]
     pub skip_steps: Vec<String>,
+    /// Only this job id, as `plan --json` or `--format github` named it (repeatable): run one
+    /// shard of a plan made elsewhere. The plan must select it.
+    #[arg(long = "job", value_name = "ID")]
+    pub jobs: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +403,18 @@ pub struct PlanArgs {
     /// Say why each job is there, what was skipped, and how shards were cut.
     #[arg(long)]
     pub explain: bool,
+    /// Print in another shape: `github` writes `key=value` lines for `$GITHUB_OUTPUT` (run-tests,
+    /// full-tests, all-versions, versions, connectors, test-types, matrix, and `jobs` and
+    /// `shards` as `strategy.matrix` objects); see deploy/github/.
+    #[arg(long, value_enum, conflicts_with_all = ["json", "explain"])]
+    pub format: Option<PlanFormat>,
+}
+
+/// Shapes of `shardci plan`'s output for other systems.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// `key=value` lines for GitHub Actions' `$GITHUB_OUTPUT`.
+    Github,
 }
 
 #[derive(Debug, Args)]

@@ -871,3 +871,98 @@ fn failing_test_cases_from_junit_files_reach_every_report_and_bad_files_are_name
         String::from_utf8_lossy(&lint.stderr)
     );
 }
+
+#[test]
+fn github_outputs_fan_out_into_shards_that_local_runs_by_job_id() {
+    let dir = shardci_testkit::fixture(
+        4,
+        "[test_types.unit]\ncommand = \"true\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+    );
+    let root = dir.path().to_str().unwrap();
+    let out = shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--workers",
+        "2",
+        "--format",
+        "github",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let outputs: std::collections::BTreeMap<String, String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key=value: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(outputs["run-tests"], "true");
+    assert_eq!(outputs["full-tests"], "true");
+    let jobs: serde_json::Value = serde_json::from_str(&outputs["jobs"]).unwrap();
+    assert_eq!(jobs["include"].as_array().map(Vec::len), Some(4), "{jobs}");
+    let shards: serde_json::Value = serde_json::from_str(&outputs["shards"]).unwrap();
+    let shards = shards["include"].as_array().cloned().unwrap_or_default();
+    let mut covered: Vec<String> = shards
+        .iter()
+        .flat_map(|s| s["jobs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|j| j.as_str().map(str::to_string))
+        .collect();
+    covered.sort();
+    assert_eq!(covered, ["c1/unit", "c2/unit", "c3/unit", "c4/unit"]);
+
+    // A CI job handed one shard runs exactly its jobs.
+    let first: Vec<String> = shards[0]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.as_str().map(str::to_string))
+        .collect();
+    let mut args = vec!["local", "--repo", root, "--all", "--executor", "process"];
+    for job in &first {
+        args.extend(["--job", job.as_str()]);
+    }
+    let ran = shardci(&args);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run_folder(&ran).join("report.json")).unwrap())
+            .unwrap();
+    let mut ids: Vec<String> = report["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    let mut expected = first.clone();
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    let err = usage_error(&shardci(&[
+        "plan", "--repo", root, "--all", "--job", "c9/unit",
+    ]));
+    assert!(err.contains("--job c9/unit"), "{err}");
+
+    // The documented workflow is YAML that reads outputs this command writes.
+    let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/github/shardci.yml");
+    let text = fs::read_to_string(&workflow).unwrap();
+    for output in ["run-tests", "full-tests", "shards"] {
+        assert!(outputs.contains_key(output));
+        assert!(
+            text.contains(&format!("steps.plan.outputs.{output}")),
+            "{output}"
+        );
+    }
+    let parsed = Command::new("python3")
+        .args(["-c", "import sys, yaml; yaml.safe_load(open(sys.argv[1]))"])
+        .arg(&workflow)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+}

@@ -2,11 +2,12 @@
 
 use shardci_planning::config::Language;
 use shardci_planning::plan::{
-    Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_summary,
+    Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_github,
+    render_summary,
 };
 use shardci_reports::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
-use crate::args::{EventArg, FilterArgs, PlanArgs, PlanInput};
+use crate::args::{EventArg, FilterArgs, PlanArgs, PlanFormat, PlanInput};
 use crate::exit::{Code, Failure};
 
 pub fn event(arg: EventArg) -> Event {
@@ -75,6 +76,7 @@ pub fn request(
     let mut filters = filters(&input.filters)?;
     filters.test_types = input.test_types.clone();
     filters.skip_steps = input.skip_steps.clone();
+    filters.jobs = input.jobs.clone();
     Ok(PlanRequest {
         repo: input.repo.clone(),
         base: input.base.clone(),
@@ -93,7 +95,9 @@ pub fn request(
 pub fn run(args: PlanArgs) -> Result<Code, Failure> {
     let timings = super::runtime()?.block_on(history(&args.input, None))?;
     let plan = plan_repository(&request(&args.input, args.workers, timings)?)?;
-    if args.json {
+    if let Some(PlanFormat::Github) = args.format {
+        print!("{}", render_github(&plan));
+    } else if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::infrastructure)?;
         println!("{text}");
     } else if args.explain {

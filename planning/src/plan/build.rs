@@ -28,6 +28,8 @@ pub struct Filters {
     pub support_levels: Vec<String>,
     pub test_types: Vec<String>,
     pub skip_steps: Vec<String>,
+    /// Only these job ids (a shard another CI system was handed); each must be selected.
+    pub jobs: Vec<String>,
 }
 
 impl Filters {
@@ -207,6 +209,19 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
                 test_retries: resolved.test_retries,
             });
         }
+    }
+    if !inputs.filters.jobs.is_empty() {
+        if let Some(missing) = inputs
+            .filters
+            .jobs
+            .iter()
+            .find(|id| !jobs.iter().any(|j| &&j.id == id))
+        {
+            return Err(PlanError::Usage(format!(
+                "--job {missing}: this plan selects no such job (plan with the same event, branch, base and labels as the plan that named it)"
+            )));
+        }
+        jobs.retain(|j| inputs.filters.jobs.contains(&j.id));
     }
 
     let slots = inputs.slots.unwrap_or(config.sharding.default_slots).max(1);
