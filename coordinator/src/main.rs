@@ -53,6 +53,10 @@ struct Args {
     /// secrets are not stored, and a restored run runs its remaining steps without them.
     #[arg(long, env = "SHARDCI_SECRETS_KEY_FILE", value_name = "PATH")]
     secrets_key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no token: counts only,
+    /// no names or secrets). Off unless given.
+    #[arg(long, env = "SHARDCI_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
     state_prefix: String,
@@ -280,9 +284,25 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let metrics = match args.metrics_listen {
+        None => None,
+        Some(address) => match std::net::TcpListener::bind(address) {
+            Ok(listener) => {
+                if !address.ip().is_loopback() {
+                    tracing::warn!(%address, "metrics are served off loopback without a token: they hold counts, not names or secrets");
+                }
+                Some(listener)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-listen {address}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = ServerConfig {
         election: shared_state,
         secrets_key,
+        metrics,
         ..config
     };
     match serve(listener, config, state, shutdown).await {

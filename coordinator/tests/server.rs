@@ -22,6 +22,8 @@ const WORKER_TOKEN: &str = "worker-secret";
 
 struct Server {
     url: String,
+    /// `host:port` of `/metrics`.
+    metrics: String,
     store: tempfile::TempDir,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -39,7 +41,10 @@ async fn start_keeping(finished_runs_kept: usize) -> Server {
     let data = tempfile::tempdir().expect("tempdir");
     let store = tempfile::tempdir().expect("tempdir");
     let reports = shardci_reports::local_report_store(store.path()).expect("report store");
+    let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind metrics");
+    let metrics = metrics_listener.local_addr().expect("address").to_string();
     let config = ServerConfig {
+        metrics: Some(metrics_listener),
         tokens: Tokens::pair(Some(CLIENT_TOKEN.into()), Some(WORKER_TOKEN.into())),
         reports: Some(reports),
         finished_runs_kept,
@@ -61,6 +66,7 @@ async fn start_keeping(finished_runs_kept: usize) -> Server {
     });
     Server {
         url,
+        metrics,
         store,
         shutdown,
         task,
@@ -601,5 +607,79 @@ async fn each_attempt_keeps_its_own_log_live_and_in_the_store() {
         html.contains("log.attempt-1.txt"),
         "the report links attempt 1's log"
     );
+    server.shutdown.cancel();
+}
+
+/// `GET /metrics` over a plain HTTP/1.1 connection: the body.
+async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// `promtool check metrics` (Debian's prometheus, installed by scripts/install-deps) on `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/install-deps installs prometheus)");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = check.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_what_waits_what_runs_and_what_finished_in_prometheus_text() {
+    let server = start().await;
+    let idle = scrape(&server.metrics).await;
+    assert!(idle.contains("shardci_leader 1\n"), "{idle}");
+    assert!(idle.contains("shardci_runs_active 0\n"), "{idle}");
+    promtool_accepts(&idle);
+
+    let mut cli = client(&server.url).await;
+    let mut session = Session::open(&server.url, "w1").await;
+    run_to_the_end(&mut cli, &mut session).await;
+    let after = scrape(&server.metrics).await;
+    for line in [
+        "shardci_workers{state=\"connected\"} 1",
+        "shardci_slots{state=\"total\"} 1",
+        "shardci_runs_submitted_total 1",
+        "shardci_leases_granted_total 1",
+        "shardci_jobs_finished_total{status=\"success\"} 2",
+        "shardci_runs_finished_total{status=\"success\"} 1",
+        "shardci_shards{state=\"queued\"} 0",
+    ] {
+        assert!(after.contains(&format!("{line}\n")), "{line} in:\n{after}");
+    }
+    promtool_accepts(&after);
     server.shutdown.cancel();
 }

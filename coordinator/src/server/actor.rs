@@ -54,6 +54,8 @@ struct Actor {
     /// Where transitions go to be made durable.
     writer: mpsc::UnboundedSender<writer::Write>,
     secrets_key: Option<Arc<super::SecretsKey>>,
+    /// What `/metrics` counts.
+    counters: super::metrics::Counters,
 }
 
 /// Most commands handled in one turn of the loop before notices are routed.
@@ -147,6 +149,7 @@ pub(crate) fn start(
         granted_a_session: false,
         writer: writes,
         secrets_key,
+        counters: Default::default(),
     };
     tokio::spawn(async move {
         actor.restore(restored);
@@ -322,6 +325,7 @@ impl Actor {
                     .submit(now, new_run)
                     .map(|()| record.id.clone());
                 if result.is_ok() {
+                    self.counters.runs_submitted += 1;
                     if !idempotency_key.is_empty() {
                         self.idempotency.insert(idempotency_key, record.id.clone());
                     }
@@ -425,6 +429,7 @@ impl Actor {
                     return;
                 }
                 self.idle.remove(&worker);
+                self.counters.leases_granted += assignments.len() as u64;
                 let events = assignments
                     .iter()
                     .map(|a| {
@@ -563,6 +568,12 @@ impl Actor {
                     self.published.push_back(run);
                     self.forget_old_runs();
                 }
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(super::metrics::Snapshot {
+                    gauges: self.scheduler.gauges(),
+                    counters: self.counters.clone(),
+                });
             }
             Command::Logs {
                 key,
@@ -722,6 +733,11 @@ impl Actor {
                     self.publish(&run, event);
                 }
                 Notice::JobFinished { run, result } => {
+                    *self
+                        .counters
+                        .jobs_finished
+                        .entry(result.status)
+                        .or_default() += 1;
                     // Durable already: the completion that produced it was persisted.
                     self.publish(
                         &run,
@@ -729,6 +745,7 @@ impl Actor {
                     );
                 }
                 Notice::RunFinished { run, status } => {
+                    *self.counters.runs_finished.entry(status).or_default() += 1;
                     if let Some(record) = self.runs.get_mut(&run) {
                         record.finished_at = Some(SystemTime::now());
                     }

@@ -153,6 +153,10 @@ pub(crate) enum Command {
         run: RunId,
         result: Result<String, String>,
     },
+    /// The scheduler's gauges and the event loop's counters, for `/metrics`.
+    Metrics {
+        reply: oneshot::Sender<super::metrics::Snapshot>,
+    },
     /// A step's log: live from memory, or where the store keeps it once published.
     Logs {
         key: LogKey,

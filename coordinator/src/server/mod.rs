@@ -10,6 +10,7 @@ mod commands;
 mod durable;
 mod gate;
 mod logs;
+mod metrics;
 mod publish;
 mod sealed;
 mod sources;
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     /// Seals runs' secrets in the state store, so a run restored after a restart or a
     /// failover keeps them; without it they are not stored.
     pub secrets_key: Option<Arc<SecretsKey>>,
+    /// Where `/metrics` is served (Prometheus text over plain HTTP), if anywhere.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// How a coordinator that shares its state store campaigns.
@@ -108,6 +111,7 @@ impl ServerConfig {
             tls: None,
             election: None,
             secrets_key: None,
+            metrics: None,
         }
     }
 }
@@ -115,6 +119,9 @@ impl ServerConfig {
 /// Why serving stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The metrics listener could not be used.
+    #[error("failed to serve metrics: {0}")]
+    Metrics(#[source] std::io::Error),
     /// The data directory could not be prepared.
     #[error("failed to prepare the data directory {}: {source}", path.display())]
     DataDir {
@@ -225,6 +232,18 @@ pub async fn serve(
             }
         }
     };
+    if let Some(listener) = config.metrics {
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(ServeError::Metrics)?;
+        tracker.spawn(metrics::serve(
+            listener,
+            coordinator.clone(),
+            roles.clone(),
+            stop.clone(),
+        ));
+    }
     let client = client_api::ClientApi {
         coordinator: coordinator.clone(),
         sources: sources.clone(),

@@ -140,6 +140,18 @@ struct WorkerState {
     draining: bool,
 }
 
+/// Counts of the scheduler's state at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub runs_active: usize,
+    pub shards_queued: usize,
+    pub shards_running: usize,
+    pub workers_connected: usize,
+    pub workers_draining: usize,
+    pub slots_total: usize,
+    pub slots_busy: usize,
+}
+
 /// A read-only view of a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerView {
@@ -1048,6 +1060,28 @@ impl Scheduler {
         let mut ids: Vec<(&RunId, u64)> = self.runs.iter().map(|(id, r)| (id, r.seq)).collect();
         ids.sort_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         ids.into_iter().filter_map(|(id, _)| self.run(id)).collect()
+    }
+
+    /// How much is waiting and how much capacity serves it, counted without copying any run:
+    /// what an autoscaler and a dashboard read.
+    pub fn gauges(&self) -> Gauges {
+        let mut gauges = Gauges::default();
+        for run in self.runs.values().filter(|r| r.finished.is_none()) {
+            gauges.runs_active += 1;
+            gauges.shards_queued += run.queue.len();
+            gauges.shards_running += run.running;
+        }
+        for worker in self.workers.values() {
+            if worker.connected {
+                gauges.workers_connected += 1;
+            }
+            if worker.draining {
+                gauges.workers_draining += 1;
+            }
+            gauges.slots_total += worker.slots as usize;
+            gauges.slots_busy += worker.running.len();
+        }
+        gauges
     }
 
     pub fn workers(&self) -> Vec<WorkerView> {

@@ -5,7 +5,7 @@ mod core;
 mod model;
 
 pub use self::core::{
-    Assignment, RunView, Scheduler, SchedulerConfig, SessionError, ShardView, SubmitError,
+    Assignment, Gauges, RunView, Scheduler, SchedulerConfig, SessionError, ShardView, SubmitError,
     UnknownRun, WorkerView,
 };
 pub use model::{Ack, JobDef, NewRun, Notice, Priority, ShardDef};
