@@ -384,8 +384,9 @@ pub struct PlanInput {
     /// Leave this step out of every job (repeatable); jobs of that test type are skipped.
     #[arg(long = "skip-step", value_name = "STEP")]
     pub skip_steps: Vec<String>,
-    /// Only this job id, as `plan --json` or `--format github` named it (repeatable): run one
-    /// shard of a plan made elsewhere. The plan must select it.
+    /// Only this job id, as `plan --json` or `--format github|gitlab` named it (repeatable):
+    /// run one shard of a plan made elsewhere. Looked up among every job the configuration
+    /// can make, whatever the event, labels or versions.
     #[arg(long = "job", value_name = "ID")]
     pub jobs: Vec<String>,
 }
@@ -405,7 +406,8 @@ pub struct PlanArgs {
     pub explain: bool,
     /// Print in another shape: `github` writes `key=value` lines for `$GITHUB_OUTPUT` (run-tests,
     /// full-tests, all-versions, versions, connectors, test-types, matrix, and `jobs` and
-    /// `shards` as `strategy.matrix` objects); see deploy/github/.
+    /// `shards` as `strategy.matrix` objects); `gitlab` a child pipeline with a job per shard.
+    /// See deploy/github/ and deploy/gitlab/.
     #[arg(long, value_enum, conflicts_with_all = ["json", "explain"])]
     pub format: Option<PlanFormat>,
 }
@@ -415,6 +417,8 @@ pub struct PlanArgs {
 pub enum PlanFormat {
     /// `key=value` lines for GitHub Actions' `$GITHUB_OUTPUT`.
     Github,
+    /// A GitLab child pipeline, one job per shard.
+    Gitlab,
 }
 
 #[derive(Debug, Args)]

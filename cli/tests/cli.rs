@@ -944,6 +944,71 @@ fn github_outputs_fan_out_into_shards_that_local_runs_by_job_id() {
         "plan", "--repo", root, "--all", "--job", "c9/unit",
     ]));
     assert!(err.contains("--job c9/unit"), "{err}");
+    // A job is found whatever selected it: here nothing changed, yet it runs.
+    let named = shardci(&["plan", "--repo", root, "--job", "c3/unit", "--json"]);
+    let named: serde_json::Value = serde_json::from_slice(&named.stdout).unwrap();
+    assert_eq!(named["jobs"].as_array().map(Vec::len), Some(1), "{named}");
+
+    // GitLab: a child pipeline whose jobs run the same shards.
+    let child = shardci(&[
+        "plan",
+        "--repo",
+        root,
+        "--all",
+        "--workers",
+        "2",
+        "--format",
+        "gitlab",
+    ]);
+    assert_eq!(child.status.code(), Some(0), "{}", stderr(&child));
+    let as_json = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml, json; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            use std::io::Write;
+            p.stdin.take().expect("stdin").write_all(&child.stdout)?;
+            p.wait_with_output()
+        })
+        .unwrap();
+    let pipeline: serde_json::Value = serde_json::from_slice(&as_json.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", stdout(&child)));
+    let jobs_of_shards = pipeline
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("shardci-shard-"))
+        .count();
+    // The local run above wrote durations, so plan again for the shards as they are now.
+    let now = shardci(&["plan", "--repo", root, "--all", "--workers", "2", "--json"]);
+    let now: serde_json::Value = serde_json::from_slice(&now.stdout).unwrap();
+    let shards_now = now["shards"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs_of_shards, shards_now.len(), "{pipeline}");
+    for shard in &shards_now {
+        let key = format!("shardci-{}", shard["id"].as_str().unwrap());
+        let script = pipeline[&key]["script"][0].as_str().unwrap_or_default();
+        for job in shard["jobs"].as_array().unwrap() {
+            assert!(
+                script.contains(&format!("--job '{}'", job.as_str().unwrap())),
+                "{key}: {script}"
+            );
+        }
+    }
+    let gitlab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gitlab/.gitlab-ci.yml");
+    let parsed = Command::new("python3")
+        .args(["-c", "import sys, yaml; yaml.safe_load(open(sys.argv[1]))"])
+        .arg(&gitlab)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
 
     // The documented workflow is YAML that reads outputs this command writes.
     let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/github/shardci.yml");

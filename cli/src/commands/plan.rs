@@ -3,7 +3,7 @@
 use shardci_planning::config::Language;
 use shardci_planning::plan::{
     Event, Filters, PlanRequest, TimingsSource, plan_repository, render_explain, render_github,
-    render_summary,
+    render_gitlab, render_summary,
 };
 use shardci_reports::{RegenerateError, ReportStore, is_store_url, open_report_store};
 
@@ -95,8 +95,11 @@ pub fn request(
 pub fn run(args: PlanArgs) -> Result<Code, Failure> {
     let timings = super::runtime()?.block_on(history(&args.input, None))?;
     let plan = plan_repository(&request(&args.input, args.workers, timings)?)?;
-    if let Some(PlanFormat::Github) = args.format {
-        print!("{}", render_github(&plan));
+    if let Some(format) = args.format {
+        match format {
+            PlanFormat::Github => print!("{}", render_github(&plan)),
+            PlanFormat::Gitlab => print!("{}", render_gitlab(&plan)),
+        }
     } else if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(Failure::infrastructure)?;
         println!("{text}");

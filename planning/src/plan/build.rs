@@ -93,7 +93,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     let mut labels = inputs.labels.clone();
     labels.sort();
     labels.dedup();
-    let modes = decide(
+    let mut modes = decide(
         config,
         &ModeInputs {
             event: inputs.event,
@@ -103,6 +103,15 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             files: &files,
         },
     );
+    if !inputs.filters.jobs.is_empty() {
+        // Jobs named by id come from any plan (another event, labels, versions): they are
+        // looked up among every job the configuration can make.
+        modes.full_tests = true;
+        modes.versions = Versions::All;
+        modes
+            .reasons
+            .push("full tests and all versions, narrowed to the jobs named by --job".into());
+    }
     let chosen = select(config, inputs.connectors, &graph, &files, &modes);
 
     let mut jobs = Vec::new();
@@ -218,7 +227,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .find(|id| !jobs.iter().any(|j| &&j.id == id))
         {
             return Err(PlanError::Usage(format!(
-                "--job {missing}: this plan selects no such job (plan with the same event, branch, base and labels as the plan that named it)"
+                "--job {missing}: the configuration makes no such job (ids are as `shardci plan --json` prints them)"
             )));
         }
         jobs.retain(|j| inputs.filters.jobs.contains(&j.id));

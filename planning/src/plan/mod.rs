@@ -22,7 +22,7 @@ pub use explain::{render_explain, render_summary};
 pub use matrix::{job_id, points};
 pub use model::*;
 pub use modes::{ModeInputs, Modes, decide};
-pub use outputs::render_github;
+pub use outputs::{render_github, render_gitlab};
 pub use select::{DependencyGraph, Node};
 pub use session::{PlanRequest, TimingsSource, Workspace, plan_repository};
 pub use shard::{Sharding, list_schedule, shard};
