@@ -998,17 +998,7 @@ fn github_outputs_fan_out_into_shards_that_local_runs_by_job_id() {
             );
         }
     }
-    let gitlab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gitlab/.gitlab-ci.yml");
-    let parsed = Command::new("python3")
-        .args(["-c", "import sys, yaml; yaml.safe_load(open(sys.argv[1]))"])
-        .arg(&gitlab)
-        .output()
-        .unwrap();
-    assert!(
-        parsed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&parsed.stderr)
-    );
+    assert_yaml(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gitlab/.gitlab-ci.yml"));
 
     // The documented workflow is YAML that reads outputs this command writes.
     let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/github/shardci.yml");
@@ -1020,14 +1010,20 @@ fn github_outputs_fan_out_into_shards_that_local_runs_by_job_id() {
             "{output}"
         );
     }
+    assert_yaml(&workflow);
+}
+
+/// The file parses as YAML (PyYAML, installed by scripts/install-deps).
+fn assert_yaml(file: &Path) {
     let parsed = Command::new("python3")
         .args(["-c", "import sys, yaml; yaml.safe_load(open(sys.argv[1]))"])
-        .arg(&workflow)
+        .arg(file)
         .output()
         .unwrap();
     assert!(
         parsed.status.success(),
-        "{}",
+        "{}: {}",
+        file.display(),
         String::from_utf8_lossy(&parsed.stderr)
     );
 }
