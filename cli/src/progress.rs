@@ -103,7 +103,10 @@ pub async fn watch(
             Some(s) if s.is_failed() => failed += 1,
             _ => {}
         }
-        let duration: f64 = result.steps.iter().map(|s| seconds(&s.duration)).sum();
+        let duration: f64 = result
+            .steps
+            .iter()
+            .fold(0.0, |t, s| t + seconds(&s.duration));
         if outcome.is_some_and(Status::is_failed) {
             print(format!(
                 "✗ {} {shown} ({duration:.1}s) {}",
@@ -292,7 +295,10 @@ pub fn render_table(run: &pb::Run) -> String {
         "STATUS", "JOB", "TIME", "TRIES"
     );
     for result in &results {
-        let duration: f64 = result.steps.iter().map(|s| seconds(&s.duration)).sum();
+        let duration: f64 = result
+            .steps
+            .iter()
+            .fold(0.0, |t, s| t + seconds(&s.duration));
         let mut note = failure_line(result);
         if result.flaky {
             note = "flaky: passed after a failure".into();

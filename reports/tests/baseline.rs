@@ -299,3 +299,75 @@ async fn failing_test_cases_are_judged_against_the_baseline_too() {
     let summary = read(&store, "runs/pr/summary.md").await;
     assert!(summary.contains("`tests.t3` (new): t3 failed"), "{summary}");
 }
+
+/// The verdicts as a browser shows them: headless Chromium (installed by scripts/install-deps)
+/// renders a pull request's report with a new failure, one already failing on main, a flaky
+/// one, a fix and a quarantined failure; the screenshot stays under the target directory
+/// (`tmp/verdicts.png`) for people to look at.
+#[tokio::test]
+async fn chromium_shows_each_verdict_and_the_quarantine() {
+    use Status::{Failure, Success};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = local_report_store(dir.path()).expect("store");
+    for (id, statuses) in [
+        ("main-1", [Success, Success, Success, Failure, Success]),
+        ("main-2", [Failure, Failure, Success, Success, Success]),
+    ] {
+        store
+            .publish(&run(id, "push", "main", None, &statuses))
+            .await
+            .expect("publish main");
+    }
+    let mut pr = run(
+        "pr",
+        "pull_request",
+        "feature",
+        Some("origin/main"),
+        &[Failure, Success, Failure, Failure, Failure],
+    );
+    if let Some(meta) = pr.run.jobs.get_mut("e/unit") {
+        meta.quarantined = true;
+    }
+    store.publish(&pr).await.expect("publish the pull request");
+    let page = dir.path().join("runs/pr/report.html");
+    let url = format!("file://{}", page.display());
+    let chromium = |extra: &[&str]| {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1100,900",
+            ])
+            .args(extra)
+            .arg(&url)
+            .env("HOME", dir.path())
+            .output()
+            .expect("chromium is installed (scripts/install-deps)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<strong>1 new failure(s)</strong>"),
+        "the quarantined one is not counted"
+    );
+    for shown in [
+        "<span class=\"tag new_failure\">new failure</span>",
+        "already failing on main",
+        "flaky (failed 1 of the last 2 runs on main)",
+        "fixed (failing on main)",
+        "quarantined: does not fail the run",
+    ] {
+        assert!(dom.contains(shown), "{shown} is not on the page");
+    }
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("verdicts.png");
+    let shot = chromium(&[&format!("--screenshot={}", png.display())]);
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "a screenshot of a real page ({size} bytes)");
+}

@@ -121,7 +121,10 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             failure_class,
             attempts: result.map_or(0, |r| r.attempts),
             flaky,
-            duration_seconds: steps.iter().map(|s| s.duration_seconds).sum(),
+            // A fold from +0.0: a float sum of nothing is -0.0, shown as "-0.0s".
+            duration_seconds: steps
+                .iter()
+                .fold(0.0, |total, s| total + s.duration_seconds),
             reasons: job.reasons.clone(),
             privileges: job.privileges.clone(),
             quarantined: job.quarantined,

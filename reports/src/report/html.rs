@@ -99,10 +99,11 @@ pub fn render_html(report: &RunReport) -> String {
     }
 
     if let Some(compared) = &report.compared_with {
+        // Quarantined jobs do not fail the run, so they are not news that would.
         let new = report
             .jobs
             .iter()
-            .filter(|j| j.verdict == Some(Verdict::NewFailure))
+            .filter(|j| j.verdict == Some(Verdict::NewFailure) && !j.quarantined)
             .count();
         let fixed = report
             .jobs

@@ -11,7 +11,7 @@ use super::model::RunReport;
 
 pub fn render_junit(report: &RunReport) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total_time: f64 = report.jobs.iter().map(|j| j.duration_seconds).sum();
+    let total_time: f64 = report.jobs.iter().fold(0.0, |t, j| t + j.duration_seconds);
     let _ = writeln!(
         out,
         "<testsuites name=\"shardci {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
@@ -29,7 +29,7 @@ pub fn render_junit(report: &RunReport) -> String {
             .filter(|j| &j.connector == connector)
             .collect();
         let count = |s: Status| jobs.iter().filter(|j| j.status == s).count();
-        let time: f64 = jobs.iter().map(|j| j.duration_seconds).sum();
+        let time: f64 = jobs.iter().fold(0.0, |t, j| t + j.duration_seconds);
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
