@@ -284,3 +284,17 @@ fn head_names_the_event_s_branch_unless_it_is_a_commit() {
         plan.mode_reasons
     );
 }
+
+#[test]
+fn planning_on_the_base_itself_says_there_is_nothing_to_compare() {
+    let (_dir, root) = example_git_repo("");
+    let plan = plan_repository(&request(&root, "master")).unwrap();
+    assert!(plan.jobs.is_empty());
+    assert!(
+        plan.mode_reasons
+            .iter()
+            .any(|r| r.starts_with("no change to compare: the head is already in master")),
+        "{:?}",
+        plan.mode_reasons
+    );
+}

@@ -147,6 +147,8 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         branch: branch.clone(),
         ..SourceInfo::default()
     };
+    // The head already in the base (planning on the default branch itself): nothing changed.
+    let mut same_as_base = None;
     let changes: Vec<ChangedFile> = match &base {
         None => Vec::new(),
         Some(base_ref) => {
@@ -160,6 +162,9 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
             } else {
                 git.diff(&merge_base, &head_commit)?
             };
+            if merge_base == head_commit && !request.include_uncommitted {
+                same_as_base = Some(base_ref.clone());
+            }
             source.base_ref = Some(base_ref.clone());
             source.base_commit = Some(base_commit);
             source.merge_base = Some(merge_base);
@@ -171,7 +176,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         Some(TimingsSource::Given(timings)) => timings.clone(),
         None => Timings::default(),
     };
-    build_plan(&PlanInputs {
+    let mut plan = build_plan(&PlanInputs {
         config,
         connectors: &workspace.connectors,
         changes: &changes,
@@ -183,7 +188,14 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         slots: request.slots,
         timings: &timings,
         source,
-    })
+    })?;
+    if let Some(base) = same_as_base {
+        plan.mode_reasons.push(format!(
+            "no change to compare: the head is already in {base}, so the diff is empty; pass --base <ref> for another comparison, --all for everything, or --event push on {} for its full run",
+            config.default_branch
+        ));
+    }
+    Ok(plan)
 }
 
 /// `origin/<default>` when it exists (CI checkouts), else `<default>` (laptops).
