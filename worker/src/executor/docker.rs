@@ -421,7 +421,13 @@ impl DockerExecutor {
             .and_then(|c| c.state)
             .and_then(|s| s.oom_killed)
             .unwrap_or(false);
-        let mut outcome = match (stopped_for, oom, code) {
+        // Docker learns of an OOM kill from an event that can be handled after the exit it
+        // reports, and then never sets `OOMKilled` (seen here under load: a step killed at its
+        // limit, exit 137, the flag false even a second later). A SIGKILL nobody here sent, to
+        // a step with a memory limit, is the kernel's OOM killer in all but contrived cases;
+        // the message says when Docker did not confirm it.
+        let inferred = !oom && stopped_for.is_none() && code == 137;
+        let mut outcome = match (stopped_for, oom || inferred, code) {
             (Some("timeout"), _, _) => StepOutcome::failed(
                 &step.name,
                 FailureClass::Timeout,
@@ -433,10 +439,17 @@ impl DockerExecutor {
                 &step.name,
                 FailureClass::Oom,
                 elapsed,
-                format!(
-                    "killed for using more than its {} MiB memory limit",
-                    step.resources.memory_bytes / (1024 * 1024)
-                ),
+                if inferred {
+                    format!(
+                        "killed by SIGKILL (exit 137) that nothing here sent: most likely for using more than its {} MiB memory limit (Docker did not confirm an OOM kill)",
+                        step.resources.memory_bytes / (1024 * 1024)
+                    )
+                } else {
+                    format!(
+                        "killed for using more than its {} MiB memory limit",
+                        step.resources.memory_bytes / (1024 * 1024)
+                    )
+                },
             ),
             (None, false, 0) => StepOutcome::success(&step.name, elapsed),
             (None, false, code) => StepOutcome::failed(
