@@ -125,14 +125,19 @@ pub fn build(
 pub const WIDTH: f64 = 960.0;
 pub const LABELS: f64 = 170.0;
 const ROW: f64 = 20.0;
+/// How far past the makespan the plan's marks may stretch the axis.
+const MARKS_STRETCH_AT_MOST: f64 = 2.0;
 
 /// The timeline as an inline SVG: a row per worker slot, a bar per job (its title says which
 /// and how long), dashed lines at the plan's lower bound and prediction.
 pub fn render_svg(timeline: &Timeline) -> String {
+    // The marks widen the axis only while the bars stay readable: a first run planned from
+    // configured guesses (1,720 s planned for a 10 s run) would squash every bar to a sliver.
+    let readable = |at: &f64| *at <= timeline.makespan_seconds * MARKS_STRETCH_AT_MOST;
     let scale_end = [
         Some(timeline.makespan_seconds),
-        timeline.lower_bound_seconds,
-        timeline.predicted_seconds,
+        timeline.lower_bound_seconds.filter(readable),
+        timeline.predicted_seconds.filter(readable),
     ]
     .into_iter()
     .flatten()
@@ -175,7 +180,7 @@ pub fn render_svg(timeline: &Timeline) -> String {
         ("lower bound", timeline.lower_bound_seconds),
         ("predicted", timeline.predicted_seconds),
     ] {
-        if let Some(at) = at {
+        if let Some(at) = at.filter(readable) {
             let _ = write!(
                 out,
                 "<line class=\"mark\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"0\" y2=\"{axis:.1}\"><title>{label}: {at:.1}s</title></line>",
@@ -258,6 +263,18 @@ mod tests {
         let svg = render_svg(&timeline);
         assert_eq!(svg.matches("<rect class=\"bar ").count(), 4);
         assert_eq!(svg.matches("<line class=\"mark\"").count(), 2);
+    }
+
+    #[test]
+    fn a_prediction_far_past_the_makespan_does_not_squash_the_bars() {
+        let results = vec![result("a", "w1", 1_000_000, 10_000)];
+        let timeline = build(&results, 1_000, Some(1_720.0), Some(1_720.0)).expect("timed");
+        let svg = render_svg(&timeline);
+        assert_eq!(svg.matches("<line class=\"mark\"").count(), 0, "{svg}");
+        assert!(
+            svg.contains(">10.0s</text></svg>"),
+            "the axis ends at the makespan: {svg}"
+        );
     }
 
     #[test]
