@@ -493,14 +493,12 @@ fn local_runs_end_with_the_report_and_feed_the_next_plan() {
         "{}",
         log.display()
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(run_dir.join("report.json")).unwrap()).unwrap();
+    let json: serde_json::Value = read_json(run_dir.join("report.json"));
     assert_eq!(json["counts"]["passed"], 7);
 
     // The history the run wrote balances the next plan.
     let history = dir.path().join(".shardci/store/history/timings.json");
-    let timings: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&history).unwrap()).unwrap();
+    let timings: serde_json::Value = read_json(&history);
     assert!(
         timings["jobs"]["source-faker/acceptance"]["p50_seconds"].is_number(),
         "{timings}"
@@ -617,6 +615,13 @@ fn simulate_replays_the_plan_compares_and_loses_workers() {
     assert!(err.contains("--worker-loss"), "{err}");
 }
 
+/// A JSON file a run wrote.
+fn read_json(path: impl AsRef<Path>) -> serde_json::Value {
+    let path = path.as_ref();
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The last line of a local run names its report; the run's folder holds the rest.
 fn run_folder(out: &Output) -> std::path::PathBuf {
     let text = stdout(out);
@@ -703,8 +708,7 @@ fn a_quarantined_job_runs_and_is_reported_but_does_not_fail_the_run() {
         .find(|s| s.starts_with("Quarantined"))
         .unwrap_or_else(|| panic!("no quarantine section: {summary}"));
     assert!(quarantined.contains("`c1/unit`"), "{summary}");
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = read_json(run.join("report.json"));
     assert_eq!(report["status"], "success", "{report}");
     let c1 = report["jobs"]
         .as_array()
@@ -717,8 +721,7 @@ fn a_quarantined_job_runs_and_is_reported_but_does_not_fail_the_run() {
     assert_eq!(c1["quarantined"], true);
 
     // The timeline draws one bar per job that ran, each where run.json's step times put it.
-    let stored: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let stored: serde_json::Value = read_json(run.join("run.json"));
     let timed = stored["results"]
         .as_array()
         .unwrap()
@@ -808,8 +811,7 @@ fn failing_test_cases_from_junit_files_reach_every_report_and_bad_files_are_name
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let run = run_folder(&out);
 
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = read_json(run.join("report.json"));
     let job = |id: &str| {
         report["jobs"]
             .as_array()
@@ -926,9 +928,7 @@ fn github_outputs_fan_out_into_shards_that_local_runs_by_job_id() {
     }
     let ran = shardci(&args);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(run_folder(&ran).join("report.json")).unwrap())
-            .unwrap();
+    let report: serde_json::Value = read_json(run_folder(&ran).join("report.json"));
     let mut ids: Vec<String> = report["jobs"]
         .as_array()
         .unwrap()

@@ -5,7 +5,7 @@
 use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 use serde::{Deserialize, Serialize};
-use shardci_types::Status;
+use shardci_types::{Event, Status};
 
 use crate::report::{Baseline, BaselineRun, StoredRun};
 use crate::store::ReportStore;
@@ -36,7 +36,7 @@ pub fn branch_name(reference: &str) -> &str {
 
 /// The branch `run` is compared with, if it names one.
 pub fn baseline_branch(run: &StoredRun) -> Option<String> {
-    let branch = if run.event == "pull_request" {
+    let branch = if !is_branch_run(run) {
         run.base_branch.as_deref()
     } else {
         run.branch.as_deref()
@@ -49,26 +49,26 @@ pub fn baseline_branch(run: &StoredRun) -> Option<String> {
 
 /// Runs on a branch itself (not a pull request into it) are what it is judged by.
 fn is_branch_run(run: &StoredRun) -> bool {
-    run.event != "pull_request"
+    run.event != Event::PullRequest.as_str()
 }
 
 impl ReportStore {
+    /// The branch's index; an unreadable or corrupt one costs the comparison, never the
+    /// report, and is started afresh.
     async fn branch_index(&self, branch: &str) -> BranchIndex {
-        match self.store.get(&StorePath::from(index_key(branch))).await {
-            Ok(found) => match found.bytes().await {
-                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                    // A corrupt index costs the comparison, never the report.
-                    tracing::warn!(branch, error = %e, "the branch's run index is corrupt; starting it afresh");
-                    BranchIndex::default()
-                }),
-                Err(e) => {
-                    tracing::warn!(branch, error = %e, "failed to read the branch's run index");
-                    BranchIndex::default()
-                }
-            },
+        let read = async {
+            let found = self.store.get(&StorePath::from(index_key(branch))).await?;
+            let bytes = found.bytes().await?;
+            serde_json::from_slice(&bytes).map_err(|e| object_store::Error::Generic {
+                store: "branch index",
+                source: Box::new(e),
+            })
+        };
+        match read.await {
+            Ok(index) => index,
             Err(object_store::Error::NotFound { .. }) => BranchIndex::default(),
             Err(e) => {
-                tracing::warn!(branch, error = %e, "failed to read the branch's run index");
+                tracing::warn!(branch, error = %e, "the branch's run index cannot be read; starting it afresh");
                 BranchIndex::default()
             }
         }
@@ -121,14 +121,11 @@ impl ReportStore {
         if !is_branch_run(run) || run.status == Status::Cancelled {
             return Ok(());
         }
-        let Some(branch) = run
-            .branch
-            .as_deref()
-            .map(branch_name)
-            .filter(|b| !b.is_empty())
-        else {
+        // A branch run's baseline is its own branch.
+        let Some(branch) = baseline_branch(run) else {
             return Ok(());
         };
+        let branch = branch.as_str();
         let _guard = self.history.lock().await;
         let mut index = self.branch_index(branch).await;
         index.branch = branch.to_string();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use globset::GlobSetBuilder;
+use globset::{GlobSet, GlobSetBuilder};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 
@@ -12,10 +12,24 @@ use crate::store::ReportStore;
 /// Larger JUnit files are reported, not read: a report is written in one process's memory.
 pub const MAX_JUNIT_BYTES: u64 = 64 << 20;
 
+/// The globs as the worker matched them when it kept the files (`./` dropped); `None` when
+/// none compiles into a set.
+fn glob_set(globs: &[String]) -> Option<GlobSet> {
+    let mut set = GlobSetBuilder::new();
+    for glob in globs {
+        if let Ok(glob) = globset::Glob::new(glob.trim_start_matches("./")) {
+            set.add(glob);
+        }
+    }
+    set.build().ok()
+}
+
 impl ReportStore {
     /// What each job's JUnit files say, by job id (jobs that declared none are absent).
     pub(crate) async fn test_cases(&self, run: &StoredRun) -> BTreeMap<String, TestSummary> {
         let mut found = BTreeMap::new();
+        // Compiled once per list: every job of a test type declares the same globs.
+        let mut compiled: BTreeMap<&[String], Option<GlobSet>> = BTreeMap::new();
         for result in &run.results {
             let Some(meta) = run.jobs.get(&result.job.0) else {
                 continue;
@@ -28,20 +42,17 @@ impl ReportStore {
                 let Some(globs) = meta.junit.get(&step.step) else {
                     continue;
                 };
-                let mut set = GlobSetBuilder::new();
-                // Matched as the worker matched them when it kept the files.
-                for glob in globs {
-                    if let Ok(glob) = globset::Glob::new(glob.trim_start_matches("./")) {
-                        set.add(glob);
-                    }
-                }
-                let Ok(set) = set.build() else { continue };
+                let Some(set) = compiled
+                    .entry(globs.as_slice())
+                    .or_insert_with(|| glob_set(globs))
+                else {
+                    continue;
+                };
                 let prefix = shardci_types::step_prefix(&run.run_id, &result.job.0, &step.step);
                 let files: Vec<&String> =
                     step.artifacts.iter().filter(|a| set.is_match(a)).collect();
                 // A step that ran and wrote none: its runner may have died before writing.
-                let ran = step.status == shardci_types::Status::Success || step.status.is_failed();
-                if files.is_empty() && ran {
+                if files.is_empty() && crate::report::concluded(step.status) {
                     summary.problems.push(format!(
                         "{}: no JUnit file matched {}",
                         step.step,

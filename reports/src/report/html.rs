@@ -99,17 +99,8 @@ pub fn render_html(report: &RunReport) -> String {
     }
 
     if let Some(compared) = &report.compared_with {
-        // Quarantined jobs do not fail the run, so they are not news that would.
-        let new = report
-            .jobs
-            .iter()
-            .filter(|j| j.verdict == Some(Verdict::NewFailure) && !j.quarantined)
-            .count();
-        let fixed = report
-            .jobs
-            .iter()
-            .filter(|j| matches!(j.verdict, Some(Verdict::Fixed { .. })))
-            .count();
+        let new = report.new_failures().count();
+        let fixed = report.fixed().count();
         let latest = compared.latest_run.as_deref().map_or(String::new(), |run| {
             format!(
                 " (latest: <a href=\"../{0}/report.html\">{0}</a>)",

@@ -22,21 +22,21 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
     if let Some(first) = &report.retry_of {
         let _ = writeln!(out, "Re-run of `{first}`.\n");
     }
-    let (quarantined, problems): (Vec<&JobEntry>, Vec<&JobEntry>) = report
+    let problems: Vec<&JobEntry> = report.counted_failures().collect();
+    let quarantined: Vec<&JobEntry> = report
         .jobs
         .iter()
-        .filter(|j| j.status.is_failed())
-        .partition(|j| j.quarantined);
+        .filter(|j| j.status.is_failed() && j.quarantined)
+        .collect();
     match &report.compared_with {
         Some(compared) => {
-            let is_new = |j: &&JobEntry| j.verdict == Some(Verdict::NewFailure);
-            let new: Vec<&JobEntry> = problems.iter().copied().filter(is_new).collect();
-            let other: Vec<&JobEntry> = problems.iter().copied().filter(|j| !is_new(j)).collect();
-            let fixed: Vec<&JobEntry> = report
-                .jobs
+            let new: Vec<&JobEntry> = report.new_failures().collect();
+            let other: Vec<&JobEntry> = problems
                 .iter()
-                .filter(|j| matches!(j.verdict, Some(Verdict::Fixed { .. })))
+                .copied()
+                .filter(|j| j.verdict != Some(Verdict::NewFailure))
                 .collect();
+            let fixed: Vec<&JobEntry> = report.fixed().collect();
             let _ = writeln!(
                 out,
                 "Compared with the last {} run(s) of `{}`: **{} new failure(s)**, {} other failure(s), {} fixed.\n",

@@ -239,6 +239,29 @@ pub struct RunReport {
     pub timeline: Option<super::timeline::Timeline>,
 }
 
+impl RunReport {
+    /// Failed jobs that count against the run (not quarantined), in the jobs' order, which
+    /// puts new failures first.
+    pub fn counted_failures(&self) -> impl Iterator<Item = &JobEntry> {
+        self.jobs
+            .iter()
+            .filter(|j| j.status.is_failed() && !j.quarantined)
+    }
+
+    /// Failures the baseline never had: what the change broke.
+    pub fn new_failures(&self) -> impl Iterator<Item = &JobEntry> {
+        self.counted_failures()
+            .filter(|j| j.verdict == Some(Verdict::NewFailure))
+    }
+
+    /// Jobs that pass here and failed in the baseline's latest run.
+    pub fn fixed(&self) -> impl Iterator<Item = &JobEntry> {
+        self.jobs
+            .iter()
+            .filter(|j| matches!(j.verdict, Some(Verdict::Fixed { .. })))
+    }
+}
+
 /// What the verdicts were drawn from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComparedWith {
