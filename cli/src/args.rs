@@ -389,6 +389,10 @@ pub struct PlanInput {
     /// can make, whatever the event, labels or versions.
     #[arg(long = "job", value_name = "ID")]
     pub jobs: Vec<String>,
+    /// Run every step, taking none from an earlier run's step cache (the jobs of this run
+    /// still share the steps they have in common, such as a connector's build).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

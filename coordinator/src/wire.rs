@@ -49,6 +49,11 @@ pub(crate) fn step_to_wire(step: &Step) -> pb::Step {
             dockerfile: b.dockerfile.clone(),
             tag: b.tag.clone(),
         }),
+        cache: step.cache,
+        inputs: step.inputs.clone(),
+        reads_matrix: step.reads_matrix.as_ref().map(|names| pb::MatrixAxes {
+            names: names.clone(),
+        }),
     }
 }
 
@@ -98,6 +103,13 @@ pub(crate) fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
         user: (!step.user.is_empty()).then_some(step.user),
         cap_add: step.cap_add,
         read_only_root: !step.writable_root,
+        cache: step.cache,
+        inputs: step
+            .inputs
+            .iter()
+            .map(|glob| relative_path("step input", glob))
+            .collect::<Result<_, _>>()?,
+        reads_matrix: step.reads_matrix.map(|axes| axes.names),
     })
 }
 

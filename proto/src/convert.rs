@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use shardci_types::{
     Attempt, ChangeStatus, Event, FailureClass, ImageBuild, JobId, JobReport, JobResult, JobSpec,
-    Resources, SpecError, Status, StepReport, StepSpec, Versions, matrix_env_var, relative_path,
-    valid_artifact_path,
+    Resources, ReusedFrom, SpecError, Status, StepReport, StepSpec, Versions, matrix_env_var,
+    relative_path, valid_artifact_path,
 };
 
 use crate::v1 as pb;
@@ -127,7 +127,14 @@ impl TryFrom<&pb::Job> for JobSpec {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             env.sort();
-            for (axis, value) in &matrix {
+            // A step that names the axes it reads gets only those: the same build for every
+            // python version is then the same step (the same key).
+            let reads = |axis: &str| {
+                step.reads_matrix
+                    .as_ref()
+                    .is_none_or(|m| m.names.iter().any(|n| n == axis))
+            };
+            for (axis, value) in matrix.iter().filter(|(axis, _)| reads(axis)) {
                 let name = matrix_env_var(axis);
                 if !env.iter().any(|(k, _)| k == &name) {
                     env.push((name, (*value).clone()));
@@ -165,6 +172,12 @@ impl TryFrom<&pb::Job> for JobSpec {
                 },
                 artifacts: step.artifacts.clone(),
                 depends_on: step.depends_on.clone(),
+                cache: step.cache,
+                inputs: step
+                    .inputs
+                    .iter()
+                    .map(|glob| relative_path("step input", glob))
+                    .collect::<Result<_, _>>()?,
             });
         }
         Ok(JobSpec::new(job.id.clone(), steps)?)
@@ -187,7 +200,49 @@ pub fn step_report_to_wire(step: &StepReport, job: &str, attempt: u32) -> pb::St
         attempt,
         message: step.message.clone(),
         started_unix_ms: step.started_at_ms.unwrap_or(0),
+        reused_from: step.reused_from.as_ref().map(|origin| pb::StepOrigin {
+            run_id: origin.run.clone(),
+            job_id: origin.job.clone(),
+            key: origin.key.clone(),
+        }),
     }
+}
+
+/// Where a worker says a reused step's result comes from, checked: an id a store key can
+/// hold and a key that is a digest, so a worker that lies cannot make a report link elsewhere.
+fn reused_from(origin: Option<pb::StepOrigin>) -> Result<Option<ReusedFrom>, WireError> {
+    let Some(origin) = origin else {
+        return Ok(None);
+    };
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && id != "."
+            && id != ".."
+    };
+    if !id_ok(&origin.run_id) {
+        return Err(invalid(
+            "step result",
+            format!("reused_from names run {:?}, not a run id", origin.run_id),
+        ));
+    }
+    if origin.job_id.is_empty() || origin.job_id.len() > 1024 {
+        return Err(invalid("step result", "reused_from names no job"));
+    }
+    if origin.key.len() != 64 || !origin.key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "step result",
+            format!("reused_from key {:?} is not a step key", origin.key),
+        ));
+    }
+    Ok(Some(ReusedFrom {
+        run: origin.run_id,
+        job: origin.job_id,
+        key: origin.key,
+    }))
 }
 
 /// Artifacts a worker reports must stay inside their step's folder: a worker that lies
@@ -227,6 +282,7 @@ impl TryFrom<pb::JobResult> for JobReport {
                     message: s.message,
                     artifacts: artifact_paths(s.artifact_keys)?,
                     started_at_ms: (s.started_unix_ms > 0).then_some(s.started_unix_ms),
+                    reused_from: reused_from(s.reused_from)?,
                     step: s.step,
                 })
             })

@@ -40,6 +40,7 @@ fn stored() -> StoredRun {
                 message: String::new(),
                 artifacts: Vec::new(),
                 started_at_ms: None,
+                reused_from: None,
             },
             StepReport {
                 step: test_type.clone(),
@@ -50,6 +51,7 @@ fn stored() -> StoredRun {
                 message: "exited with code 1".into(),
                 artifacts: Vec::new(),
                 started_at_ms: None,
+                reused_from: None,
             },
         ];
         results.push(JobResult {

@@ -52,6 +52,7 @@ fn step(name: &str, status: Status, class: Option<FailureClass>, message: &str) 
             Vec::new()
         },
         started_at_ms: None,
+        reused_from: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod keys;
 mod outcome;
 mod result;
 mod spec;
+mod step_key;
 
 pub use duration::parse_duration;
 pub use event::{ChangeStatus, Event, Versions};
@@ -24,11 +25,12 @@ pub use graph::find_cycle;
 pub use ids::{Attempt, JobId, Millis, RunId, SessionId, ShardId, ShardKey, WorkerId};
 pub use keys::{job_key, log_key, matrix_env_var, step_prefix, valid_artifact_path};
 pub use outcome::{FailureClass, Status};
-pub use result::{JobReport, JobResult, StepReport};
+pub use result::{JobReport, JobResult, ReusedFrom, StepReport};
 pub use spec::{
     DEFAULT_MEMORY_BYTES, DEFAULT_MILLI_CPUS, DEFAULT_PIDS, DEFAULT_STEP_TIMEOUT, ImageBuild,
     JobSpec, Resources, SpecError, StepSpec, relative_path,
 };
+pub use step_key::{STEP_KEY_VERSION, step_key};
 
 /// A text that names no variant of a [`string_enum!`] type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

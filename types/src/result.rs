@@ -27,6 +27,21 @@ pub struct StepReport {
     /// it never started, or the worker did not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
+    /// Set when the step did not run here because the same step (same key) already
+    /// succeeded: earlier in this run for another job, or in an earlier run (cached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<ReusedFrom>,
+}
+
+/// The execution a reused step's result comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReusedFrom {
+    /// The run that executed it (the same run when jobs shared the step).
+    pub run: String,
+    /// The job that executed it.
+    pub job: String,
+    /// The step's key (see [`crate::step_key`]).
+    pub key: String,
 }
 
 /// A worker's account of one job in one attempt.

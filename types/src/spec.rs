@@ -86,6 +86,12 @@ pub struct StepSpec {
     pub artifacts: Vec<String>,
     /// Steps of the same job that must succeed first.
     pub depends_on: Vec<String>,
+    /// Whether a success of the same step (same [`crate::step_key`]) in an earlier run may
+    /// stand for running it again.
+    pub cache: bool,
+    /// Globs (relative to the source root) of the files whose content the step's result
+    /// depends on; their content is part of its key.
+    pub inputs: Vec<String>,
 }
 
 impl StepSpec {
@@ -112,6 +118,8 @@ impl StepSpec {
             build_image: None,
             artifacts: Vec::new(),
             depends_on: Vec::new(),
+            cache: false,
+            inputs: Vec::new(),
         }
     }
 }

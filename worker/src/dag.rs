@@ -11,12 +11,15 @@ use crate::logs::LogSink;
 use shardci_types::{FailureClass, JobSpec, Status, StepSpec};
 
 use crate::outcome::{JobOutcome, StepOutcome};
+use crate::reuse::Reuse;
 
-/// Runs every step of `job`. `context` gives each step its context and `sink` its log sink.
+/// Runs every step of `job`. `context` gives each step its context and `sink` its log sink;
+/// with `reuse`, a step whose key already has an outcome takes it instead of running.
 pub async fn run_job(
     executor: &dyn Executor,
     job: &JobSpec,
     context: &StepContext,
+    reuse: Option<&Reuse<'_>>,
     mut sink: impl FnMut(&str) -> Box<dyn LogSink>,
 ) -> JobOutcome {
     let mut done: HashMap<&str, StepOutcome> = HashMap::new();
@@ -45,10 +48,31 @@ pub async fn run_job(
                 }
                 None => {
                     let mut logs = sink(&step.name);
+                    // Its dependencies succeeded, so each has its key (a dependency removed
+                    // by --skip-step has none and adds nothing).
+                    let dependencies: Vec<String> = step
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| done.get(d.as_str()).and_then(|o| o.key.clone()))
+                        .collect();
                     running.push(async move {
                         let started = std::time::SystemTime::now();
-                        let mut outcome = executor.run(step, context, logs.as_mut()).await;
-                        outcome.started = Some(started);
+                        let mut outcome = match reuse {
+                            Some(reuse) => {
+                                let key = reuse
+                                    .key(executor, step, &context.source_dir, &dependencies)
+                                    .await;
+                                let mut outcome = reuse
+                                    .run(executor, step, context, &key, logs.as_mut())
+                                    .await;
+                                outcome.key = Some(key);
+                                outcome
+                            }
+                            None => executor.run(step, context, logs.as_mut()).await,
+                        };
+                        if outcome.reused_from.is_none() {
+                            outcome.started = Some(started);
+                        }
                         (step.name.as_str(), outcome)
                     });
                 }
@@ -175,7 +199,7 @@ mod tests {
         };
         let outcome = tokio::time::timeout(
             Duration::from_secs(10),
-            run_job(&Instant, &job, &context(), |_| {
+            run_job(&Instant, &job, &context(), None, |_| {
                 Box::new(MemorySink::default())
             }),
         )
@@ -201,7 +225,7 @@ mod tests {
             vec![step("build", &[]), step("unit", &["build"])],
         )
         .expect("a DAG");
-        let outcome = run_job(&Instant, &job, &context(), |_| {
+        let outcome = run_job(&Instant, &job, &context(), None, |_| {
             Box::new(MemorySink::default())
         })
         .await;

@@ -9,6 +9,7 @@ pub mod images;
 pub mod instance;
 pub mod logs;
 pub mod outcome;
+pub mod reuse;
 pub mod session;
 mod shard;
 mod shared;

@@ -125,6 +125,7 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         stop_grace: Duration::from_secs(args.stop_grace_seconds),
         sweep_every: args.sweep_every,
+        steps: Default::default(),
         tls: shardci_proto::endpoint::ClientTls {
             ca: args.ca,
             identity: args.client_cert.zip(args.client_key),

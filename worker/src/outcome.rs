@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use shardci_types::{FailureClass, Status, StepReport};
+use shardci_types::{FailureClass, ReusedFrom, Status, StepReport};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutcome {
@@ -16,6 +16,12 @@ pub struct StepOutcome {
     pub message: String,
     /// When it started (set by the job runner; `None` for a step that never ran).
     pub started: Option<SystemTime>,
+    /// Its key, once the job runner computed it (see `shardci_types::step_key`).
+    pub key: Option<String>,
+    /// Set when it did not run here because the same step already had an outcome.
+    pub reused_from: Option<ReusedFrom>,
+    /// A reused step's artifacts: those its origin kept, relative to the origin's step folder.
+    pub reused_artifacts: Vec<String>,
 }
 
 impl StepOutcome {
@@ -28,6 +34,9 @@ impl StepOutcome {
             duration,
             message: String::new(),
             started: None,
+            key: None,
+            reused_from: None,
+            reused_artifacts: Vec::new(),
         }
     }
 
@@ -45,6 +54,9 @@ impl StepOutcome {
             duration,
             message: message.into(),
             started: None,
+            key: None,
+            reused_from: None,
+            reused_artifacts: Vec::new(),
         }
     }
 
@@ -57,6 +69,9 @@ impl StepOutcome {
             duration: Duration::ZERO,
             message: message.into(),
             started: None,
+            key: None,
+            reused_from: None,
+            reused_artifacts: Vec::new(),
         }
     }
 
@@ -69,6 +84,9 @@ impl StepOutcome {
             duration,
             message: "cancelled".into(),
             started: None,
+            key: None,
+            reused_from: None,
+            reused_artifacts: Vec::new(),
         }
     }
 }
@@ -102,6 +120,7 @@ impl StepOutcome {
                 .started
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as u64),
+            reused_from: self.reused_from.clone(),
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct WorkerOptions {
     pub tls: ClientTls,
     /// How often the executor sweeps what dead worker processes left running.
     pub sweep_every: Duration,
+    /// What this host remembers of the steps it ran; workers of one process share it, so their
+    /// jobs share steps (a connector's build) within a run.
+    pub steps: Arc<crate::reuse::StepMemory>,
 }
 
 #[derive(Debug, thiserror::Error)]

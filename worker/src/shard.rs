@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dag::run_job;
 use crate::executor::StepContext;
 use crate::logs::{LogSink, MaskingSink};
+use crate::reuse::Reuse;
 use crate::shared::{Shared, lock};
 use crate::shipping::{FileSink, LogFile, LogRegistry, ship_logs, store_logs};
 use crate::wire;
@@ -124,9 +125,28 @@ pub(crate) async fn run_shard(
             });
             Box::new(MaskingSink::new(FileSink { file }, &secret_values))
         };
-        let outcome = run_job(shared.executor.as_ref(), &spec, &context, sink).await;
+        let store = lock(&shared.artifact_store)
+            .as_ref()
+            .map(|(_, store)| store.clone());
+        let reuse = Reuse {
+            run: &shard.run_id,
+            job: &job.id,
+            store: store.clone(),
+            memory: &shared.options.steps,
+        };
+        let outcome = run_job(
+            shared.executor.as_ref(),
+            &spec,
+            &context,
+            Some(&reuse),
+            sink,
+        )
+        .await;
         let mut result = wire::outcome_to_wire(&outcome, attempt);
         keep_artifacts(shared, &shard.run_id, &spec, &context.work_dir, &mut result).await;
+        if let Some(store) = &store {
+            remember_successes(store.as_ref(), &shard.run_id, &spec, &outcome, &result).await;
+        }
         results.push(result);
     }
     shipping_done.cancel();
@@ -195,7 +215,8 @@ async fn keep_artifacts(
         let Some(reported) = result.steps.iter_mut().find(|r| r.step == step.name) else {
             continue;
         };
-        if reported.status == pb::Status::Skipped as i32 {
+        // A reused step's files are its origin's, already kept: nothing is uploaded twice.
+        if reported.status == pb::Status::Skipped as i32 || reported.reused_from.is_some() {
             continue;
         }
         let Some(store) = &store else {
@@ -220,6 +241,38 @@ async fn keep_artifacts(
                     join_message(&reported.message, &format!("artifacts not kept: {e}"));
             }
         }
+    }
+}
+
+/// Records in the step cache each cacheable step this job ran and passed (with the artifacts
+/// it kept), so later runs take it instead of running it.
+async fn remember_successes(
+    store: &dyn object_store::ObjectStore,
+    run: &str,
+    spec: &shardci_types::JobSpec,
+    outcome: &crate::outcome::JobOutcome,
+    result: &pb::JobResult,
+) {
+    for step in &outcome.steps {
+        let Some(key) = &step.key else { continue };
+        let Some(declared) = spec.steps.iter().find(|s| s.name == step.step) else {
+            continue;
+        };
+        if !declared.cache
+            || declared.build_image.is_some()
+            || step.status != shardci_types::Status::Success
+            || step.reused_from.is_some()
+        {
+            continue;
+        }
+        let Some(reported) = result.steps.iter().find(|r| r.step == step.step) else {
+            continue;
+        };
+        // Outputs that failed to upload cannot be restored: such a step is not cached.
+        if !declared.artifacts.is_empty() && reported.message.contains("artifacts not kept") {
+            continue;
+        }
+        crate::reuse::remember(store, run, &spec.id, step, key, &reported.artifact_keys).await;
     }
 }
 

@@ -9,7 +9,8 @@ use shardci_types::FailureClass;
 
 use crate::outcome::{JobOutcome, StepOutcome};
 
-/// A job's outcome as the coordinator receives it (artifacts are added after upload).
+/// A job's outcome as the coordinator receives it (artifacts are added after upload; a
+/// reused step's are its origin's).
 pub fn outcome_to_wire(outcome: &JobOutcome, attempt: u32) -> pb::JobResult {
     pb::JobResult {
         job_id: outcome.job_id.clone(),
@@ -17,7 +18,13 @@ pub fn outcome_to_wire(outcome: &JobOutcome, attempt: u32) -> pb::JobResult {
         steps: outcome
             .steps
             .iter()
-            .map(|s| step_report_to_wire(&s.report(Vec::new()), &outcome.job_id, attempt))
+            .map(|s| {
+                step_report_to_wire(
+                    &s.report(s.reused_artifacts.clone()),
+                    &outcome.job_id,
+                    attempt,
+                )
+            })
             .collect(),
         attempt,
         flaky: false,

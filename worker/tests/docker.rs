@@ -368,7 +368,7 @@ async fn dependents_of_a_failed_step_are_skipped_with_the_reason() {
         id: "c/unit".into(),
         steps: vec![step("build", "exit 1"), unit, acceptance, lint],
     };
-    let outcome = run_job(&executor, &job, &f.ctx, |_| {
+    let outcome = run_job(&executor, &job, &f.ctx, None, |_| {
         Box::new(MemorySink::default()) as Box<dyn LogSink>
     })
     .await;

@@ -229,6 +229,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
             stop_grace: Duration::from_secs(1),
             sweep_every: Duration::from_secs(10),
             tls: Default::default(),
+            steps: Default::default(),
         },
         Arc::new(ProcessExecutor),
     );

@@ -135,6 +135,8 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
         .collect();
     labels.insert("local".into());
     let mut tasks = Vec::new();
+    // One machine: its workers share steps (a connector's build runs once for all its jobs).
+    let steps: Arc<shardci_worker::reuse::StepMemory> = Arc::default();
     for i in 1..=workers {
         let options = WorkerOptions {
             coordinator: url.clone(),
@@ -147,6 +149,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             stop_grace: Duration::from_secs(10),
             sweep_every: Duration::from_secs(10),
             tls: Default::default(),
+            steps: steps.clone(),
         };
         tasks.push(tokio::spawn(
             Worker::new(options, executor.clone()).run(shutdown.clone()),

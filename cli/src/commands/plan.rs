@@ -94,7 +94,10 @@ pub fn request(
 
 pub fn run(args: PlanArgs) -> Result<Code, Failure> {
     let timings = super::runtime()?.block_on(history(&args.input, None))?;
-    let plan = plan_repository(&request(&args.input, args.workers, timings)?)?;
+    let mut plan = plan_repository(&request(&args.input, args.workers, timings)?)?;
+    if args.input.no_cache {
+        plan.without_cache();
+    }
     if let Some(format) = args.format {
         match format {
             PlanFormat::Github => print!("{}", render_github(&plan)),

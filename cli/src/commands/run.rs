@@ -21,10 +21,14 @@ pub async fn plan(
 ) -> Result<Plan, Failure> {
     let timings = super::plan::history(input, store).await?;
     let request = super::plan::request(input, slots, timings)?;
-    tokio::task::spawn_blocking(move || plan_repository(&request))
+    let mut plan = tokio::task::spawn_blocking(move || plan_repository(&request))
         .await
         .map_err(|e| Failure::infrastructure(anyhow::anyhow!("planning panicked: {e}")))?
-        .map_err(Failure::from)
+        .map_err(Failure::from)?;
+    if input.no_cache {
+        plan.without_cache();
+    }
+    Ok(plan)
 }
 
 /// A directory for shardci's own files inside the repository, ignored by git so it never

@@ -487,6 +487,21 @@ impl Checker<'_> {
                 ));
             }
         }
+        for glob in fields.inputs.iter().flatten() {
+            let pattern = glob.get_ref();
+            if pattern.starts_with('/') || pattern.split('/').any(|part| part == "..") {
+                return Err(self.loc.error(
+                    glob.span(),
+                    format!(
+                        "`inputs` in {place}: {pattern:?} must be relative to the repository root and stay inside it"
+                    ),
+                ));
+            }
+            compile_glob(pattern).map_err(|e| {
+                self.loc
+                    .error(glob.span(), format!("`inputs` in {place}: {e}"))
+            })?;
+        }
         Ok(())
     }
 

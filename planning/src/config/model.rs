@@ -153,6 +153,14 @@ pub struct StepFields {
     pub read_only_root: Option<bool>,
     /// Build an image from a Dockerfile in the connector before the command runs.
     pub build_image: Option<ImageBuildConfig>,
+    /// Whether an earlier run's success of the same step (same inputs) may stand for running
+    /// it again. Default: on for steps with no network and no secrets (nothing outside the
+    /// tree can change their result), off otherwise.
+    pub cache: Option<bool>,
+    /// More files whose content the step's result depends on, as globs relative to the
+    /// repository root, beside the connector's folder, the connectors it depends on and its
+    /// shared components (always included).
+    pub inputs: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]

@@ -15,7 +15,7 @@ use super::model::{
     Estimate, Event, Job, PLAN_FORMAT, Plan, SkippedJob, SourceInfo, Step, Versions,
 };
 use super::modes::{ModeInputs, decide};
-use super::select::{DependencyGraph, select, template_for};
+use super::select::{DependencyGraph, Node, select, template_for};
 use super::shard::shard;
 use super::steps::{JobSpec, estimate_steps, resolve};
 use super::timings::Timings;
@@ -83,6 +83,34 @@ pub struct PlanInputs<'a> {
     pub slots: Option<u32>,
     pub timings: &'a Timings,
     pub source: SourceInfo,
+}
+
+/// What `connector`'s steps read besides their own folder: the folders of the connectors it
+/// depends on and the paths of its shared components (each with the test types it applies to).
+fn step_inputs(
+    config: &Config,
+    connectors: &Connectors,
+    graph: &DependencyGraph,
+    connector: &Connector,
+) -> Vec<(String, Option<Vec<String>>)> {
+    let mut read = Vec::new();
+    for node in graph.dependencies_of(&Node::Connector(connector.name.clone())) {
+        match node {
+            Node::Connector(name) => {
+                if let Some(dependency) = connectors.get(&name) {
+                    read.push((format!("{}/**", dependency.dir), None));
+                }
+            }
+            Node::Shared(name) => {
+                if let Some(component) = config.shared.iter().find(|c| c.name == name) {
+                    for glob in component.paths.patterns() {
+                        read.push((glob.clone(), component.test_types.clone()));
+                    }
+                }
+            }
+        }
+    }
+    read
 }
 
 pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
@@ -181,12 +209,14 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .iter()
             .filter(|a| a.applies_to(connector.language, test_type))
             .collect();
+        let read = step_inputs(config, inputs.connectors, &graph, connector);
         let spec = JobSpec {
             config,
             connector,
             template,
             test_type,
             skip_steps: &inputs.filters.skip_steps,
+            inputs: &read,
         };
         let Some(resolved) = resolve(&spec) else {
             skipped.insert(skip(format!("--skip-step {test_type}")));

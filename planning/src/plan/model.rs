@@ -92,6 +92,15 @@ pub struct Step {
     /// Secret names only; values are injected by workers.
     pub secrets: Vec<String>,
     pub depends_on: Vec<String>,
+    /// Whether an earlier run's success of the same step may stand for running it again.
+    pub cache: bool,
+    /// Globs of the files whose content is part of the step's key: the connector's folder,
+    /// the connectors and shared components it depends on, and the step's own `inputs`.
+    pub inputs: Vec<String>,
+    /// The matrix axes the step reads (those that apply to its test type); only their values
+    /// reach it. `None` (a plan from elsewhere that does not say): every axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_matrix: Option<Vec<String>>,
     pub timeout_seconds: f64,
     pub expected_seconds: f64,
     pub resources: Resources,
@@ -193,3 +202,23 @@ pub struct Plan {
 }
 
 pub const PLAN_FORMAT: u32 = 1;
+
+impl Plan {
+    /// Every step runs: none is taken from an earlier run's cache (`--no-cache`). Jobs of this
+    /// run still share the steps they have in common.
+    pub fn without_cache(&mut self) {
+        for job in &mut self.jobs {
+            if job.steps.iter().any(|s| s.cache) {
+                let steps: Vec<Step> = job
+                    .steps
+                    .iter()
+                    .map(|s| Step {
+                        cache: false,
+                        ..s.clone()
+                    })
+                    .collect();
+                job.steps = steps.into();
+            }
+        }
+    }
+}

@@ -33,6 +33,8 @@ impl fmt::Display for Node {
 pub struct DependencyGraph {
     /// dependency -> its direct dependents.
     dependents: BTreeMap<Node, BTreeSet<Node>>,
+    /// dependent -> its direct dependencies.
+    dependencies: BTreeMap<Node, BTreeSet<Node>>,
 }
 
 impl DependencyGraph {
@@ -127,12 +129,32 @@ impl DependencyGraph {
             ));
         }
         let mut dependents: BTreeMap<Node, BTreeSet<Node>> = BTreeMap::new();
-        for (node, deps) in dependencies {
+        for (node, deps) in &dependencies {
             for dep in deps {
-                dependents.entry(dep).or_default().insert(node.clone());
+                dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .insert(node.clone());
             }
         }
-        Ok(Self { dependents })
+        Ok(Self {
+            dependents,
+            dependencies,
+        })
+    }
+
+    /// Everything `node` depends on, directly or not (connectors and shared components).
+    pub fn dependencies_of(&self, node: &Node) -> BTreeSet<Node> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![node.clone()];
+        while let Some(current) = stack.pop() {
+            for dep in self.dependencies.get(&current).into_iter().flatten() {
+                if seen.insert(dep.clone()) {
+                    stack.push(dep.clone());
+                }
+            }
+        }
+        seen
     }
 
     /// Every node reachable from `origin` through dependents, with the shortest path

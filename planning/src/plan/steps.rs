@@ -22,6 +22,9 @@ pub struct JobSpec<'a> {
     pub template: &'a Template,
     pub test_type: &'a str,
     pub skip_steps: &'a [String],
+    /// What the connector's steps read besides their configured `inputs`: globs, each with the
+    /// test types it applies to (`None`: all).
+    pub inputs: &'a [(String, Option<Vec<String>>)],
 }
 
 pub struct ResolvedJob {
@@ -138,6 +141,8 @@ fn merge(layers: &[&StepFields]) -> StepFields {
         out.build_image = l.build_image.or(out.build_image);
         out.retries = l.retries.or(out.retries);
         out.requires = l.requires.or(out.requires);
+        out.cache = l.cache.or(out.cache);
+        out.inputs = l.inputs.or(out.inputs);
         out.resources = match (out.resources, l.resources) {
             (Some(base), Some(top)) => Some(crate::config::ResourcesConfig {
                 memory: top.memory.or(base.memory),
@@ -167,7 +172,9 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
         ("SHARDCI_CONNECTOR".into(), connector.name.clone()),
         ("SHARDCI_CONNECTOR_DIR".into(), connector.dir.clone()),
         ("SHARDCI_LANGUAGE".into(), connector.language.to_string()),
-        ("SHARDCI_TEST_TYPE".into(), spec.test_type.to_string()),
+        // The step's own test type, not the job's: a step does not learn which job asked for
+        // it, so the build every job of a connector needs is one step, shared between them.
+        ("SHARDCI_TEST_TYPE".into(), name.to_string()),
         ("SHARDCI_STEP".into(), name.to_string()),
         ("SHARDCI_CONNECTOR_IMAGE".into(), image_tag.clone()),
     ]);
@@ -176,6 +183,23 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     }
     env.extend(fields.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let resources = fields.resources.unwrap_or_default();
+    let network = fields.network.unwrap_or(false);
+    let secrets = fields.secrets.clone().unwrap_or_default();
+    let mut inputs: Vec<String> = vec![format!("{}/**", connector.dir)];
+    for (glob, test_types) in spec.inputs {
+        if test_types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == name))
+            && !inputs.contains(glob)
+        {
+            inputs.push(glob.clone());
+        }
+    }
+    for glob in fields.inputs.iter().flatten() {
+        if !inputs.contains(glob.get_ref()) {
+            inputs.push(glob.get_ref().clone());
+        }
+    }
     Step {
         name: name.to_string(),
         // Presence of image and command was checked per template at load.
@@ -186,7 +210,18 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
             .as_deref()
             .map_or_else(|| connector.dir.clone(), |w| connector_path(connector, w)),
         env,
-        secrets: fields.secrets.clone().unwrap_or_default(),
+        // Nothing outside the tree can change a step with no network and no secrets.
+        cache: fields.cache.unwrap_or(!network && secrets.is_empty()),
+        inputs,
+        reads_matrix: Some(
+            spec.config
+                .matrix
+                .iter()
+                .filter(|axis| axis.applies_to(connector.language, name))
+                .map(|axis| axis.name.clone())
+                .collect(),
+        ),
+        secrets,
         depends_on,
         timeout_seconds: fields.timeout.map_or(DEFAULT_TIMEOUT_SECONDS, |t| t.0),
         expected_seconds: fields
@@ -210,7 +245,7 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
                 globs
             }),
         junit: fields.junit.clone().unwrap_or_default(),
-        network: fields.network.unwrap_or(false),
+        network,
         user: fields.user.clone(),
         cap_add: fields
             .cap_add

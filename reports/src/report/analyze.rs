@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Cell, ComparedWith, Counts, JobEntry, RunReport, StepEntry, StoredRun};
+use super::model::{
+    Cell, ComparedWith, Counts, JobEntry, RunReport, StepCounts, StepEntry, StoredRun,
+};
 use shardci_types::{JobResult, Status};
 
 /// A stored run and the tails of its logs, by (job, step).
@@ -85,16 +87,27 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
                                     (*attempt, key)
                                 })
                                 .collect(),
-                            artifacts: s
-                                .artifacts
-                                .iter()
-                                .map(|a| {
-                                    format!(
-                                        "{}/artifacts/{a}",
-                                        shardci_types::step_prefix(&run.run_id, id, &s.step)
-                                    )
-                                })
-                                .collect(),
+                            // A reused step's files are where its origin kept them.
+                            artifacts: {
+                                let (origin_run, origin_job) = s
+                                    .reused_from
+                                    .as_ref()
+                                    .map_or((run.run_id.as_str(), id.as_str()), |o| {
+                                        (o.run.as_str(), o.job.as_str())
+                                    });
+                                s.artifacts
+                                    .iter()
+                                    .map(|a| {
+                                        format!(
+                                            "{}/artifacts/{a}",
+                                            shardci_types::step_prefix(
+                                                origin_run, origin_job, &s.step
+                                            )
+                                        )
+                                    })
+                                    .collect()
+                            },
+                            reused_from: s.reused_from.clone(),
                             log_tail: if failed {
                                 input
                                     .log_tails
@@ -196,6 +209,15 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         .filter(|c| !tested.contains(c.as_str()))
         .cloned()
         .collect();
+    let mut steps = StepCounts::default();
+    for step in jobs.iter().flat_map(|j| &j.steps) {
+        match &step.reused_from {
+            Some(origin) if origin.run == run.run_id => steps.shared += 1,
+            Some(_) => steps.cached += 1,
+            None if step.status.ran_to_verdict() || step.status.is_failed() => steps.executed += 1,
+            None => {}
+        }
+    }
     RunReport {
         format: 1,
         run_id: run.run_id.clone(),
@@ -212,6 +234,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             .finished_at
             .map_or(0.0, |f| f.saturating_sub(run.created_at) as f64),
         counts,
+        steps,
         connectors,
         test_types,
         cells: cells.into_values().collect(),

@@ -18,7 +18,7 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .skipped,.queued,.running{background:#f6f8fa}.cancelled{background:#eaeef2}\
 .job{border:1px solid #d1d9e0;border-radius:6px;margin:8px 0;padding:8px}\
 .job h3{margin:0;font-size:14px}.tag{font-size:12px;border-radius:4px;padding:1px 6px;margin-left:6px}\
-.infra{background:#fff1c2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
+.infra{background:#fff1c2}.reused{background:#eaeef2}.flaky{background:#ddf4ff}.new_failure{background:#cf222e;color:#fff}\
 .already_failing{background:#eaeef2}.quarantined{background:#fbefff}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
 .tests{margin:6px 0;font-size:13px}.timeline text{font-size:11px;fill:#59636e}\
 .timeline .bar{stroke:#fff}.timeline .bar.success{fill:#4ac26b}.timeline .bar.failure{fill:#cf222e}\
@@ -89,6 +89,14 @@ pub fn render_html(report: &RunReport) -> String {
         c.cancelled,
         c.flaky
     );
+    let work = &report.steps;
+    if work.shared + work.cached > 0 {
+        let _ = write!(
+            out,
+            "<div class=\"meta\">steps: {} ran · {} shared between jobs · {} from the cache</div>",
+            work.executed, work.shared, work.cached
+        );
+    }
     if let Some(first) = &report.retry_of {
         // Runs sit side by side under runs/, so the first run's report is a sibling.
         let _ = write!(
@@ -237,9 +245,21 @@ pub fn render_html(report: &RunReport) -> String {
                     format!(" <a href=\"../../{}\">attempt {attempt}</a>", escape(key))
                 })
                 .collect();
+            let reused = match &step.reused_from {
+                Some(origin) if origin.run == report.run_id => format!(
+                    "<span class=\"tag reused\">shared</span> ran in {} ",
+                    escape(&origin.job)
+                ),
+                Some(origin) => format!(
+                    "<span class=\"tag reused\">cached</span> from <a href=\"../{0}/report.html\">{0}</a> ({1}) ",
+                    escape(&origin.run),
+                    escape(&origin.job)
+                ),
+                None => String::new(),
+            };
             let _ = write!(
                 out,
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{}</td><td><a href=\"../../{}\">log</a>{earlier}{artifacts}</td></tr>",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{reused}{}</td><td><a href=\"../../{}\">log</a>{earlier}{artifacts}</td></tr>",
                 step.status,
                 escape(&step.name),
                 step.status,

@@ -86,6 +86,14 @@ pub fn render_markdown(report: &RunReport, html_url: &str) -> String {
         c.cancelled,
         c.flaky
     );
+    let work = &report.steps;
+    if work.shared + work.cached > 0 {
+        let _ = writeln!(
+            out,
+            "Steps: {} ran, {} shared between jobs, {} from the cache.\n",
+            work.executed, work.shared, work.cached
+        );
+    }
     if !html_url.is_empty() {
         let _ = writeln!(out, "Full report: {html_url}");
     }

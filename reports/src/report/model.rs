@@ -158,6 +158,21 @@ pub struct StepEntry {
     /// The end of the log, inline for failures.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub log_tail: String,
+    /// Set when the step did not run for this job: another job of the run ran the same step,
+    /// or an earlier run did (cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<shardci_types::ReusedFrom>,
+}
+
+/// What the run's steps cost: how many ran, and how many took another execution's outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepCounts {
+    /// Ran here.
+    pub executed: usize,
+    /// Took the outcome of the same step another job of this run ran.
+    pub shared: usize,
+    /// Took the success of the same step in an earlier run.
+    pub cached: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -224,6 +239,8 @@ pub struct RunReport {
     pub finished_at: Option<u64>,
     pub duration_seconds: f64,
     pub counts: Counts,
+    /// Steps of the deciding attempts that ran, were shared or came from the cache.
+    pub steps: StepCounts,
     pub connectors: Vec<String>,
     pub test_types: Vec<String>,
     pub cells: Vec<Cell>,

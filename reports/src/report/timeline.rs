@@ -218,6 +218,7 @@ mod tests {
                 message: String::new(),
                 artifacts: vec![],
                 started_at_ms: Some(start_ms),
+                reused_from: None,
             }],
             attempt: Attempt(1),
             attempts: 1,

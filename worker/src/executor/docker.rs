@@ -211,6 +211,10 @@ impl Executor for DockerExecutor {
         }
     }
 
+    async fn image_id(&self, image: &str) -> Option<String> {
+        self.docker.inspect_image(image).await.ok()?.id
+    }
+
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {
         let started = Instant::now();
         if let Err(e) = std::fs::create_dir_all(ctx.work_dir.join("tmp")) {

@@ -46,6 +46,13 @@ pub trait Executor: Send + Sync {
 
     fn name(&self) -> &'static str;
 
+    /// What `image` is here, by content (Docker's image id), when that can be known: part of a
+    /// step's key, so an image rebuilt under the same tag is different work. `None`: the tag
+    /// is all there is.
+    async fn image_id(&self, _image: &str) -> Option<String> {
+        None
+    }
+
     /// Removes what processes that are gone left running (their containers); returns how many
     /// it removed. Workers call it at start and then periodically.
     async fn sweep(&self) -> usize {
