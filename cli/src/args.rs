@@ -93,7 +93,8 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Runs whose newest object is older than this go ("30d", "12h", "90m").
+    /// Runs whose newest object is older than this go ("30d", "12h", "90m"), and step cache
+    /// entries written before then.
     #[arg(long, value_name = "AGE")]
     pub older_than: String,
     /// Really delete; without it, only list what would be deleted.

@@ -235,9 +235,14 @@ fn a_full_example_run_writes_every_file_to_s3_and_the_next_plan_reads_its_histor
         keys(&store, "shardci/runs").len() > 10,
         "a dry run deletes nothing"
     );
+    // The run's steps were recorded in the step cache in the bucket; retention clears them too.
+    let cached = keys(&store, "shardci/cache/steps").len();
+    assert!(cached > 0, "cacheable steps are recorded in the store");
+    assert_eq!(dry["cache_entries"], cached);
     let done = gc(&["--older-than", "1s", "--delete"]);
     assert_eq!(done["deleted"], true);
     assert!(keys(&store, "shardci/runs").is_empty());
+    assert!(keys(&store, "shardci/cache/steps").is_empty());
     assert!(read(&store, "shardci/history/timings.json").contains("p50_seconds"));
 
     // A bucket that does not exist is named.

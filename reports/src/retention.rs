@@ -67,6 +67,36 @@ impl ReportStore {
             .collect())
     }
 
+    /// Step cache entries (`cache/steps/`) written before `max_age_seconds` ago: the runs
+    /// they name are as old or older (an entry is written while its run runs), so retention
+    /// never leaves an entry pointing at a deleted run's artifacts.
+    pub async fn expired_cache_entries(
+        &self,
+        max_age_seconds: f64,
+        now: SystemTime,
+    ) -> Result<Vec<StorePath>, object_store::Error> {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let cutoff = now - max_age_seconds.ceil() as i64;
+        self.store
+            .list(Some(&StorePath::from("cache/steps")))
+            .try_filter(|meta| std::future::ready(meta.last_modified.timestamp() < cutoff))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+    }
+
+    /// Deletes `entries` (from [`Self::expired_cache_entries`]); returns how many went.
+    pub async fn delete_objects(
+        &self,
+        entries: Vec<StorePath>,
+    ) -> Result<usize, object_store::Error> {
+        let locations = futures_util::stream::iter(entries.into_iter().map(Ok)).boxed();
+        let deleted: Vec<_> = self.store.delete_stream(locations).try_collect().await?;
+        Ok(deleted.len())
+    }
+
     /// Deletes every object of `run_id`; returns how many were deleted.
     pub async fn delete_run(&self, run_id: &str) -> Result<usize, object_store::Error> {
         let prefix = StorePath::from(format!("runs/{run_id}"));
@@ -98,6 +128,7 @@ mod tests {
             "runs/r1/jobs/a/unit/log.txt",
             "runs/r2/report.html",
             "history/timings.json",
+            "cache/steps/abc.json",
         ] {
             store
                 .store
@@ -115,6 +146,17 @@ mod tests {
         let later = now + Duration::from_secs(2 * 86_400);
         let expired = store.expired_runs(86_400.0, later).await.unwrap();
         assert_eq!(expired.len(), 2);
+
+        assert!(
+            store
+                .expired_cache_entries(3600.0, now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let entries = store.expired_cache_entries(86_400.0, later).await.unwrap();
+        assert_eq!(entries, vec![StorePath::from("cache/steps/abc.json")]);
+        assert_eq!(store.delete_objects(entries).await.unwrap(), 1);
 
         assert_eq!(store.delete_run("r1").await.unwrap(), 2);
         let left = store.list_runs().await.unwrap();

@@ -31,8 +31,19 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
     let expired = runtime
         .block_on(store.expired_runs(max_age, now))
         .map_err(|e| Failure::infrastructure(anyhow::anyhow!("failed to list runs: {e}")))?;
+    let entries = runtime
+        .block_on(store.expired_cache_entries(max_age, now))
+        .map_err(|e| {
+            Failure::infrastructure(anyhow::anyhow!("failed to list the step cache: {e}"))
+        })?;
+    let cache_entries = entries.len();
     let mut deleted = 0;
     if args.delete {
+        deleted += runtime
+            .block_on(store.delete_objects(entries))
+            .map_err(|e| {
+                Failure::infrastructure(anyhow::anyhow!("failed to delete step cache entries: {e}"))
+            })?;
         for run in &expired {
             deleted += runtime
                 .block_on(store.delete_run(&run.run_id))
@@ -52,6 +63,7 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
             "deleted": args.delete,
             "older_than_seconds": max_age,
             "runs": expired,
+            "cache_entries": cache_entries,
         });
         println!(
             "{}",
@@ -73,14 +85,15 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
     let objects: usize = expired.iter().map(|r| r.objects).sum();
     if args.delete {
         eprintln!(
-            "deleted {} run(s): {deleted} object(s), {}",
+            "deleted {} run(s) and {cache_entries} step cache entr(ies): {deleted} object(s), {} of runs",
             expired.len(),
             human_bytes(bytes)
         );
     } else {
         eprintln!(
-            "would delete {} run(s): {objects} object(s), {} (dry run; pass --delete to delete)",
+            "would delete {} run(s) and {cache_entries} step cache entr(ies): {} object(s), {} of runs (dry run; pass --delete to delete)",
             expired.len(),
+            objects + cache_entries,
             human_bytes(bytes)
         );
     }
