@@ -36,6 +36,12 @@ pub fn cache_key(key: &str) -> String {
     format!("cache/steps/{key}.json")
 }
 
+/// Where `run` records the outcome of the step with `key` for its other jobs, whichever
+/// worker they land on.
+pub fn run_step_key(run: &str, key: &str) -> String {
+    format!("runs/{run}/steps/{key}.json")
+}
+
 /// A successful execution, as the step cache records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
@@ -50,6 +56,19 @@ pub struct CacheEntry {
     pub finished_unix_ms: u64,
     /// Its artifacts, relative to its step's `artifacts/` folder in that run.
     pub artifacts: Vec<String>,
+    /// How it ended: a success, or (in a run's own records only) a test failure.
+    #[serde(default = "success")]
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<shardci_types::FailureClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+fn success() -> Status {
+    Status::Success
 }
 
 /// One execution of a step in a run on this host, for the run's other jobs.
@@ -250,39 +269,33 @@ impl Reuse<'_> {
     ) -> StepOutcome {
         let started = Instant::now();
         // An image built by the step exists only on the host that built it: until images move
-        // through the store, such a step runs again in every run (Docker's layer cache keeps
-        // that cheap).
-        if step.cache
-            && step.build_image.is_none()
+        // through the store, such a step is shared only between jobs on that host.
+        if step.build_image.is_none()
             && let Some(store) = &self.store
-            && let Some(entry) = cached(store.as_ref(), key).await
         {
-            let restored = restore_from_store(store.as_ref(), &entry, context).await;
-            match restored {
-                Ok(()) => {
-                    logs.write(
-                        format!(
-                            "[shardci] cached: the same step (key {key}) succeeded in run {} (job {}); not running it again\n",
-                            entry.run, entry.job
-                        )
-                        .as_bytes(),
-                    );
-                    logs.finish();
-                    let mut outcome = StepOutcome::success(&step.name, started.elapsed());
-                    outcome.reused_from = Some(ReusedFrom {
-                        run: entry.run,
-                        job: entry.job,
-                        key: key.to_string(),
-                    });
-                    outcome.reused_artifacts = entry.artifacts;
-                    return outcome;
+            // This run's outcome from another worker first, then an earlier run's success.
+            let mut places = vec![run_step_key(self.run, key)];
+            if step.cache {
+                places.push(cache_key(key));
+            }
+            for place in places {
+                let Some(entry) = read_entry(store.as_ref(), &place, key).await else {
+                    continue;
+                };
+                // A job never takes its own earlier outcome (a retry runs again), and only a
+                // success stands for a later run.
+                if (entry.run == self.run && entry.job == self.job)
+                    || (entry.run != self.run && entry.status != Status::Success)
+                {
+                    continue;
                 }
-                Err(why) => logs.write(
-                    format!(
-                        "[shardci] the cached result of this step is unusable ({why}); running it\n"
-                    )
-                    .as_bytes(),
-                ),
+                match self
+                    .take_entry(store.as_ref(), step, context, key, entry, started, logs)
+                    .await
+                {
+                    Some(outcome) => return outcome,
+                    None => continue,
+                }
             }
         }
         let cell = self.memory.cell(self.run, key);
@@ -314,6 +327,74 @@ impl Reuse<'_> {
             }
             _ => executor.run(step, context, logs).await,
         }
+    }
+
+    /// The outcome a stored record gives this step, its artifacts restored; `None` when they
+    /// cannot be (the step then runs).
+    #[allow(clippy::too_many_arguments)]
+    async fn take_entry(
+        &self,
+        store: &dyn ObjectStore,
+        step: &StepSpec,
+        context: &StepContext,
+        key: &str,
+        entry: CacheEntry,
+        started: Instant,
+        logs: &mut dyn LogSink,
+    ) -> Option<StepOutcome> {
+        let this_run = entry.run == self.run;
+        let mut outcome = if entry.status == Status::Success {
+            if let Err(why) = restore_from_store(store, &entry, context).await {
+                logs.write(
+                    format!("[shardci] the recorded result of this step is unusable ({why}); running it\n")
+                        .as_bytes(),
+                );
+                return None;
+            }
+            let said = if this_run {
+                format!(
+                    "[shardci] shared: job {} ran this same step (key {key}) for this run; its log is there\n",
+                    entry.job
+                )
+            } else {
+                format!(
+                    "[shardci] cached: the same step (key {key}) succeeded in run {} (job {}); not running it again\n",
+                    entry.run, entry.job
+                )
+            };
+            logs.write(said.as_bytes());
+            let mut outcome = StepOutcome::success(&step.name, started.elapsed());
+            outcome.reused_artifacts = entry.artifacts;
+            outcome
+        } else {
+            logs.write(
+                format!(
+                    "[shardci] shared: job {} ran this same step (key {key}) for this run and it failed; its log is there\n",
+                    entry.job
+                )
+                .as_bytes(),
+            );
+            let mut outcome = StepOutcome::failed(
+                &step.name,
+                entry
+                    .failure_class
+                    .unwrap_or(shardci_types::FailureClass::Test),
+                started.elapsed(),
+                format!(
+                    "failed in job {}, which ran this same step for the run: {}",
+                    entry.job, entry.message
+                ),
+            );
+            outcome.exit_code = entry.exit_code;
+            outcome
+        };
+        logs.finish();
+        outcome.reused_from = Some(ReusedFrom {
+            run: entry.run,
+            job: entry.job,
+            key: key.to_string(),
+        });
+        Some(outcome)
     }
 
     fn take_from_this_run(
@@ -367,8 +448,8 @@ impl Reuse<'_> {
     }
 }
 
-async fn cached(store: &dyn ObjectStore, key: &str) -> Option<CacheEntry> {
-    let found = store.get(&StorePath::from(cache_key(key))).await.ok()?;
+async fn read_entry(store: &dyn ObjectStore, place: &str, key: &str) -> Option<CacheEntry> {
+    let found = store.get(&StorePath::from(place)).await.ok()?;
     let bytes = found.bytes().await.ok()?;
     let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
     (entry.key == key).then_some(entry)
@@ -428,8 +509,8 @@ fn copy_outputs(from: &Path, to: &Path, globs: &[String]) -> Result<Vec<String>,
     Ok(copied)
 }
 
-/// Records a step's success so later runs can stand on it; a failure to record is logged and
-/// costs only a later re-run.
+/// Records a step's outcome (a success or a test failure) for the run's other jobs, and a
+/// cacheable success for later runs; a failure to record is logged and costs only a re-run.
 pub async fn remember(
     store: &dyn ObjectStore,
     run: &str,
@@ -437,6 +518,7 @@ pub async fn remember(
     outcome: &StepOutcome,
     key: &str,
     artifacts: &[String],
+    cacheable: bool,
 ) {
     let entry = CacheEntry {
         key: key.to_string(),
@@ -449,15 +531,28 @@ pub async fn remember(
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64,
         artifacts: artifacts.to_vec(),
+        status: outcome.status,
+        failure_class: outcome.failure_class,
+        exit_code: outcome.exit_code,
+        message: outcome.message.clone(),
     };
     let Ok(bytes) = serde_json::to_vec(&entry) else {
         return;
     };
-    if let Err(e) = store
-        .put(&StorePath::from(cache_key(key)), PutPayload::from(bytes))
-        .await
-    {
-        tracing::warn!(%key, error = %e, "failed to record a step in the cache; a later run will run it again");
+    let mut places = vec![run_step_key(run, key)];
+    if cacheable && outcome.status == Status::Success {
+        places.push(cache_key(key));
+    }
+    for place in places {
+        if let Err(e) = store
+            .put(
+                &StorePath::from(place.as_str()),
+                PutPayload::from(bytes.clone()),
+            )
+            .await
+        {
+            tracing::warn!(%place, error = %e, "failed to record a step's outcome; other jobs will run it again");
+        }
     }
 }
 

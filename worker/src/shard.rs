@@ -244,8 +244,8 @@ async fn keep_artifacts(
     }
 }
 
-/// Records in the step cache each cacheable step this job ran and passed (with the artifacts
-/// it kept), so later runs take it instead of running it.
+/// Records each step this job ran to a verdict (a success or a test failure) for the run's
+/// other jobs, and each cacheable success for later runs.
 async fn remember_successes(
     store: &dyn object_store::ObjectStore,
     run: &str,
@@ -258,21 +258,28 @@ async fn remember_successes(
         let Some(declared) = spec.steps.iter().find(|s| s.name == step.step) else {
             continue;
         };
-        if !declared.cache
-            || declared.build_image.is_some()
-            || step.status != shardci_types::Status::Success
-            || step.reused_from.is_some()
-        {
+        let verdict = step.status == shardci_types::Status::Success
+            || step.failure_class == Some(shardci_types::FailureClass::Test);
+        if !verdict || declared.build_image.is_some() || step.reused_from.is_some() {
             continue;
         }
         let Some(reported) = result.steps.iter().find(|r| r.step == step.step) else {
             continue;
         };
-        // Outputs that failed to upload cannot be restored: such a step is not cached.
+        // Outputs that failed to upload cannot be restored: such a step is not recorded.
         if !declared.artifacts.is_empty() && reported.message.contains("artifacts not kept") {
             continue;
         }
-        crate::reuse::remember(store, run, &spec.id, step, key, &reported.artifact_keys).await;
+        crate::reuse::remember(
+            store,
+            run,
+            &spec.id,
+            step,
+            key,
+            &reported.artifact_keys,
+            declared.cache,
+        )
+        .await;
     }
 }
 
