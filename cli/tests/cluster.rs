@@ -656,6 +656,7 @@ fn hostile_inputs_are_refused_and_the_coordinator_keeps_serving() {
         // A log chunk for a shard that does not exist ends that session with INVALID_ARGUMENT.
         let chunk = pb::WorkerMessage {
             msg: Some(pb::worker_message::Msg::Log(pb::LogChunk {
+                offset: None,
                 run_id: "run-nope".into(),
                 shard_id: "shard-001".into(),
                 attempt: 1,

@@ -525,3 +525,73 @@ fn an_unreachable_etcd_is_waited_for_and_garbage_under_the_prefix_is_named() {
         "names the key: {stderr}"
     );
 }
+
+#[test]
+fn a_running_step_s_log_is_whole_on_the_leader_that_took_over_and_can_be_followed_there() {
+    ensure_image();
+    let mut pair = Pair::start();
+    let mut workers = vec![pair.spawn_worker("lg-w1")];
+    let repo = fixture(
+        1,
+        "[test_types.slow]\ncommand = \"echo before the takeover; sleep 15; echo after the takeover\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+    );
+    let submitted = pair.shardci(&[
+        "submit",
+        "--all",
+        "--repo",
+        repo.path().to_str().expect("utf-8"),
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let run = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .to_string();
+    assert!(run.starts_with("run-"), "{run}");
+    let logs = |pair: &Pair| {
+        String::from_utf8_lossy(&pair.shardci(&["logs", &run, "c1/slow"]).stdout).into_owned()
+    };
+    wait_for(
+        "the step's first line on the leader",
+        Duration::from_secs(60),
+        || logs(&pair).contains("before the takeover"),
+    );
+    let leader = pair.leader();
+    pair.kill(leader);
+    pair.wait_until_leading(1 - leader, Duration::from_secs(30));
+    // The new leader heard nothing of what the step printed before: the worker sends it again,
+    // while the step still runs (its last line, and the copy stored at its end, come later).
+    wait_for(
+        "the step's first line on the new leader",
+        Duration::from_secs(8),
+        || logs(&pair).contains("before the takeover"),
+    );
+    assert!(
+        !logs(&pair).contains("after the takeover"),
+        "the step was still running"
+    );
+    let follow = pair.shardci(&["logs", &run, "c1/slow", "--follow"]);
+    let followed = String::from_utf8_lossy(&follow.stdout);
+    assert!(
+        follow.status.success(),
+        "{}",
+        String::from_utf8_lossy(&follow.stderr)
+    );
+    assert_eq!(
+        followed.matches("before the takeover").count(),
+        1,
+        "once, not repeated by the resend: {followed:?}"
+    );
+    assert!(followed.contains("after the takeover"), "{followed:?}");
+    // The step ran once: its first line came from the first attempt, sent again.
+    wait_for("the run to end", Duration::from_secs(30), || {
+        pair.json(&["runs", "show", &run, "--json"])["results"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    let shown = pair.json(&["runs", "show", &run, "--json"]);
+    assert_eq!(shown["results"][0]["attempt"], 1, "{shown}");
+    kill_all(&mut workers);
+}

@@ -280,6 +280,7 @@ async fn a_run_goes_from_submission_through_a_worker_to_a_published_report() {
     for (seq, data) in [(0, "hello "), (1, "world\n"), (1, "world\n")] {
         session
             .send(pb::worker_message::Msg::Log(pb::LogChunk {
+                offset: None,
                 run_id: run.clone(),
                 shard_id: shard.shard_id.clone(),
                 attempt: 1,
@@ -502,6 +503,7 @@ async fn published_runs_leave_memory_beyond_the_window_and_their_reports_stay() 
 
 fn log_chunk(run: &str, shard: &pb::ShardRef, seq: u64, data: &str) -> pb::worker_message::Msg {
     pb::worker_message::Msg::Log(pb::LogChunk {
+        offset: None,
         run_id: run.into(),
         shard_id: shard.shard_id.clone(),
         attempt: shard.attempt,

@@ -63,6 +63,9 @@ const MULTIPART_PART_BYTES: usize = 8 << 20;
 /// Parts in flight at once.
 const MULTIPART_CONCURRENCY: usize = 4;
 const SAMPLES_KEPT: usize = 20;
+/// The largest object S3 copies server-side in one request (CopyObject); a rename of a larger
+/// log on an object store streams it through this process instead, in parts.
+const SERVER_COPY_LIMIT: u64 = 5 << 30;
 
 fn tail(log: &[u8], lines: usize) -> String {
     let text = String::from_utf8_lossy(log);
@@ -98,6 +101,32 @@ impl ReportStore {
         }
         // `finish` aborts the upload on failure, so no half-written object is left behind.
         writer.finish().await.map(|_| ())
+    }
+
+    /// Moves `from` to `to`: a rename in a folder; on an object store a server-side copy, or,
+    /// for an object over `copy_limit` (S3 refuses to copy over 5 GiB at once), a copy
+    /// streamed through here in parts, never whole in memory.
+    pub(crate) async fn move_object(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        copy_limit: u64,
+    ) -> Result<(), object_store::Error> {
+        let local = self.public_base.starts_with("file:") || self.public_base.starts_with('/');
+        if local || self.store.head(from).await?.size <= copy_limit {
+            return self.store.rename(from, to).await;
+        }
+        use futures_util::StreamExt;
+        let mut body = self.store.get(from).await?.into_stream();
+        let upload = self.store.put_multipart(to).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+        while let Some(piece) = body.next().await {
+            let piece = piece?;
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.write(&piece);
+        }
+        writer.finish().await?;
+        self.store.delete(from).await
     }
 
     /// Uploads a file: at once when small, else in parts read one at a time, so the memory it
@@ -227,8 +256,7 @@ impl ReportStore {
                         Some(*attempt),
                     ));
                     // A rename on disk; a server-side copy and delete on S3.
-                    self.store
-                        .rename(&numbered, &StorePath::from(key.as_str()))
+                    self.move_object(&numbered, &StorePath::from(key.as_str()), SERVER_COPY_LIMIT)
                         .await?;
                 }
             }
@@ -495,4 +523,42 @@ pub fn file_log_stream(file: std::path::PathBuf, len: u64) -> LogStream {
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_log_too_large_to_copy_server_side_is_moved_in_parts_whole() {
+        let store = ReportStore::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory:///",
+        );
+        // Larger than a part, so the streamed copy goes up in several.
+        let body: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (from, to) = (
+            StorePath::from("runs/r/jobs/j/unit/log.attempt-1.txt"),
+            StorePath::from("runs/r/jobs/j/unit/log.txt"),
+        );
+        store.put(from.as_ref(), body.clone()).await.expect("put");
+        store.move_object(&from, &to, 1 << 20).await.expect("move");
+        let moved = store
+            .store
+            .get(&to)
+            .await
+            .expect("moved")
+            .bytes()
+            .await
+            .expect("read");
+        assert_eq!(moved.len(), body.len());
+        assert!(moved[..] == body[..], "the same bytes");
+        assert!(store.store.head(&from).await.is_err(), "the source is gone");
+        // Under the limit: a plain rename.
+        store
+            .move_object(&to, &from, u64::MAX)
+            .await
+            .expect("rename");
+        assert!(store.store.head(&from).await.is_ok());
+    }
 }

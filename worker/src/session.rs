@@ -124,6 +124,8 @@ impl Worker {
                 draining: AtomicBool::new(false),
                 channel: Mutex::new(None),
                 artifact_store: Mutex::new(None),
+                live_logs: Default::default(),
+                coordinator: Mutex::new(None),
             }),
             next_address: Default::default(),
         }
@@ -285,6 +287,7 @@ impl Worker {
             Err(status) => return Err(WorkerError::Session(status.message().to_string())),
         };
         let interval = heartbeat_interval(welcome.heartbeat_interval);
+        shared.met_coordinator(&welcome.coordinator_id);
         shared.link.send_replace(Some(tx.clone()));
         shared.remember_store(&welcome.store_url);
         tracing::info!(worker = %options.id, session = %welcome.session_id, "connected");

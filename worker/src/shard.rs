@@ -56,6 +56,7 @@ pub(crate) async fn run_shard(
         .join(safe(&shard.run_id))
         .join(format!("{}-{}", safe(&shard.shard_id), attempt));
     let registry: LogRegistry = Arc::default();
+    lock(&shared.live_logs).push(Arc::downgrade(&registry));
     let shipping_done = CancellationToken::new();
     let shipper = {
         let shared = shared.clone();
@@ -122,6 +123,7 @@ pub(crate) async fn run_shard(
                 path,
                 shipped: 0,
                 seq: 0,
+                epoch: 0,
             });
             Box::new(MaskingSink::new(FileSink { file }, &secret_values))
         };

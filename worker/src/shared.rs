@@ -32,9 +32,26 @@ pub(crate) struct Shared {
     pub(crate) channel: Mutex<Option<Channel>>,
     /// Where steps' artifacts go, as the coordinator's welcome said (opened once per address).
     pub(crate) artifact_store: Mutex<Option<(String, Arc<dyn object_store::ObjectStore>)>>,
+    /// The logs of the shard attempts running here.
+    pub(crate) live_logs: crate::shipping::LiveRegistries,
+    /// The coordinator process last met (its welcome's `coordinator_id`).
+    pub(crate) coordinator: Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Notes which coordinator process answered; when it is another one than before, the
+    /// running steps' logs go to it again from their start. Called before the session's outbox
+    /// is published, so no chunk reaches the new coordinator ahead of the reset.
+    pub(crate) fn met_coordinator(&self, id: &str) {
+        let mut known = lock(&self.coordinator);
+        if known.as_deref() != Some(id) {
+            if known.is_some() {
+                crate::shipping::ship_again_from_the_start(&self.live_logs);
+            }
+            *known = Some(id.to_string());
+        }
+    }
+
     /// Opens the store the coordinator named for artifacts (once per address).
     pub(crate) fn remember_store(&self, url: &str) {
         let mut current = lock(&self.artifact_store);

@@ -22,6 +22,9 @@ pub(crate) struct LogFile {
     pub(crate) path: PathBuf,
     pub(crate) shipped: u64,
     pub(crate) seq: u64,
+    /// Bumped when the log is to be sent again from its start (another coordinator took
+    /// over); a pass that read an older epoch does not move `shipped`.
+    pub(crate) epoch: u64,
 }
 
 /// The log files of one shard attempt.
@@ -51,12 +54,12 @@ pub(crate) async fn ship_logs(
     attempt: u32,
     eof: bool,
 ) {
-    let files: Vec<(usize, PathBuf, u64)> = lock(registry)
+    let files: Vec<(usize, PathBuf, u64, u64)> = lock(registry)
         .iter()
         .enumerate()
-        .map(|(i, f)| (i, f.path.clone(), f.shipped))
+        .map(|(i, f)| (i, f.path.clone(), f.shipped, f.epoch))
         .collect();
-    for (index, path, shipped) in files {
+    for (index, path, shipped, epoch) in files {
         let Ok(mut file) = tokio::fs::File::open(&path).await else {
             continue;
         };
@@ -70,10 +73,14 @@ pub(crate) async fn ship_logs(
                 break;
             }
             let piece = buffer[..read].to_vec();
-            let (job, step, seq) = {
+            let (job, step, seq, offset) = {
                 let registry = lock(registry);
                 let f = &registry[index];
-                (f.job.clone(), f.step.clone(), f.seq)
+                if f.epoch != epoch {
+                    // Reset while this pass read: the next pass starts over.
+                    break;
+                }
+                (f.job.clone(), f.step.clone(), f.seq, f.shipped)
             };
             let chunk = pb::LogChunk {
                 run_id: run.into(),
@@ -84,6 +91,7 @@ pub(crate) async fn ship_logs(
                 seq,
                 eof: piece.is_empty(),
                 data: piece.clone(),
+                offset: Some(offset),
             };
             // Wait for a session rather than drop: the file keeps everything meanwhile.
             let mut link = shared.link.subscribe();
@@ -109,11 +117,31 @@ pub(crate) async fn ship_logs(
                 return;
             }
             let mut registry = lock(registry);
+            if registry[index].epoch != epoch {
+                break;
+            }
             registry[index].seq += 1;
             registry[index].shipped += piece.len() as u64;
             if piece.is_empty() {
                 break;
             }
+        }
+    }
+}
+
+/// The logs of every shard attempt still running here, for a new coordinator.
+pub(crate) type LiveRegistries = std::sync::Mutex<Vec<std::sync::Weak<Mutex<Vec<LogFile>>>>>;
+
+/// Another coordinator answered (a failover, a restart): it holds none of the running steps'
+/// logs, so each is sent again from its start (the receiver keeps only what it lacks).
+pub(crate) fn ship_again_from_the_start(live: &LiveRegistries) {
+    let mut live = lock(live);
+    live.retain(|registry| registry.strong_count() > 0);
+    for registry in live.iter().filter_map(std::sync::Weak::upgrade) {
+        for file in lock(&registry).iter_mut() {
+            file.shipped = 0;
+            file.seq = 0;
+            file.epoch += 1;
         }
     }
 }

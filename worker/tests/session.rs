@@ -78,6 +78,7 @@ impl WorkerService for TestCoordinator {
                                 nanos: 100_000_000,
                             }),
                             store_url: String::new(),
+                            coordinator_id: "test-coordinator".into(),
                         }))
                     }
                     Some(Msg::Heartbeat(_)) => {

@@ -37,6 +37,7 @@ struct Actor {
     commands: mpsc::Sender<Command>,
     max_active_runs: usize,
     started: Instant,
+    id: String,
     runs: BTreeMap<RunId, RunRecord>,
     idempotency: BTreeMap<String, RunId>,
     sessions: BTreeMap<WorkerId, (SessionId, mpsc::Sender<Outgoing>)>,
@@ -137,6 +138,15 @@ pub(crate) fn start(
         commands: tx.clone(),
         max_active_runs,
         started: Instant::now(),
+        // This process, as workers tell coordinators apart: one that reaches another sends its
+        // running steps' logs again from their start.
+        id: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ),
         runs: BTreeMap::new(),
         idempotency: BTreeMap::new(),
         sessions: BTreeMap::new(),
@@ -370,6 +380,7 @@ impl Actor {
                         .as_ref()
                         .map(|r| r.public_base.clone())
                         .unwrap_or_default(),
+                    coordinator_id: self.id.clone(),
                 };
                 let message = pb::CoordinatorMessage {
                     msg: Some(pb::coordinator_message::Msg::Welcome(welcome)),

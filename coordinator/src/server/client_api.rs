@@ -343,6 +343,7 @@ impl ClientService for ClientApi {
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let chunk = |seq: u64, data: Vec<u8>| pb::LogChunk {
+                offset: None,
                 run_id: String::new(),
                 shard_id: String::new(),
                 attempt: 0,

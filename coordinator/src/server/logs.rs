@@ -94,25 +94,48 @@ impl LiveLogs {
             chunk.attempt,
         );
         let buffer = self.buffer(key, &chunk.shard_id);
-        if chunk.seq < buffer.next_seq {
-            return LogVerdict::Dropped;
+        let mut data: &[u8] = &chunk.data;
+        match chunk.offset {
+            // Keep only the bytes after what the spool holds: a log sent again from its start
+            // (after a failover, in other pieces) adds nothing twice.
+            Some(offset) => {
+                let end = offset.saturating_add(data.len() as u64);
+                if end <= buffer.len && !(chunk.eof && end == buffer.len) {
+                    return LogVerdict::Dropped;
+                }
+                if offset > buffer.len {
+                    tracing::warn!(
+                        offset,
+                        held = buffer.len,
+                        "a log chunk starts past what was received; keeping it"
+                    );
+                } else {
+                    data = &data[(buffer.len - offset) as usize..];
+                }
+                buffer.next_seq = buffer.next_seq.max(chunk.seq + 1);
+            }
+            None => {
+                if chunk.seq < buffer.next_seq {
+                    return LogVerdict::Dropped;
+                }
+                if chunk.seq > buffer.next_seq {
+                    tracing::warn!(
+                        seq = chunk.seq,
+                        expected = buffer.next_seq,
+                        "log chunks arrived out of order; keeping them"
+                    );
+                }
+                buffer.next_seq = chunk.seq + 1;
+            }
         }
-        if chunk.seq > buffer.next_seq {
-            tracing::warn!(
-                seq = chunk.seq,
-                expected = buffer.next_seq,
-                "log chunks arrived out of order; keeping them"
-            );
-        }
-        buffer.next_seq = chunk.seq + 1;
-        if !chunk.data.is_empty() {
+        if !data.is_empty() {
             let written = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&buffer.file)
-                .and_then(|mut f| f.write_all(&chunk.data));
+                .and_then(|mut f| f.write_all(data));
             match written {
-                Ok(()) => buffer.len += chunk.data.len() as u64,
+                Ok(()) => buffer.len += data.len() as u64,
                 Err(e) => {
                     tracing::error!(file = %buffer.file.display(), error = %e, "failed to spool a log chunk");
                 }
@@ -120,7 +143,7 @@ impl LiveLogs {
         }
         buffer
             .followers
-            .retain(|f| f.try_send(chunk.data.clone()).is_ok());
+            .retain(|f| f.try_send(data.to_vec()).is_ok());
         if chunk.eof {
             buffer.followers.clear();
         }
@@ -237,7 +260,31 @@ mod tests {
             seq,
             data: data.as_bytes().to_vec(),
             eof: false,
+            offset: None,
         }
+    }
+
+    fn at(offset: u64, data: &str) -> pb::LogChunk {
+        pb::LogChunk {
+            offset: Some(offset),
+            ..chunk("r1", 0, data)
+        }
+    }
+
+    #[test]
+    fn a_log_sent_again_from_its_start_in_other_pieces_adds_only_what_was_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = LiveLogs::new(dir.path()).expect("a spool");
+        assert_eq!(logs.append(&at(0, "hello ")), LogVerdict::Accepted);
+        assert_eq!(logs.append(&at(6, "wor")), LogVerdict::Accepted);
+        // The worker met another coordinator and came back: everything again, cut differently.
+        assert_eq!(logs.append(&at(0, "hel")), LogVerdict::Dropped);
+        assert_eq!(logs.append(&at(3, "lo world")), LogVerdict::Accepted);
+        assert_eq!(logs.append(&at(11, "!")), LogVerdict::Accepted);
+        assert_eq!(text(&logs.read(&key("r1"), None, false)), "hello world!");
+        let mut end = at(12, "");
+        end.eof = true;
+        assert_eq!(logs.append(&end), LogVerdict::Accepted);
     }
 
     fn key(run: &str) -> LogKey {
