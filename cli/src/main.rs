@@ -8,6 +8,11 @@ mod progress;
 
 use clap::Parser;
 
+/// `shardci local` runs a coordinator in this process; it allocates per message like
+/// `shardci-coordinator` does (see its allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     shardci_runtime::init_logging("warn");

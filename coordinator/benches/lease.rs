@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SHARDS_PER_WORKER: usize = 25;
 
 fn msg(m: pb::worker_message::Msg) -> pb::WorkerMessage {
@@ -441,6 +444,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // For a profiler: only the memory store, over and over, nothing printed.
+    if std::env::var_os("SHARDCI_BENCH_PROFILE_MEMORY").is_some() {
+        for _ in 0..20 {
+            runtime.block_on(shardci_figures(
+                workers,
+                SHARDS_PER_WORKER,
+                Arc::new(MemoryStore::new()),
+                false,
+            ));
+        }
+        return;
+    }
     // The memory store and the session echo are what the goal compares, and this machine's
     // speed drifts by a third between runs: they alternate, three times each, and the pair
     // with the median throughput ratio is reported.

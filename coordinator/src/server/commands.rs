@@ -37,6 +37,48 @@ pub(crate) struct RunRecord {
 /// What the coordinator sends a worker: a message, or the status that ends the session.
 pub(crate) type Outgoing = Result<pb::CoordinatorMessage, tonic::Status>;
 
+/// Where the answer to a worker's request goes: to a caller waiting for it, or straight into
+/// the worker's session stream, which spares the session's task a wake-up per message (a
+/// fleet of 1,000 workers sends tens of thousands a second).
+pub(crate) enum Answer<T> {
+    Caller(oneshot::Sender<T>),
+    Session(mpsc::Sender<Outgoing>),
+}
+
+impl<T> Answer<T> {
+    /// Gives `value` to the caller, or `messages` (`value` in wire form) to the session. A
+    /// session whose stream is full (a worker that stopped reading) gets them as soon as
+    /// there is room, in order.
+    pub(crate) fn give(self, value: T, messages: impl FnOnce(T) -> Vec<Outgoing>) {
+        match self {
+            Answer::Caller(reply) => {
+                let _ = reply.send(value);
+            }
+            Answer::Session(outbox) => {
+                let mut pending = messages(value).into_iter();
+                while let Some(message) = pending.next() {
+                    match outbox.try_send(message) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(message)) => {
+                            let rest: Vec<Outgoing> =
+                                std::iter::once(message).chain(pending).collect();
+                            tokio::spawn(async move {
+                                for message in rest {
+                                    if outbox.send(message).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What became of a log chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogVerdict {
@@ -102,7 +144,7 @@ pub(crate) enum Command {
         worker: WorkerId,
         session: SessionId,
         free_slots: u32,
-        reply: oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
+        reply: Answer<Result<Vec<pb::Assignment>, SessionError>>,
     },
     /// A shard attempt's results, fenced by attempt.
     Complete {
@@ -111,7 +153,7 @@ pub(crate) enum Command {
         shard: ShardId,
         attempt: Attempt,
         reports: Vec<JobReport>,
-        reply: oneshot::Sender<Ack>,
+        reply: Answer<Ack>,
     },
     /// A log chunk, accepted only from the attempt's holder.
     Log {

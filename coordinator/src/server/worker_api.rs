@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::client_api::BoxStream;
+use super::commands::Answer;
 use super::commands::{Command, Coordinator, LogVerdict, Outgoing};
 use super::sources::SourceStore;
 use super::status;
@@ -67,6 +68,40 @@ fn ack_message(key: &ShardKey, attempt: Attempt, ack: Ack) -> pb::CoordinatorMes
     }
 }
 
+/// An answer to a work request in wire form: the assignments, `NoWork` when there are none,
+/// or the status that ends the session.
+pub(crate) fn work_messages(
+    assigned: Result<Vec<pb::Assignment>, shardci_scheduling::schedule::SessionError>,
+) -> Vec<Outgoing> {
+    match assigned {
+        Err(refused) => vec![Err(status::session(refused))],
+        Ok(assignments) if assignments.is_empty() => {
+            let no_work = pb::NoWork {
+                retry_after: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 500_000_000,
+                }),
+            };
+            vec![Ok(pb::CoordinatorMessage {
+                msg: Some(pb::coordinator_message::Msg::NoWork(no_work)),
+            })]
+        }
+        Ok(assignments) => assignments
+            .into_iter()
+            .map(|assignment| {
+                Ok(pb::CoordinatorMessage {
+                    msg: Some(pb::coordinator_message::Msg::Assignment(assignment)),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// An acknowledgement in wire form.
+pub(crate) fn ack_messages(key: &ShardKey, attempt: Attempt, ack: Ack) -> Vec<Outgoing> {
+    vec![Ok(ack_message(key, attempt, ack))]
+}
+
 async fn complete(
     coordinator: &Coordinator,
     worker: &WorkerId,
@@ -88,7 +123,7 @@ async fn complete(
                     shard,
                     attempt,
                     reports,
-                    reply,
+                    reply: Answer::Caller(reply),
                 })
                 .await?
         }
@@ -245,36 +280,15 @@ async fn serve_session(
                     .await;
             }
             Msg::RequestWork(request) => {
-                let free_slots = request.free_slots;
-                let assignments = coordinator
-                    .call(|reply| Command::RequestWork {
+                // Answered by the event loop straight into the session's stream.
+                coordinator
+                    .tell(Command::RequestWork {
                         worker: worker.clone(),
                         session,
-                        free_slots,
-                        reply,
+                        free_slots: request.free_slots,
+                        reply: Answer::Session(outbox.clone()),
                     })
-                    .await?
-                    .map_err(status::session)?;
-                if assignments.is_empty() {
-                    let no_work = pb::NoWork {
-                        retry_after: Some(prost_types::Duration {
-                            seconds: 0,
-                            nanos: 500_000_000,
-                        }),
-                    };
-                    let _ = outbox
-                        .send(Ok(pb::CoordinatorMessage {
-                            msg: Some(pb::coordinator_message::Msg::NoWork(no_work)),
-                        }))
-                        .await;
-                }
-                for assignment in assignments {
-                    let _ = outbox
-                        .send(Ok(pb::CoordinatorMessage {
-                            msg: Some(pb::coordinator_message::Msg::Assignment(assignment)),
-                        }))
-                        .await;
-                }
+                    .await?;
             }
             Msg::Log(chunk) => {
                 let shard = format!("{}/{}", chunk.run_id, chunk.shard_id);
@@ -292,8 +306,32 @@ async fn serve_session(
                 }
             }
             Msg::ShardFinished(finished) => {
-                let ack = complete(coordinator, worker, finished).await?;
-                let _ = outbox.send(Ok(ack)).await;
+                let (key, attempt) = shard_key(finished.shard)?;
+                let reports = finished
+                    .results
+                    .into_iter()
+                    .map(JobReport::try_from)
+                    .collect::<Result<Vec<_>, _>>();
+                match reports {
+                    // Acknowledged by the event loop straight into the session's stream, once
+                    // durable.
+                    Ok(reports) => {
+                        coordinator
+                            .tell(Command::Complete {
+                                worker: worker.clone(),
+                                run: key.run,
+                                shard: key.shard,
+                                attempt,
+                                reports,
+                                reply: Answer::Session(outbox.clone()),
+                            })
+                            .await?;
+                    }
+                    Err(e) => {
+                        let rejected = ack_message(&key, attempt, Ack::Rejected(e.to_string()));
+                        let _ = outbox.send(Ok(rejected)).await;
+                    }
+                }
             }
         }
     }

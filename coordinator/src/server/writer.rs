@@ -5,7 +5,9 @@
 //! ask again, and a deposed leader stops (its writes all fail).
 
 use shardci_proto::v1 as pb;
-use shardci_scheduling::schedule::{Ack, SessionError, Status};
+use shardci_scheduling::schedule::{Ack, Attempt, SessionError, ShardKey, Status};
+
+use super::commands::Answer;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,10 +22,10 @@ const MAX_BYTES: usize = 1 << 20;
 /// An answer that may be given only once its writes are durable.
 pub(crate) enum Reply {
     Assignments(
-        oneshot::Sender<Result<Vec<pb::Assignment>, SessionError>>,
+        Answer<Result<Vec<pb::Assignment>, SessionError>>,
         Vec<pb::Assignment>,
     ),
-    Ack(oneshot::Sender<Ack>, Ack),
+    Ack(Answer<Ack>, Ack, ShardKey, Attempt),
     Cancelled(oneshot::Sender<Option<Status>>, Option<Status>),
     /// Nobody waits (a published run's keys going away).
     Nothing,
@@ -33,10 +35,12 @@ impl Reply {
     pub(crate) fn send(self) {
         match self {
             Reply::Assignments(reply, assignments) => {
-                let _ = reply.send(Ok(assignments));
+                reply.give(Ok(assignments), super::worker_api::work_messages);
             }
-            Reply::Ack(reply, ack) => {
-                let _ = reply.send(ack);
+            Reply::Ack(reply, ack, key, attempt) => {
+                reply.give(ack, |ack| {
+                    super::worker_api::ack_messages(&key, attempt, ack)
+                });
             }
             Reply::Cancelled(reply, status) => {
                 let _ = reply.send(status);
@@ -131,7 +135,15 @@ mod tests {
             let (reply, answer) = oneshot::channel();
             tx.send(Write {
                 ops: vec![put(&format!("k/{i:03}"))],
-                reply: Reply::Ack(reply, Ack::Accepted),
+                reply: Reply::Ack(
+                    Answer::Caller(reply),
+                    Ack::Accepted,
+                    ShardKey {
+                        run: shardci_scheduling::schedule::RunId("r".into()),
+                        shard: shardci_scheduling::schedule::ShardId(format!("s{i}")),
+                    },
+                    Attempt(1),
+                ),
             })
             .expect("queued");
             answers.push(answer);

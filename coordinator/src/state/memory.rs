@@ -129,6 +129,17 @@ impl StateStore for MemoryStore {
         let revision = Revision(inner.revision);
         for op in txn.ops {
             match op {
+                // Copied only for watchers, and most stores have none.
+                Op::Put { key, value, lease } if inner.watchers.is_empty() => {
+                    inner.data.insert(
+                        key,
+                        Versioned {
+                            value,
+                            mod_revision: revision,
+                            lease,
+                        },
+                    );
+                }
                 Op::Put { key, value, lease } => {
                     inner.data.insert(
                         key.clone(),
