@@ -2,7 +2,7 @@
 //! running steps in the real Docker daemon, and `shardci` submitting and watching. Workers are
 //! killed, paused and cancelled to check that no job is lost or counted twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -313,6 +313,22 @@ fn three_workers_run_the_full_matrix_and_report_every_job_once() {
     );
     assert_eq!(github["steps"][1]["failure_class"], "test");
     assert_eq!(github["steps"][1]["exit_code"], 1);
+    // Three workers (processes with nothing shared but the store), 83 jobs: each connector's
+    // build ran once, in its build job, dispatched before the jobs that take it.
+    let mut builds: BTreeMap<&str, usize> = BTreeMap::new();
+    for result in &results {
+        let connector = result["job"].as_str().unwrap().split('/').next().unwrap();
+        for step in result["steps"].as_array().unwrap() {
+            if step["step"] == "build" && step["reused_from"].is_null() {
+                *builds.entry(connector).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(builds.len(), 10, "{builds:?}");
+    assert!(
+        builds.values().all(|n| *n == 1),
+        "each build ran once: {builds:?}"
+    );
     // Logs were shipped to the coordinator.
     let log = cluster.shardci(&[
         "logs",

@@ -214,6 +214,7 @@ fn plan(shards: usize) -> pb::Plan {
             job_ids: vec![format!("c{i}/unit")],
             expected_seconds: 1.0,
             requires: vec![],
+            after: vec![],
         })
         .collect();
     pb::Plan {

@@ -209,6 +209,7 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
                 job_ids: s.jobs.clone(),
                 expected_seconds: s.expected_seconds,
                 requires: s.requires.clone(),
+                after: s.after.clone(),
             })
             .collect(),
         skipped: plan
@@ -261,7 +262,8 @@ pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
             return Err(invalid("plan", "a job id appears twice"));
         }
     }
-    let mut shards = Vec::new();
+    let mut shards: Vec<Shard> = Vec::new();
+    let mut earlier: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for shard in &plan.shards {
         if let Some(missing) = shard.job_ids.iter().find(|j| !jobs.contains_key(*j)) {
             return Err(invalid(
@@ -269,12 +271,24 @@ pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
                 format!("shard {} names unknown job {missing}", shard.id),
             ));
         }
+        // Only earlier shards, so no run can wait on itself.
+        if let Some(unknown) = shard.after.iter().find(|a| !earlier.contains(a.as_str())) {
+            return Err(invalid(
+                "plan",
+                format!(
+                    "shard {} comes after {unknown}, which is not an earlier shard",
+                    shard.id
+                ),
+            ));
+        }
         shards.push(Shard {
             id: shard.id.clone(),
             jobs: shard.job_ids.clone(),
             expected_seconds: shard.expected_seconds,
             requires: shard.requires.clone(),
+            after: shard.after.clone(),
         });
+        earlier.insert(&shard.id);
     }
     Ok(RunnablePlan {
         jobs,

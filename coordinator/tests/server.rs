@@ -115,6 +115,7 @@ fn plan() -> pb::Plan {
             job_ids: vec!["a/unit".into(), "b/unit".into()],
             expected_seconds: 2.0,
             requires: vec![],
+            after: vec![],
         }],
         slots: 1,
         ..Default::default()

@@ -23,6 +23,7 @@ fn run(id: &str, class: u8, shards: &[(&str, &[&str])], requires: &[&str]) -> Ne
             jobs: shard_jobs.iter().map(|j| JobId::from(*j)).collect(),
             requires: requires.iter().map(|r| r.to_string()).collect(),
             expected_seconds: 10.0,
+            after: vec![],
         });
     }
     NewRun {
@@ -65,6 +66,50 @@ fn result_of(s: &Scheduler, run: &str, job: &str) -> shardci_scheduling::schedul
         .into_iter()
         .find(|r| r.job.0 == job)
         .expect("a result")
+}
+
+#[test]
+fn a_shard_waits_for_the_shards_it_comes_after_to_settle_whatever_their_results() {
+    let mut s = sched();
+    let mut new = run(
+        "r1",
+        1,
+        &[("build", &["c/build"]), ("tests", &["c/unit"])],
+        &[],
+    );
+    new.shards[1].after = vec![ShardId::from("build")];
+    s.submit(Millis(0), new).unwrap();
+    let one = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
+    let two = s.connect(Millis(0), &w("w2"), "", vec![], 1, &[]).unwrap();
+    let first = s.request_work(Millis(1), &w("w1"), one, 1).unwrap();
+    assert_eq!(first[0].shard.0, "build");
+    assert!(
+        s.request_work(Millis(1), &w("w2"), two, 1)
+            .unwrap()
+            .is_empty(),
+        "the tests wait for the build, though a slot is free"
+    );
+    assert!(
+        !s.has_queued_work(),
+        "nothing can start: idle workers are not woken for it"
+    );
+    let failed = report("c/build", Status::Failure, Some(FailureClass::Test));
+    s.complete(
+        Millis(2),
+        &w("w1"),
+        &RunId::from("r1"),
+        &ShardId::from("build"),
+        Attempt(1),
+        vec![failed],
+    );
+    assert!(s.has_queued_work());
+    let second = s.request_work(Millis(3), &w("w2"), two, 1).unwrap();
+    assert_eq!(second[0].shard.0, "tests", "a failed build is settled too");
+
+    // A shard may only come after an earlier one: no run can wait on itself.
+    let mut cyclic = run("r2", 1, &[("a", &["x"]), ("b", &["y"])], &[]);
+    cyclic.shards[0].after = vec![ShardId::from("b")];
+    assert!(s.submit(Millis(4), cyclic).is_err());
 }
 
 #[test]

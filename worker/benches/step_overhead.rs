@@ -50,6 +50,7 @@ fn main() {
         secrets: BTreeMap::new(),
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_secs(1),
+        step_key: None,
     };
     let step = StepSpec {
         timeout: Duration::from_secs(60),

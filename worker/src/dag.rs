@@ -183,6 +183,7 @@ mod tests {
             secrets: Default::default(),
             cancel: Default::default(),
             stop_grace: Duration::ZERO,
+            step_key: None,
         }
     }
 

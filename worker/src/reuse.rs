@@ -268,14 +268,17 @@ impl Reuse<'_> {
         logs: &mut dyn LogSink,
     ) -> StepOutcome {
         let started = Instant::now();
-        // An image built by the step exists only on the host that built it: until images move
-        // through the store, such a step is shared only between jobs on that host.
-        if step.build_image.is_none()
-            && let Some(store) = &self.store
-        {
+        // An image a step builds exists only where it was built: such a step is taken from a
+        // record only where the image under its tag is still the one that step built, and
+        // from this run only (images do not move through the store yet).
+        let built_here = match &step.build_image {
+            Some(build) => executor.image_built_by(&build.tag, key).await,
+            None => true,
+        };
+        if built_here && let Some(store) = &self.store {
             // This run's outcome from another worker first, then an earlier run's success.
             let mut places = vec![run_step_key(self.run, key)];
-            if step.cache {
+            if step.cache && step.build_image.is_none() {
                 places.push(cache_key(key));
             }
             for place in places {
@@ -298,12 +301,16 @@ impl Reuse<'_> {
                 }
             }
         }
+        let keyed = StepContext {
+            step_key: Some(key.to_string()),
+            ..context.clone()
+        };
         let cell = self.memory.cell(self.run, key);
         let ran_here: Mutex<Option<StepOutcome>> = Mutex::new(None);
         let executed = {
-            let (ran_here, logs) = (&ran_here, &mut *logs);
+            let (ran_here, logs, keyed) = (&ran_here, &mut *logs, &keyed);
             cell.get_or_init(|| async move {
-                let outcome = executor.run(step, context, logs).await;
+                let outcome = executor.run(step, keyed, logs).await;
                 *lock(ran_here) = Some(outcome.clone());
                 let shareable = outcome.status == Status::Success
                     || (outcome.status == Status::Failure
@@ -325,7 +332,7 @@ impl Reuse<'_> {
             Some(executed) if executed.job != self.job => {
                 self.take_from_this_run(step, context, key, executed, started, logs)
             }
-            _ => executor.run(step, context, logs).await,
+            _ => executor.run(step, &keyed, logs).await,
         }
     }
 

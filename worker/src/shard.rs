@@ -107,6 +107,7 @@ pub(crate) async fn run_shard(
             secrets: secrets.clone(),
             cancel: cancel.clone(),
             stop_grace: shared.options.stop_grace,
+            step_key: None,
         };
         let logs_dir = job_dir.join("logs");
         let _ = std::fs::create_dir_all(&logs_dir);
@@ -262,7 +263,7 @@ async fn remember_successes(
         };
         let verdict = step.status == shardci_types::Status::Success
             || step.failure_class == Some(shardci_types::FailureClass::Test);
-        if !verdict || declared.build_image.is_some() || step.reused_from.is_some() {
+        if !verdict || step.reused_from.is_some() {
             continue;
         }
         let Some(reported) = result.steps.iter().find(|r| r.step == step.step) else {
@@ -279,7 +280,8 @@ async fn remember_successes(
             step,
             key,
             &reported.artifact_keys,
-            declared.cache,
+            // An image a step built is on one host: such a step is never cached across runs.
+            declared.cache && declared.build_image.is_none(),
         )
         .await;
     }

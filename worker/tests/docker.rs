@@ -62,6 +62,7 @@ fn fixture(test: &str) -> Fixture {
         secrets: BTreeMap::new(),
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_secs(1),
+        step_key: None,
     };
     Fixture { _dir: dir, ctx }
 }

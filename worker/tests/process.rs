@@ -28,6 +28,7 @@ fn context(dir: &std::path::Path) -> StepContext {
         secrets: BTreeMap::from([("TOKEN".into(), "t0ken".into())]),
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_millis(500),
+        step_key: None,
     }
 }
 

@@ -44,6 +44,12 @@ pub fn plan_to_retry(run: &pb::Run, failed_only: bool) -> Option<pb::Plan> {
                 .sum();
         }
         plan.shards.retain(|s| !s.job_ids.is_empty());
+        // A shard that passed whole is gone: nothing waits for it (its steps' outcomes are in
+        // the first run's records, not this one's).
+        let left: BTreeSet<String> = plan.shards.iter().map(|s| s.id.clone()).collect();
+        for shard in &mut plan.shards {
+            shard.after.retain(|a| left.contains(a));
+        }
     }
     (!plan.jobs.is_empty()).then_some(plan)
 }
@@ -137,12 +143,14 @@ mod tests {
                         job_ids: vec!["a".into(), "b".into()],
                         expected_seconds: 4.0,
                         requires: vec![],
+                        after: vec![],
                     },
                     pb::Shard {
                         id: "s2".into(),
                         job_ids: vec!["c".into()],
                         expected_seconds: 2.0,
                         requires: vec![],
+                        after: vec!["s1".into()],
                     },
                 ],
                 ..Default::default()
@@ -171,5 +179,11 @@ mod tests {
         let mut passed = run.clone();
         passed.results[1] = result("b", Status::Success);
         assert!(plan_to_retry(&passed, true).is_none());
+        // Only c failed: s1 is gone, so s2 waits for nothing.
+        let mut late = passed.clone();
+        late.results[2] = result("c", Status::Failure);
+        let again = plan_to_retry(&late, true).expect("c");
+        assert_eq!(again.shards.len(), 1);
+        assert!(again.shards[0].after.is_empty());
     }
 }

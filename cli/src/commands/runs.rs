@@ -34,6 +34,7 @@ pub fn run_json(run: &pb::Run) -> String {
                     "exit_code": s.exit_code,
                     "seconds": seconds_from_wire(s.duration),
                     "message": s.message,
+                    "reused_from": s.reused_from.as_ref().map(|o| json!({ "run": o.run_id, "job": o.job_id, "key": o.key })),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -89,6 +89,7 @@ fn new_run(record: &RunRecord, priority: Priority, deadline: Option<Millis>) -> 
                 jobs: s.jobs.iter().map(|j| JobId(j.clone())).collect(),
                 requires: s.requires.clone(),
                 expected_seconds: s.expected_seconds,
+                after: s.after.iter().map(|a| ShardId(a.clone())).collect(),
             })
             .collect(),
     }

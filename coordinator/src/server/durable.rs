@@ -385,6 +385,7 @@ mod tests {
                     job_ids: vec![format!("c{i}/unit")],
                     expected_seconds: 1.0,
                     requires: vec![],
+                    after: vec![],
                 })
                 .collect(),
             ..Default::default()

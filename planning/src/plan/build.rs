@@ -16,7 +16,7 @@ use super::model::{
 };
 use super::modes::{ModeInputs, decide};
 use super::select::{DependencyGraph, Node, select, template_for};
-use super::shard::shard;
+use super::shard::{provided_seconds, providers, shard};
 use super::steps::{JobSpec, estimate_steps, resolve};
 use super::timings::Timings;
 
@@ -263,8 +263,29 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         jobs.retain(|j| inputs.filters.jobs.contains(&j.id));
     }
 
+    // A job whose dependency steps another job of the plan runs takes them from it at run
+    // time: it costs only its own steps, and is dispatched after that job.
+    let provided = providers(&jobs);
+    let saved: Vec<f64> = jobs
+        .iter()
+        .map(|job| {
+            let from: Vec<&Job> = provided
+                .get(&job.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| jobs.iter().find(|j| &j.id == p))
+                .collect();
+            provided_seconds(job, &from)
+        })
+        .collect();
+    for (job, saved) in jobs.iter_mut().zip(saved) {
+        // Measured durations of the job itself already are what it costs.
+        if job.estimate != Estimate::History {
+            job.expected_seconds = (job.expected_seconds - saved).max(0.0);
+        }
+    }
     let slots = inputs.slots.unwrap_or(config.sharding.default_slots).max(1);
-    let sharding = shard(&jobs, slots, &config.sharding);
+    let sharding = shard(&jobs, slots, &config.sharding, &provided);
     let connectors: Vec<String> = jobs
         .iter()
         .map(|j| j.connector.clone())

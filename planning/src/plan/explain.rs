@@ -220,9 +220,17 @@ pub fn render_explain(plan: &Plan) -> String {
         } else {
             format!(" [needs {}]", shard.requires.join(","))
         };
+        let after = if shard.after.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (after {}: their jobs run steps these share)",
+                shard.after.join(", ")
+            )
+        };
         let _ = writeln!(
             out,
-            "  {}  ~{}{requires}: {}",
+            "  {}  ~{}{requires}: {}{after}",
             shard.id,
             duration(shard.expected_seconds),
             shard.jobs.join(", ")

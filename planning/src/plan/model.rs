@@ -172,6 +172,10 @@ pub struct Shard {
     pub jobs: Vec<String>,
     pub expected_seconds: f64,
     pub requires: Vec<String>,
+    /// Shards to wait for: they hold the jobs whose steps this shard's jobs share (their
+    /// connector's build), and come earlier in dispatch order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

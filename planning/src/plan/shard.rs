@@ -9,7 +9,7 @@
 //! bound `max(total / slots, longest job)`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use crate::config::ShardingConfig;
 
@@ -27,12 +27,74 @@ fn millis(seconds: f64) -> u64 {
     (seconds.max(0.0) * 1000.0).round() as u64
 }
 
-pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
+/// Which jobs run a step another job of the plan needs first: for each job, the jobs whose
+/// own step it holds among its dependencies, with the same definition (a connector's `build`
+/// job for its `unit` and `acceptance` jobs). Such a step is shared at run time (the same step
+/// key), so the consumer is dispatched after its providers and costs only its own steps.
+pub fn providers(jobs: &[Job]) -> BTreeMap<String, Vec<String>> {
+    let mut by_connector: BTreeMap<&str, Vec<&Job>> = BTreeMap::new();
+    for job in jobs {
+        by_connector.entry(&job.connector).or_default().push(job);
+    }
+    let mut provided: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for group in by_connector.values() {
+        for provider in group {
+            let Some(own) = provider.steps.iter().find(|s| s.name == provider.test_type) else {
+                continue;
+            };
+            // A provider with matrix values provides only to jobs on the same values.
+            for consumer in group.iter().filter(|c| c.test_type != provider.test_type) {
+                let same_point = provider
+                    .matrix
+                    .iter()
+                    .all(|(axis, value)| consumer.matrix.get(axis) == Some(value));
+                if same_point && consumer.steps.iter().any(|s| s == own) {
+                    provided
+                        .entry(consumer.id.clone())
+                        .or_default()
+                        .push(provider.id.clone());
+                }
+            }
+        }
+    }
+    provided
+}
+
+/// The seconds a consumer saves by taking its providers' steps instead of running them.
+pub fn provided_seconds(job: &Job, providers: &[&Job]) -> f64 {
+    providers
+        .iter()
+        .filter_map(|p| job.steps.iter().find(|s| s.name == p.test_type))
+        .map(|s| s.expected_seconds)
+        .sum()
+}
+
+/// Packs `jobs` into shards; jobs that other jobs' shared steps come from (`provided`:
+/// consumer -> providers) are packed first, into shards of their own, and every shard holding
+/// a consumer comes after the shards holding its providers.
+pub fn shard(
+    jobs: &[Job],
+    slots: u32,
+    config: &ShardingConfig,
+    provided: &BTreeMap<String, Vec<String>>,
+) -> Sharding {
     let slots = slots.max(1);
     let total: f64 = jobs.iter().map(|j| j.expected_seconds).sum();
+    let by_id: BTreeMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let provider_ids: BTreeSet<&str> = provided.values().flatten().map(String::as_str).collect();
+    // A consumer cannot start before its providers end: the longest such chain bounds it too.
     let longest = jobs
         .iter()
-        .map(|j| j.expected_seconds)
+        .map(|j| {
+            let before = provided
+                .get(&j.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| by_id.get(p.as_str()))
+                .map(|p| p.expected_seconds)
+                .fold(0.0_f64, f64::max);
+            before + j.expected_seconds
+        })
         .fold(0.0_f64, f64::max);
     let lower_bound = (total / f64::from(slots)).max(longest);
     if jobs.is_empty() {
@@ -43,7 +105,63 @@ pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
             predicted_makespan_seconds: 0.0,
         };
     }
+    let (first, rest): (Vec<&Job>, Vec<&Job>) = jobs
+        .iter()
+        .partition(|j| provider_ids.contains(j.id.as_str()));
+    let mut packed = pack(&first, slots, config);
+    let first_count = packed.len();
+    packed.extend(pack(&rest, slots, config));
+    let width = packed.len().to_string().len().max(3);
+    let ids: Vec<String> = (0..packed.len())
+        .map(|i| format!("shard-{:0width$}", i + 1))
+        .collect();
+    let home: BTreeMap<&str, &str> = packed
+        .iter()
+        .zip(&ids)
+        .flat_map(|((_, members, _), id)| members.iter().map(move |j| (j.id.as_str(), id.as_str())))
+        .collect();
+    let shards: Vec<Shard> = packed
+        .into_iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, ((_, members, requires), id))| {
+            let after: BTreeSet<String> = if i < first_count {
+                BTreeSet::new()
+            } else {
+                members
+                    .iter()
+                    .flat_map(|j| provided.get(&j.id).into_iter().flatten())
+                    .filter_map(|p| home.get(p.as_str()))
+                    .map(|s| s.to_string())
+                    .collect()
+            };
+            Shard {
+                id: id.clone(),
+                expected_seconds: members.iter().map(|j| j.expected_seconds).sum(),
+                jobs: members.iter().map(|j| j.id.clone()).collect(),
+                requires: requires.to_vec(),
+                after: after.into_iter().collect(),
+            }
+        })
+        .collect();
 
+    let predicted = list_schedule(&shards, slots);
+    Sharding {
+        shards,
+        total_seconds: total,
+        lower_bound_seconds: lower_bound,
+        predicted_makespan_seconds: predicted,
+    }
+}
+
+/// Packs jobs into shards (load, members, labels), grouped by the labels they need, in
+/// dispatch order (largest first).
+fn pack<'a>(
+    jobs: &[&'a Job],
+    slots: u32,
+    config: &ShardingConfig,
+) -> Vec<(u64, Vec<&'a Job>, &'a [String])> {
+    let total: f64 = jobs.iter().map(|j| j.expected_seconds).sum();
     let mut groups: BTreeMap<&[String], Vec<&Job>> = BTreeMap::new();
     for job in jobs {
         groups.entry(job.requires.as_slice()).or_default().push(job);
@@ -86,27 +204,8 @@ pub fn shard(jobs: &[Job], slots: u32, config: &ShardingConfig) -> Sharding {
             }
         }
     }
-
     packed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1[0].id.cmp(&b.1[0].id)));
-    let width = packed.len().to_string().len().max(3);
-    let shards: Vec<Shard> = packed
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, members, requires))| Shard {
-            id: format!("shard-{:0width$}", i + 1),
-            expected_seconds: members.iter().map(|j| j.expected_seconds).sum(),
-            jobs: members.iter().map(|j| j.id.clone()).collect(),
-            requires: requires.to_vec(),
-        })
-        .collect();
-
-    let predicted = list_schedule(&shards, slots);
-    Sharding {
-        shards,
-        total_seconds: total,
-        lower_bound_seconds: lower_bound,
-        predicted_makespan_seconds: predicted,
-    }
+    packed
 }
 
 /// Cuts one lane (jobs longest first) into up to `shards_per_slot` shards whose estimated
@@ -154,15 +253,25 @@ fn cut_lane<'a>(lane: Vec<&'a Job>, config: &ShardingConfig) -> Vec<Vec<&'a Job>
 /// it ends cost up to 18 % (one seed of 50); 0.7 keeps the first under a third of the lane.
 const SHRINK: f64 = 0.7;
 
-/// Makespan of giving each shard, in order, to the slot that frees up first.
+/// Makespan of giving each shard, in order, to the slot that frees up first, no sooner than
+/// the shards it comes after have ended.
 pub fn list_schedule(shards: &[Shard], slots: u32) -> f64 {
     let mut free_at: BinaryHeap<Reverse<u64>> = (0..slots.max(1)).map(|_| Reverse(0)).collect();
+    let mut ends: BTreeMap<&str, u64> = BTreeMap::new();
     let mut makespan = 0;
     for shard in shards {
-        let Some(Reverse(start)) = free_at.pop() else {
+        let Some(Reverse(free)) = free_at.pop() else {
             break;
         };
-        let end = start + millis(shard.expected_seconds);
+        let ready = shard
+            .after
+            .iter()
+            .filter_map(|a| ends.get(a.as_str()))
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let end = free.max(ready) + millis(shard.expected_seconds);
+        ends.insert(&shard.id, end);
         makespan = makespan.max(end);
         free_at.push(Reverse(end));
     }
@@ -202,9 +311,89 @@ mod tests {
         }
     }
 
+    fn step(name: &str, seconds: f64) -> crate::plan::model::Step {
+        crate::plan::model::Step {
+            name: name.into(),
+            image: "img".into(),
+            command: format!("make {name}"),
+            workdir: String::new(),
+            env: Default::default(),
+            secrets: vec![],
+            depends_on: vec![],
+            cache: true,
+            inputs: vec![],
+            reads_matrix: Some(vec![]),
+            timeout_seconds: 60.0,
+            expected_seconds: seconds,
+            resources: crate::plan::model::Resources {
+                memory_bytes: 1,
+                cpus: 1.0,
+                pids: 1,
+            },
+            artifacts: vec![],
+            junit: vec![],
+            network: false,
+            user: None,
+            cap_add: vec![],
+            read_only_root: true,
+            build_image: None,
+        }
+    }
+
+    fn with_steps(id: &str, test_type: &str, steps: Vec<crate::plan::model::Step>) -> Job {
+        let seconds = steps.iter().map(|s| s.expected_seconds).sum();
+        Job {
+            test_type: test_type.into(),
+            steps: Arc::from(steps),
+            ..job(id, seconds, &[])
+        }
+    }
+
+    #[test]
+    fn jobs_that_share_a_connector_s_build_wait_for_the_build_job_and_cost_only_their_own_steps() {
+        let build = step("build", 30.0);
+        let jobs = vec![
+            with_steps("a/build", "build", vec![build.clone()]),
+            with_steps("a/unit", "unit", vec![build.clone(), step("unit", 10.0)]),
+            with_steps("a/lint", "lint", vec![build.clone(), step("lint", 5.0)]),
+            // Another connector's build differs (another command): nothing shared.
+            with_steps(
+                "b/unit",
+                "unit",
+                vec![
+                    crate::plan::model::Step {
+                        command: "make b".into(),
+                        ..build.clone()
+                    },
+                    step("unit", 10.0),
+                ],
+            ),
+        ];
+        let provided = providers(&jobs);
+        assert_eq!(
+            provided,
+            BTreeMap::from([
+                ("a/lint".to_string(), vec!["a/build".to_string()]),
+                ("a/unit".to_string(), vec!["a/build".to_string()]),
+            ])
+        );
+        let by_id = |id: &str| jobs.iter().find(|j| j.id == id).expect("a job");
+        assert_eq!(provided_seconds(by_id("a/unit"), &[by_id("a/build")]), 30.0);
+        let s = shard(&jobs, 4, &config(1, 1.0), &provided);
+        assert_eq!(s.shards[0].jobs, ["a/build"], "the build goes first");
+        assert!(s.shards[0].after.is_empty());
+        for shard in &s.shards[1..] {
+            let waits = shard.jobs.iter().any(|j| j.starts_with("a/"));
+            assert_eq!(shard.after == [s.shards[0].id.clone()], waits, "{shard:?}");
+        }
+        // Nothing that waits for the build starts before it ends.
+        assert!(s.lower_bound_seconds >= 30.0 + 40.0);
+        assert!(s.predicted_makespan_seconds >= 30.0 + 40.0);
+    }
+
     #[test]
     fn no_jobs_no_shards() {
-        let s = shard(&[], 4, &config(3, 30.0));
+        let s = shard(&[], 4, &config(3, 30.0), &BTreeMap::new());
         assert!(s.shards.is_empty());
         assert_eq!(
             (s.lower_bound_seconds, s.predicted_makespan_seconds),
@@ -217,7 +406,7 @@ mod tests {
         let jobs: Vec<Job> = (0..24)
             .map(|i| job(&format!("c{i:02}/unit"), 60.0, &[]))
             .collect();
-        let s = shard(&jobs, 4, &config(3, 30.0));
+        let s = shard(&jobs, 4, &config(3, 30.0), &BTreeMap::new());
         assert_eq!(s.shards.len(), 12);
         assert_eq!(s.lower_bound_seconds, 360.0);
         assert_eq!(s.predicted_makespan_seconds, 360.0);
@@ -229,7 +418,7 @@ mod tests {
             .map(|i| job(&format!("c{i}/unit"), 10.0, &[]))
             .collect();
         jobs.push(job("slow/acceptance", 500.0, &[]));
-        let s = shard(&jobs, 4, &config(3, 1.0));
+        let s = shard(&jobs, 4, &config(3, 1.0), &BTreeMap::new());
         assert_eq!(s.lower_bound_seconds, 500.0);
         assert_eq!(s.predicted_makespan_seconds, 500.0);
         assert_eq!(
@@ -247,7 +436,7 @@ mod tests {
             job("c/unit", 30.0, &["large"]),
             job("d/unit", 30.0, &[]),
         ];
-        let s = shard(&jobs, 1, &config(1, 1000.0));
+        let s = shard(&jobs, 1, &config(1, 1000.0), &BTreeMap::new());
         assert_eq!(s.shards.len(), 2);
         for shard in &s.shards {
             let large = shard.requires == ["large"];
@@ -266,9 +455,9 @@ mod tests {
         let jobs: Vec<Job> = (0..20)
             .map(|i| job(&format!("c{i:02}/lint"), 1.0, &[]))
             .collect();
-        let s = shard(&jobs, 2, &config(3, 10.0));
+        let s = shard(&jobs, 2, &config(3, 10.0), &BTreeMap::new());
         assert_eq!(s.shards.len(), 2, "20s of work in shards of at least 10s");
-        let s = shard(&jobs, 8, &config(3, 10.0));
+        let s = shard(&jobs, 8, &config(3, 10.0), &BTreeMap::new());
         assert_eq!(s.shards.len(), 8, "but never fewer shards than slots");
     }
 
@@ -279,7 +468,7 @@ mod tests {
             .enumerate()
             .map(|(i, &t)| job(&format!("c{i}/unit"), t, &[]))
             .collect();
-        let s = shard(&jobs, 2, &config(3, 1.0));
+        let s = shard(&jobs, 2, &config(3, 1.0), &BTreeMap::new());
         let expected: Vec<f64> = s.shards.iter().map(|s| s.expected_seconds).collect();
         assert!(expected.windows(2).all(|w| w[0] >= w[1]), "{expected:?}");
         assert_eq!(s.shards[0].id, "shard-001");

@@ -124,6 +124,19 @@ struct RunState {
     finished: Option<Millis>,
 }
 
+impl RunState {
+    /// Whether every shard `shard` comes after is settled (done or cancelled, whatever its
+    /// jobs' results: a failed build's dependents run and take its failure from the run's
+    /// step records rather than wait forever).
+    fn may_start(&self, shard: &ShardState) -> bool {
+        shard.def.after.iter().all(|before| {
+            self.shards
+                .get(before)
+                .is_none_or(|b| matches!(b.phase, Phase::Done | Phase::Cancelled))
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct WorkerState {
     /// The process behind the session (empty when the worker did not say).
@@ -301,6 +314,13 @@ impl Scheduler {
                     return Err(SubmitError::Invalid(format!("job {job} is in two shards")));
                 }
             }
+            // Only earlier shards: the order is then acyclic by construction.
+            if let Some(unknown) = shard.after.iter().find(|a| !shards.contains_key(*a)) {
+                return Err(SubmitError::Invalid(format!(
+                    "shard {} comes after {unknown}, which is not an earlier shard of the run",
+                    shard.id
+                )));
+            }
             let state = ShardState {
                 def: shard.clone(),
                 attempt: Attempt(0),
@@ -403,9 +423,12 @@ impl Scheduler {
 
     /// Whether some shard waits in a queue for a worker.
     pub fn has_queued_work(&self) -> bool {
-        self.runs
-            .values()
-            .any(|r| !r.queue.is_empty() && !r.cancel_requested)
+        self.runs.values().any(|r| {
+            !r.cancel_requested
+                && r.queue
+                    .iter()
+                    .any(|s| r.shards.get(s).is_some_and(|s| r.may_start(s)))
+        })
     }
 
     /// Forgets a finished run, once its results live elsewhere (the report store), so memory
@@ -700,9 +723,9 @@ impl Scheduler {
             run.queue
                 .iter()
                 .position(|shard| {
-                    run.shards
-                        .get(shard)
-                        .is_some_and(|s| s.def.requires.iter().all(|l| labels.contains(l)))
+                    run.shards.get(shard).is_some_and(|s| {
+                        s.def.requires.iter().all(|l| labels.contains(l)) && run.may_start(s)
+                    })
                 })
                 .map(|i| (id.clone(), i))
         })

@@ -30,6 +30,10 @@ pub struct ShardDef {
     pub jobs: Vec<JobId>,
     pub requires: Vec<String>,
     pub expected_seconds: f64,
+    /// Shards that must be settled before this one is dispatched (they run steps its jobs
+    /// share, such as their connector's build); each comes earlier in the run's shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<ShardId>,
 }
 
 /// A run as submitted to the scheduler.

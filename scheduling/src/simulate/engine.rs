@@ -134,7 +134,7 @@ pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -
             quarantined: false,
         })
         .collect();
-    shard(&jobs, slots, sharding)
+    shard(&jobs, slots, sharding, &Default::default())
         .shards
         .into_iter()
         .map(|s| ShardDef {
@@ -142,6 +142,7 @@ pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -
             jobs: s.jobs.into_iter().map(JobId).collect(),
             requires: s.requires,
             expected_seconds: s.expected_seconds,
+            after: s.after.into_iter().map(ShardId).collect(),
         })
         .collect()
 }

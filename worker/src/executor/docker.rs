@@ -33,6 +33,8 @@ pub const LABEL_WORKER: &str = "shardci.worker";
 /// The worker process that started a container: containers of a process that is gone are
 /// swept by any worker on the host (see [`crate::instance`]).
 pub const LABEL_INSTANCE: &str = "shardci.instance";
+/// On an image a step built: that step's key.
+pub const LABEL_STEP_KEY: &str = "shardci.step-key";
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to reach the Docker Engine: {0}")]
@@ -178,7 +180,12 @@ impl DockerExecutor {
                 ));
             }
         };
-        let labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+        let mut labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+        // The image says which step made it: a later job of the run on this daemon can take
+        // the step's outcome only if the image under the tag is still that step's.
+        if let Some(key) = &ctx.step_key {
+            labels.insert(LABEL_STEP_KEY.to_string(), key.clone());
+        }
         match crate::images::build(&self.docker, &build.tag, &relative, tar, &labels, logs).await {
             Ok(()) => None,
             // The Dockerfile under test is broken: the change's fault, not the machine's.
@@ -213,6 +220,16 @@ impl Executor for DockerExecutor {
 
     async fn image_id(&self, image: &str) -> Option<String> {
         self.docker.inspect_image(image).await.ok()?.id
+    }
+
+    async fn image_built_by(&self, image: &str, key: &str) -> bool {
+        self.docker
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .is_some_and(|labels| labels.get(LABEL_STEP_KEY).is_some_and(|k| k == key))
     }
 
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {

@@ -18,7 +18,7 @@ use crate::outcome::StepOutcome;
 
 pub use docker::{
     DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_WORKER,
+    LABEL_STEP_KEY, LABEL_WORKER,
 };
 pub use process::ProcessExecutor;
 
@@ -36,6 +36,9 @@ pub struct StepContext {
     pub cancel: CancellationToken,
     /// Between the polite stop and the kill, on timeout or cancellation.
     pub stop_grace: Duration,
+    /// The key of the step being run (set per step by the job runner), which an image the
+    /// step builds is labelled with.
+    pub step_key: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -51,6 +54,12 @@ pub trait Executor: Send + Sync {
     /// is all there is.
     async fn image_id(&self, _image: &str) -> Option<String> {
         None
+    }
+
+    /// Whether `image` here is the one the step with `key` built (its `shardci.step-key`
+    /// label): only then can another job take that step's outcome instead of building again.
+    async fn image_built_by(&self, _image: &str, _key: &str) -> bool {
+        false
     }
 
     /// Removes what processes that are gone left running (their containers); returns how many
