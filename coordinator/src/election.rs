@@ -275,8 +275,14 @@ async fn recv(changes: &mut Option<mpsc::Receiver<WatchEvent>>) -> Option<WatchE
 }
 
 /// Renews the leader's lease three times per TTL; declares leadership lost when the store says
-/// the lease ended, or when no renewal succeeded for a whole TTL (the lease may have ended
-/// without us hearing, and a standby may lead by now).
+/// the lease ended, or when no renewal succeeded for two TTLs (the lease may have ended without
+/// us hearing, and a standby may lead by now).
+///
+/// Not one TTL: while etcd elects a new raft leader (one of its members died), no renewal
+/// succeeds on any member, yet no lease expires either (the new raft leader extends them all),
+/// and with a 2 s TTL that election alone can take most of the TTL. A leader that stepped down
+/// then would hand over for nothing. Waiting longer is safe: every write of a deposed leader
+/// fails on its term, and nothing is acknowledged before it is written.
 async fn keep_leading(
     store: Arc<dyn StateStore>,
     lease: LeaseId,
@@ -291,8 +297,9 @@ async fn keep_leading(
             () = lost.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        // The store retries on another member within this; past a whole TTL it is too late.
-        let renewal = tokio::time::timeout(ttl, store.keep_alive(lease)).await;
+        // The store retries on another member within this; a renewal stuck longer is given up
+        // so the next one starts on time.
+        let renewal = tokio::time::timeout(ttl / 2, store.keep_alive(lease)).await;
         match renewal {
             Ok(Ok(())) => last_renewed = Instant::now(),
             Ok(Err(StoreError::LeaseNotFound(_))) => {
@@ -305,9 +312,9 @@ async fn keep_leading(
             Ok(Err(e)) => tracing::warn!(error = %e, "failed to renew the leader's lease"),
             Err(_) => tracing::warn!("renewing the leader's lease timed out"),
         }
-        if last_renewed.elapsed() >= ttl {
+        if last_renewed.elapsed() >= 2 * ttl {
             tracing::error!(
-                "no lease renewal for a whole election TTL: another coordinator may lead; stepping down"
+                "no lease renewal for two election TTLs: another coordinator may lead; stepping down"
             );
             lost.cancel();
             return;

@@ -268,14 +268,7 @@ impl Reuse<'_> {
         logs: &mut dyn LogSink,
     ) -> StepOutcome {
         let started = Instant::now();
-        // An image a step builds exists only where it was built: such a step is taken from a
-        // record only where the image under its tag is still the one that step built, and
-        // from this run only (images do not move through the store yet).
-        let built_here = match &step.build_image {
-            Some(build) => executor.image_built_by(&build.tag, key).await,
-            None => true,
-        };
-        if built_here && let Some(store) = &self.store {
+        if let Some(store) = &self.store {
             // This run's outcome from another worker first, then an earlier run's success.
             let mut places = vec![run_step_key(self.run, key)];
             if step.cache && step.build_image.is_none() {
@@ -289,6 +282,15 @@ impl Reuse<'_> {
                 // success stands for a later run.
                 if (entry.run == self.run && entry.job == self.job)
                     || (entry.run != self.run && entry.status != Status::Success)
+                {
+                    continue;
+                }
+                // An image a step builds exists only where it was built (images do not move
+                // through the store yet): its success stands here only if the image under its
+                // tag is still the one that step built. A failed build left nothing to need.
+                if let Some(build) = &step.build_image
+                    && entry.status == Status::Success
+                    && !executor.image_built_by(&build.tag, key).await
                 {
                     continue;
                 }

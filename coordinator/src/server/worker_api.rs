@@ -102,17 +102,27 @@ pub(crate) fn ack_messages(key: &ShardKey, attempt: Attempt, ack: Ack) -> Vec<Ou
     vec![Ok(ack_message(key, attempt, ack))]
 }
 
-async fn complete(
-    coordinator: &Coordinator,
-    worker: &WorkerId,
-    finished: pb::ShardFinished,
-) -> Result<pb::CoordinatorMessage, Status> {
+/// A completion as the scheduler takes it: which attempt, and its job reports (or why a
+/// worker's account of them is refused whole).
+type Finished = (ShardKey, Attempt, Result<Vec<JobReport>, String>);
+
+fn finished_reports(finished: pb::ShardFinished) -> Result<Finished, Status> {
     let (key, attempt) = shard_key(finished.shard)?;
     let reports = finished
         .results
         .into_iter()
         .map(JobReport::try_from)
-        .collect::<Result<Vec<_>, _>>();
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string());
+    Ok((key, attempt, reports))
+}
+
+async fn complete(
+    coordinator: &Coordinator,
+    worker: &WorkerId,
+    finished: pb::ShardFinished,
+) -> Result<pb::CoordinatorMessage, Status> {
+    let (key, attempt, reports) = finished_reports(finished)?;
     let ack = match reports {
         Ok(reports) => {
             let (run, shard) = (key.run.clone(), key.shard.clone());
@@ -127,7 +137,7 @@ async fn complete(
                 })
                 .await?
         }
-        Err(e) => Ack::Rejected(e.to_string()),
+        Err(why) => Ack::Rejected(why),
     };
     Ok(ack_message(&key, attempt, ack))
 }
@@ -306,12 +316,7 @@ async fn serve_session(
                 }
             }
             Msg::ShardFinished(finished) => {
-                let (key, attempt) = shard_key(finished.shard)?;
-                let reports = finished
-                    .results
-                    .into_iter()
-                    .map(JobReport::try_from)
-                    .collect::<Result<Vec<_>, _>>();
+                let (key, attempt, reports) = finished_reports(finished)?;
                 match reports {
                     // Acknowledged by the event loop straight into the session's stream, once
                     // durable.
@@ -327,8 +332,8 @@ async fn serve_session(
                             })
                             .await?;
                     }
-                    Err(e) => {
-                        let rejected = ack_message(&key, attempt, Ack::Rejected(e.to_string()));
+                    Err(why) => {
+                        let rejected = ack_message(&key, attempt, Ack::Rejected(why));
                         let _ = outbox.send(Ok(rejected)).await;
                     }
                 }
