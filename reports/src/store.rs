@@ -67,10 +67,20 @@ const SAMPLES_KEPT: usize = 20;
 /// log on an object store streams it through this process instead, in parts.
 const SERVER_COPY_LIMIT: u64 = 5 << 30;
 
-fn tail(log: &[u8], lines: usize) -> String {
-    let text = String::from_utf8_lossy(log);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// How much of the end of a log a report reads for its excerpt (a log may be gigabytes).
+const LOG_WINDOW: u64 = 1 << 20;
+
+/// The (job, step) pairs of `run` whose step failed: the ones a report shows an excerpt of.
+fn failed_steps(run: &StoredRun) -> std::collections::BTreeSet<(&str, &str)> {
+    run.results
+        .iter()
+        .flat_map(|r| {
+            r.steps
+                .iter()
+                .filter(|s| s.status.is_failed())
+                .map(move |s| (r.job.0.as_str(), s.step.as_str()))
+        })
+        .collect()
 }
 
 impl ReportStore {
@@ -230,6 +240,7 @@ impl ReportStore {
             .map(|r| (r.job.0.as_str(), r.attempt.0))
             .collect();
         let mut tails: BTreeMap<(String, String), String> = BTreeMap::new();
+        let failed = failed_steps(run);
         let mut run = run.clone();
         // Logs the workers stored themselves (under their attempt's number) need no upload:
         // they are whole even if another coordinator heard the steps run.
@@ -265,12 +276,13 @@ impl ReportStore {
                     .entry(job.clone())
                     .or_default()
                     .push((step.clone(), *attempt));
-            } else {
+            } else if failed.contains(&(job.as_str(), step.as_str())) {
+                // Only failed steps show an excerpt: nothing else is read back.
                 let end = match spooled {
                     Some(log) => read_tail(log).await.map_err(io_error)?,
                     None => self.stored_tail(&key).await?,
                 };
-                tails.insert((job.clone(), step.clone()), tail(&end, 40));
+                tails.insert((job.clone(), step.clone()), crate::report::excerpt(&end));
             }
         }
         if run.baseline.is_none() {
@@ -334,11 +346,11 @@ impl ReportStore {
         Ok(found)
     }
 
-    /// The last 64 KiB of a stored object (a log may be gigabytes).
+    /// The last [`LOG_WINDOW`] bytes of a stored object.
     async fn stored_tail(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
         let path = StorePath::from(key);
         let meta = self.store.head(&path).await?;
-        let start = meta.size.saturating_sub(64 << 10);
+        let start = meta.size.saturating_sub(LOG_WINDOW);
         Ok(self
             .store
             .get_range(&path, start..meta.size)
@@ -368,11 +380,14 @@ impl ReportStore {
         let run = self.stored_run(run_id).await?;
         let mut tails = BTreeMap::new();
         for result in &run.results {
-            for step in &result.steps {
+            for step in result.steps.iter().filter(|s| s.status.is_failed()) {
                 let log = log_key(&run.run_id, &result.job.0, &step.step);
                 match self.stored_tail(&log).await {
                     Ok(bytes) => {
-                        tails.insert((result.job.0.clone(), step.step.clone()), tail(&bytes, 40));
+                        tails.insert(
+                            (result.job.0.clone(), step.step.clone()),
+                            crate::report::excerpt(&bytes),
+                        );
                     }
                     Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -483,12 +498,13 @@ fn io_error(e: std::io::Error) -> object_store::Error {
     }
 }
 
-/// The last 64 KiB of a file: enough for a report's tail of a log of any size.
+/// The last [`LOG_WINDOW`] bytes of a file: what a report's excerpt of a log of any size
+/// reads.
 async fn read_tail(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
-    file.seek(std::io::SeekFrom::Start(len.saturating_sub(64 << 10)))
+    file.seek(std::io::SeekFrom::Start(len.saturating_sub(LOG_WINDOW)))
         .await?;
     let mut end = Vec::new();
     file.read_to_end(&mut end).await?;
