@@ -149,6 +149,18 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
     assert_eq!(report["steps"]["cached"], 0);
     assert_eq!(report["counts"]["passed"], 37);
 
+    let history = dir.path().join(".shardci/store/history/timings.json");
+    let unit_samples = |history: &serde_json::Value| {
+        history["test_types"]["unit"]["samples"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let cold_samples = unit_samples(&read_json(&history));
+    assert!(
+        cold_samples > 0,
+        "the cold run's unit steps ran and were timed"
+    );
+
     // Warm, nothing changed: no cacheable step runs, every job is still reported.
     let cacheable = cacheable(root);
     assert!(
@@ -185,6 +197,11 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
     assert!(
         report["steps"]["cached"].as_u64().unwrap_or(0) > 0,
         "{report}"
+    );
+    assert_eq!(
+        unit_samples(&read_json(&history)),
+        cold_samples,
+        "steps taken from the cache took no time and teach the next plan nothing"
     );
     let html = fs::read_to_string(second.join("report.html")).expect("report.html");
     assert!(html.contains(&format!("<a href=\"../{first_id}/report.html\">")));

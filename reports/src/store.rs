@@ -455,15 +455,25 @@ impl ReportStore {
             stats.p90_seconds = Some(at(0.9));
         };
         for job in &report.jobs {
-            // Only completed work says how long work takes.
+            // Only completed work says how long work takes, and only steps that ran here: a
+            // step taken from another job or from the cache took no time, and would teach the
+            // next plan that a test costs nothing.
             if !job.status.ran_to_verdict() {
+                continue;
+            }
+            let ran: Vec<&crate::report::StepEntry> = job
+                .steps
+                .iter()
+                .filter(|s| s.reused_from.is_none())
+                .collect();
+            if ran.is_empty() {
                 continue;
             }
             push(
                 timings.jobs.entry(job.id.clone()).or_default(),
-                job.duration_seconds,
+                ran.iter().fold(0.0, |total, s| total + s.duration_seconds),
             );
-            for step in job.steps.iter().filter(|s| s.status == Status::Success) {
+            for step in ran.into_iter().filter(|s| s.status == Status::Success) {
                 push(
                     timings.test_types.entry(step.name.clone()).or_default(),
                     step.duration_seconds,
