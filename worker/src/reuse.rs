@@ -361,10 +361,7 @@ impl Reuse<'_> {
                 return None;
             }
             let said = if this_run {
-                format!(
-                    "[shardci] shared: job {} ran this same step (key {key}) for this run; its log is there\n",
-                    entry.job
-                )
+                shared_line(&entry.job, key, false)
             } else {
                 format!(
                     "[shardci] cached: the same step (key {key}) succeeded in run {} (job {}); not running it again\n",
@@ -376,23 +373,14 @@ impl Reuse<'_> {
             outcome.reused_artifacts = entry.artifacts;
             outcome
         } else {
-            logs.write(
-                format!(
-                    "[shardci] shared: job {} ran this same step (key {key}) for this run and it failed; its log is there\n",
-                    entry.job
-                )
-                .as_bytes(),
-            );
+            logs.write(shared_line(&entry.job, key, true).as_bytes());
             let mut outcome = StepOutcome::failed(
                 &step.name,
                 entry
                     .failure_class
                     .unwrap_or(shardci_types::FailureClass::Test),
                 started.elapsed(),
-                format!(
-                    "failed in job {}, which ran this same step for the run: {}",
-                    entry.job, entry.message
-                ),
+                failed_in(&entry.job, &entry.message),
             );
             outcome.exit_code = entry.exit_code;
             outcome
@@ -429,25 +417,10 @@ impl Reuse<'_> {
                         .as_bytes(),
                 ),
             }
-            logs.write(
-                format!(
-                    "[shardci] shared: job {} ran this same step (key {key}) for this run; its log is there\n",
-                    executed.job
-                )
-                .as_bytes(),
-            );
+            logs.write(shared_line(&executed.job, key, false).as_bytes());
         } else {
-            logs.write(
-                format!(
-                    "[shardci] shared: job {} ran this same step (key {key}) for this run and it failed; its log is there\n",
-                    executed.job
-                )
-                .as_bytes(),
-            );
-            outcome.message = format!(
-                "failed in job {}, which ran this same step for the run: {}",
-                executed.job, outcome.message
-            );
+            logs.write(shared_line(&executed.job, key, true).as_bytes());
+            outcome.message = failed_in(&executed.job, &outcome.message);
         }
         logs.finish();
         outcome.duration = started.elapsed();
@@ -455,6 +428,19 @@ impl Reuse<'_> {
         outcome.reused_from = Some(origin);
         outcome
     }
+}
+
+/// The line a reused step's log holds: where its outcome comes from.
+fn shared_line(job: &str, key: &str, failed: bool) -> String {
+    format!(
+        "[shardci] shared: job {job} ran this same step (key {key}) for this run{}; its log is there\n",
+        if failed { " and it failed" } else { "" }
+    )
+}
+
+/// A reused failure's message: which job failed it, and how.
+fn failed_in(job: &str, message: &str) -> String {
+    format!("failed in job {job}, which ran this same step for the run: {message}")
 }
 
 async fn read_entry(store: &dyn ObjectStore, place: &str, key: &str) -> Option<CacheEntry> {
