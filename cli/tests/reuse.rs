@@ -203,6 +203,18 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
         cold_samples,
         "steps taken from the cache took no time and teach the next plan nothing"
     );
+    // Each connector's duration trend: the cold run, then this one, which ran less.
+    let trend = report["trends"]["source-faker"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(trend.len(), 2, "{report}");
+    assert!(trend[1].as_f64() < trend[0].as_f64(), "{trend:?}");
+    let html = fs::read_to_string(second.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("<svg class=\"trend\""),
+        "a sparkline per connector"
+    );
     let html = fs::read_to_string(second.join("report.html")).expect("report.html");
     assert!(html.contains(&format!("<a href=\"../{first_id}/report.html\">")));
     let unit_log = second.join("jobs/source-faker_unit_python_3.11_cdk_pinned_/unit/log.txt");

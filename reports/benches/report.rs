@@ -103,6 +103,7 @@ fn stored() -> StoredRun {
         tests: BTreeMap::new(),
         lower_bound_seconds: None,
         predicted_makespan_seconds: None,
+        trends: Default::default(),
     }
 }
 

@@ -70,6 +70,28 @@ const SERVER_COPY_LIMIT: u64 = 5 << 30;
 /// How much of the end of a log a report reads for its excerpt (a log may be gigabytes).
 const LOG_WINDOW: u64 = 1 << 20;
 
+/// Runs of a connector a report's trend shows, this one included.
+const TREND_RUNS: usize = 20;
+
+/// Per connector, the seconds its steps ran here in `run` (steps taken from another job or
+/// the cache took none; jobs that did not run to a verdict say nothing).
+fn connector_seconds(run: &StoredRun) -> BTreeMap<String, f64> {
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    for result in run.results.iter().filter(|r| r.status.ran_to_verdict()) {
+        let Some(meta) = run.jobs.get(&result.job.0) else {
+            continue;
+        };
+        let ran: f64 = result
+            .steps
+            .iter()
+            .filter(|s| s.reused_from.is_none())
+            .map(|s| s.duration_ms as f64 / 1000.0)
+            .sum();
+        *seconds.entry(meta.connector.clone()).or_default() += ran;
+    }
+    seconds
+}
+
 /// The (job, step) pairs of `run` whose step failed: the ones a report shows an excerpt of.
 fn failed_steps(run: &StoredRun) -> std::collections::BTreeSet<(&str, &str)> {
     run.results
@@ -291,6 +313,9 @@ impl ReportStore {
         if run.tests.is_empty() {
             run.tests = self.test_cases(&run).await;
         }
+        if run.trends.is_empty() {
+            run.trends = self.trends(&run).await;
+        }
         let run = &run;
         let base = format!("runs/{}", run.run_id);
         self.put(&format!("{base}/plan.json"), finished.plan_json.clone())
@@ -301,7 +326,8 @@ impl ReportStore {
         )
         .await?;
         let rendered = self.render(run, &tails);
-        self.update_history(&rendered.report).await?;
+        self.update_history(&rendered.report, &connector_seconds(run))
+            .await?;
         self.record_branch_run(run).await?;
         self.write_reports(&rendered).await?;
         Ok(rendered.html_url)
@@ -432,9 +458,29 @@ impl ReportStore {
     }
 
     /// Adds this run's durations to the history the planner balances shards with.
+    /// Per connector of `run`, its earlier runs' seconds from the history, then this run's.
+    async fn trends(&self, run: &StoredRun) -> BTreeMap<String, Vec<f64>> {
+        // No history (or a corrupt one) is a trend of one point, not a failed report.
+        let history = self.history().await.unwrap_or_default();
+        connector_seconds(run)
+            .into_iter()
+            .map(|(connector, now)| {
+                let mut points: Vec<f64> = history
+                    .connectors
+                    .get(&connector)
+                    .map(|stats| stats.samples.clone())
+                    .unwrap_or_default();
+                points.push(now);
+                let from = points.len().saturating_sub(TREND_RUNS);
+                (connector, points.split_off(from))
+            })
+            .collect()
+    }
+
     async fn update_history(
         &self,
         report: &crate::report::RunReport,
+        connectors: &BTreeMap<String, f64>,
     ) -> Result<(), object_store::Error> {
         let _guard = self.history.lock().await;
         // A corrupt history is started afresh rather than blocking every report after it.
@@ -479,6 +525,12 @@ impl ReportStore {
                     step.duration_seconds,
                 );
             }
+        }
+        for (connector, seconds) in connectors {
+            push(
+                timings.connectors.entry(connector.clone()).or_default(),
+                *seconds,
+            );
         }
         self.put(
             HISTORY_KEY,

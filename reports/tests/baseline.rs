@@ -76,6 +76,7 @@ fn run(
             tests: BTreeMap::new(),
             lower_bound_seconds: None,
             predicted_makespan_seconds: None,
+            trends: Default::default(),
         },
         logs: BTreeMap::new(),
         plan_json: b"{}".to_vec(),

@@ -242,6 +242,7 @@ fn stored(f: &Fixture) -> StoredRun {
         tests: BTreeMap::new(),
         lower_bound_seconds: None,
         predicted_makespan_seconds: None,
+        trends: Default::default(),
     }
 }
 

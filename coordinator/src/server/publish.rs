@@ -88,6 +88,7 @@ pub(crate) fn finished_run(
             predicted_makespan_seconds: Some(record.plan.wire.predicted_makespan_seconds)
                 .filter(|s| *s > 0.0),
             tests: BTreeMap::new(),
+            trends: BTreeMap::new(),
             skipped: record
                 .plan
                 .wire

@@ -16,6 +16,9 @@ pub struct Timings {
     /// Per test type (one step of that type).
     #[serde(default)]
     pub test_types: BTreeMap<String, DurationStats>,
+    /// Per connector: the time its steps ran in each run (a duration trend for reports).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connectors: BTreeMap<String, DurationStats>,
 }
 
 fn format_version() -> u32 {

@@ -247,6 +247,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
             run.lower_bound_seconds,
             run.predicted_makespan_seconds,
         ),
+        trends: run.trends.clone(),
         compared_with: run.baseline.as_ref().map(|b| ComparedWith {
             branch: b.branch.clone(),
             runs: b.runs.len(),

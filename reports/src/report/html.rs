@@ -13,7 +13,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#
 h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .counts span{margin-right:12px}table{border-collapse:collapse}\
 .grid td,.grid th{border:1px solid #d1d9e0;padding:4px 8px;text-align:center}\
-.grid th.row{text-align:left}\
+.grid th.row{text-align:left}.trend{vertical-align:middle;margin-left:6px}\
 .success{background:#dafbe1}.failure{background:#ffebe9}.error{background:#fff1c2}\
 .skipped,.queued,.running{background:#f6f8fa}.cancelled{background:#eaeef2}\
 .job{border:1px solid #d1d9e0;border-radius:6px;margin:8px 0;padding:8px}\
@@ -129,7 +129,15 @@ pub fn render_html(report: &RunReport) -> String {
     }
     out.push_str("</tr>");
     for connector in &report.connectors {
-        let _ = write!(out, "<tr><th class=\"row\">{}</th>", escape(connector));
+        let trend = report
+            .trends
+            .get(connector)
+            .map_or(String::new(), |points| super::trend::sparkline_svg(points));
+        let _ = write!(
+            out,
+            "<tr><th class=\"row\">{} {trend}</th>",
+            escape(connector)
+        );
         for t in &report.test_types {
             match report
                 .cells

@@ -12,6 +12,7 @@ mod markdown;
 mod model;
 mod test_cases;
 mod timeline;
+mod trend;
 
 pub use analyze::{ReportInput, analyze, log_key, safe_key};
 pub(crate) use baseline::concluded;

@@ -73,6 +73,10 @@ pub struct StoredRun {
     pub lower_bound_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_makespan_seconds: Option<f64>,
+    /// Per connector, the seconds its steps ran in its latest runs, oldest first, this run
+    /// last; read from the history when the run was published.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trends: BTreeMap<String, Vec<f64>>,
 }
 
 /// The latest finished runs of the branch a run is compared with: a pull request's target,
@@ -254,6 +258,9 @@ pub struct RunReport {
     /// Where the time went, when workers said when steps started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<super::timeline::Timeline>,
+    /// Per connector, the seconds its steps ran in its latest runs, this run last.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub trends: BTreeMap<String, Vec<f64>>,
 }
 
 impl RunReport {
