@@ -85,15 +85,23 @@ pub struct PlanInputs<'a> {
     pub source: SourceInfo,
 }
 
-/// What `connector`'s steps read besides their own folder: the folders of the connectors it
-/// depends on and the paths of its shared components (each with the test types it applies to).
+/// What `connector`'s steps read besides their own folder: the environment files, the folders
+/// of the connectors it depends on and the paths of its shared components (each with the test
+/// types it applies to).
 fn step_inputs(
     config: &Config,
     connectors: &Connectors,
     graph: &DependencyGraph,
     connector: &Connector,
 ) -> Vec<(String, Option<Vec<String>>)> {
-    let mut read = Vec::new();
+    // Files that force full tests when they change (CI tooling, shardci.toml) are what every
+    // step may depend on: a change there runs every cacheable step again, too.
+    let mut read: Vec<(String, Option<Vec<String>>)> = config
+        .environment
+        .patterns()
+        .iter()
+        .map(|glob| (glob.clone(), None))
+        .collect();
     for node in graph.dependencies_of(&Node::Connector(connector.name.clone())) {
         match node {
             Node::Connector(name) => {
