@@ -56,7 +56,13 @@ pub(crate) async fn run_shard(
         .join(safe(&shard.run_id))
         .join(format!("{}-{}", safe(&shard.shard_id), attempt));
     let registry: LogRegistry = Arc::default();
-    lock(&shared.live_logs).push(Arc::downgrade(&registry));
+    {
+        // Finished shards' registries are gone; their entries go too, so a long-lived worker's
+        // list stays as long as what it runs.
+        let mut live = lock(&shared.live_logs);
+        live.retain(|registry| registry.strong_count() > 0);
+        live.push(Arc::downgrade(&registry));
+    }
     let shipping_done = CancellationToken::new();
     let shipper = {
         let shared = shared.clone();
