@@ -89,6 +89,10 @@ fn connector_seconds(run: &StoredRun) -> BTreeMap<String, f64> {
             .sum();
         *seconds.entry(meta.connector.clone()).or_default() += ran;
     }
+    // To the millisecond the steps were timed in, not a float sum's last digits.
+    for value in seconds.values_mut() {
+        *value = (*value * 1000.0).round() / 1000.0;
+    }
     seconds
 }
 

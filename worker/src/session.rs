@@ -125,7 +125,6 @@ impl Worker {
                 channel: Mutex::new(None),
                 artifact_store: Mutex::new(None),
                 live_logs: Default::default(),
-                coordinator: Mutex::new(None),
             }),
             next_address: Default::default(),
         }
@@ -287,7 +286,8 @@ impl Worker {
             Err(status) => return Err(WorkerError::Session(status.message().to_string())),
         };
         let interval = heartbeat_interval(welcome.heartbeat_interval);
-        shared.met_coordinator(&welcome.coordinator_id);
+        tracing::debug!(coordinator = %welcome.coordinator_id, "welcomed");
+        shared.session_began();
         shared.link.send_replace(Some(tx.clone()));
         shared.remember_store(&welcome.store_url);
         tracing::info!(worker = %options.id, session = %welcome.session_id, "connected");

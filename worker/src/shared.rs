@@ -34,22 +34,15 @@ pub(crate) struct Shared {
     pub(crate) artifact_store: Mutex<Option<(String, Arc<dyn object_store::ObjectStore>)>>,
     /// The logs of the shard attempts running here.
     pub(crate) live_logs: crate::shipping::LiveRegistries,
-    /// The coordinator process last met (its welcome's `coordinator_id`).
-    pub(crate) coordinator: Mutex<Option<String>>,
 }
 
 impl Shared {
-    /// Notes which coordinator process answered; when it is another one than before, the
-    /// running steps' logs go to it again from their start. Called before the session's outbox
-    /// is published, so no chunk reaches the new coordinator ahead of the reset.
-    pub(crate) fn met_coordinator(&self, id: &str) {
-        let mut known = lock(&self.coordinator);
-        if known.as_deref() != Some(id) {
-            if known.is_some() {
-                crate::shipping::ship_again_from_the_start(&self.live_logs);
-            }
-            *known = Some(id.to_string());
-        }
+    /// A session began: whatever was in flight when the last one ended may never have
+    /// arrived, and a coordinator that took over holds none of it, so the running steps' logs
+    /// go again from their start (the coordinator keeps only the bytes it lacks). Called
+    /// before the session's outbox is published, so no chunk reaches it ahead of the reset.
+    pub(crate) fn session_began(&self) {
+        crate::shipping::ship_again_from_the_start(&self.live_logs);
     }
 
     /// Opens the store the coordinator named for artifacts (once per address).

@@ -104,14 +104,18 @@ impl LiveLogs {
                     return LogVerdict::Dropped;
                 }
                 if offset > buffer.len {
-                    tracing::warn!(
+                    // Bytes before it never arrived (lost with a session, or sent before a
+                    // resend from the start): kept, it would sit in the wrong place. The
+                    // worker sends the log again from its start on its next session, and
+                    // stores it whole at the end either way.
+                    tracing::debug!(
                         offset,
                         held = buffer.len,
-                        "a log chunk starts past what was received; keeping it"
+                        "dropping a log chunk that starts past what was received"
                     );
-                } else {
-                    data = &data[(buffer.len - offset) as usize..];
+                    return LogVerdict::Dropped;
                 }
+                data = &data[(buffer.len - offset) as usize..];
                 buffer.next_seq = buffer.next_seq.max(chunk.seq + 1);
             }
             None => {
@@ -281,6 +285,11 @@ mod tests {
         assert_eq!(logs.append(&at(0, "hel")), LogVerdict::Dropped);
         assert_eq!(logs.append(&at(3, "lo world")), LogVerdict::Accepted);
         assert_eq!(logs.append(&at(11, "!")), LogVerdict::Accepted);
+        assert_eq!(
+            logs.append(&at(20, "from a session that was lost")),
+            LogVerdict::Dropped,
+            "a chunk past what arrived would sit in the wrong place"
+        );
         assert_eq!(text(&logs.read(&key("r1"), None, false)), "hello world!");
         let mut end = at(12, "");
         end.eof = true;
