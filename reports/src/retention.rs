@@ -21,6 +21,14 @@ pub struct StoredRunSummary {
     pub last_modified: i64,
 }
 
+/// Unix seconds before which an object is older than `max_age_seconds` at `now`.
+fn cutoff(max_age_seconds: f64, now: SystemTime) -> i64 {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now - max_age_seconds.ceil() as i64
+}
+
 impl ReportStore {
     /// Every run in the store, oldest first.
     pub async fn list_runs(&self) -> Result<Vec<StoredRunSummary>, object_store::Error> {
@@ -55,10 +63,7 @@ impl ReportStore {
         max_age_seconds: f64,
         now: SystemTime,
     ) -> Result<Vec<StoredRunSummary>, object_store::Error> {
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let cutoff = now - max_age_seconds.ceil() as i64;
+        let cutoff = cutoff(max_age_seconds, now);
         Ok(self
             .list_runs()
             .await?
@@ -75,10 +80,7 @@ impl ReportStore {
         max_age_seconds: f64,
         now: SystemTime,
     ) -> Result<Vec<StorePath>, object_store::Error> {
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let cutoff = now - max_age_seconds.ceil() as i64;
+        let cutoff = cutoff(max_age_seconds, now);
         self.store
             .list(Some(&StorePath::from("cache/steps")))
             .try_filter(|meta| std::future::ready(meta.last_modified.timestamp() < cutoff))

@@ -274,6 +274,8 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     // A job whose dependency steps another job of the plan runs takes them from it at run
     // time: it costs only its own steps, and is dispatched after that job.
     let provided = providers(&jobs);
+    let by_id: std::collections::BTreeMap<&str, &Job> =
+        jobs.iter().map(|j| (j.id.as_str(), j)).collect();
     let saved: Vec<f64> = jobs
         .iter()
         .map(|job| {
@@ -281,7 +283,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
                 .get(&job.id)
                 .into_iter()
                 .flatten()
-                .filter_map(|p| jobs.iter().find(|j| &j.id == p))
+                .filter_map(|p| by_id.get(p.as_str()).copied())
                 .collect();
             provided_seconds(job, &from)
         })
