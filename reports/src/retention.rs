@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::ReportStore;
 
@@ -89,6 +89,69 @@ impl ReportStore {
             .await
     }
 
+    /// Images kept for steps that built them (`images/`) that are older than
+    /// `max_age_seconds` and that no record retention keeps names: neither a step cache entry
+    /// outside `expired_entries` nor a step record of a run outside `expired_runs`. An image
+    /// is content-addressed and shared by every build that made it, so its age alone says
+    /// nothing; a younger one may belong to a run still going.
+    pub async fn unreferenced_images(
+        &self,
+        max_age_seconds: f64,
+        now: SystemTime,
+        expired_entries: &[StorePath],
+        expired_runs: &[String],
+    ) -> Result<Vec<StorePath>, object_store::Error> {
+        let cutoff = cutoff(max_age_seconds, now);
+        let old: Vec<StorePath> = self
+            .store
+            .list(Some(&StorePath::from("images")))
+            .try_filter(|meta| std::future::ready(meta.last_modified.timestamp() < cutoff))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        if old.is_empty() {
+            return Ok(old);
+        }
+        let records: Vec<StorePath> = self
+            .store
+            .list(Some(&StorePath::from("cache/steps")))
+            .chain(self.store.list(Some(&StorePath::from("runs"))))
+            .map_ok(|meta| meta.location)
+            .try_filter(|location| {
+                let parts: Vec<_> = location.parts().collect();
+                let kept = match parts.as_slice() {
+                    [cache, ..] if cache.as_ref() == "cache" => !expired_entries.contains(location),
+                    [_, run, steps, _] if steps.as_ref() == "steps" => {
+                        !expired_runs.iter().any(|r| r == run.as_ref())
+                    }
+                    _ => false,
+                };
+                std::future::ready(kept)
+            })
+            .try_collect()
+            .await?;
+        let mut named = std::collections::BTreeSet::new();
+        for record in records {
+            // An unreadable record names nothing; the image it named is rebuilt if needed.
+            let Ok(found) = self.store.get(&record).await else {
+                continue;
+            };
+            let Ok(bytes) = found.bytes().await else {
+                continue;
+            };
+            if let Some(object) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|r| r["image"]["object"].as_str().map(str::to_string))
+            {
+                named.insert(object);
+            }
+        }
+        Ok(old
+            .into_iter()
+            .filter(|image| !named.contains(image.as_ref()))
+            .collect())
+    }
+
     /// Deletes `entries` (from [`Self::expired_cache_entries`]); returns how many went.
     pub async fn delete_objects(
         &self,
@@ -159,6 +222,45 @@ mod tests {
         let entries = store.expired_cache_entries(86_400.0, later).await.unwrap();
         assert_eq!(entries, vec![StorePath::from("cache/steps/abc.json")]);
         assert_eq!(store.delete_objects(entries).await.unwrap(), 1);
+
+        // Images: only old ones no kept record names.
+        for (key, body) in [
+            ("images/kept.tar.gz", "x"),
+            ("images/orphan.tar.gz", "x"),
+            (
+                "runs/r2/steps/k1.json",
+                r#"{"image":{"object":"images/kept.tar.gz"}}"#,
+            ),
+        ] {
+            store
+                .store
+                .put(&StorePath::from(key), PutPayload::from(body.to_string()))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .unreferenced_images(3600.0, now, &[], &[])
+                .await
+                .unwrap()
+                .is_empty(),
+            "young images stay"
+        );
+        let images = store
+            .unreferenced_images(86_400.0, later, &[], &["r1".into()])
+            .await
+            .unwrap();
+        assert_eq!(images, vec![StorePath::from("images/orphan.tar.gz")]);
+        let images = store
+            .unreferenced_images(86_400.0, later, &[], &["r1".into(), "r2".into()])
+            .await
+            .unwrap();
+        assert_eq!(images.len(), 2, "r2 goes, and the image with it");
+        store
+            .store
+            .delete(&StorePath::from("runs/r2/steps/k1.json"))
+            .await
+            .unwrap();
 
         assert_eq!(store.delete_run("r1").await.unwrap(), 2);
         let left = store.list_runs().await.unwrap();

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod dockerd;
 mod etcd;
 mod git;
 mod moto;
@@ -14,6 +15,7 @@ mod pki;
 
 use std::path::{Path, PathBuf};
 
+pub use dockerd::Dockerd;
 pub use etcd::{Etcd, EtcdCluster};
 pub use git::{commit_all, git};
 pub use moto::Moto;

@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod dag;
 pub mod executor;
+pub mod image_transfer;
 pub mod images;
 pub mod instance;
 pub mod logs;

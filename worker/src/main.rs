@@ -81,6 +81,11 @@ struct Args {
     /// Seconds between a polite stop and a kill, on timeout or cancellation.
     #[arg(long, default_value_t = 10)]
     stop_grace_seconds: u64,
+    /// Do not save images that steps build to the run's store. Other workers then build them
+    /// again instead of loading them, and later runs reuse a build only on this host. For
+    /// a fleet of one Docker daemon.
+    #[arg(long, env = "SHARDCI_NO_SHIP_IMAGES")]
+    no_ship_images: bool,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -126,6 +131,7 @@ async fn main() -> ExitCode {
         stop_grace: Duration::from_secs(args.stop_grace_seconds),
         sweep_every: args.sweep_every,
         steps: Default::default(),
+        ship_images: !args.no_ship_images,
         tls: shardci_proto::endpoint::ClientTls {
             ca: args.ca,
             identity: args.client_cert.zip(args.client_key),

@@ -22,6 +22,8 @@ pub struct StepOutcome {
     pub reused_from: Option<ReusedFrom>,
     /// A reused step's artifacts: those its origin kept, relative to the origin's step folder.
     pub reused_artifacts: Vec<String>,
+    /// The image this step built, as kept in the store for other hosts.
+    pub stored_image: Option<crate::image_transfer::StoredImage>,
 }
 
 impl StepOutcome {
@@ -37,6 +39,7 @@ impl StepOutcome {
             key: None,
             reused_from: None,
             reused_artifacts: Vec::new(),
+            stored_image: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl StepOutcome {
             key: None,
             reused_from: None,
             reused_artifacts: Vec::new(),
+            stored_image: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl StepOutcome {
             key: None,
             reused_from: None,
             reused_artifacts: Vec::new(),
+            stored_image: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl StepOutcome {
             key: None,
             reused_from: None,
             reused_artifacts: Vec::new(),
+            stored_image: None,
         }
     }
 }

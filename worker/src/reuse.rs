@@ -7,6 +7,10 @@
 //!   of the connector needs): the first job runs it, the others wait for it and take its
 //!   outcome, a failure included, so a broken build fails once, not once per job.
 //!
+//! A step that builds an image is taken only where that image is: on the host that built it
+//! (the image carries the step's key as a label), or after loading it from the store, where
+//! the building host saved it ([`crate::image_transfer`]).
+//!
 //! A missing, unreadable or unusable entry means "run it", never a pass that did not happen.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,6 +26,7 @@ use shardci_types::{ReusedFrom, Status, StepSpec, step_key};
 use tokio::sync::OnceCell;
 
 use crate::executor::{Executor, StepContext};
+use crate::image_transfer::StoredImage;
 use crate::logs::LogSink;
 use crate::outcome::StepOutcome;
 use crate::shared::lock;
@@ -65,6 +70,10 @@ pub struct CacheEntry {
     pub exit_code: Option<i64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The image the step built, where the store keeps it; none: it is only on the host that
+    /// built it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<StoredImage>,
 }
 
 fn success() -> Status {
@@ -92,6 +101,9 @@ pub struct StepMemory {
     runs: Mutex<VecDeque<(String, HashMap<String, Slot>)>>,
     /// Digest of the files `globs` match under a source folder (source folders never change).
     digests: Mutex<HashMap<(PathBuf, Vec<String>), String>>,
+    /// One gate per image object being loaded, so jobs waiting for the same image load it
+    /// once.
+    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl StepMemory {
@@ -111,6 +123,13 @@ impl StepMemory {
             Some(steps) => steps.entry(key.to_string()).or_default().clone(),
             None => Arc::default(),
         }
+    }
+
+    fn load_gate(&self, object: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut loads = lock(&self.loads);
+        // Gates nobody holds or waits on are dropped, so the map stays as long as what loads.
+        loads.retain(|_, gate| Arc::strong_count(gate) > 1);
+        loads.entry(object.to_string()).or_default().clone()
     }
 
     async fn inputs_digest(&self, source: &Path, globs: &[String]) -> String {
@@ -235,6 +254,9 @@ pub struct Reuse<'a> {
     /// Where the step cache lives; `None`: no cache across runs.
     pub store: Option<Arc<dyn ObjectStore>>,
     pub memory: &'a StepMemory,
+    /// Whether an image a step builds is saved to the store for other hosts (a fleet's
+    /// workers); one host alone has no one to give it to.
+    pub ship_images: bool,
 }
 
 impl Reuse<'_> {
@@ -271,7 +293,7 @@ impl Reuse<'_> {
         if let Some(store) = &self.store {
             // This run's outcome from another worker first, then an earlier run's success.
             let mut places = vec![run_step_key(self.run, key)];
-            if step.cache && step.build_image.is_none() {
+            if step.cache {
                 places.push(cache_key(key));
             }
             for place in places {
@@ -285,12 +307,13 @@ impl Reuse<'_> {
                 {
                     continue;
                 }
-                // An image a step builds exists only where it was built (images do not move
-                // through the store yet): its success stands here only if the image under its
-                // tag is still the one that step built. A failed build left nothing to need.
+                // A build's success stands here only if the image it built is here, under its
+                // tag, or can be loaded. A failed build left nothing to need.
                 if let Some(build) = &step.build_image
                     && entry.status == Status::Success
-                    && !executor.image_built_by(&build.tag, key).await
+                    && !self
+                        .have_image(executor, store.as_ref(), &build.tag, key, &entry, logs)
+                        .await
                 {
                     continue;
                 }
@@ -312,7 +335,9 @@ impl Reuse<'_> {
         let executed = {
             let (ran_here, logs, keyed) = (&ran_here, &mut *logs, &keyed);
             cell.get_or_init(|| async move {
-                let outcome = executor.run(step, keyed, logs).await;
+                let mut outcome = executor.run(step, keyed, logs).await;
+                self.save_built_image(executor, step, &mut outcome, logs)
+                    .await;
                 *lock(ran_here) = Some(outcome.clone());
                 let shareable = outcome.status == Status::Success
                     || (outcome.status == Status::Failure
@@ -335,6 +360,76 @@ impl Reuse<'_> {
                 self.take_from_this_run(step, context, key, executed, started, logs)
             }
             _ => executor.run(step, &keyed, logs).await,
+        }
+    }
+
+    /// Whether the image the step with `key` built is here under `tag`, loading it from the
+    /// store when it is not; once per host, however many jobs wait for it.
+    async fn have_image(
+        &self,
+        executor: &dyn Executor,
+        store: &dyn ObjectStore,
+        tag: &str,
+        key: &str,
+        entry: &CacheEntry,
+        logs: &mut dyn LogSink,
+    ) -> bool {
+        if executor.image_built_by(tag, key).await {
+            return true;
+        }
+        let Some(image) = entry.image.as_ref().filter(|i| i.tag == tag) else {
+            return false;
+        };
+        let gate = self.memory.load_gate(&image.object);
+        let _held = gate.lock().await;
+        if executor.image_built_by(tag, key).await {
+            return true;
+        }
+        let started = Instant::now();
+        match executor.load_image(image, store).await {
+            Ok(()) => {
+                logs.write(crate::image_transfer::said("loaded", image, started).as_bytes());
+                executor.image_built_by(tag, key).await
+            }
+            Err(e) => {
+                logs.write(
+                    format!("[shardci] could not load image {tag} from the store ({e}); building it here\n")
+                        .as_bytes(),
+                );
+                false
+            }
+        }
+    }
+
+    /// Saves the image a step just built to the store, for the run's jobs on other hosts and
+    /// for later runs; a failure costs them a build, nothing else.
+    async fn save_built_image(
+        &self,
+        executor: &dyn Executor,
+        step: &StepSpec,
+        outcome: &mut StepOutcome,
+        logs: &mut dyn LogSink,
+    ) {
+        let (Some(build), Some(store)) = (&step.build_image, &self.store) else {
+            return;
+        };
+        if !self.ship_images || outcome.status != Status::Success {
+            return;
+        }
+        let started = Instant::now();
+        match executor.save_image(&build.tag, store.as_ref()).await {
+            Ok((image, uploaded)) => {
+                if uploaded {
+                    logs.write(crate::image_transfer::said("saved", &image, started).as_bytes());
+                } else {
+                    logs.write(format!("[shardci] image {} ({}) is in the store already\n", image.tag, image.id).as_bytes());
+                }
+                outcome.stored_image = Some(image);
+            }
+            Err(e) => logs.write(
+                format!("[shardci] could not save image {} to the store ({e}); other hosts will build it\n", build.tag)
+                    .as_bytes(),
+            ),
         }
     }
 
@@ -371,6 +466,7 @@ impl Reuse<'_> {
             logs.write(said.as_bytes());
             let mut outcome = StepOutcome::success(&step.name, started.elapsed());
             outcome.reused_artifacts = entry.artifacts;
+            outcome.stored_image = entry.image;
             outcome
         } else {
             logs.write(shared_line(&entry.job, key, true).as_bytes());
@@ -530,6 +626,7 @@ pub async fn remember(
         failure_class: outcome.failure_class,
         exit_code: outcome.exit_code,
         message: outcome.message.clone(),
+        image: outcome.stored_image.clone(),
     };
     let Ok(bytes) = serde_json::to_vec(&entry) else {
         return;

@@ -42,6 +42,8 @@ pub struct WorkerOptions {
     /// What this host remembers of the steps it ran; workers of one process share it, so their
     /// jobs share steps (a connector's build) within a run.
     pub steps: Arc<crate::reuse::StepMemory>,
+    /// Whether images steps build are saved to the store for other hosts (and later runs).
+    pub ship_images: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

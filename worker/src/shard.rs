@@ -142,6 +142,7 @@ pub(crate) async fn run_shard(
             job: &job.id,
             store: store.clone(),
             memory: &shared.options.steps,
+            ship_images: shared.options.ship_images,
         };
         let outcome = run_job(
             shared.executor.as_ref(),
@@ -286,8 +287,9 @@ async fn remember_successes(
             step,
             key,
             &reported.artifact_keys,
-            // An image a step built is on one host: such a step is never cached across runs.
-            declared.cache && declared.build_image.is_none(),
+            // An image a step built stands for later runs where it is still present or can
+            // be loaded (see `Reuse::have_image`).
+            declared.cache,
         )
         .await;
     }

@@ -231,6 +231,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
             sweep_every: Duration::from_secs(10),
             tls: Default::default(),
             steps: Default::default(),
+            ship_images: false,
         },
         Arc::new(ProcessExecutor),
     );

@@ -37,12 +37,24 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
             Failure::infrastructure(anyhow::anyhow!("failed to list the step cache: {e}"))
         })?;
     let cache_entries = entries.len();
+    let expired_ids: Vec<String> = expired.iter().map(|r| r.run_id.clone()).collect();
+    let images = runtime
+        .block_on(store.unreferenced_images(max_age, now, &entries, &expired_ids))
+        .map_err(|e| {
+            Failure::infrastructure(anyhow::anyhow!("failed to list the stored images: {e}"))
+        })?;
+    let image_count = images.len();
     let mut deleted = 0;
     if args.delete {
         deleted += runtime
             .block_on(store.delete_objects(entries))
             .map_err(|e| {
                 Failure::infrastructure(anyhow::anyhow!("failed to delete step cache entries: {e}"))
+            })?;
+        deleted += runtime
+            .block_on(store.delete_objects(images))
+            .map_err(|e| {
+                Failure::infrastructure(anyhow::anyhow!("failed to delete stored images: {e}"))
             })?;
         for run in &expired {
             deleted += runtime
@@ -64,6 +76,7 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
             "older_than_seconds": max_age,
             "runs": expired,
             "cache_entries": cache_entries,
+            "images": image_count,
         });
         println!(
             "{}",
@@ -85,15 +98,15 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
     let objects: usize = expired.iter().map(|r| r.objects).sum();
     if args.delete {
         eprintln!(
-            "deleted {} run(s) and {cache_entries} step cache entr(ies): {deleted} object(s), {} of runs",
+            "deleted {} run(s), {cache_entries} step cache entr(ies) and {image_count} image(s): {deleted} object(s), {} of runs",
             expired.len(),
             human_bytes(bytes)
         );
     } else {
         eprintln!(
-            "would delete {} run(s) and {cache_entries} step cache entr(ies): {} object(s), {} of runs (dry run; pass --delete to delete)",
+            "would delete {} run(s), {cache_entries} step cache entr(ies) and {image_count} image(s): {} object(s), {} of runs (dry run; pass --delete to delete)",
             expired.len(),
-            objects + cache_entries,
+            objects + cache_entries + image_count,
             human_bytes(bytes)
         );
     }

@@ -150,6 +150,8 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             sweep_every: Duration::from_secs(10),
             tls: Default::default(),
             steps: steps.clone(),
+            // One Docker daemon: an image built here is already wherever it is needed.
+            ship_images: false,
         };
         tasks.push(tokio::spawn(
             Worker::new(options, executor.clone()).run(shutdown.clone()),

@@ -1,5 +1,8 @@
 //! Helpers the process-level tests share: the workspace's binaries, the step image, signals.
 
+// Each test binary that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -19,11 +22,21 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Builds the busybox step image in the real Docker daemon (no registry to pull from).
 pub fn ensure_image() {
+    ensure_image_at(None);
+}
+
+/// [`ensure_image`] in the daemon listening on `socket` (`unix:///...`), or the machine's.
+pub fn ensure_image_at(socket: Option<&str>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let docker = shardci_worker::executor::DockerExecutor::connect("cluster-test-setup")
-            .await
-            .expect("Docker is reachable");
+        let docker = match socket {
+            Some(socket) => {
+                shardci_worker::executor::DockerExecutor::connect_at("cluster-test-setup", socket)
+                    .await
+            }
+            None => shardci_worker::executor::DockerExecutor::connect("cluster-test-setup").await,
+        }
+        .expect("Docker is reachable");
         let dir = tempfile::tempdir().unwrap();
         let image = shardci_worker::images::busybox_image(IMAGE, dir.path()).unwrap();
         shardci_worker::images::ensure(

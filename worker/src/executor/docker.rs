@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::{Executor, StepContext, step_env};
+use crate::image_transfer::{StoredImage, TransferError};
 use crate::logs::LogSink;
 use shardci_types::{FailureClass, StepSpec};
 
@@ -76,11 +77,20 @@ fn is_not_found(e: &BollardError) -> bool {
 }
 
 impl DockerExecutor {
-    /// Connects to the local Engine and agrees on an API version with it.
+    /// Connects to the local Engine (`DOCKER_HOST` when set, a `unix://` socket) and agrees on
+    /// an API version with it.
     pub async fn connect(worker_id: &str) -> Result<Self, DockerSetupError> {
-        let docker = Docker::connect_with_local_defaults()?
-            .negotiate_version()
-            .await?;
+        Self::with_client(worker_id, Docker::connect_with_local_defaults()?).await
+    }
+
+    /// Connects to the Engine listening on the unix socket `socket` (`unix:///path`).
+    pub async fn connect_at(worker_id: &str, socket: &str) -> Result<Self, DockerSetupError> {
+        let docker = Docker::connect_with_unix(socket, 120, bollard::API_DEFAULT_VERSION)?;
+        Self::with_client(worker_id, docker).await
+    }
+
+    async fn with_client(worker_id: &str, docker: Docker) -> Result<Self, DockerSetupError> {
+        let docker = docker.negotiate_version().await?;
         docker.ping().await?;
         Ok(Self {
             docker,
@@ -230,6 +240,22 @@ impl Executor for DockerExecutor {
             .and_then(|i| i.config)
             .and_then(|c| c.labels)
             .is_some_and(|labels| labels.get(LABEL_STEP_KEY).is_some_and(|k| k == key))
+    }
+
+    async fn save_image(
+        &self,
+        tag: &str,
+        store: &dyn object_store::ObjectStore,
+    ) -> Result<(StoredImage, bool), TransferError> {
+        crate::image_transfer::save(&self.docker, store, tag).await
+    }
+
+    async fn load_image(
+        &self,
+        image: &StoredImage,
+        store: &dyn object_store::ObjectStore,
+    ) -> Result<(), TransferError> {
+        crate::image_transfer::load(&self.docker, store, image).await
     }
 
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use object_store::ObjectStore;
+
+use crate::image_transfer::{StoredImage, TransferError};
 use crate::logs::LogSink;
 use shardci_types::StepSpec;
 
@@ -60,6 +63,25 @@ pub trait Executor: Send + Sync {
     /// label): only then can another job take that step's outcome instead of building again.
     async fn image_built_by(&self, _image: &str, _key: &str) -> bool {
         false
+    }
+
+    /// Saves the image `tag` into `store` (see [`crate::image_transfer`]) unless it is there
+    /// already; returns it and whether this call uploaded it.
+    async fn save_image(
+        &self,
+        _tag: &str,
+        _store: &dyn ObjectStore,
+    ) -> Result<(StoredImage, bool), TransferError> {
+        Err(TransferError::Unsupported)
+    }
+
+    /// Loads `image` from `store`, so steps here can run in it.
+    async fn load_image(
+        &self,
+        _image: &StoredImage,
+        _store: &dyn ObjectStore,
+    ) -> Result<(), TransferError> {
+        Err(TransferError::Unsupported)
     }
 
     /// Removes what processes that are gone left running (their containers); returns how many
