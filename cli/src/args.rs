@@ -51,7 +51,8 @@ pub struct SimulateArgs {
     pub input: PlanInput,
     /// Generate the workload instead of planning the repository, e.g.
     /// connectors=600,test-types=6,matrix=3x2,durations=lognormal:median=90s:sigma=1.2,estimate-error=0.3,seed=1
-    /// (also build=lognormal:median=30s:sigma=0.5 for each job's build step).
+    /// (also build=lognormal:median=30s:sigma=0.5 for each connector's build, which its build
+    /// job runs and every other job of the connector needs).
     #[arg(long, value_name = "SPEC")]
     pub synthetic: Option<String>,
     /// Fleet sizes to simulate.
@@ -68,8 +69,9 @@ pub struct SimulateArgs {
     /// Lose workers mid-run: N@P% loses N workers at P % of the run's makespan without loss.
     #[arg(long, value_name = "N@P%")]
     pub worker_loss: Option<String>,
-    /// Also run the baselines (round-robin, hash, duration chunks, static LPT, per-connector,
-    /// FIFO) on the same jobs and print one table.
+    /// Also run shardci with every job building its connector itself, and the baselines
+    /// (round-robin, hash, duration chunks, static LPT, per-connector pipelines, FIFO), on the
+    /// same jobs and print one table.
     #[arg(long)]
     pub compare: bool,
     /// Workloads to average over: seeds seed..seed+N of --synthetic (or of --estimate-error).
@@ -82,6 +84,14 @@ pub struct SimulateArgs {
     /// Set-up every dispatched shard pays (source fetch, container start).
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub shard_overhead: String,
+    /// What moving a shared step's output (a connector's image) to a worker that did not run
+    /// it costs, once per worker and step.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub transfer: String,
+    /// How many shards past the next one the scheduler looks at for one whose inputs the
+    /// asking worker holds (the coordinator's --locality-window).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub locality_window: usize,
     /// Also find the smallest fleet (of --slots-per-worker workers) whose makespan is at most
     /// this, e.g. "10m" for ten-minute feedback.
     #[arg(long, value_name = "DURATION")]
@@ -97,6 +107,10 @@ pub struct GcArgs {
     /// entries written before then.
     #[arg(long, value_name = "AGE")]
     pub older_than: String,
+    /// Also keep the images kept for builds (`images/`) within this total ("50GiB"): the
+    /// oldest go first. A build whose image is gone runs again; nothing else is lost.
+    #[arg(long, value_name = "SIZE")]
+    pub max_images_size: Option<String>,
     /// Really delete; without it, only list what would be deleted.
     #[arg(long)]
     pub delete: bool,

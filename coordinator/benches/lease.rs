@@ -250,6 +250,7 @@ async fn shardci_figures(
             SchedulerConfig {
                 lease_ttl_ms: 60_000,
                 max_infra_retries: 2,
+                ..SchedulerConfig::default()
             },
         )
     };

@@ -68,6 +68,10 @@ struct Args {
     /// Automatic retries after infrastructure failures.
     #[arg(long, default_value_t = 2)]
     max_infra_retries: u32,
+    /// How many shards past the next one the scheduler looks at for one whose connector's
+    /// build the asking worker already holds (its image need not move); 0: strict order.
+    #[arg(long, default_value_t = 8)]
+    locality_window: usize,
     /// Bearer token clients must present (none: open).
     #[arg(long, env = "SHARDCI_CLIENT_TOKEN", hide_env_values = true)]
     client_token: Option<String>,
@@ -232,6 +236,7 @@ async fn main() -> ExitCode {
             SchedulerConfig {
                 lease_ttl_ms: args.lease_ttl,
                 max_infra_retries: args.max_infra_retries,
+                locality_window: args.locality_window,
             },
         )
     };

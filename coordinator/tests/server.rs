@@ -53,6 +53,7 @@ async fn start_keeping(finished_runs_kept: usize) -> Server {
             SchedulerConfig {
                 lease_ttl_ms: 30_000,
                 max_infra_retries: 1,
+                ..SchedulerConfig::default()
             },
         )
     };

@@ -152,6 +152,38 @@ impl ReportStore {
             .collect())
     }
 
+    /// The oldest images (`images/`) to delete, beyond `going` (already chosen), so that the
+    /// rest total at most `max_bytes`; with their total size.
+    pub async fn images_over_size(
+        &self,
+        max_bytes: u64,
+        going: &[StorePath],
+    ) -> Result<(Vec<StorePath>, u64), object_store::Error> {
+        let mut images: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&StorePath::from("images")))
+            .try_filter(|meta| std::future::ready(!going.contains(&meta.location)))
+            .try_collect()
+            .await?;
+        images.sort_by(|a, b| {
+            a.last_modified
+                .cmp(&b.last_modified)
+                .then_with(|| a.location.cmp(&b.location))
+        });
+        let mut total: u64 = images.iter().map(|m| m.size).sum();
+        let mut over = Vec::new();
+        let mut freed = 0;
+        for image in images {
+            if total <= max_bytes {
+                break;
+            }
+            total -= image.size;
+            freed += image.size;
+            over.push(image.location);
+        }
+        Ok((over, freed))
+    }
+
     /// Deletes `entries` (from [`Self::expired_cache_entries`]); returns how many went.
     pub async fn delete_objects(
         &self,
@@ -261,6 +293,20 @@ mod tests {
             .delete(&StorePath::from("runs/r2/steps/k1.json"))
             .await
             .unwrap();
+
+        // By size: the oldest go first, until the rest fit.
+        let (over, freed) = store.images_over_size(1, &[]).await.unwrap();
+        assert_eq!(
+            (over.len(), freed),
+            (1, 1),
+            "two 1-byte images, 1 byte allowed"
+        );
+        let (over, _) = store
+            .images_over_size(0, &[StorePath::from("images/kept.tar.gz")])
+            .await
+            .unwrap();
+        assert_eq!(over, vec![StorePath::from("images/orphan.tar.gz")]);
+        assert!(store.images_over_size(2, &[]).await.unwrap().0.is_empty());
 
         assert_eq!(store.delete_run("r1").await.unwrap(), 2);
         let left = store.list_runs().await.unwrap();

@@ -1,13 +1,17 @@
 //! Scheduling quality on the synthetic workload (600 connectors x 6 test types x 6
-//! matrix points = 21,600 jobs; test steps log-normal with a 90 s median and sigma 1.2, builds
-//! log-normal around 30 s; estimates wrong by a log-normal factor of sigma 0.3), over many
-//! seeds, for shardci (the real planner and scheduler in virtual time) and the baselines.
+//! matrix points = 21,600 test jobs, and a build job per connector whose build every test
+//! job of the connector needs; test steps log-normal with a 90 s median and sigma 1.2,
+//! builds log-normal around 30 s; estimates wrong by a log-normal factor of sigma 0.3), over
+//! many seeds, for shardci (the real planner and scheduler in virtual time) with shared
+//! steps, shardci with a build in every job (before shared steps), and the baselines.
 //!
-//! Run: `cargo bench -p shardci-coordinator --bench simulate [-- SEEDS]` (default 50 seeds).
+//! Run: `cargo bench -p shardci-scheduling --bench simulate [-- SEEDS]` (default 20 seeds).
 //!
-//! Prints, per fleet size, each strategy's median makespan and makespan / lower bound at p50,
-//! p95 and worst over the seeds; then the cost of losing one worker of 16 at a quarter, half
-//! and three quarters of the run; then how long the simulations took.
+//! Prints, per fleet size, each strategy's median makespan, makespan / lower bound of the
+//! unique work at p50, p95 and worst, and machine time / unique work; then, at 64 workers,
+//! how the cost of moving a build's output to another worker and the scheduler's locality
+//! window trade makespan against machine time; then the cost of losing one worker of 16 at a
+//! quarter, half and three quarters of the run; then how long the simulations took.
 
 use std::time::Instant;
 
@@ -21,15 +25,17 @@ fn main() {
     let seeds: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(20);
     let spec: SyntheticSpec = SPEC.parse().expect("the bench's spec parses");
     let config = SimConfig::default();
     let started = Instant::now();
     let workloads: Vec<_> = (1..=seeds).map(|s| spec.with_seed(s).generate()).collect();
     println!(
-        "workload: {SPEC}; {} jobs, {seeds} seeds; shard set-up {} s; shardci: {} shards per slot (each 0.7 of the one before), min shard {} s",
+        "workload: {SPEC}; {} jobs, {seeds} seeds; shard set-up {} s; moving a build's output {} s; locality window {}; shardci: {} shards per slot (each 0.7 of the one before), min shard {} s",
         spec.jobs(),
         config.dispatch_overhead_seconds,
+        config.transfer_seconds,
+        config.locality_window,
         config.sharding.shards_per_slot,
         config.sharding.min_shard_duration.0
     );
@@ -40,13 +46,67 @@ fn main() {
         };
         println!("\n{workers} workers x 1 slot");
         println!(
-            "{:<32} {:>14} {:>10} {:>10} {:>10}",
-            "strategy", "makespan p50", "/LB p50", "/LB p95", "/LB max"
+            "{:<32} {:>14} {:>10} {:>10} {:>10} {:>13} {:>13}",
+            "strategy",
+            "makespan p50",
+            "/LB p50",
+            "/LB p95",
+            "/LB max",
+            "machine p50",
+            "machine p95"
         );
         for row in compare(&workloads, fleet, &config) {
             println!(
-                "{:<32} {:>12.0} s {:>10.3} {:>10.3} {:>10.3}",
-                row.strategy, row.makespan_p50_seconds, row.ratio_p50, row.ratio_p95, row.ratio_max
+                "{:<32} {:>12.0} s {:>10.3} {:>10.3} {:>10.3} {:>12.3}x {:>12.3}x",
+                row.strategy,
+                row.makespan_p50_seconds,
+                row.ratio_p50,
+                row.ratio_p95,
+                row.ratio_max,
+                row.machine_ratio_p50,
+                row.machine_ratio_p95
+            );
+        }
+    }
+
+    let fleet = Fleet {
+        workers: 64,
+        slots_per_worker: 1,
+    };
+    let few = &workloads[..workloads.len().min(10)];
+    println!(
+        "\n64 workers, shared steps: moving a build's output vs the locality window ({} seeds)",
+        few.len()
+    );
+    println!(
+        "{:>9} {:>7} {:>10} {:>10} {:>13} {:>15}",
+        "transfer", "window", "/LB p50", "/LB p95", "machine p50", "transfers p50"
+    );
+    for transfer in [0.0, 10.0, 30.0, 60.0] {
+        for window in [0, 8, 32] {
+            let config = SimConfig {
+                transfer_seconds: transfer,
+                locality_window: window,
+                ..config.clone()
+            };
+            let outcomes: Vec<_> = few
+                .iter()
+                .map(|w| simulate(w, fleet, &config, None))
+                .collect();
+            let sorted = |pick: &dyn Fn(&shardci_scheduling::simulate::Outcome) -> f64| {
+                let mut values: Vec<f64> = outcomes.iter().map(pick).collect();
+                values.sort_by(f64::total_cmp);
+                values
+            };
+            let ratios = sorted(&|o| o.ratio());
+            println!(
+                "{:>7.0} s {:>7} {:>10.3} {:>10.3} {:>12.3}x {:>15.0}",
+                transfer,
+                window,
+                percentile(&ratios, 0.5),
+                percentile(&ratios, 0.95),
+                percentile(&sorted(&|o| o.machine_ratio()), 0.5),
+                percentile(&sorted(&|o| o.transfers as f64), 0.5)
             );
         }
     }
@@ -84,7 +144,7 @@ fn main() {
     }
     println!(
         "\n{} simulations of {} jobs in {:.1} s",
-        seeds * 6,
+        seeds * 8 + 12 * few.len() as u64,
         spec.jobs(),
         started.elapsed().as_secs_f64()
     );

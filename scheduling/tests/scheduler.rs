@@ -56,6 +56,7 @@ fn sched() -> Scheduler {
     Scheduler::new(SchedulerConfig {
         lease_ttl_ms: 10_000,
         max_infra_retries: 2,
+        ..SchedulerConfig::default()
     })
 }
 
@@ -110,6 +111,58 @@ fn a_shard_waits_for_the_shards_it_comes_after_to_settle_whatever_their_results(
     let mut cyclic = run("r2", 1, &[("a", &["x"]), ("b", &["y"])], &[]);
     cyclic.shards[0].after = vec![ShardId::from("b")];
     assert!(s.submit(Millis(4), cyclic).is_err());
+}
+
+#[test]
+fn a_worker_is_given_the_shard_whose_build_it_ran_within_the_locality_window() {
+    for (window, expected) in [(0, "tests-a"), (1, "tests-b")] {
+        let mut s = Scheduler::new(SchedulerConfig {
+            locality_window: window,
+            ..SchedulerConfig::default()
+        });
+        let mut new = run(
+            "r1",
+            1,
+            &[
+                ("build-a", &["a/build"]),
+                ("build-b", &["b/build"]),
+                ("tests-a", &["a/unit"]),
+                ("tests-b", &["b/unit"]),
+            ],
+            &[],
+        );
+        new.shards[2].after = vec![ShardId::from("build-a")];
+        new.shards[3].after = vec![ShardId::from("build-b")];
+        s.submit(Millis(0), new).unwrap();
+        let one = s.connect(Millis(0), &w("w1"), "", vec![], 1, &[]).unwrap();
+        let two = s.connect(Millis(0), &w("w2"), "", vec![], 1, &[]).unwrap();
+        assert_eq!(
+            s.request_work(Millis(1), &w("w1"), one, 1).unwrap()[0]
+                .shard
+                .0,
+            "build-a"
+        );
+        assert_eq!(
+            s.request_work(Millis(1), &w("w2"), two, 1).unwrap()[0]
+                .shard
+                .0,
+            "build-b"
+        );
+        for (worker, shard, job) in [("w1", "build-a", "a/build"), ("w2", "build-b", "b/build")] {
+            let ack = s.complete(
+                Millis(2),
+                &w(worker),
+                &RunId::from("r1"),
+                &ShardId::from(shard),
+                Attempt(1),
+                vec![ok(job)],
+            );
+            assert_eq!(ack, Ack::Accepted);
+        }
+        // w2 built b: with a window it takes b's tests, where b's image already is.
+        let next = s.request_work(Millis(3), &w("w2"), two, 1).unwrap();
+        assert_eq!(next[0].shard.0, expected, "window {window}");
+    }
 }
 
 #[test]

@@ -43,6 +43,17 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
         .map_err(|e| {
             Failure::infrastructure(anyhow::anyhow!("failed to list the stored images: {e}"))
         })?;
+    let mut images = images;
+    if let Some(size) = &args.max_images_size {
+        let max = shardci_planning::config::parse_size(size)
+            .map_err(|e| Failure::usage(anyhow::anyhow!("--max-images-size: {e}")))?;
+        let (over, _) = runtime
+            .block_on(store.images_over_size(max, &images))
+            .map_err(|e| {
+                Failure::infrastructure(anyhow::anyhow!("failed to list the stored images: {e}"))
+            })?;
+        images.extend(over);
+    }
     let image_count = images.len();
     let mut deleted = 0;
     if args.delete {

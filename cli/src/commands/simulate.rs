@@ -75,6 +75,7 @@ fn minutes(seconds: f64) -> String {
 pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
     let overhead = parse_duration(&args.shard_overhead)
         .map_err(|e| usage(format!("--shard-overhead: {e}")))?;
+    let transfer = parse_duration(&args.transfer).map_err(|e| usage(format!("--transfer: {e}")))?;
     let loss = args.worker_loss.as_deref().map(parse_loss).transpose()?;
     let target = args
         .target
@@ -88,18 +89,21 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
     let config = SimConfig {
         sharding,
         dispatch_overhead_seconds: overhead,
+        transfer_seconds: transfer,
+        locality_window: args.locality_window,
         ..SimConfig::default()
     };
     let mut json_rows = Vec::new();
     if !args.json {
         println!(
-            "{what}; {} seed(s); {} slot(s) per worker; shard set-up {}",
+            "{what}; {} seed(s); {} slot(s) per worker; shard set-up {}; moving a build's output {}",
             workloads.len(),
             args.slots_per_worker,
-            minutes(overhead)
+            minutes(overhead),
+            minutes(transfer)
         );
         println!(
-            "{:>7} {:>10} {:>11} {:>9} {:>7} {:>9} {:>9}{}",
+            "{:>7} {:>10} {:>11} {:>9} {:>7} {:>9} {:>9} {:>8} {:>9}{}",
             "workers",
             "makespan",
             "lower bound",
@@ -107,6 +111,8 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
             "util",
             "wait p50",
             "wait p95",
+            "machine",
+            "transfers",
             if loss.is_some() { "   with loss" } else { "" }
         );
     }
@@ -149,7 +155,7 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
             )
         });
         println!(
-            "{:>7} {:>10} {:>11} {:>9.3} {:>6.0}% {:>9} {:>9}{loss_text}",
+            "{:>7} {:>10} {:>11} {:>9.3} {:>6.0}% {:>9} {:>9} {:>7.3}x {:>9}{loss_text}",
             workers,
             minutes(outcome.makespan_seconds),
             minutes(outcome.lower_bound_seconds),
@@ -157,19 +163,22 @@ pub fn run(args: SimulateArgs) -> Result<Code, Failure> {
             100.0 * outcome.utilisation,
             minutes(outcome.wait_p50_seconds),
             minutes(outcome.wait_p95_seconds),
+            outcome.machine_ratio(),
+            outcome.transfers,
         );
         if let Some(rows) = comparison {
             println!(
-                "        {:<32} {:>10} {:>9} {:>9}",
-                "strategy", "makespan", "/LB p50", "/LB p95"
+                "        {:<32} {:>10} {:>9} {:>9} {:>14}",
+                "strategy", "makespan", "/LB p50", "/LB p95", "machine p50"
             );
             for row in rows {
                 println!(
-                    "        {:<32} {:>10} {:>9.3} {:>9.3}",
+                    "        {:<32} {:>10} {:>9.3} {:>9.3} {:>13.3}x",
                     row.strategy,
                     minutes(row.makespan_p50_seconds),
                     row.ratio_p50,
-                    row.ratio_p95
+                    row.ratio_p95,
+                    row.machine_ratio_p50
                 );
             }
         }

@@ -25,5 +25,5 @@ pub use modes::{ModeInputs, Modes, decide};
 pub use outputs::{render_github, render_gitlab};
 pub use select::{DependencyGraph, Node};
 pub use session::{PlanRequest, TimingsSource, Workspace, plan_repository};
-pub use shard::{Sharding, list_schedule, shard};
+pub use shard::{Sharding, list_schedule, provided_seconds, providers, shard};
 pub use timings::{DurationStats, Timings, TimingsError};

@@ -108,9 +108,11 @@ pub fn shard(
     let (first, rest): (Vec<&Job>, Vec<&Job>) = jobs
         .iter()
         .partition(|j| provider_ids.contains(j.id.as_str()));
-    let mut packed = pack(&first, slots, config);
+    let mut packed = pack(&first, slots, config, false);
     let first_count = packed.len();
-    packed.extend(pack(&rest, slots, config));
+    // Jobs that take a provider's output are kept with their connector's other jobs, so a
+    // shard needs few connectors' builds and a worker moves few images.
+    packed.extend(pack(&rest, slots, config, !provided.is_empty()));
     let width = packed.len().to_string().len().max(3);
     let ids: Vec<String> = (0..packed.len())
         .map(|i| format!("shard-{:0width$}", i + 1))
@@ -155,11 +157,14 @@ pub fn shard(
 }
 
 /// Packs jobs into shards (load, members, labels), grouped by the labels they need, in
-/// dispatch order (largest first).
+/// dispatch order (largest first). With `affinity`, a job goes to a lane already holding its
+/// connector when that lane is within [`AFFINITY_SLACK`] of the least loaded one, and each
+/// lane keeps a connector's jobs together, so its shards need few connectors' builds.
 fn pack<'a>(
     jobs: &[&'a Job],
     slots: u32,
     config: &ShardingConfig,
+    affinity: bool,
 ) -> Vec<(u64, Vec<&'a Job>, &'a [String])> {
     let total: f64 = jobs.iter().map(|j| j.expected_seconds).sum();
     let mut groups: BTreeMap<&[String], Vec<&Job>> = BTreeMap::new();
@@ -181,23 +186,61 @@ fn pack<'a>(
                 .total_cmp(&a.expected_seconds)
                 .then_with(|| a.id.cmp(&b.id))
         });
+        let slack = if affinity {
+            millis(group_total / lanes as f64 * AFFINITY_SLACK)
+        } else {
+            0
+        };
         // LPT into one lane per slot: the best static balance the estimates allow...
         let mut bins: Vec<(u64, Vec<&Job>)> = (0..lanes).map(|_| (0, Vec::new())).collect();
+        // (load, lane); an entry whose load is no longer its lane's is stale and skipped.
         let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
             (0..lanes).map(|i| Reverse((0, i))).collect();
+        let mut lanes_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for job in members {
-            let Some(Reverse((load, index))) = heap.pop() else {
+            let least = loop {
+                match heap.peek() {
+                    Some(Reverse((load, index))) if bins[*index].0 != *load => {
+                        heap.pop();
+                    }
+                    Some(Reverse((load, index))) => break Some((*load, *index)),
+                    None => break None,
+                }
+            };
+            let Some((least_load, least_index)) = least else {
                 break;
             };
-            let load = load + millis(job.expected_seconds);
-            bins[index].0 = load;
+            let near = lanes_of
+                .get(job.connector.as_str())
+                .and_then(|held| held.iter().copied().min_by_key(|&i| (bins[i].0, i)))
+                .filter(|&i| bins[i].0 <= least_load + slack);
+            let index = near.unwrap_or(least_index);
+            bins[index].0 += millis(job.expected_seconds);
             bins[index].1.push(job);
-            heap.push(Reverse((load, index)));
+            heap.push(Reverse((bins[index].0, index)));
+            if affinity {
+                let held = lanes_of.entry(job.connector.as_str()).or_default();
+                if !held.contains(&index) {
+                    held.push(index);
+                }
+            }
         }
         // ...then each lane is cut into shards of shrinking size. Dispatched largest first, the
         // big shards start at once and the small ones come last, where a slot that finished
         // early takes over the tail of a slot that got slower jobs than estimated.
-        for (_, lane) in bins.into_iter().filter(|(_, b)| !b.is_empty()) {
+        for (_, mut lane) in bins.into_iter().filter(|(_, b)| !b.is_empty()) {
+            if affinity {
+                // A connector's jobs together (longest first), connectors in the order they
+                // came, which is by their longest job: each shard cut from the lane then
+                // needs few connectors' builds.
+                let first_seen: BTreeMap<&str, usize> = lane
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, j)| (j.connector.as_str(), i))
+                    .collect();
+                lane.sort_by_key(|j| first_seen.get(j.connector.as_str()).copied().unwrap_or(0));
+            }
             for piece in cut_lane(lane, config) {
                 let load = piece.iter().map(|j| millis(j.expected_seconds)).sum();
                 packed.push((load, piece, requires));
@@ -207,6 +250,12 @@ fn pack<'a>(
     packed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1[0].id.cmp(&b.1[0].id)));
     packed
 }
+
+/// How far above the least loaded lane a lane may be and still take a job of a connector it
+/// holds, as a fraction of a lane's expected load. `cargo bench -p shardci-scheduling --bench
+/// simulate` measures it: the shards' dynamic dispatch absorbs what it costs in static
+/// balance, and it keeps the builds each shard needs few.
+const AFFINITY_SLACK: f64 = 0.02;
 
 /// Cuts one lane (jobs longest first) into up to `shards_per_slot` shards whose estimated
 /// sizes shrink geometrically (each `SHRINK` times the one before), with no shard shorter than
@@ -473,5 +522,53 @@ mod tests {
         assert!(expected.windows(2).all(|w| w[0] >= w[1]), "{expected:?}");
         assert_eq!(s.shards[0].id, "shard-001");
         assert!(s.predicted_makespan_seconds >= s.lower_bound_seconds);
+    }
+
+    #[test]
+    fn shards_of_jobs_that_share_a_build_hold_few_connectors() {
+        // 40 connectors: a build job each, and 12 tests of varied length that need it.
+        let mut jobs = Vec::new();
+        let mut provided = BTreeMap::new();
+        for c in 0..40 {
+            let build = format!("c{c:02}/build");
+            jobs.push(job(&build, 30.0, &[]));
+            for t in 0..12 {
+                let id = format!("c{c:02}/t{t}");
+                jobs.push(job(&id, 10.0 + f64::from((c * 7 + t * 13) % 50), &[]));
+                provided.insert(id, vec![build.clone()]);
+            }
+        }
+        let connectors_per_shard = |provided: &BTreeMap<String, Vec<String>>| {
+            let s = shard(&jobs, 4, &config(4, 1.0), provided);
+            let consumers: Vec<&Shard> = s
+                .shards
+                .iter()
+                .filter(|s| s.jobs.iter().all(|j| !j.ends_with("/build")))
+                .collect();
+            let connectors: usize = consumers
+                .iter()
+                .map(|s| {
+                    s.jobs
+                        .iter()
+                        .map(|j| j.split('/').next().unwrap_or(j))
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                })
+                .sum();
+            (connectors as f64 / consumers.len() as f64, s)
+        };
+        let (grouped, s) = connectors_per_shard(&provided);
+        let (spread, _) = connectors_per_shard(&BTreeMap::new());
+        assert!(
+            grouped * 2.0 < spread,
+            "{grouped} connectors per shard with builds shared, {spread} without"
+        );
+        // Still balanced: the prediction stays near the lower bound.
+        assert!(
+            s.predicted_makespan_seconds <= s.lower_bound_seconds * 1.15,
+            "{} vs {}",
+            s.predicted_makespan_seconds,
+            s.lower_bound_seconds
+        );
     }
 }

@@ -20,13 +20,25 @@ pub struct SchedulerConfig {
     /// Automatic retries of a shard after infrastructure failures (worker lost, timeout, OOM,
     /// Docker, image, source).
     pub max_infra_retries: u32,
+    /// How many shards past the first one a worker may start the scheduler looks at for one
+    /// whose shared steps (the shards it comes after) this worker ran or already took, so
+    /// their outputs (a connector's image) are there and need not be moved. 0: always the
+    /// first. A small window keeps the order the planner chose for balance nearly intact
+    /// (`cargo bench -p shardci-scheduling --bench simulate` measures the trade-off).
+    pub locality_window: usize,
 }
+
+/// A shard taken for locality instead of the first one is at least this large a part of it:
+/// the planner's shards come largest first, shrinking by 0.7, so this keeps the swap to
+/// neighbours of about the same size.
+const LOCALITY_SIZE_RATIO: f64 = 0.8;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             lease_ttl_ms: 10_000,
             max_infra_retries: 2,
+            locality_window: 8,
         }
     }
 }
@@ -122,9 +134,37 @@ struct RunState {
     status: Status,
     created: Millis,
     finished: Option<Millis>,
+    /// Shards other shards come after (they run steps those share), and the workers that
+    /// hold their outputs: the worker that ran one, and those that ran a shard after it.
+    holders: BTreeMap<ShardId, BTreeSet<WorkerId>>,
 }
 
 impl RunState {
+    /// Whether `worker` holds the output of a shard `shard` comes after.
+    fn holds_inputs_of(&self, worker: &WorkerId, shard: &ShardState) -> bool {
+        shard.def.after.iter().any(|before| {
+            self.holders
+                .get(before)
+                .is_some_and(|workers| workers.contains(worker))
+        })
+    }
+
+    /// `worker` ran an attempt of `shard`: it holds what the shard's shared steps produced,
+    /// and what it took from the shards it came after.
+    fn note_holder(&mut self, worker: &WorkerId, shard: &ShardId) {
+        let mut providers: Vec<ShardId> = self
+            .shards
+            .get(shard)
+            .map(|s| s.def.after.clone())
+            .unwrap_or_default();
+        providers.push(shard.clone());
+        for provider in providers {
+            if let Some(workers) = self.holders.get_mut(&provider) {
+                workers.insert(worker.clone());
+            }
+        }
+    }
+
     /// Whether every shard `shard` comes after is settled (done or cancelled, whatever its
     /// jobs' results: a failed build's dependents run and take its failure from the run's
     /// step records rather than wait forever).
@@ -342,6 +382,11 @@ impl Scheduler {
         }
         self.next_seq += 1;
         let id = run.id.clone();
+        let holders = shards
+            .values()
+            .flat_map(|s| s.def.after.iter())
+            .map(|provider| (provider.clone(), BTreeSet::new()))
+            .collect();
         self.runs.insert(
             id.clone(),
             RunState {
@@ -357,6 +402,7 @@ impl Scheduler {
                 status: Status::Queued,
                 created: now,
                 finished: None,
+                holders,
             },
         );
         self.maybe_finish(now, &id);
@@ -661,7 +707,7 @@ impl Scheduler {
             .min(free_slots as usize);
         let mut assignments = Vec::new();
         for _ in 0..room {
-            let Some((run_id, index)) = self.pick(&labels) else {
+            let Some((run_id, index)) = self.pick(worker, &labels) else {
                 break;
             };
             let Some(run) = self.runs.get_mut(&run_id) else {
@@ -707,7 +753,7 @@ impl Scheduler {
         Ok(assignments)
     }
 
-    fn pick(&self, labels: &BTreeSet<String>) -> Option<(RunId, usize)> {
+    fn pick(&self, worker: &WorkerId, labels: &BTreeSet<String>) -> Option<(RunId, usize)> {
         let mut candidates: Vec<(&RunId, &RunState)> = self
             .runs
             .iter()
@@ -720,14 +766,36 @@ impl Scheduler {
                 .then(a.seq.cmp(&b.seq))
         });
         candidates.into_iter().find_map(|(id, run)| {
-            run.queue
-                .iter()
-                .position(|shard| {
-                    run.shards.get(shard).is_some_and(|s| {
-                        s.def.requires.iter().all(|l| labels.contains(l)) && run.may_start(s)
-                    })
-                })
-                .map(|i| (id.clone(), i))
+            let mut first = None;
+            let mut looked = 0;
+            for (index, shard_id) in run.queue.iter().enumerate() {
+                let Some(shard) = run.shards.get(shard_id) else {
+                    continue;
+                };
+                if !shard.def.requires.iter().all(|l| labels.contains(l)) {
+                    continue;
+                }
+                if !run.may_start(shard) {
+                    // Shards that wait for others start in the planner's order (largest
+                    // first): a small one passing a large one still waiting for its build
+                    // would start the large one late and leave it alone at the end of the run.
+                    break;
+                }
+                // Where its inputs already are, a shard starts without moving them; but only
+                // one about as large as the first, which balance would have this worker run
+                // (starting a large shard late costs more than moving an image).
+                let head = *first.get_or_insert((index, shard.def.expected_seconds));
+                if run.holds_inputs_of(worker, shard)
+                    && shard.def.expected_seconds >= head.1 * LOCALITY_SIZE_RATIO
+                {
+                    return Some((id.clone(), index));
+                }
+                looked += 1;
+                if looked > self.config.locality_window {
+                    break;
+                }
+            }
+            first.map(|(index, _)| (id.clone(), index))
         })
     }
 
@@ -838,6 +906,11 @@ impl Scheduler {
             shard.infra_failures += 1;
         }
         run.running = run.running.saturating_sub(1);
+        run.note_holder(worker, shard_id);
+        // Found above; looked up again past the holders' update, which borrows the run.
+        let Some(shard) = run.shards.get_mut(shard_id) else {
+            return Ack::UnknownShard;
+        };
         let status;
         if retry.is_empty() {
             shard.phase = Phase::Done;

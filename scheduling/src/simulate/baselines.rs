@@ -1,7 +1,9 @@
 //! What other CI tools do with the same jobs, written from their published algorithms. Each
 //! strategy returns its makespan on `slots` parallel slots when jobs take their true
 //! durations; every dispatched unit (a partition, a chunk, a pipeline, a job) pays the same
-//! set-up as a shardci shard.
+//! set-up as a shardci shard. None shares steps across jobs: every job runs its connector's
+//! build itself, except in a per-connector pipeline, which builds once and runs its tests on
+//! the result (airbyte-ci).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -20,8 +22,8 @@ pub enum Baseline {
     /// CircleCI `--split-by=timings`, pytest-split `least_duration`: longest estimate first,
     /// each into the partition with the least estimated time (static LPT).
     StaticLpt,
-    /// airbyte-ci: one pipeline per connector running its jobs in turn, connectors started in
-    /// order under a concurrency semaphore as wide as the fleet.
+    /// airbyte-ci: one pipeline per connector building once and running its jobs in turn,
+    /// connectors started in order under a concurrency semaphore as wide as the fleet.
     PerConnector,
     /// A plain shared queue: jobs in plan order, each to the first free slot, no priorities
     /// and no packing (a CI matrix fed from a FIFO).
@@ -51,42 +53,75 @@ impl Baseline {
 
     /// Makespan in seconds.
     pub fn makespan(self, workload: &Workload, slots: u32, overhead_seconds: f64) -> f64 {
+        self.run(workload, slots, overhead_seconds).0
+    }
+
+    /// Makespan and machine time (work, its repeated builds and set-up), in seconds.
+    pub fn run(self, workload: &Workload, slots: u32, overhead_seconds: f64) -> (f64, f64) {
+        let units = self.units(workload, slots);
+        let work = match self {
+            Baseline::PerConnector => workload.total_seconds(),
+            _ => workload.total_with_own_builds_seconds(),
+        };
+        (
+            self.schedule(workload, slots, overhead_seconds),
+            work + units as f64 * overhead_seconds,
+        )
+    }
+
+    /// Dispatched units, each paying the set-up once.
+    fn units(self, workload: &Workload, slots: u32) -> usize {
+        let jobs = workload.jobs.len();
+        match self {
+            Baseline::PerConnector => workload
+                .jobs
+                .iter()
+                .map(|j| j.connector.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            Baseline::Fifo => jobs,
+            _ => jobs.min(slots.max(1) as usize),
+        }
+    }
+
+    fn schedule(self, workload: &Workload, slots: u32, overhead_seconds: f64) -> f64 {
         let slots = slots.max(1) as usize;
         let jobs = &workload.jobs;
+        let own = |j: &super::workload::SimJob| j.with_own_build_seconds();
+        let estimate = |j: &super::workload::SimJob| {
+            j.estimate_seconds + j.needs.as_ref().map_or(0.0, |n| n.estimate_seconds)
+        };
         match self {
             Baseline::RoundRobin => static_partitions(
-                jobs.iter()
-                    .enumerate()
-                    .map(|(i, j)| (i % slots, j.actual_seconds)),
+                jobs.iter().enumerate().map(|(i, j)| (i % slots, own(j))),
                 slots,
                 overhead_seconds,
             ),
             Baseline::Hash => static_partitions(
                 jobs.iter()
-                    .map(|j| ((fnv1a(&j.id) % slots as u64) as usize, j.actual_seconds)),
+                    .map(|j| ((fnv1a(&j.id) % slots as u64) as usize, own(j))),
                 slots,
                 overhead_seconds,
             ),
             Baseline::DurationChunks => {
-                let total: f64 = jobs.iter().map(|j| j.estimate_seconds).sum();
+                let total: f64 = jobs.iter().map(estimate).sum();
                 let per_chunk = total / slots as f64;
                 let (mut chunk, mut filled) = (0usize, 0.0);
                 let assigned = jobs.iter().map(|j| {
-                    if filled + j.estimate_seconds > per_chunk && filled > 0.0 && chunk + 1 < slots
-                    {
+                    if filled + estimate(j) > per_chunk && filled > 0.0 && chunk + 1 < slots {
                         chunk += 1;
                         filled = 0.0;
                     }
-                    filled += j.estimate_seconds;
-                    (chunk, j.actual_seconds)
+                    filled += estimate(j);
+                    (chunk, own(j))
                 });
                 static_partitions(assigned.collect::<Vec<_>>(), slots, overhead_seconds)
             }
             Baseline::StaticLpt => {
                 let mut order: Vec<_> = jobs.iter().collect();
                 order.sort_by(|a, b| {
-                    b.estimate_seconds
-                        .total_cmp(&a.estimate_seconds)
+                    estimate(b)
+                        .total_cmp(&estimate(a))
                         .then_with(|| a.id.cmp(&b.id))
                 });
                 let mut estimated: BinaryHeap<Reverse<(u64, usize)>> =
@@ -96,8 +131,8 @@ impl Baseline {
                     let Some(Reverse((load, i))) = estimated.pop() else {
                         break;
                     };
-                    estimated.push(Reverse((load + millis(job.estimate_seconds), i)));
-                    assigned.push((i, job.actual_seconds));
+                    estimated.push(Reverse((load + millis(estimate(job)), i)));
+                    assigned.push((i, own(job)));
                 }
                 static_partitions(assigned, slots, overhead_seconds)
             }
@@ -108,10 +143,7 @@ impl Baseline {
                 }
                 list_schedule(pipelines.values().map(|d| d + overhead_seconds), slots)
             }
-            Baseline::Fifo => list_schedule(
-                jobs.iter().map(|j| j.actual_seconds + overhead_seconds),
-                slots,
-            ),
+            Baseline::Fifo => list_schedule(jobs.iter().map(|j| own(j) + overhead_seconds), slots),
         }
     }
 }
@@ -171,6 +203,7 @@ mod tests {
                     requires: Vec::new(),
                     actual_seconds: actual,
                     estimate_seconds: estimate,
+                    needs: None,
                 })
                 .collect(),
         }
@@ -193,6 +226,29 @@ mod tests {
         // Set-up is paid per dispatched unit: 4 jobs on 2 slots, 2 each.
         assert_eq!(Baseline::Fifo.makespan(&w, 2, 1.0), 13.0);
         assert_eq!(Baseline::StaticLpt.makespan(&w, 2, 1.0), 12.0);
+    }
+
+    #[test]
+    fn every_job_builds_except_in_a_per_connector_pipeline() {
+        use crate::simulate::workload::Need;
+        // c0: a 10 s build job and two 1 s tests that need it.
+        let mut w = workload(&[(10.0, 10.0), (1.0, 1.0), (1.0, 1.0)]);
+        for job in &mut w.jobs {
+            job.connector = "c0".into();
+        }
+        for job in &mut w.jobs[1..] {
+            job.needs = Some(Need {
+                provider: "c0/unit[0]".into(),
+                seconds: 10.0,
+                estimate_seconds: 10.0,
+            });
+        }
+        // One slot: FIFO runs 10 + 11 + 11; the pipeline 10 + 1 + 1.
+        assert_eq!(Baseline::Fifo.run(&w, 1, 0.0), (32.0, 32.0));
+        assert_eq!(Baseline::PerConnector.run(&w, 1, 0.0), (12.0, 12.0));
+        // Set-up: three jobs, or one pipeline.
+        assert_eq!(Baseline::Fifo.run(&w, 1, 1.0).1, 35.0);
+        assert_eq!(Baseline::PerConnector.run(&w, 1, 1.0).1, 13.0);
     }
 
     #[test]

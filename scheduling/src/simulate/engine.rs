@@ -3,6 +3,11 @@
 //! event queue instead of a network and a clock. Workers behave as `shardci-worker` does:
 //! they ask for work when a slot is free, poll again after a "no work" answer, renew their
 //! lease with heartbeats, and run a shard's jobs one after the other.
+//!
+//! Shared steps are modelled as the worker runs them: a job that needs its connector's build
+//! takes it when the build is done (at no cost on the worker that ran it, for
+//! `transfer_seconds` on any other, once per worker: loading the image), and runs it itself
+//! when it is not done yet.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -28,6 +33,15 @@ pub struct SimConfig {
     /// How long a worker told "no work" waits before asking again (the coordinator says
     /// 500 ms).
     pub poll_ms: u64,
+    /// Whether jobs share the steps their providers run (shardci); `false`: every job runs
+    /// its shared step itself, as CI tools without shared steps do.
+    pub shared_steps: bool,
+    /// What taking a shared step's output costs a worker that did not run it (loading the
+    /// built image from the store), once per worker and step.
+    pub transfer_seconds: f64,
+    /// How far down the queue the scheduler looks for a shard whose shared steps the asking
+    /// worker already holds (see `SchedulerConfig::locality_window`).
+    pub locality_window: usize,
 }
 
 impl Default for SimConfig {
@@ -37,6 +51,9 @@ impl Default for SimConfig {
             dispatch_overhead_seconds: 2.0,
             lease_ttl_ms: SchedulerConfig::default().lease_ttl_ms,
             poll_ms: 500,
+            shared_steps: true,
+            transfer_seconds: 10.0,
+            locality_window: SchedulerConfig::default().locality_window,
         }
     }
 }
@@ -55,6 +72,8 @@ enum Event {
         shard: ShardId,
         attempt: Attempt,
         jobs: Vec<JobId>,
+        /// When each job started.
+        starts: Vec<u64>,
         started: u64,
     },
     Heartbeat(usize),
@@ -112,8 +131,15 @@ fn ms(seconds: f64) -> u64 {
     (seconds.max(0.0) * 1000.0).round() as u64
 }
 
-/// The planner's shards for this workload: jobs carry the (wrong) estimates.
-pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -> Vec<ShardDef> {
+/// The planner's shards for this workload: jobs carry the (wrong) estimates. With shared
+/// steps, jobs that need a provider are packed after it and leave its step out of their
+/// estimate; without, each carries its own copy of the step.
+pub fn plan_shards(
+    workload: &Workload,
+    slots: u32,
+    sharding: &ShardingConfig,
+    shared_steps: bool,
+) -> Vec<ShardDef> {
     let no_steps: Arc<[shardci_planning::plan::Step]> = Arc::from(Vec::new());
     let no_reasons: Arc<[String]> = Arc::from(Vec::new());
     let jobs: Vec<Job> = workload
@@ -127,14 +153,31 @@ pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -
             matrix: BTreeMap::new(),
             reasons: no_reasons.clone(),
             steps: no_steps.clone(),
-            expected_seconds: j.estimate_seconds,
+            expected_seconds: j.estimate_seconds
+                + match (&j.needs, shared_steps) {
+                    (Some(need), false) => need.estimate_seconds,
+                    _ => 0.0,
+                },
             estimate: Estimate::History,
             requires: j.requires.clone(),
             test_retries: 0,
             quarantined: false,
         })
         .collect();
-    shard(&jobs, slots, sharding, &Default::default())
+    let provided: BTreeMap<String, Vec<String>> = if shared_steps {
+        workload
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                j.needs
+                    .as_ref()
+                    .map(|n| (j.id.clone(), vec![n.provider.clone()]))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    shard(&jobs, slots, sharding, &provided)
         .shards
         .into_iter()
         .map(|s| ShardDef {
@@ -145,6 +188,49 @@ pub fn plan_shards(workload: &Workload, slots: u32, sharding: &ShardingConfig) -
             after: s.after.into_iter().map(ShardId).collect(),
         })
         .collect()
+}
+
+/// Where each shared step stands in the simulated run.
+#[derive(Default)]
+struct SharedSteps<'a> {
+    /// Provider job -> when its step's outcome is recorded, and by which worker.
+    done: HashMap<&'a str, (u64, usize)>,
+    /// (worker, provider job) whose output the worker holds.
+    held: std::collections::HashSet<(usize, &'a str)>,
+    transfers: usize,
+    executions: usize,
+}
+
+impl<'a> SharedSteps<'a> {
+    /// What taking `provider`'s step costs `worker` at `at`: nothing where it is held, a
+    /// transfer where it is done, and the step itself where it is not done yet.
+    fn take(
+        &mut self,
+        worker: usize,
+        provider: &'a str,
+        step_ms: u64,
+        at: u64,
+        transfer: u64,
+    ) -> u64 {
+        if self.held.contains(&(worker, provider)) {
+            return 0;
+        }
+        self.held.insert((worker, provider));
+        if self.done.get(provider).is_some_and(|(done, _)| *done <= at) {
+            self.transfers += 1;
+            transfer
+        } else {
+            self.executions += 1;
+            self.done.entry(provider).or_insert((at + step_ms, worker));
+            step_ms
+        }
+    }
+
+    /// Steps a lost worker had not finished are not done.
+    fn lose(&mut self, worker: usize, at: u64) {
+        self.done
+            .retain(|_, (done, by)| *by != worker || *done <= at);
+    }
 }
 
 struct SimWorker {
@@ -164,16 +250,22 @@ pub fn simulate(
     loss: Option<WorkerLoss>,
 ) -> Outcome {
     let slots = fleet.slots();
-    let shards = plan_shards(workload, slots, &config.sharding);
+    let shards = plan_shards(workload, slots, &config.sharding, config.shared_steps);
     let shard_count = shards.len();
-    let actual: HashMap<&str, u64> = workload
+    let jobs_by_id: HashMap<&str, &super::workload::SimJob> =
+        workload.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let providers: std::collections::HashSet<&str> = workload
         .jobs
         .iter()
-        .map(|j| (j.id.as_str(), ms(j.actual_seconds)))
+        .filter_map(|j| j.needs.as_ref().map(|n| n.provider.as_str()))
         .collect();
+    let mut steps = SharedSteps::default();
+    let transfer = ms(config.transfer_seconds);
+    let mut machine_ms = 0u64;
     let mut scheduler = Scheduler::new(SchedulerConfig {
         lease_ttl_ms: config.lease_ttl_ms,
         max_infra_retries: u32::MAX,
+        locality_window: config.locality_window,
     });
     let run = RunId("sim".into());
     let submitted = scheduler.submit(
@@ -247,8 +339,14 @@ pub fn simulate(
             }
             Event::Lose => {
                 let lost = loss.map_or(0, |l| l.workers as usize);
-                for worker in workers.iter_mut().filter(|w| w.alive).take(lost) {
+                for (index, worker) in workers
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, w)| w.alive)
+                    .take(lost)
+                {
                     worker.alive = false;
+                    steps.lose(index, now);
                 }
             }
             Event::Done {
@@ -256,6 +354,7 @@ pub fn simulate(
                 shard,
                 attempt,
                 jobs,
+                starts,
                 started,
             } => {
                 if !workers[w].alive {
@@ -275,12 +374,9 @@ pub fn simulate(
                     .collect();
                 let ack = scheduler.complete(clock, &workers[w].id, &run, &shard, attempt, reports);
                 if ack == crate::schedule::Ack::Accepted {
-                    let mut at = started + overhead;
-                    for job in &jobs {
-                        waits.push(at as f64 / 1000.0);
-                        at += actual.get(job.0.as_str()).copied().unwrap_or(0);
-                    }
+                    waits.extend(starts.iter().map(|at| *at as f64 / 1000.0));
                 }
+                let _ = started;
                 workers[w].busy = workers[w].busy.saturating_sub(1);
                 if !workers[w].polling {
                     workers[w].polling = true;
@@ -303,19 +399,38 @@ pub fn simulate(
                 }
                 for assignment in assignments {
                     dispatches += 1;
-                    let work: u64 = assignment
-                        .jobs
-                        .iter()
-                        .map(|j| actual.get(j.0.as_str()).copied().unwrap_or(0))
-                        .sum();
+                    let mut at = now + overhead;
+                    let mut starts = Vec::with_capacity(assignment.jobs.len());
+                    for job in &assignment.jobs {
+                        let Some(sim) = jobs_by_id.get(job.0.as_str()) else {
+                            continue;
+                        };
+                        starts.push(at);
+                        let own = ms(sim.actual_seconds);
+                        match (&sim.needs, config.shared_steps) {
+                            (Some(need), true) => {
+                                at += steps.take(w, &need.provider, ms(need.seconds), at, transfer);
+                            }
+                            (Some(need), false) => at += ms(need.seconds),
+                            (None, _) => {}
+                        }
+                        if config.shared_steps && providers.contains(sim.id.as_str()) {
+                            // A provider runs its step unless another job already did.
+                            at += steps.take(w, &sim.id, own, at, transfer);
+                        } else {
+                            at += own;
+                        }
+                    }
+                    machine_ms += at - now;
                     workers[w].busy += 1;
                     queue.push(
-                        now + overhead + work,
+                        at,
                         Event::Done {
                             worker: w,
                             shard: assignment.shard,
                             attempt: assignment.attempt,
                             jobs: assignment.jobs,
+                            starts,
                             started: now,
                         },
                     );
@@ -354,5 +469,9 @@ pub fn simulate(
         dispatches,
         lost_work_seconds: lost_work_ms as f64 / 1000.0,
         completed: finished_at.is_some(),
+        unique_work_seconds: workload.total_seconds(),
+        machine_seconds: machine_ms as f64 / 1000.0,
+        transfers: steps.transfers,
+        shared_step_runs: steps.executions,
     }
 }

@@ -41,6 +41,17 @@ pub struct Outcome {
     pub lost_work_seconds: f64,
     /// Whether the run finished (a run whose jobs need labels no worker has never does).
     pub completed: bool,
+    /// Every job's own work once and every shared step once: what the run cannot do with
+    /// less.
+    pub unique_work_seconds: f64,
+    /// Slot time spent: shard set-up, steps (shared ones as often as they ran), transfers,
+    /// and work lost with lost workers.
+    pub machine_seconds: f64,
+    /// Shared steps' outputs moved to a worker that did not run them.
+    pub transfers: usize,
+    /// Executions of shared steps (a connector's build): once per step when none is lost or
+    /// raced.
+    pub shared_step_runs: usize,
 }
 
 impl Outcome {
@@ -55,6 +66,19 @@ impl Outcome {
             dispatches: 0,
             lost_work_seconds: 0.0,
             completed: workload.jobs.is_empty(),
+            unique_work_seconds: workload.total_seconds(),
+            machine_seconds: 0.0,
+            transfers: 0,
+            shared_step_runs: 0,
+        }
+    }
+
+    /// Machine time over the unique work (1.0: nothing was done twice or waited for).
+    pub fn machine_ratio(&self) -> f64 {
+        if self.unique_work_seconds > 0.0 {
+            self.machine_seconds / self.unique_work_seconds
+        } else {
+            1.0
         }
     }
 
@@ -76,7 +100,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// One strategy's makespan over lower bound, across seeds.
+/// One strategy's makespan over lower bound, and machine time over the unique work, across
+/// seeds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StrategySummary {
     pub strategy: String,
@@ -84,44 +109,78 @@ pub struct StrategySummary {
     pub ratio_p50: f64,
     pub ratio_p95: f64,
     pub ratio_max: f64,
+    /// Machine time (set-up, builds as often as they ran, transfers) over the unique work.
+    pub machine_ratio_p50: f64,
+    pub machine_ratio_p95: f64,
 }
 
-/// Every strategy on the same workloads: shardci (planner + scheduler) first, then the
-/// baselines. `workloads` are typically one synthetic spec under several seeds.
+/// One strategy on one workload: makespan, makespan / lower bound, machine / unique work.
+type Measured = (f64, f64, f64);
+
+/// Every strategy on the same workloads: shardci (planner + scheduler) with shared steps
+/// first, then shardci with every job building (what it did before steps were shared), then
+/// the baselines. `workloads` are typically one synthetic spec under several seeds. Ratios
+/// are to the unique work's lower bound.
 pub fn compare(workloads: &[Workload], fleet: Fleet, config: &SimConfig) -> Vec<StrategySummary> {
     let slots = fleet.slots();
-    let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let shardci: Vec<(f64, f64)> = workloads
-        .iter()
-        .map(|w| {
-            let outcome = simulate(w, fleet, config, None);
-            (outcome.makespan_seconds, outcome.ratio())
-        })
-        .collect();
-    rows.push(("shardci".into(), shardci));
+    let ratio = |makespan: f64, w: &Workload| {
+        let bound = w.lower_bound(slots);
+        if bound > 0.0 { makespan / bound } else { 1.0 }
+    };
+    let machine = |seconds: f64, w: &Workload| {
+        let unique = w.total_seconds();
+        if unique > 0.0 { seconds / unique } else { 1.0 }
+    };
+    let mut rows: Vec<(String, Vec<Measured>)> = Vec::new();
+    let per_job = SimConfig {
+        shared_steps: false,
+        ..config.clone()
+    };
+    for (name, config) in [
+        ("shardci (shared steps)", config),
+        ("shardci, build per job (today)", &per_job),
+    ] {
+        let runs = workloads
+            .iter()
+            .map(|w| {
+                let outcome = simulate(w, fleet, config, None);
+                (
+                    outcome.makespan_seconds,
+                    outcome.ratio(),
+                    outcome.machine_ratio(),
+                )
+            })
+            .collect();
+        rows.push((name.into(), runs));
+    }
     for baseline in Baseline::ALL {
         let runs = workloads
             .iter()
             .map(|w| {
-                let makespan = baseline.makespan(w, slots, config.dispatch_overhead_seconds);
-                let bound = w.lower_bound(slots);
-                (makespan, if bound > 0.0 { makespan / bound } else { 1.0 })
+                let (makespan, seconds) = baseline.run(w, slots, config.dispatch_overhead_seconds);
+                (makespan, ratio(makespan, w), machine(seconds, w))
             })
             .collect();
         rows.push((baseline.name().into(), runs));
     }
     rows.into_iter()
         .map(|(strategy, runs)| {
-            let mut makespans: Vec<f64> = runs.iter().map(|r| r.0).collect();
-            let mut ratios: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            makespans.sort_by(f64::total_cmp);
-            ratios.sort_by(f64::total_cmp);
+            let sorted = |pick: fn(&Measured) -> f64| {
+                let mut values: Vec<f64> = runs.iter().map(pick).collect();
+                values.sort_by(f64::total_cmp);
+                values
+            };
+            let makespans = sorted(|r| r.0);
+            let ratios = sorted(|r| r.1);
+            let machines = sorted(|r| r.2);
             StrategySummary {
                 strategy,
                 makespan_p50_seconds: percentile(&makespans, 0.5),
                 ratio_p50: percentile(&ratios, 0.5),
                 ratio_p95: percentile(&ratios, 0.95),
                 ratio_max: ratios.last().copied().unwrap_or(1.0),
+                machine_ratio_p50: percentile(&machines, 0.5),
+                machine_ratio_p95: percentile(&machines, 0.95),
             }
         })
         .collect()
@@ -205,11 +264,17 @@ mod tests {
             },
             &SimConfig::default(),
         );
-        assert_eq!(rows.len(), 1 + Baseline::ALL.len());
-        assert_eq!(rows[0].strategy, "shardci");
+        assert_eq!(rows.len(), 2 + Baseline::ALL.len());
+        assert_eq!(rows[0].strategy, "shardci (shared steps)");
         for row in &rows {
             assert!(row.ratio_p50 >= 1.0 - 1e-9, "{row:?}");
             assert!(row.ratio_p95 >= row.ratio_p50);
+            assert!(row.machine_ratio_p50 >= 1.0 - 1e-9, "{row:?}");
         }
+        // Sharing the build does less work than building in every job.
+        assert!(
+            rows[0].machine_ratio_p50 < rows[1].machine_ratio_p50,
+            "{rows:?}"
+        );
     }
 }

@@ -8,16 +8,35 @@ use rand_distr::{Distribution, LogNormal, Normal};
 use shardci_planning::config::parse_duration;
 use shardci_planning::plan::Plan;
 
-/// One job of a simulated run. Its build step runs before its test step, in the same job.
+/// One job of a simulated run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimJob {
     pub id: String,
     pub connector: String,
     pub requires: Vec<String>,
-    /// How long the job really takes (build and test), in seconds.
+    /// How long the job's own work really takes, in seconds: without the step it shares with
+    /// its connector's other jobs (`needs`), which its provider job runs.
     pub actual_seconds: f64,
     /// What the planner was told, in seconds.
     pub estimate_seconds: f64,
+    /// The step this job needs that another job of the workload provides (its connector's
+    /// build): shardci runs it once; a CI tool without shared steps runs it in every job.
+    pub needs: Option<Need>,
+}
+
+/// A shared step a job needs: the job that provides it, and how long it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    pub provider: String,
+    pub seconds: f64,
+    pub estimate_seconds: f64,
+}
+
+impl SimJob {
+    /// What the job costs when it runs its shared step itself (every job builds).
+    pub fn with_own_build_seconds(&self) -> f64 {
+        self.actual_seconds + self.needs.as_ref().map_or(0.0, |n| n.seconds)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,34 +46,61 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The unique work: every job's own work once, shared steps once (in their providers).
     pub fn total_seconds(&self) -> f64 {
         self.jobs.iter().map(|j| j.actual_seconds).sum()
     }
 
-    /// `max(total work / slots, longest job)`: no schedule can finish sooner.
+    /// What the run costs when every job runs its shared step itself.
+    pub fn total_with_own_builds_seconds(&self) -> f64 {
+        self.jobs.iter().map(SimJob::with_own_build_seconds).sum()
+    }
+
+    /// `max(unique work / slots, longest chain)`, a chain being a job after the step it
+    /// needs: no schedule can finish sooner.
     pub fn lower_bound(&self, slots: u32) -> f64 {
         let longest = self
             .jobs
             .iter()
-            .map(|j| j.actual_seconds)
+            .map(SimJob::with_own_build_seconds)
             .fold(0.0, f64::max);
         (self.total_seconds() / f64::from(slots.max(1))).max(longest)
     }
 
-    /// A plan's jobs, taking its estimates (from history where it had some) as the truth.
-    /// With `estimate_error > 0` the planner is told wrong estimates instead (see
-    /// [`perturb`]).
+    /// A plan's jobs, taking its estimates (from history where it had some) as the truth. A
+    /// job that shares a step another job of the plan runs (its connector's build job) needs
+    /// that job, and its own work leaves the step out.
     pub fn from_plan(plan: &Plan) -> Workload {
+        let providers = shardci_planning::plan::providers(&plan.jobs);
+        let by_id: std::collections::BTreeMap<&str, &shardci_planning::plan::Job> =
+            plan.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
         Workload {
             jobs: plan
                 .jobs
                 .iter()
-                .map(|job| SimJob {
-                    id: job.id.clone(),
-                    connector: job.connector.clone(),
-                    requires: job.requires.clone(),
-                    actual_seconds: job.expected_seconds,
-                    estimate_seconds: job.expected_seconds,
+                .map(|job| {
+                    let provider = providers
+                        .get(&job.id)
+                        .and_then(|ids| ids.first())
+                        .and_then(|id| by_id.get(id.as_str()));
+                    let needs = provider.map(|p| {
+                        let seconds = shardci_planning::plan::provided_seconds(job, &[p]);
+                        Need {
+                            provider: p.id.clone(),
+                            seconds,
+                            estimate_seconds: seconds,
+                        }
+                    });
+                    let shared = needs.as_ref().map_or(0.0, |n| n.seconds);
+                    let own = (job.expected_seconds - shared).max(0.0);
+                    SimJob {
+                        id: job.id.clone(),
+                        connector: job.connector.clone(),
+                        requires: job.requires.clone(),
+                        actual_seconds: own,
+                        estimate_seconds: own,
+                        needs,
+                    }
                 })
                 .collect(),
         }
@@ -72,6 +118,9 @@ impl Workload {
         };
         for job in &mut self.jobs {
             job.estimate_seconds = job.actual_seconds * error.sample(&mut rng).exp();
+            if let Some(need) = &mut job.needs {
+                need.estimate_seconds = need.seconds * error.sample(&mut rng).exp();
+            }
         }
     }
 }
@@ -86,8 +135,8 @@ pub struct SyntheticSpec {
     pub matrix: Vec<u32>,
     /// The test step of each job.
     pub test: LogNormalSpec,
-    /// The build step of each job: one duration per connector (every job builds the same
-    /// connector).
+    /// Each connector's build: one duration per connector, run by its build job and needed
+    /// by every other job of the connector.
     pub build: LogNormalSpec,
     pub estimate_error: f64,
     pub seed: u64,
@@ -225,9 +274,10 @@ impl SyntheticSpec {
         }
     }
 
+    /// Jobs generated: a build job per connector, and its test types at every matrix point.
     pub fn jobs(&self) -> usize {
         let points: u32 = self.matrix.iter().product();
-        (self.connectors * self.test_types * points) as usize
+        (self.connectors * (1 + self.test_types * points)) as usize
     }
 
     /// The workload this spec and its seed describe (the same seed, the same workload).
@@ -245,14 +295,28 @@ impl SyntheticSpec {
         for c in 0..self.connectors {
             let connector = format!("source-synthetic-{c:04}");
             let built = build.sample(&mut rng);
+            let provider = format!("{connector}/build");
+            jobs.push(SimJob {
+                id: provider.clone(),
+                connector: connector.clone(),
+                requires: Vec::new(),
+                actual_seconds: built,
+                estimate_seconds: 0.0,
+                needs: None,
+            });
             for t in 0..self.test_types {
                 for p in 0..points {
                     jobs.push(SimJob {
                         id: format!("{connector}/test{t}[point={p}]"),
                         connector: connector.clone(),
                         requires: Vec::new(),
-                        actual_seconds: built + test.sample(&mut rng),
+                        actual_seconds: test.sample(&mut rng),
                         estimate_seconds: 0.0,
+                        needs: Some(Need {
+                            provider: provider.clone(),
+                            seconds: built,
+                            estimate_seconds: built,
+                        }),
                     });
                 }
             }
@@ -260,6 +324,9 @@ impl SyntheticSpec {
         let mut workload = Workload { jobs };
         for job in &mut workload.jobs {
             job.estimate_seconds = job.actual_seconds;
+            if let Some(need) = &mut job.needs {
+                need.estimate_seconds = need.seconds;
+            }
         }
         workload.perturb(self.estimate_error, self.seed);
         workload
@@ -275,16 +342,40 @@ mod tests {
         let spec: SyntheticSpec = "connectors=600,test-types=6,matrix=3x2,durations=lognormal:median=90s:sigma=1.2,estimate-error=0.3,seed=7"
             .parse()
             .unwrap();
-        assert_eq!(spec.jobs(), 21_600);
+        // 600 build jobs and 21,600 test jobs.
+        assert_eq!(spec.jobs(), 22_200);
         let a = spec.generate();
         let b = spec.generate();
         assert_eq!(a, b);
-        assert_eq!(a.jobs.len(), 21_600);
-        let mut tests: Vec<f64> = a.jobs.iter().map(|j| j.actual_seconds).collect();
+        assert_eq!(a.jobs.len(), 22_200);
+        let mut tests: Vec<f64> = a
+            .jobs
+            .iter()
+            .filter(|j| j.needs.is_some())
+            .map(|j| j.actual_seconds)
+            .collect();
         tests.sort_by(f64::total_cmp);
         let median = tests[tests.len() / 2];
+        assert!((80.0..100.0).contains(&median), "{median}");
+        let mut own: Vec<f64> = a
+            .jobs
+            .iter()
+            .filter(|j| j.needs.is_some())
+            .map(SimJob::with_own_build_seconds)
+            .collect();
+        own.sort_by(f64::total_cmp);
         // build (median 30 s) + test (median 90 s): the sum's median lies between 90 and 150.
+        let median = own[own.len() / 2];
         assert!((90.0..150.0).contains(&median), "{median}");
+        // Every test job needs its connector's build job, which comes first.
+        for (i, job) in a.jobs.iter().enumerate() {
+            if let Some(need) = &job.needs {
+                let provider = a.jobs[..i].iter().find(|p| p.id == need.provider);
+                assert_eq!(provider.map(|p| p.actual_seconds), Some(need.seconds));
+            }
+        }
+        let unique = a.total_seconds();
+        assert!(a.total_with_own_builds_seconds() > unique * 1.1);
         let off = a
             .jobs
             .iter()
