@@ -62,7 +62,12 @@ fn main() {
         let (seconds, steps, builds) = local(root, extra);
         println!(
             "{:<34} {:>6.1} s {:>9} {:>7} {:>7} {:>7}",
-            name, seconds, steps["executed"], steps["shared"], steps["cached"], builds
+            name,
+            seconds,
+            steps["executed"].as_u64().unwrap_or(0),
+            steps["shared"].as_u64().unwrap_or(0),
+            steps["cached"].as_u64().unwrap_or(0),
+            builds
         );
     };
     row("cold (empty store)", &[]);

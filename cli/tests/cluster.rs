@@ -3,7 +3,6 @@
 //! killed, paused and cancelled to check that no job is lost or counted twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use serde_json::Value;
 use shardci_testkit::{fixture, git};
 
 mod common;
-use common::{bin, ensure_image, signal, watched_once};
+use common::{bin, ensure_image, signal, spawn_coordinator, spawn_coordinator_on, watched_once};
 
 /// `n` connectors whose one step sleeps `seconds`.
 fn slow_repo(n: usize, seconds: u32) -> tempfile::TempDir {
@@ -33,32 +32,6 @@ struct Cluster {
     coordinator: Child,
     workers: Vec<(String, Child)>,
     prefix: String,
-}
-
-/// Starts a coordinator on a loopback port with its data in `dir/coordinator`; returns it and
-/// the address it printed.
-fn spawn_coordinator(dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, String) {
-    spawn_coordinator_on("127.0.0.1:0", dir, args)
-}
-
-/// [`spawn_coordinator`] on a given address (a restart must come back where it was).
-fn spawn_coordinator_on(listen: &str, dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, String) {
-    let mut coordinator = Command::new(bin("shardci-coordinator"))
-        .args(["--listen", listen])
-        .arg("--data-dir")
-        .arg(dir.join("coordinator"))
-        .args(args)
-        .env("SHARDCI_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(coordinator.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().rsplit(' ').next().unwrap().to_string();
-    (coordinator, address)
 }
 
 impl Cluster {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use shardci_testkit::{EtcdCluster, fixture};
 
 mod common;
-use common::{bin, ensure_image, signal, watched_once};
+use common::{bin, ensure_image, signal, wait_for, watched_once};
 
 fn free_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -214,14 +214,6 @@ fn logged_after(pair: &Pair, i: usize, line: &str, killed: Instant) -> Duration 
         std::thread::sleep(Duration::from_millis(10));
     }
     killed.elapsed()
-}
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

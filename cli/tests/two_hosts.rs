@@ -11,7 +11,7 @@ use serde_json::Value;
 use shardci_testkit::{Dockerd, IMAGE, commit_all, fixture};
 
 mod common;
-use common::{bin, ensure_image, ensure_image_at, signal};
+use common::{bin, ensure_image, ensure_image_at, signal, spawn_coordinator, wait_for};
 
 struct Stopped(Vec<Child>);
 
@@ -52,14 +52,6 @@ fn image_id(host: Option<&str>, tag: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_test_job_on_a_host_without_the_image_loads_it_from_the_store_once() {
     ensure_image();
@@ -94,22 +86,9 @@ fn a_test_job_on_a_host_without_the_image_loads_it_from_the_store_once() {
     commit_all(repo.path(), "c1 builds an image");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinator = Command::new(bin("shardci-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--lease-ttl", "3s"])
-        .arg("--data-dir")
-        .arg(dir.path().join("coordinator"))
-        .env("SHARDCI_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(coordinator.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
+    let (coordinator, address) =
+        spawn_coordinator(dir.path(), &["--lease-ttl".as_ref(), "3s".as_ref()]);
+    let url = format!("http://{address}");
     let store = dir.path().join("coordinator/store");
     let mut children = Stopped(vec![coordinator]);
     let worker = |id: &str, labels: &str, docker_host: Option<&str>| {
@@ -147,7 +126,7 @@ fn a_test_job_on_a_host_without_the_image_loads_it_from_the_store_once() {
     // Killed while it uploads the image: nothing another host would load is left.
     let images = store.join("images");
     let staged = |p: &PathBuf| p.to_string_lossy().contains('#');
-    wait_until("the image upload starts", Duration::from_secs(180), || {
+    wait_for("the image upload starts", Duration::from_secs(180), || {
         files(&images).iter().any(staged)
     });
     signal(children.0[1].id(), "-KILL");
@@ -162,7 +141,7 @@ fn a_test_job_on_a_host_without_the_image_loads_it_from_the_store_once() {
     // Another worker on the first host takes the lost shard once its lease is gone, builds
     // (Docker's layer cache makes that quick) and saves the image whole.
     children.0.push(worker("first-b", "docker", None));
-    wait_until("the build is recorded", Duration::from_secs(180), || {
+    wait_for("the build is recorded", Duration::from_secs(180), || {
         !build_records(&store, &run).is_empty()
     });
     let record = &build_records(&store, &run)[0];

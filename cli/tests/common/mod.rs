@@ -3,8 +3,11 @@
 // Each test binary that includes this module uses only part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use shardci_testkit::IMAGE;
 
@@ -90,4 +93,39 @@ pub fn watched_once(
         })
         .expect("the run id")
         .to_string()
+}
+
+/// Starts a coordinator on a loopback port with its data in `dir/coordinator`; returns it and
+/// the address it printed.
+pub fn spawn_coordinator(dir: &Path, args: &[&OsStr]) -> (Child, String) {
+    spawn_coordinator_on("127.0.0.1:0", dir, args)
+}
+
+/// [`spawn_coordinator`] on a given address (a restart must come back where it was).
+pub fn spawn_coordinator_on(listen: &str, dir: &Path, args: &[&OsStr]) -> (Child, String) {
+    let mut coordinator = Command::new(bin("shardci-coordinator"))
+        .args(["--listen", listen])
+        .arg("--data-dir")
+        .arg(dir.join("coordinator"))
+        .args(args)
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(coordinator.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().rsplit(' ').next().unwrap().to_string();
+    (coordinator, address)
+}
+
+/// Waits until `done`, failing the test after `within`.
+pub fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

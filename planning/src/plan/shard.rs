@@ -32,28 +32,37 @@ fn millis(seconds: f64) -> u64 {
 /// job for its `unit` and `acceptance` jobs). Such a step is shared at run time (the same step
 /// key), so the consumer is dispatched after its providers and costs only its own steps.
 pub fn providers(jobs: &[Job]) -> BTreeMap<String, Vec<String>> {
-    let mut by_connector: BTreeMap<&str, Vec<&Job>> = BTreeMap::new();
+    // Per connector, the jobs holding a step of each name other than their own: only those
+    // can take a provider's step, so each provider is compared with them alone (comparing
+    // every pair of a connector's jobs cost most of a 43,200-job plan).
+    let mut holders: BTreeMap<(&str, &str), Vec<&Job>> = BTreeMap::new();
     for job in jobs {
-        by_connector.entry(&job.connector).or_default().push(job);
+        for step in job.steps.iter().filter(|s| s.name != job.test_type) {
+            holders
+                .entry((job.connector.as_str(), step.name.as_str()))
+                .or_default()
+                .push(job);
+        }
     }
     let mut provided: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for group in by_connector.values() {
-        for provider in group {
-            let Some(own) = provider.steps.iter().find(|s| s.name == provider.test_type) else {
-                continue;
-            };
-            // A provider with matrix values provides only to jobs on the same values.
-            for consumer in group.iter().filter(|c| c.test_type != provider.test_type) {
-                let same_point = provider
-                    .matrix
-                    .iter()
-                    .all(|(axis, value)| consumer.matrix.get(axis) == Some(value));
-                if same_point && consumer.steps.iter().any(|s| s == own) {
-                    provided
-                        .entry(consumer.id.clone())
-                        .or_default()
-                        .push(provider.id.clone());
-                }
+    for provider in jobs {
+        let Some(own) = provider.steps.iter().find(|s| s.name == provider.test_type) else {
+            continue;
+        };
+        let Some(consumers) = holders.get(&(provider.connector.as_str(), own.name.as_str())) else {
+            continue;
+        };
+        // A provider with matrix values provides only to jobs on the same values.
+        for consumer in consumers {
+            let same_point = provider
+                .matrix
+                .iter()
+                .all(|(axis, value)| consumer.matrix.get(axis) == Some(value));
+            if same_point && consumer.steps.iter().any(|s| s == own) {
+                provided
+                    .entry(consumer.id.clone())
+                    .or_default()
+                    .push(provider.id.clone());
             }
         }
     }
