@@ -52,7 +52,8 @@ pub struct SimulateArgs {
     /// Generate the workload instead of planning the repository, e.g.
     /// connectors=600,test-types=6,matrix=3x2,durations=lognormal:median=90s:sigma=1.2,estimate-error=0.3,seed=1
     /// (also build=lognormal:median=30s:sigma=0.5 for each connector's build, which its build
-    /// job runs and every other job of the connector needs).
+    /// job runs and every other job of the connector needs; cache-hits=0.8 for the fraction of
+    /// connectors whose steps come from the step cache).
     #[arg(long, value_name = "SPEC")]
     pub synthetic: Option<String>,
     /// Fleet sizes to simulate.

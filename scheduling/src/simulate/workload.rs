@@ -139,8 +139,15 @@ pub struct SyntheticSpec {
     /// by every other job of the connector.
     pub build: LogNormalSpec,
     pub estimate_error: f64,
+    /// The fraction of connectors unchanged since a run that passed: their build and tests
+    /// come from the step cache (a full-matrix run on main after a small change). The planner
+    /// still expects their usual durations; it learns durations only from executions.
+    pub cache_hits: f64,
     pub seed: u64,
 }
+
+/// What taking a step from the cache costs (reading its record, restoring its outputs).
+pub const CACHE_RESTORE_SECONDS: f64 = 1.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogNormalSpec {
@@ -163,6 +170,7 @@ impl Default for SyntheticSpec {
                 sigma: 0.5,
             },
             estimate_error: 0.3,
+            cache_hits: 0.0,
             seed: 1,
         }
     }
@@ -249,6 +257,15 @@ impl std::str::FromStr for SyntheticSpec {
                             spec_error(key, format!("{value:?} is not a number >= 0"))
                         })?;
                 }
+                "cache-hits" => {
+                    spec.cache_hits = value
+                        .parse()
+                        .ok()
+                        .filter(|h: &f64| (0.0..=1.0).contains(h))
+                        .ok_or_else(|| {
+                            spec_error(key, format!("{value:?} is not a fraction from 0 to 1"))
+                        })?;
+                }
                 "seed" => {
                     spec.seed = value
                         .parse()
@@ -257,7 +274,7 @@ impl std::str::FromStr for SyntheticSpec {
                 _ => {
                     return Err(spec_error(
                         key,
-                        "unknown key (connectors, test-types, matrix, durations, build, estimate-error, seed)",
+                        "unknown key (connectors, test-types, matrix, durations, build, estimate-error, cache-hits, seed)",
                     ));
                 }
             }
@@ -329,6 +346,21 @@ impl SyntheticSpec {
             }
         }
         workload.perturb(self.estimate_error, self.seed);
+        if self.cache_hits > 0.0 {
+            let mut rng = StdRng::seed_from_u64(self.seed ^ 0xcac4_e000);
+            let mut hit = std::collections::BTreeMap::new();
+            for job in &mut workload.jobs {
+                let cached = *hit
+                    .entry(job.connector.clone())
+                    .or_insert_with(|| rand::RngExt::random_bool(&mut rng, self.cache_hits));
+                if cached {
+                    job.actual_seconds = CACHE_RESTORE_SECONDS;
+                    if let Some(need) = &mut job.needs {
+                        need.seconds = CACHE_RESTORE_SECONDS;
+                    }
+                }
+            }
+        }
         workload
     }
 }
@@ -386,6 +418,43 @@ mod tests {
     }
 
     #[test]
+    fn cache_hits_make_unchanged_connectors_cheap_but_not_their_estimates() {
+        let spec: SyntheticSpec =
+            "connectors=100,test-types=2,matrix=2,estimate-error=0,cache-hits=0.5"
+                .parse()
+                .unwrap();
+        let cold = SyntheticSpec {
+            cache_hits: 0.0,
+            ..spec.clone()
+        }
+        .generate();
+        let warm = spec.generate();
+        let cached: std::collections::BTreeSet<&str> = warm
+            .jobs
+            .iter()
+            .filter(|j| j.actual_seconds == CACHE_RESTORE_SECONDS)
+            .map(|j| j.connector.as_str())
+            .collect();
+        assert!((30..70).contains(&cached.len()), "{}", cached.len());
+        // A connector is cached whole, and the planner still expects the cold durations.
+        for (w, c) in warm.jobs.iter().zip(&cold.jobs) {
+            assert_eq!(w.estimate_seconds, c.estimate_seconds);
+            if cached.contains(w.connector.as_str()) {
+                assert_eq!(w.actual_seconds, CACHE_RESTORE_SECONDS);
+                if let Some(need) = &w.needs {
+                    assert_eq!(
+                        need.seconds, CACHE_RESTORE_SECONDS,
+                        "its build is cached too"
+                    );
+                }
+            } else {
+                assert_eq!(w.actual_seconds, c.actual_seconds);
+            }
+        }
+        assert!(warm.total_seconds() < cold.total_seconds() * 0.7);
+    }
+
+    #[test]
     fn bad_specs_name_the_key() {
         for (text, key) in [
             ("connectors=0", "connectors"),
@@ -394,6 +463,7 @@ mod tests {
             ("durations=lognormal:median=soon:sigma=1", "durations"),
             ("colour=blue", "colour"),
             ("estimate-error=-1", "estimate-error"),
+            ("cache-hits=1.5", "cache-hits"),
         ] {
             let err = text.parse::<SyntheticSpec>().unwrap_err();
             assert_eq!(err.key, key, "{text}: {err}");
