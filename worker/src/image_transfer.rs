@@ -157,14 +157,24 @@ pub async fn load(
     Ok(())
 }
 
+/// Which way an image moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    Saved,
+    Loaded,
+}
+
 /// What moving an image cost, for the step's log.
-pub fn said(verb: &str, image: &StoredImage, started: Instant) -> String {
+pub fn said(moved: Moved, image: &StoredImage, started: Instant) -> String {
+    let (verb, way) = match moved {
+        Moved::Saved => ("saved", "to"),
+        Moved::Loaded => ("loaded", "from"),
+    };
     format!(
-        "[shardci] {verb} image {} ({}, {:.1} MB compressed) {} the store in {:.1} s\n",
+        "[shardci] {verb} image {} ({}, {:.1} MB compressed) {way} the store in {:.1} s\n",
         image.tag,
         image.id,
         image.bytes as f64 / 1e6,
-        if verb == "saved" { "to" } else { "from" },
         started.elapsed().as_secs_f64()
     )
 }

@@ -26,7 +26,7 @@ use shardci_types::{ReusedFrom, Status, StepSpec, step_key};
 use tokio::sync::OnceCell;
 
 use crate::executor::{Executor, StepContext};
-use crate::image_transfer::StoredImage;
+use crate::image_transfer::{self, Moved, StoredImage};
 use crate::logs::LogSink;
 use crate::outcome::StepOutcome;
 use crate::shared::lock;
@@ -388,7 +388,7 @@ impl Reuse<'_> {
         let started = Instant::now();
         match executor.load_image(image, store).await {
             Ok(()) => {
-                logs.write(crate::image_transfer::said("loaded", image, started).as_bytes());
+                logs.write(image_transfer::said(Moved::Loaded, image, started).as_bytes());
                 executor.image_built_by(tag, key).await
             }
             Err(e) => {
@@ -420,7 +420,7 @@ impl Reuse<'_> {
         match executor.save_image(&build.tag, store.as_ref()).await {
             Ok((image, uploaded)) => {
                 if uploaded {
-                    logs.write(crate::image_transfer::said("saved", &image, started).as_bytes());
+                    logs.write(image_transfer::said(Moved::Saved, &image, started).as_bytes());
                 } else {
                     logs.write(format!("[shardci] image {} ({}) is in the store already\n", image.tag, image.id).as_bytes());
                 }

@@ -38,12 +38,11 @@ pub fn run(args: GcArgs) -> Result<Code, Failure> {
         })?;
     let cache_entries = entries.len();
     let expired_ids: Vec<String> = expired.iter().map(|r| r.run_id.clone()).collect();
-    let images = runtime
+    let mut images = runtime
         .block_on(store.unreferenced_images(max_age, now, &entries, &expired_ids))
         .map_err(|e| {
             Failure::infrastructure(anyhow::anyhow!("failed to list the stored images: {e}"))
         })?;
-    let mut images = images;
     if let Some(size) = &args.max_images_size {
         let max = shardci_planning::config::parse_size(size)
             .map_err(|e| Failure::usage(anyhow::anyhow!("--max-images-size: {e}")))?;

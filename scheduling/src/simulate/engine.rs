@@ -376,7 +376,6 @@ pub fn simulate(
                 if ack == crate::schedule::Ack::Accepted {
                     waits.extend(starts.iter().map(|at| *at as f64 / 1000.0));
                 }
-                let _ = started;
                 workers[w].busy = workers[w].busy.saturating_sub(1);
                 if !workers[w].polling {
                     workers[w].polling = true;
