@@ -43,6 +43,88 @@ pub enum Command {
     /// bound, utilisation and job waits per fleet size; --compare adds other CI tools'
     /// strategies on the same jobs.
     Simulate(SimulateArgs),
+    /// Compare a connector's target version with its control on real commands (spec, check,
+    /// discover, read, read with state) in Docker, validate the target against the Airbyte
+    /// protocol, and write a report of every difference; exit 1 when a check fails.
+    Regression(RegressionArgs),
+    /// Run one connector command on several images and keep every output for a person to
+    /// inspect.
+    Debug(DebugArgs),
+}
+
+/// How connector containers run, for `regression` and `debug`.
+#[derive(Debug, Args)]
+pub struct ConnectorRunArgs {
+    /// The connection config (JSON), mounted read-only at /airbyte/data/config.json. Its
+    /// secrets (the spec's airbyte_secret fields; every value until a spec says) are masked in
+    /// every output.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// A configured catalog for every version [default: each version's own, from discover].
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// The state for read-with-state [default: the control's last states from read].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Where outputs and reports go [default: .shardci/regression/<connector>-<time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Stop a command that runs longer ("90s", "10m").
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub timeout: String,
+    /// A connector container's memory limit.
+    #[arg(long, default_value = "2GiB", value_name = "SIZE")]
+    pub memory: String,
+    /// Give connector containers a network (they have none by default).
+    #[arg(long)]
+    pub network: bool,
+    /// Run as this user ("uid:gid", or "image" for the image's own) [default: nobody].
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Let connectors write to their root filesystem (read-only with a tmpfs /tmp otherwise).
+    #[arg(long)]
+    pub writable_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegressionArgs {
+    /// The connector's name, for the report.
+    #[arg(long)]
+    pub connector: String,
+    /// The released version's image (IMAGE:TAG), present on the Docker host.
+    #[arg(long, value_name = "IMAGE")]
+    pub control: String,
+    /// The candidate version's image.
+    #[arg(long, value_name = "IMAGE")]
+    pub target: String,
+    /// Commands to compare [default: all]; spec always runs (it says what to mask).
+    #[arg(long = "command", value_name = "COMMAND", value_parser = ["spec", "check", "discover", "read", "read-with-state"])]
+    pub commands: Vec<String>,
+    #[command(flatten)]
+    pub run: ConnectorRunArgs,
+    /// Also copy the outputs and reports to this store (a folder or s3://, gs://...), under
+    /// regression/<id>/.
+    #[arg(long, env = "SHARDCI_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+    /// Memory the comparison of records may hold at once; larger reads are partitioned on
+    /// disk.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub compare_memory: String,
+    /// Print the report as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// The command to run.
+    #[arg(value_parser = ["spec", "check", "discover", "read", "read-with-state"])]
+    pub command: String,
+    /// An image to run it on (repeat for each).
+    #[arg(long = "image", value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub run: ConnectorRunArgs,
 }
 
 #[derive(Debug, Args)]

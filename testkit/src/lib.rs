@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod connectors;
 mod dockerd;
 mod etcd;
 mod git;
@@ -15,6 +16,7 @@ mod pki;
 
 use std::path::{Path, PathBuf};
 
+pub use connectors::source_tiny;
 pub use dockerd::Dockerd;
 pub use etcd::{Etcd, EtcdCluster};
 pub use git::{commit_all, git};
@@ -23,6 +25,11 @@ pub use pki::Pki;
 
 /// The tag of the busybox step image the tests build locally (there is no registry).
 pub const IMAGE: &str = "shardci-test/busybox:1";
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 /// The example monorepo's folder in the source tree. Read it only through [`copy_example`]:
 /// it may hold state from an earlier `shardci local`.

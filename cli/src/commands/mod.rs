@@ -4,6 +4,7 @@ mod connectors;
 mod gc;
 mod local;
 mod plan;
+mod regression;
 mod report;
 mod retry;
 mod run;
@@ -34,5 +35,7 @@ pub fn run(cli: Cli) -> Result<Code, Failure> {
         Command::Report(args) => report::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Regression(args) => regression::run(args),
+        Command::Debug(args) => regression::debug(args),
     }
 }
