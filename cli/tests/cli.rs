@@ -410,7 +410,7 @@ fn connectors_list() {
     assert!(out.status.success(), "{}", stderr(&out));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = list.as_array().unwrap();
-    assert_eq!(items.len(), 11);
+    assert_eq!(items.len(), 12);
     let find = |name: &str| items.iter().find(|c| c["name"] == name).unwrap().clone();
     assert_eq!(find("source-pokeapi")["language"], "manifest-only");
     assert_eq!(find("source-stripe")["language"], "low-code");

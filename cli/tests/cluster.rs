@@ -261,9 +261,9 @@ fn three_workers_run_the_full_matrix_and_report_every_job_once() {
     );
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = results(&run);
-    assert_eq!(results.len(), 83, "one result per job");
+    assert_eq!(results.len(), 85, "one result per job");
     let ids: BTreeSet<&str> = results.iter().map(|r| r["job"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 83, "no job counted twice");
+    assert_eq!(ids.len(), 85, "no job counted twice");
     let failed: BTreeSet<&str> = results
         .iter()
         .filter(|r| r["status"] != "success")
@@ -286,7 +286,7 @@ fn three_workers_run_the_full_matrix_and_report_every_job_once() {
     );
     assert_eq!(github["steps"][1]["failure_class"], "test");
     assert_eq!(github["steps"][1]["exit_code"], 1);
-    // Three workers (processes with nothing shared but the store), 83 jobs: each connector's
+    // Three workers (processes with nothing shared but the store), 85 jobs: each connector's
     // build ran once, in its build job, dispatched before the jobs that take it.
     let mut builds: BTreeMap<&str, usize> = BTreeMap::new();
     for result in &results {
@@ -297,7 +297,7 @@ fn three_workers_run_the_full_matrix_and_report_every_job_once() {
             }
         }
     }
-    assert_eq!(builds.len(), 10, "{builds:?}");
+    assert_eq!(builds.len(), 11, "{builds:?}");
     assert!(
         builds.values().all(|n| *n == 1),
         "each build ran once: {builds:?}"

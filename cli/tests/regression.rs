@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::Value;
 use shardci_testkit::source_tiny;
 
 fn shardci(args: &[&str], cwd: &Path) -> (i32, String, String) {
@@ -176,5 +177,100 @@ fn debug_keeps_every_images_outputs_and_lists_them() {
         );
         let log = std::fs::read_to_string(dir.join("stdout.log")).expect("log");
         assert!(!log.contains("cli-s3cret") && log.contains("**********"));
+    }
+}
+
+/// A pull request that changes source-tiny's behaviour and bumps its version: the plan compares
+/// the image it builds with the version released on the base (1.0.0, not the bumped 1.1.0),
+/// and the run's report carries the failed checks as the regression job's test cases.
+#[test]
+fn a_pull_request_gets_the_comparison_in_its_run_report() {
+    let repo = shardci_testkit::example_repo("master");
+    let root = repo.path();
+    let connector = root.join("airbyte-integrations/connectors/source-tiny");
+    shardci_testkit::git(root, &["checkout", "-q", "-b", "tiny-v2"]);
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = connector.join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{file} has no {from}");
+        std::fs::write(&path, text.replace(from, to)).expect("write");
+    };
+    edit("Dockerfile", "ARG VARIANT=v1", "ARG VARIANT=v2");
+    edit(
+        "metadata.yaml",
+        "dockerImageTag: 1.0.0",
+        "dockerImageTag: 1.1.0",
+    );
+    shardci_testkit::commit_all(root, "source-tiny 1.1.0");
+    let root_text = root.to_str().expect("utf-8");
+
+    let (code, plan, stderr) = shardci(
+        &["plan", "--repo", root_text, "--base", "master", "--json"],
+        root,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let plan: Value = serde_json::from_str(&plan).expect("plan json");
+    let ids: Vec<&str> = plan["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["source-tiny/build", "source-tiny/regression"]);
+    let step = &plan["jobs"][1]["steps"][1]["regression"];
+    assert_eq!(step["control_image"], "airbyte/source-tiny:1.0.0");
+    assert_eq!(step["target_image"], "airbyte/source-tiny:dev");
+
+    let (code, stdout, stderr) = shardci(&["local", "--repo", root_text, "--base", "master"], root);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path: {stdout}"));
+    let run_dir = Path::new(report).parent().expect("run folder");
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    let job = json["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["id"] == "source-tiny/regression")
+        .expect("the regression job");
+    assert_eq!(job["status"], "failure", "{job}");
+    let failing: Vec<&str> = job["tests"]["failing"]
+        .as_array()
+        .expect("failing test cases")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for check in [
+        "discover.catalog_equal",
+        "read.records_equal",
+        "read.primary_keys_present",
+    ] {
+        assert!(failing.contains(&check), "{check} not among {failing:?}");
+    }
+    let log =
+        std::fs::read_to_string(run_dir.join("jobs/source-tiny_regression/regression/log.txt"))
+            .expect("log");
+    assert!(
+        log.contains("control airbyte/source-tiny:1.0.0 against target airbyte/source-tiny:dev"),
+        "{log}"
+    );
+    assert!(log.contains("users: 1000 → 900 (-100)"), "{log}");
+    // The comparison's own report is kept with the step's artifacts.
+    let kept =
+        run_dir.join("jobs/source-tiny_regression/regression/artifacts/regression/regression");
+    for file in [
+        "report.html",
+        "report.json",
+        "junit.xml",
+        "diff/read/users.jsonl",
+        "control/read/records/users.jsonl",
+    ] {
+        assert!(kept.join(file).is_file(), "{file} is not kept");
     }
 }

@@ -126,7 +126,7 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
     let rows = steps(&run);
     let ran = executed(&rows);
     let connectors: BTreeSet<&str> = rows.iter().map(|r| connector(&r.job)).collect();
-    assert_eq!(connectors.len(), 10, "the example's full matrix");
+    assert_eq!(connectors.len(), 11, "the example's full matrix");
     for name in &connectors {
         assert_eq!(
             ran.get(&(name.to_string(), "build".to_string())),
@@ -147,7 +147,7 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
     let report = read_json(&first.join("report.json"));
     assert_eq!(report["steps"]["shared"], shared.len());
     assert_eq!(report["steps"]["cached"], 0);
-    assert_eq!(report["counts"]["passed"], 37);
+    assert_eq!(report["counts"]["passed"], 39);
 
     let history = dir.path().join(".shardci/store/history/timings.json");
     let unit_samples = |history: &serde_json::Value| {
@@ -173,7 +173,7 @@ fn each_build_runs_once_per_run_and_unchanged_steps_come_from_the_cache() {
     let second = local(root, &[], 0);
     let run = read_json(&second.join("run.json"));
     let rows = steps(&run);
-    assert_eq!(run["results"].as_array().map(Vec::len), Some(37));
+    assert_eq!(run["results"].as_array().map(Vec::len), Some(39));
     for row in &rows {
         let pair = (row.job.clone(), row.step.clone());
         if cacheable.contains(&pair) {

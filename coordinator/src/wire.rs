@@ -54,6 +54,10 @@ pub(crate) fn step_to_wire(step: &Step) -> pb::Step {
         reads_matrix: step.reads_matrix.as_ref().map(|names| pb::MatrixAxes {
             names: names.clone(),
         }),
+        regression: step
+            .regression
+            .as_ref()
+            .map(shardci_proto::convert::regression_to_wire),
     }
 }
 
@@ -67,14 +71,20 @@ pub(crate) fn step_from_wire(step: pb::Step) -> Result<Step, WireError> {
     if step.name.is_empty() {
         return Err(invalid("step", "a step has no name"));
     }
-    if step.image.is_empty() || step.command.is_empty() {
+    if step.image.is_empty() || (step.command.is_empty() && step.regression.is_none()) {
         return Err(invalid(
             "step",
             format!("step {} needs an image and a command", step.name),
         ));
     }
     let resources = step.resources.unwrap_or_default();
+    let regression = step
+        .regression
+        .as_ref()
+        .map(shardci_proto::convert::regression_from_wire)
+        .transpose()?;
     Ok(Step {
+        regression,
         workdir: relative_path("step workdir", &step.workdir)?,
         build_image: match step.build {
             Some(b) => Some(ImageBuild {

@@ -56,6 +56,7 @@ fn connectors() -> Connectors {
                 connector_type: Some("source".into()),
                 docker_repository: format!("airbyte/{name}"),
                 version: Some("1.0.0".into()),
+                released_version: None,
                 support_level: Some("community".into()),
                 tags: vec![],
                 enabled_suites: None,

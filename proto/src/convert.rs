@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use shardci_types::{
     Attempt, ChangeStatus, Event, FailureClass, ImageBuild, JobId, JobReport, JobResult, JobSpec,
-    Resources, ReusedFrom, SpecError, Status, StepReport, StepSpec, Versions, matrix_env_var,
-    relative_path, valid_artifact_path,
+    RegressionSpec, Resources, ReusedFrom, SpecError, Status, StepReport, StepSpec, Versions,
+    matrix_env_var, relative_path, valid_artifact_path,
 };
 
 use crate::v1 as pb;
@@ -178,9 +178,40 @@ impl TryFrom<&pb::Job> for JobSpec {
                     .iter()
                     .map(|glob| relative_path("step input", glob))
                     .collect::<Result<_, _>>()?,
+                regression: step
+                    .regression
+                    .as_ref()
+                    .map(regression_from_wire)
+                    .transpose()?,
             });
         }
         Ok(JobSpec::new(job.id.clone(), steps)?)
+    }
+}
+
+/// A regression step's comparison, its paths checked to stay in the tree.
+pub fn regression_from_wire(r: &pb::Regression) -> Result<RegressionSpec, WireError> {
+    let optional = |text: &str| (!text.is_empty()).then(|| text.to_string());
+    let path = |what, text: &str| optional(text).map(|p| relative_path(what, &p)).transpose();
+    Ok(RegressionSpec {
+        control_image: r.control_image.clone(),
+        target_image: r.target_image.clone(),
+        config_file: path("regression config", &r.config_file)?,
+        config_secret: optional(&r.config_secret),
+        commands: r.commands.clone(),
+        catalog: path("regression catalog", &r.catalog)?,
+    })
+}
+
+/// The wire form of a regression step's comparison.
+pub fn regression_to_wire(r: &RegressionSpec) -> pb::Regression {
+    pb::Regression {
+        control_image: r.control_image.clone(),
+        target_image: r.target_image.clone(),
+        config_file: r.config_file.clone().unwrap_or_default(),
+        config_secret: r.config_secret.clone().unwrap_or_default(),
+        commands: r.commands.clone(),
+        catalog: r.catalog.clone().unwrap_or_default(),
     }
 }
 

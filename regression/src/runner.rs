@@ -17,6 +17,7 @@ use bollard::query_parameters::{
     AttachContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Capture, Exit};
 
@@ -34,6 +35,10 @@ pub struct Confinement {
     pub user: Option<String>,
     pub network: bool,
     pub read_only_root: bool,
+    /// Labels for the containers besides [`LABEL`] (a worker's, so its sweeps find them).
+    pub labels: HashMap<String, String>,
+    /// Stops the running command (and keeps the next ones from starting).
+    pub cancel: CancellationToken,
 }
 
 impl Default for Confinement {
@@ -44,6 +49,8 @@ impl Default for Confinement {
             user: Some("65534:65534".into()),
             network: false,
             read_only_root: true,
+            labels: HashMap::new(),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -99,6 +106,11 @@ impl ConnectorRunner for DockerRunner {
         confinement: &Confinement,
         output: &mut Capture,
     ) -> Exit {
+        if confinement.cancel.is_cancelled() {
+            return Exit::NotRun {
+                reason: "cancelled".into(),
+            };
+        }
         let data = match write_files(&invocation.files) {
             Ok(dir) => dir,
             Err(e) => {
@@ -115,7 +127,14 @@ impl ConnectorRunner for DockerRunner {
         let config = ContainerCreateBody {
             image: Some(invocation.image.clone()),
             cmd: Some(invocation.args.clone()),
-            labels: Some(HashMap::from([(LABEL.to_string(), "true".to_string())])),
+            labels: Some(
+                confinement
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain([(LABEL.to_string(), "true".to_string())])
+                    .collect(),
+            ),
             user: confinement.user.clone(),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -201,6 +220,7 @@ impl DockerRunner {
         let mut open = true;
         let mut code: Option<Result<i64, String>> = None;
         let mut timed_out = false;
+        let mut cancelled = false;
         while code.is_none() || open {
             tokio::select! {
                 chunk = stream.next(), if open => match chunk {
@@ -217,12 +237,22 @@ impl DockerRunner {
                         None => Err("the wait stream ended early".into()),
                     });
                 }
-                _ = &mut deadline, if !timed_out && code.is_none() => {
+                _ = confinement.cancel.cancelled(), if !cancelled && !timed_out && code.is_none() => {
+                    cancelled = true;
+                    let stop = StopContainerOptionsBuilder::default().t(2).build();
+                    let _ = self.docker.stop_container(id, Some(stop)).await;
+                }
+                _ = &mut deadline, if !timed_out && !cancelled && code.is_none() => {
                     timed_out = true;
                     let stop = StopContainerOptionsBuilder::default().t(2).build();
                     let _ = self.docker.stop_container(id, Some(stop)).await;
                 }
             }
+        }
+        if cancelled {
+            return Exit::NotRun {
+                reason: "cancelled".into(),
+            };
         }
         if timed_out {
             return Exit::TimedOut {

@@ -1,4 +1,4 @@
-//! The example source connector (`examples/connectors/source-tiny`) built into images, one per
+//! The example source connector (`examples/monorepo/airbyte-integrations/connectors/source-tiny`) built into images, one per
 //! variant, with the Docker CLI against the machine's daemon (no registry: its base is the
 //! busybox test image, built here too when missing).
 
@@ -46,7 +46,8 @@ fn build(args: &[&str], context: &Path) {
 pub fn source_tiny(variant: &str) -> String {
     ensure_base();
     let tag = format!("shardci-test/source-tiny:{variant}");
-    let context = workspace_root().join("examples/connectors/source-tiny");
+    let context =
+        workspace_root().join("examples/monorepo/airbyte-integrations/connectors/source-tiny");
     build(
         &[
             "--build-arg",

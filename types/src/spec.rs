@@ -53,6 +53,28 @@ pub struct ImageBuild {
     pub tag: String,
 }
 
+/// A step that compares two versions of a connector on Airbyte protocol commands (the
+/// worker's regression runner) instead of running a command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegressionSpec {
+    /// The released version's image.
+    pub control_image: String,
+    /// The version under test: the image the connector's build step made.
+    pub target_image: String,
+    /// The connection config: a file relative to the source root...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+    /// ...or the name of a secret holding it (one of the step's `secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_secret: Option<String>,
+    /// `spec`, `check`, `discover`, `read`, `read-with-state`; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// A configured catalog relative to the source root; `None`: from each version's discover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+}
+
 /// One step as a worker runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSpec {
@@ -92,6 +114,8 @@ pub struct StepSpec {
     /// Globs (relative to the source root) of the files whose content the step's result
     /// depends on; their content is part of its key.
     pub inputs: Vec<String>,
+    /// Set for a regression step: it compares two images and has no command.
+    pub regression: Option<RegressionSpec>,
 }
 
 impl StepSpec {
@@ -120,6 +144,7 @@ impl StepSpec {
             depends_on: Vec::new(),
             cache: false,
             inputs: Vec::new(),
+            regression: None,
         }
     }
 }
@@ -199,7 +224,10 @@ impl JobSpec {
             for (missing, what) in [
                 (step.name.is_empty(), "a name"),
                 (step.image.is_empty(), "an image"),
-                (step.command.is_empty(), "a command"),
+                (
+                    step.command.is_empty() && step.regression.is_none(),
+                    "a command",
+                ),
             ] {
                 if missing {
                     return Err(SpecError::Incomplete { job: id, what });

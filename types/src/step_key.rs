@@ -69,6 +69,25 @@ pub fn step_key(
         field("build_dockerfile", build.dockerfile.as_bytes());
         field("build_tag", build.tag.as_bytes());
     }
+    if let Some(r) = &step.regression {
+        field("regression_control", r.control_image.as_bytes());
+        field("regression_target", r.target_image.as_bytes());
+        field(
+            "regression_config_file",
+            r.config_file.as_deref().unwrap_or("").as_bytes(),
+        );
+        field(
+            "regression_config_secret",
+            r.config_secret.as_deref().unwrap_or("").as_bytes(),
+        );
+        for command in &r.commands {
+            field("regression_command", command.as_bytes());
+        }
+        field(
+            "regression_catalog",
+            r.catalog.as_deref().unwrap_or("").as_bytes(),
+        );
+    }
     for glob in &step.artifacts {
         field("artifact", glob.as_bytes());
     }

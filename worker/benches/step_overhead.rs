@@ -51,6 +51,7 @@ fn main() {
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_secs(1),
         step_key: None,
+        dependency_keys: Vec::new(),
     };
     let step = StepSpec {
         timeout: Duration::from_secs(60),

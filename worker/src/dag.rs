@@ -63,7 +63,14 @@ pub async fn run_job(
                                     .key(executor, step, &context.source_dir, &dependencies)
                                     .await;
                                 let mut outcome = reuse
-                                    .run(executor, step, context, &key, logs.as_mut())
+                                    .run(
+                                        executor,
+                                        step,
+                                        context,
+                                        &key,
+                                        &dependencies,
+                                        logs.as_mut(),
+                                    )
                                     .await;
                                 outcome.key = Some(key);
                                 outcome
@@ -184,6 +191,7 @@ mod tests {
             cancel: Default::default(),
             stop_grace: Duration::ZERO,
             step_key: None,
+            dependency_keys: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod images;
 pub mod instance;
 pub mod logs;
 pub mod outcome;
+mod regression;
 pub mod reuse;
 pub mod session;
 mod shard;

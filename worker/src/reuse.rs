@@ -287,6 +287,7 @@ impl Reuse<'_> {
         step: &StepSpec,
         context: &StepContext,
         key: &str,
+        dependencies: &[String],
         logs: &mut dyn LogSink,
     ) -> StepOutcome {
         let started = Instant::now();
@@ -328,6 +329,7 @@ impl Reuse<'_> {
         }
         let keyed = StepContext {
             step_key: Some(key.to_string()),
+            dependency_keys: dependencies.to_vec(),
             ..context.clone()
         };
         let cell = self.memory.cell(self.run, key);

@@ -114,6 +114,7 @@ pub(crate) async fn run_shard(
             cancel: cancel.clone(),
             stop_grace: shared.options.stop_grace,
             step_key: None,
+            dependency_keys: Vec::new(),
         };
         let logs_dir = job_dir.join("logs");
         let _ = std::fs::create_dir_all(&logs_dir);

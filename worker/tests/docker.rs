@@ -63,6 +63,7 @@ fn fixture(test: &str) -> Fixture {
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_secs(1),
         step_key: None,
+        dependency_keys: Vec::new(),
     };
     Fixture { _dir: dir, ctx }
 }

@@ -29,6 +29,7 @@ fn context(dir: &std::path::Path) -> StepContext {
         cancel: CancellationToken::new(),
         stop_grace: Duration::from_millis(500),
         step_key: None,
+        dependency_keys: Vec::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn confinement(args: &ConnectorRunArgs) -> Result<Confinement, Failure> {
         user,
         network: args.network,
         read_only_root: !args.writable_root,
+        ..Confinement::default()
     })
 }
 
@@ -125,6 +126,9 @@ pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let runner = docker().await?;
+        // Ctrl-C stops the running containers; the report says which commands were cut.
+        let mut request = request;
+        request.confinement.cancel = shardci_runtime::shutdown_on_signal();
         session::run(&runner, &request)
             .await
             .map_err(|e| Failure::infrastructure(anyhow!(e)))

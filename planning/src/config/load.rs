@@ -16,11 +16,14 @@ use toml::Spanned;
 use super::error::{ConfigError, Locator};
 use super::model::{
     AxisConfig, ConnectorOverride, Expand, ImageConfig, LabelsConfig, Layout, RawConfig,
-    ShardingConfig, SharedConfig, StepFields,
+    RegressionConfig, ShardingConfig, SharedConfig, StepFields,
 };
 
 /// The configuration file name at a monorepo's root.
 pub const CONFIG_FILE: &str = "shardci.toml";
+
+/// The commands a regression test type can compare.
+pub const REGRESSION_COMMANDS: [&str; 5] = ["spec", "check", "discover", "read", "read-with-state"];
 
 /// A connector's language, detected from its files as Airbyte does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -502,6 +505,56 @@ impl Checker<'_> {
                     .error(glob.span(), format!("`inputs` in {place}: {e}"))
             })?;
         }
+        if let Some(regression) = &fields.regression {
+            self.check_regression(regression, place)?;
+        }
+        Ok(())
+    }
+
+    fn check_regression(
+        &self,
+        regression: &Spanned<RegressionConfig>,
+        place: &str,
+    ) -> Result<(), ConfigError> {
+        let r = regression.get_ref();
+        match (&r.config, &r.config_secret) {
+            (Some(_), Some(secret)) => {
+                return Err(self.loc.error(
+                    secret.span(),
+                    format!("`regression` in {place}: set `config` (a file) or `config_secret`, not both"),
+                ));
+            }
+            (None, None) => {
+                return Err(self.loc.error(
+                    regression.span(),
+                    format!("`regression` in {place} needs the connection config: `config` (a file in the connector's folder) or `config_secret` (a secret's name)"),
+                ));
+            }
+            _ => {}
+        }
+        for (what, path) in [("config", &r.config), ("catalog", &r.catalog)] {
+            if let Some(path) = path {
+                let text = path.get_ref();
+                if text.is_empty() || text.starts_with('/') || text.split('/').any(|p| p == "..") {
+                    return Err(self.loc.error(
+                        path.span(),
+                        format!("`regression.{what}` in {place}: {text:?} must be a path inside the connector's folder"),
+                    ));
+                }
+            }
+        }
+        for command in r.commands.iter().flatten() {
+            if !REGRESSION_COMMANDS.contains(&command.get_ref().as_str()) {
+                return Err(self.loc.error(
+                    command.span(),
+                    format!(
+                        "`regression.commands` in {place}: {:?} is not one of {}",
+                        command.get_ref(),
+                        REGRESSION_COMMANDS.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -645,7 +698,7 @@ impl Checker<'_> {
             let has = |get: fn(&StepFields) -> bool| {
                 from_template.is_some_and(get) || from_type.is_some_and(get) || get(defaults)
             };
-            if !has(|f| f.command.is_some()) {
+            if !has(|f| f.command.is_some() || f.regression.is_some()) {
                 return Err(self.loc.error(
                     spanned.span(),
                     format!(

@@ -11,6 +11,6 @@ pub use load::{Axis, Template, compile_glob};
 pub use load::{CONFIG_FILE, Config, GlobList, Language, Rule, SharedComponent, TestType};
 pub use model::{
     ConnectorOverride, Expand, ImageBuildConfig, ImageConfig, LabelsConfig, Layout,
-    ResourcesConfig, ShardingConfig, StepFields,
+    RegressionConfig, ResourcesConfig, ShardingConfig, StepFields,
 };
 pub use units::{Bytes, Seconds, parse_duration, parse_size};

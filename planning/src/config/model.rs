@@ -161,6 +161,26 @@ pub struct StepFields {
     /// repository root, beside the connector's folder, the connectors it depends on and its
     /// shared components (always included).
     pub inputs: Option<Vec<Spanned<String>>>,
+    /// Makes the test type a regression test: its step compares the image the run's build made
+    /// with the connector's released image (`dockerRepository:dockerImageTag` on the base) on
+    /// Airbyte protocol commands, instead of running a command.
+    pub regression: Option<Spanned<RegressionConfig>>,
+}
+
+/// How a regression test type runs (see [`StepFields::regression`]).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionConfig {
+    /// The connection config: a file relative to the connector's folder...
+    pub config: Option<Spanned<String>>,
+    /// ...or a secret holding it; `{CONNECTOR}` is the connector's name in capitals with `_`
+    /// for `-` (`{CONNECTOR}_CONFIG` is `SOURCE_FAKER_CONFIG` for source-faker).
+    pub config_secret: Option<Spanned<String>>,
+    /// Commands to compare: spec, check, discover, read, read-with-state [default: all].
+    pub commands: Option<Vec<Spanned<String>>>,
+    /// A configured catalog relative to the connector's folder [default: each version's own,
+    /// from discover].
+    pub catalog: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]

@@ -119,6 +119,10 @@ pub struct Step {
     pub read_only_root: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_image: Option<ImageBuild>,
+    /// Set for a regression step: the worker compares the connector's released image with
+    /// the one the run built, instead of running `command`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<shardci_types::RegressionSpec>,
 }
 
 /// Where a job's expected duration came from.

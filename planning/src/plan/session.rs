@@ -111,6 +111,43 @@ impl Workspace {
     }
 }
 
+/// The versions (`dockerImageTag`) at `merge_base` of the connectors whose metadata the change
+/// touches: what a regression test compares with. Unreadable metadata is left out (the
+/// version at head stands in).
+fn released_versions(
+    git: &GitRepo,
+    connectors: &Connectors,
+    changes: &[ChangedFile],
+    merge_base: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let touched: Vec<(&str, &str)> = connectors
+        .all()
+        .iter()
+        .filter(|c| {
+            changes
+                .iter()
+                .any(|f| f.paths().any(|p| p == c.metadata_path))
+        })
+        .map(|c| (c.name.as_str(), c.metadata_path.as_str()))
+        .collect();
+    if touched.is_empty() {
+        return Default::default();
+    }
+    let Ok(tree) = GitTree::open(git.toplevel(), git.prefix(), merge_base) else {
+        return Default::default();
+    };
+    let paths: Vec<String> = touched.iter().map(|(_, p)| p.to_string()).collect();
+    touched
+        .iter()
+        .zip(tree.read_many(&paths))
+        .filter_map(|((name, path), bytes)| {
+            let text = String::from_utf8(bytes.ok()?).ok()?;
+            let metadata = crate::repo::parse_metadata(path, &text).ok()?;
+            Some((name.to_string(), metadata.docker_image_tag?))
+        })
+        .collect()
+}
+
 pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
     if request.include_uncommitted && request.head.as_deref().is_some_and(|h| h != "HEAD") {
         return Err(PlanError::Usage(
@@ -119,9 +156,14 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         ));
     }
     let head = request.head.as_deref().filter(|h| *h != "HEAD");
-    let workspace = Workspace::open(&request.repo, head)?;
-    let git = &workspace.git;
-    let config = &workspace.config;
+    let Workspace {
+        git,
+        config,
+        mut connectors,
+        head_commit: workspace_head,
+        ..
+    } = Workspace::open(&request.repo, head)?;
+    let (git, config) = (&git, &config);
     // The event's branch: as given, else the branch `--head` names (a commit or a tag names
     // none), else the checked-out branch.
     let branch = request.branch.clone().or_else(|| match head {
@@ -142,7 +184,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
 
     let mut source = SourceInfo {
         head_ref: request.head.clone().unwrap_or_else(|| "HEAD".into()),
-        head_commit: workspace.head_commit.clone(),
+        head_commit: workspace_head.clone(),
         include_uncommitted: request.include_uncommitted,
         branch: branch.clone(),
         ..SourceInfo::default()
@@ -153,7 +195,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         None => Vec::new(),
         Some(base_ref) => {
             let base_commit = git.resolve(base_ref)?;
-            let head_commit = workspace.head_commit.clone().ok_or_else(|| {
+            let head_commit = workspace_head.clone().ok_or_else(|| {
                 PlanError::Usage(format!("{} has no commits yet", request.repo.display()))
             })?;
             let merge_base = git.merge_base(&base_commit, &head_commit)?;
@@ -165,6 +207,8 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
             if merge_base == head_commit && !request.include_uncommitted {
                 same_as_base = Some(base_ref.clone());
             }
+            let released = released_versions(git, &connectors, &changes, &merge_base);
+            connectors.set_released_versions(&released);
             source.base_ref = Some(base_ref.clone());
             source.base_commit = Some(base_commit);
             source.merge_base = Some(merge_base);
@@ -178,7 +222,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
     };
     let mut plan = build_plan(&PlanInputs {
         config,
-        connectors: &workspace.connectors,
+        connectors: &connectors,
         changes: &changes,
         event: request.event,
         branch,

@@ -395,6 +395,7 @@ mod tests {
             cap_add: vec![],
             read_only_root: true,
             build_image: None,
+            regression: None,
         }
     }
 

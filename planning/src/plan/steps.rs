@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, ConnectorOverride, StepFields, Template};
+use crate::config::{Config, ConnectorOverride, RegressionConfig, StepFields, Template};
 use crate::repo::Connector;
+use shardci_types::RegressionSpec;
 
 use super::model::{Estimate, ImageBuild, Resources, Step};
 use super::timings::Timings;
@@ -139,6 +140,7 @@ fn merge(layers: &[&StepFields]) -> StepFields {
         out.cap_add = l.cap_add.or(out.cap_add);
         out.read_only_root = l.read_only_root.or(out.read_only_root);
         out.build_image = l.build_image.or(out.build_image);
+        out.regression = l.regression.or(out.regression);
         out.retries = l.retries.or(out.retries);
         out.requires = l.requires.or(out.requires);
         out.cache = l.cache.or(out.cache);
@@ -184,7 +186,26 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     env.extend(fields.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let resources = fields.resources.unwrap_or_default();
     let network = fields.network.unwrap_or(false);
-    let secrets = fields.secrets.clone().unwrap_or_default();
+    let mut secrets = fields.secrets.clone().unwrap_or_default();
+    let regression = fields
+        .regression
+        .as_ref()
+        .map(|r| regression_step(connector, r.get_ref(), &image_tag));
+    if let Some(secret) = regression.as_ref().and_then(|r| r.config_secret.clone())
+        && !secrets.contains(&secret)
+    {
+        secrets.push(secret);
+    }
+    // A regression step writes its outputs and reports here; they are kept like artifacts
+    // and its checks read as test cases.
+    let regression_dir = format!("regression/{name}");
+    let (regression_artifacts, regression_junit) = match &regression {
+        Some(_) => (
+            vec![format!("{regression_dir}/**")],
+            vec![format!("{regression_dir}/junit.xml")],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut inputs: Vec<String> = vec![format!("{}/**", connector.dir)];
     for (glob, test_types) in spec.inputs {
         if test_types
@@ -202,16 +223,18 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     }
     Step {
         name: name.to_string(),
-        // Presence of image and command was checked per template at load.
-        image: fields.image.clone().unwrap_or_default(),
+        // Presence of image and command (or a regression) was checked per template at load.
         command: fields.command.clone().unwrap_or_default(),
         workdir: fields
             .workdir
             .as_deref()
             .map_or_else(|| connector.dir.clone(), |w| connector_path(connector, w)),
         env,
-        // Nothing outside the tree can change a step with no network and no secrets.
-        cache: fields.cache.unwrap_or(!network && secrets.is_empty()),
+        // Nothing outside the tree can change a step with no network and no secrets; a
+        // regression step also depends on a released image, which is outside it.
+        cache: fields
+            .cache
+            .unwrap_or(!network && secrets.is_empty() && regression.is_none()),
         inputs,
         reads_matrix: Some(
             spec.config
@@ -238,13 +261,20 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
             .iter()
             .flatten()
             .chain(fields.junit.iter().flatten())
+            .chain(&regression_artifacts)
             .fold(Vec::new(), |mut globs, glob| {
                 if !globs.contains(glob) {
                     globs.push(glob.clone());
                 }
                 globs
             }),
-        junit: fields.junit.clone().unwrap_or_default(),
+        junit: fields
+            .junit
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(regression_junit)
+            .collect(),
         network,
         user: fields.user.clone(),
         cap_add: fields
@@ -259,6 +289,48 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
             dockerfile: connector_path(connector, &b.dockerfile),
             tag: image_tag.clone(),
         }),
+        // A regression step runs in no image of its own; the target stands in its place.
+        image: match &regression {
+            Some(r) => r.target_image.clone(),
+            None => fields.image.clone().unwrap_or_default(),
+        },
+        regression,
+    }
+}
+
+/// The comparison a regression test type makes for `connector`: the released image (its
+/// version on the base) against the one the run builds.
+fn regression_step(
+    connector: &Connector,
+    config: &RegressionConfig,
+    target_image: &str,
+) -> RegressionSpec {
+    let upper = connector.name.to_ascii_uppercase().replace('-', "_");
+    RegressionSpec {
+        control_image: format!(
+            "{}:{}",
+            connector.docker_repository,
+            connector.released().unwrap_or("latest")
+        ),
+        target_image: target_image.to_string(),
+        config_file: config
+            .config
+            .as_ref()
+            .map(|c| connector_path(connector, c.get_ref())),
+        config_secret: config
+            .config_secret
+            .as_ref()
+            .map(|s| s.get_ref().replace("{CONNECTOR}", &upper)),
+        commands: config
+            .commands
+            .iter()
+            .flatten()
+            .map(|c| c.get_ref().clone())
+            .collect(),
+        catalog: config
+            .catalog
+            .as_ref()
+            .map(|c| connector_path(connector, c.get_ref())),
     }
 }
 

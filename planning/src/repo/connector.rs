@@ -18,6 +18,10 @@ pub struct Connector {
     pub docker_repository: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The version released on the base (`dockerImageTag` at the merge base) when the change
+    /// alters it; `None`: the same as `version`. Regression tests compare with this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub support_level: Option<String>,
     pub tags: Vec<String>,
@@ -30,6 +34,11 @@ pub struct Connector {
 }
 
 impl Connector {
+    /// The version released on the base branch.
+    pub fn released(&self) -> Option<&str> {
+        self.released_version.as_deref().or(self.version.as_deref())
+    }
+
     pub fn is_archived(&self) -> bool {
         self.support_level.as_deref() == Some("archived")
     }

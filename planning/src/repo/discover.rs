@@ -75,6 +75,17 @@ impl Connectors {
         &self.list
     }
 
+    /// Records, per connector name, the version released on the base where it differs.
+    pub fn set_released_versions(&mut self, released: &BTreeMap<String, String>) {
+        for connector in &mut self.list {
+            if let Some(version) = released.get(&connector.name)
+                && connector.version.as_ref() != Some(version)
+            {
+                connector.released_version = Some(version.clone());
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Connector> {
         self.list
             .binary_search_by(|c| c.name.as_str().cmp(name))
@@ -154,6 +165,7 @@ fn discover_airbyte(
                         .docker_repository
                         .unwrap_or_else(|| format!("airbyte/{name}")),
                     version: meta.docker_image_tag,
+                    released_version: None,
                     support_level: meta.support_level,
                     tags: meta.tags,
                     enabled_suites: meta.test_suites,
@@ -306,6 +318,7 @@ fn discover_generic(
         connectors.push(Connector {
             docker_repository: meta.image.unwrap_or_else(|| format!("shardci/{name}")),
             version: meta.version,
+            released_version: None,
             support_level: meta.support_level.map(|s| s.to_ascii_lowercase()),
             connector_type: meta.connector_type,
             tags: meta.tags,

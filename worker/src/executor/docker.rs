@@ -259,6 +259,18 @@ impl Executor for DockerExecutor {
     }
 
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {
+        if let Some(regression) = &step.regression {
+            return crate::regression::run(
+                &self.docker,
+                &self.worker_id,
+                &self.step_user,
+                step,
+                regression,
+                ctx,
+                logs,
+            )
+            .await;
+        }
         let started = Instant::now();
         if let Err(e) = std::fs::create_dir_all(ctx.work_dir.join("tmp")) {
             return StepOutcome::failed(

@@ -42,6 +42,9 @@ pub struct StepContext {
     /// The key of the step being run (set per step by the job runner), which an image the
     /// step builds is labelled with.
     pub step_key: Option<String>,
+    /// The keys of the steps this one depends on (set with `step_key`): a regression step
+    /// finds the image its build made by them, whatever the tag points at now.
+    pub dependency_keys: Vec<String>,
 }
 
 #[async_trait::async_trait]

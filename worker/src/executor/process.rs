@@ -33,6 +33,14 @@ impl Executor for ProcessExecutor {
 
     async fn run(&self, step: &StepSpec, ctx: &StepContext, logs: &mut dyn LogSink) -> StepOutcome {
         let started = Instant::now();
+        if step.regression.is_some() {
+            return StepOutcome::failed(
+                &step.name,
+                FailureClass::Docker,
+                started.elapsed(),
+                "a regression step runs connector images: it needs the Docker executor",
+            );
+        }
         if step.build_image.is_some() {
             return StepOutcome::failed(
                 &step.name,

@@ -1,0 +1,271 @@
+//! Regression steps: the connector's released image and the one the job's build made run the
+//! same Airbyte protocol commands (shardci-regression), side by side on this worker's Docker
+//! host. Every output and the reports land in the job's work folder under
+//! `regression/<step>/`, which the plan keeps as artifacts (its `junit.xml` makes each check a
+//! test case of the run's report); the log says what ran and which checks failed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use bollard::Docker;
+use serde_json::Value;
+
+use shardci_regression::compare::records::Limits;
+use shardci_regression::{CheckStatus, Command, Confinement, DockerRunner, Request, report};
+use shardci_types::{FailureClass, RegressionSpec, StepSpec};
+
+use bollard::query_parameters::ListImagesOptionsBuilder;
+
+use crate::executor::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_STEP_KEY, LABEL_WORKER, StepContext};
+use crate::logs::LogSink;
+use crate::outcome::StepOutcome;
+
+/// Runs `step`'s comparison; `default_user` is the worker's step user, for steps that name
+/// none.
+pub async fn run(
+    docker: &Docker,
+    worker_id: &str,
+    default_user: &str,
+    step: &StepSpec,
+    spec: &RegressionSpec,
+    ctx: &StepContext,
+    logs: &mut dyn LogSink,
+) -> StepOutcome {
+    let started = Instant::now();
+    let fail =
+        |class, message: String| StepOutcome::failed(&step.name, class, started.elapsed(), message);
+    let config = match read_config(spec, ctx) {
+        Ok(config) => config,
+        Err(message) => {
+            logs.write(format!("[shardci] {message}\n").as_bytes());
+            logs.finish();
+            return fail(FailureClass::Test, message);
+        }
+    };
+    let catalog = match &spec.catalog {
+        Some(path) => match read_json(&ctx.source_dir.join(path), path) {
+            Ok(catalog) => Some(catalog),
+            Err(message) => {
+                logs.finish();
+                return fail(FailureClass::Test, message);
+            }
+        },
+        None => None,
+    };
+    // The image this job's build made, by the key it carries: another run on this host may
+    // have moved the tag since.
+    let target_image = built_by(docker, &ctx.dependency_keys)
+        .await
+        .unwrap_or_else(|| spec.target_image.clone());
+    for (role, image) in [("control", &spec.control_image), ("target", &target_image)] {
+        if docker.inspect_image(image).await.is_err() {
+            let message = format!(
+                "the {role} image {image} is not on this worker (shardci does not pull: build or load it first)"
+            );
+            logs.write(format!("[shardci] {message}\n").as_bytes());
+            logs.finish();
+            return fail(FailureClass::Image, message);
+        }
+    }
+    let connector = step
+        .env
+        .iter()
+        .find(|(k, _)| k == "SHARDCI_CONNECTOR")
+        .map_or_else(|| step.name.clone(), |(_, v)| v.clone());
+    let commands: Vec<Command> = if spec.commands.is_empty() {
+        Command::ALL.to_vec()
+    } else {
+        spec.commands
+            .iter()
+            .filter_map(|c| Command::parse(c))
+            .collect()
+    };
+    let out_dir = ctx.work_dir.join("regression").join(&step.name);
+    let labels: HashMap<String, String> = ctx
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_WORKER.to_string(), worker_id.to_string()),
+            (
+                LABEL_INSTANCE.to_string(),
+                crate::instance::id().to_string(),
+            ),
+        ])
+        .collect();
+    let request = Request {
+        connector: connector.clone(),
+        control_image: spec.control_image.clone(),
+        target_image: target_image.clone(),
+        config,
+        catalog,
+        state: None,
+        commands,
+        confinement: Confinement {
+            timeout: step.timeout,
+            memory_bytes: step.resources.memory_bytes,
+            user: Some(
+                step.user
+                    .clone()
+                    .unwrap_or_else(|| default_user.to_string()),
+            ),
+            network: step.network,
+            read_only_root: step.read_only_root,
+            labels,
+            cancel: ctx.cancel.clone(),
+        },
+        limits: Limits::default(),
+        out_dir: out_dir.clone(),
+    };
+    logs.write(
+        format!(
+            "[shardci] regression of {connector}: control {} against target {}{}\n",
+            spec.control_image,
+            spec.target_image,
+            if target_image == spec.target_image {
+                String::new()
+            } else {
+                format!(" (image {target_image}, as built by this job)")
+            }
+        )
+        .as_bytes(),
+    );
+    let runner = DockerRunner::new(docker.clone());
+    let report = match shardci_regression::run(&runner, &request).await {
+        Ok(report) => report,
+        Err(e) => {
+            logs.finish();
+            return fail(FailureClass::Docker, format!("regression outputs: {e}"));
+        }
+    };
+    if ctx.cancel.is_cancelled() {
+        logs.finish();
+        return StepOutcome::cancelled(&step.name, started.elapsed());
+    }
+    if let Err(e) = report::write_all(&report, &out_dir) {
+        logs.finish();
+        return fail(
+            FailureClass::Docker,
+            format!("writing the regression reports: {e}"),
+        );
+    }
+    for run in &report.commands {
+        logs.write(
+            format!(
+                "{}: control {} ({} records), target {} ({} records)\n",
+                run.command,
+                ended(&run.control),
+                run.control.records(),
+                ended(&run.target),
+                run.target.records()
+            )
+            .as_bytes(),
+        );
+    }
+    for check in &report.checks {
+        if matches!(check.status, CheckStatus::Fail | CheckStatus::Warn) {
+            logs.write(
+                format!(
+                    "{}: {}: {}\n",
+                    check.status.as_str(),
+                    check.name,
+                    check.summary
+                )
+                .as_bytes(),
+            );
+            for detail in check.details.iter().take(10) {
+                logs.write(format!("    {detail}\n").as_bytes());
+            }
+        }
+    }
+    let failed = report.failed();
+    logs.write(
+        format!(
+            "{} checks: {} passed, {} failed, {} warnings, {} skipped; report: regression/{}/{}\n",
+            report.checks.len(),
+            report.count(CheckStatus::Pass),
+            failed.len(),
+            report.count(CheckStatus::Warn),
+            report.count(CheckStatus::Skipped),
+            step.name,
+            report::HTML
+        )
+        .as_bytes(),
+    );
+    logs.finish();
+    if failed.is_empty() {
+        return StepOutcome::success(&step.name, started.elapsed());
+    }
+    let names: Vec<String> = failed
+        .iter()
+        .take(5)
+        .map(|c| format!("{} ({})", c.name, c.command))
+        .collect();
+    fail(
+        FailureClass::Test,
+        format!(
+            "{} of {} regression checks failed: {}{}",
+            failed.len(),
+            report.checks.len(),
+            names.join("; "),
+            if failed.len() > names.len() {
+                "; …"
+            } else {
+                ""
+            }
+        ),
+    )
+}
+
+/// The id of an image one of the steps with `keys` built.
+async fn built_by(docker: &Docker, keys: &[String]) -> Option<String> {
+    for key in keys {
+        let filters =
+            HashMap::from([("label".to_string(), vec![format!("{LABEL_STEP_KEY}={key}")])]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        if let Ok(images) = docker.list_images(Some(options)).await
+            && let Some(image) = images.into_iter().next()
+        {
+            return Some(image.id);
+        }
+    }
+    None
+}
+
+fn ended(output: &shardci_regression::CommandOutput) -> String {
+    output
+        .exit
+        .as_ref()
+        .map_or_else(|| "did not end".to_string(), |e| e.describe())
+}
+
+fn read_config(spec: &RegressionSpec, ctx: &StepContext) -> Result<Value, String> {
+    match (&spec.config_file, &spec.config_secret) {
+        (Some(path), _) => read_json(&ctx.source_dir.join(path), path),
+        (None, Some(name)) => {
+            let text = ctx.secrets.get(name).ok_or_else(|| {
+                format!(
+                    "the regression config secret {name} was not given to the run (--secret {name})"
+                )
+            })?;
+            serde_json::from_str(text).map_err(|e| {
+                format!(
+                    "the regression config secret {name} is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            })
+        }
+        (None, None) => Err("the regression step names no config".into()),
+    }
+}
+
+fn read_json(path: &Path, shown: &str) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{shown}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
+}
