@@ -354,7 +354,7 @@ fn append(writer: &mut BufWriter<File>, line: &str) -> std::io::Result<()> {
 }
 
 /// A file name for a stream: its name where that is safe, else a safe form and a hash.
-fn file_name(stream: &str, taken: &BTreeSet<String>) -> String {
+pub(crate) fn file_name(stream: &str, taken: &BTreeSet<String>) -> String {
     let safe: String = stream
         .chars()
         .map(|c| {

@@ -440,6 +440,7 @@ fn read_checks(
     let control_root = out_dir.join(&run.control_dir);
     let target_root = out_dir.join(&run.target_dir);
     let mut diffs = Vec::new();
+    let mut names = BTreeSet::new();
     for stream in &streams {
         let key = primary_key(control_catalog.as_ref(), stream)
             .or_else(|| primary_key(target_catalog.as_ref(), stream))
@@ -452,7 +453,8 @@ fn read_checks(
         };
         let control_file = file(&control_root, &run.control);
         let target_file = file(&target_root, &run.target);
-        let name = stream_file_name(stream);
+        let name = crate::capture::file_name(stream, &names);
+        names.insert(name.clone());
         let dest = Destination {
             out_dir: &out_dir.join("diff").join(c.as_str()),
             name: &name,
@@ -960,19 +962,4 @@ pub fn example_line(example: &Value) -> String {
         }
         None => example.to_string(),
     }
-}
-
-fn stream_file_name(stream: &str) -> String {
-    stream
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_start_matches('.')
-        .to_string()
 }
