@@ -248,10 +248,7 @@ pub fn junit(report: &RegressionReport) -> String {
         let _ = write!(
             out,
             "    <testcase classname=\"{}\" name=\"{}\">",
-            escape(&format!(
-                "regression.{}.{}",
-                report.connector, check.command
-            )),
+            escape(&format!("regression.{}", report.connector)),
             escape(&check.id)
         );
         match check.status {

@@ -238,14 +238,7 @@ pub fn render_html(report: &RunReport) -> String {
             job.duration_seconds
         );
         for step in &job.steps {
-            let artifacts: String = step
-                .artifacts
-                .iter()
-                .map(|key| {
-                    let name = key.rsplit("/artifacts/").next().unwrap_or(key);
-                    format!(" <a href=\"../../{}\">{}</a>", escape(key), escape(name))
-                })
-                .collect();
+            let artifacts = artifact_links(&step.artifacts);
             let earlier: String = step
                 .earlier_logs
                 .iter()
@@ -351,5 +344,53 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(super::utc(1_795_322_763), "2026-11-22 04:46 UTC");
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00 UTC");
+    }
+}
+
+/// Links to a step's artifacts. Reports among them (`report.html`, as a regression step
+/// writes) come first and stay in view; a long list folds behind its count, so a step that
+/// keeps a hundred files does not bury the job card.
+fn artifact_links(keys: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let link = |key: &String| {
+        let name = key.rsplit("/artifacts/").next().unwrap_or(key);
+        format!(" <a href=\"../../{}\">{}</a>", escape(key), escape(name))
+    };
+    let (reports, rest): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|k| k.ends_with("/report.html"));
+    let mut out: String = reports.iter().map(|k| link(k)).collect();
+    if rest.len() <= SHOWN {
+        out.extend(rest.iter().map(|k| link(k)));
+    } else {
+        out.push_str(&format!(
+            " <details class=\"artifacts\"><summary>{} more artifacts</summary>",
+            rest.len()
+        ));
+        out.extend(rest.iter().map(|k| link(k)));
+        out.push_str("</details>");
+    }
+    out
+}
+
+#[cfg(test)]
+mod artifact_tests {
+    use super::artifact_links;
+
+    #[test]
+    fn reports_lead_and_long_artifact_lists_fold() {
+        let key = |name: &str| format!("runs/r/jobs/j/s/artifacts/{name}");
+        let mut keys: Vec<String> = (0..12).map(|i| key(&format!("out/{i}.log"))).collect();
+        keys.push(key("regression/r/report.html"));
+        let html = artifact_links(&keys);
+        let report = html.find("regression/r/report.html").expect("report link");
+        let fold = html
+            .find("<details class=\"artifacts\"><summary>12 more artifacts</summary>")
+            .expect("folded");
+        assert!(report < fold, "{html}");
+        let short = artifact_links(&keys[..3]);
+        assert!(
+            !short.contains("<details") && short.contains("out/2.log"),
+            "{short}"
+        );
     }
 }
