@@ -110,6 +110,24 @@ pub struct RegressionArgs {
     /// disk.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub compare_memory: String,
+    /// Containers at once on this machine: 2 runs each command's versions side by side, 1 one
+    /// after the other.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..), conflicts_with = "coordinator")]
+    pub workers: u8,
+    /// Run on a coordinator's fleet instead of this machine: one job whose worker runs both
+    /// images (they must be on its Docker host); the config travels as a secret, the outputs
+    /// and reports land with the run in the coordinator's store.
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// Bearer token for the coordinator's client API.
+    #[arg(long, env = "SHARDCI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the coordinator's certificate.
+    #[arg(long, env = "SHARDCI_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// Allow plain http:// to a coordinator off loopback (a closed network only).
+    #[arg(long, requires = "coordinator")]
+    pub insecure: bool,
     /// Print the report as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,

@@ -2,10 +2,12 @@
 //! connector's images on the machine's Docker daemon.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use shardci_testkit::source_tiny;
+
+mod common;
 
 fn shardci(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shardci"))
@@ -45,6 +47,8 @@ fn a_failing_comparison_exits_1_ends_with_its_report_and_is_copied_to_the_store(
             &config.to_string_lossy(),
             "--command",
             "read",
+            "--workers",
+            "1",
             "--store",
             &store.to_string_lossy(),
         ],
@@ -272,5 +276,96 @@ fn a_pull_request_gets_the_comparison_in_its_run_report() {
         "control/read/records/users.jsonl",
     ] {
         assert!(kept.join(file).is_file(), "{file} is not kept");
+    }
+}
+
+/// `--coordinator`: the comparison runs as a job on a real coordinator's worker; the config
+/// travels as a secret and never lands in the store.
+#[test]
+fn a_coordinator_runs_the_comparison_on_its_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (control, target) = (source_tiny("v1"), source_tiny("v2"));
+    let config = config(dir.path());
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"{"streams": [{"stream": {"name": "users", "json_schema": {"type": "object"}, "supported_sync_modes": ["full_refresh"], "source_defined_primary_key": [["id"]]}, "sync_mode": "full_refresh", "destination_sync_mode": "append", "primary_key": [["id"]]}]}"#,
+    )
+    .expect("catalog");
+    let (mut coordinator, address) = common::spawn_coordinator(dir.path(), &[]);
+    let url = format!("http://{address}");
+    let mut worker = Command::new(common::bin("shardci-worker"))
+        .args(["--coordinator", &url, "--id", "regression-worker"])
+        .arg("--data-dir")
+        .arg(dir.path().join("worker"))
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker");
+    let (code, stdout, stderr) = shardci(
+        &[
+            "regression",
+            "--coordinator",
+            &url,
+            "--connector",
+            "source-tiny",
+            "--control",
+            &control,
+            "--target",
+            &target,
+            "--config",
+            &config.to_string_lossy(),
+            "--catalog",
+            &catalog.to_string_lossy(),
+            "--command",
+            "read",
+            "--timeout",
+            "60s",
+        ],
+        dir.path(),
+    );
+    let _ = worker.kill();
+    let _ = coordinator.kill();
+    let _ = (worker.wait(), coordinator.wait());
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("regression checks failed: record count per stream is unchanged (read)"),
+        "{stdout}"
+    );
+    let report = stdout.lines().last().expect("output");
+    let report = Path::new(report.strip_prefix("file://").unwrap_or(report));
+    assert!(
+        report.ends_with("regression/regression/report.html"),
+        "{stdout}"
+    );
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.with_file_name("report.json"))
+            .expect("the regression report is stored"),
+    )
+    .expect("json");
+    // The given catalog was used: only users was configured, so events are outside it.
+    let outside = json["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["id"] == "read.records_in_configured_streams")
+        .expect("check");
+    assert_eq!(outside["status"], "fail", "{outside}");
+    // The config's secret is nowhere in the coordinator's data or the store.
+    let mut pending = vec![dir.path().join("coordinator")];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains("cli-s3cret"),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
     }
 }

@@ -200,6 +200,7 @@ pub fn regression_from_wire(r: &pb::Regression) -> Result<RegressionSpec, WireEr
         config_secret: optional(&r.config_secret),
         commands: r.commands.clone(),
         catalog: path("regression catalog", &r.catalog)?,
+        state: path("regression state", &r.state)?,
     })
 }
 
@@ -212,6 +213,7 @@ pub fn regression_to_wire(r: &RegressionSpec) -> pb::Regression {
         config_secret: r.config_secret.clone().unwrap_or_default(),
         commands: r.commands.clone(),
         catalog: r.catalog.clone().unwrap_or_default(),
+        state: r.state.clone().unwrap_or_default(),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Request {
     pub limits: Limits,
     /// Where outputs, diffs and reports go (created).
     pub out_dir: PathBuf,
+    /// Containers at once: 2 runs each command's versions side by side, 1 one after the other.
+    pub parallel: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ fn request(control: &str, target: &str, out: &Path) -> Request {
         },
         limits: Limits::default(),
         out_dir: out.to_path_buf(),
+        parallel: 2,
     }
 }
 

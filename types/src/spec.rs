@@ -73,6 +73,10 @@ pub struct RegressionSpec {
     /// A configured catalog relative to the source root; `None`: from each version's discover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// The state `read-with-state` starts from, relative to the source root; `None`: the
+    /// control's last states from `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// One step as a worker runs it.

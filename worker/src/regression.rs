@@ -43,15 +43,16 @@ pub async fn run(
             return fail(FailureClass::Test, message);
         }
     };
-    let catalog = match &spec.catalog {
-        Some(path) => match read_json(&ctx.source_dir.join(path), path) {
-            Ok(catalog) => Some(catalog),
-            Err(message) => {
-                logs.finish();
-                return fail(FailureClass::Test, message);
-            }
-        },
-        None => None,
+    let (catalog, state) = match (
+        optional_json(ctx, spec.catalog.as_deref()),
+        optional_json(ctx, spec.state.as_deref()),
+    ) {
+        (Ok(catalog), Ok(state)) => (catalog, state),
+        (Err(message), _) | (_, Err(message)) => {
+            logs.write(format!("[shardci] {message}\n").as_bytes());
+            logs.finish();
+            return fail(FailureClass::Test, message);
+        }
     };
     // The image this job's build made, by the key it carries: another run on this host may
     // have moved the tag since.
@@ -101,7 +102,7 @@ pub async fn run(
         target_image: target_image.clone(),
         config,
         catalog,
-        state: None,
+        state,
         commands,
         confinement: Confinement {
             timeout: step.timeout,
@@ -118,6 +119,9 @@ pub async fn run(
         },
         limits: Limits::default(),
         out_dir: out_dir.clone(),
+        // A worker slot is one job; its two containers run side by side like a step and its
+        // services would.
+        parallel: 2,
     };
     logs.write(
         format!(
@@ -262,6 +266,12 @@ fn read_config(spec: &RegressionSpec, ctx: &StepContext) -> Result<Value, String
         }
         (None, None) => Err("the regression step names no config".into()),
     }
+}
+
+/// A JSON file of the source tree, when one is named.
+fn optional_json(ctx: &StepContext, path: Option<&str>) -> Result<Option<Value>, String> {
+    path.map(|p| read_json(&ctx.source_dir.join(p), p))
+        .transpose()
 }
 
 fn read_json(path: &Path, shown: &str) -> Result<Value, String> {

@@ -16,7 +16,7 @@ use shardci_worker::images::{ProjectImage, ensure};
 use shardci_worker::logs::MemorySink;
 use shardci_worker::session::{Worker, WorkerOptions};
 
-use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
+use super::run::{SourceChoice, bundle, plan, secret_values, state_dir, submit, who};
 use crate::args::{ExecutorArg, LocalArgs};
 use crate::client::connect;
 use crate::exit::{Code, Failure};
@@ -166,7 +166,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             None,
             &plan,
             SourceChoice::Bundle(&bundle),
-            &args.secrets,
+            secret_values(&args.secrets)?,
             &who(),
         )
         .await?;

@@ -88,10 +88,9 @@ pub async fn submit(
     remote: Option<&Remote>,
     plan: &Plan,
     source: SourceChoice<'_>,
-    secrets: &[String],
+    secrets: std::collections::HashMap<String, String>,
     who: &str,
 ) -> Result<String, Failure> {
-    let secrets = secret_values(secrets)?;
     let head_commit = plan.source.head_commit.clone().unwrap_or_default();
     let mut to_upload = None;
     let (location, root, key) = match source {

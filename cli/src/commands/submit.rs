@@ -1,6 +1,6 @@
 //! `shardci submit`: plan here, upload the tree, and hand the run to a coordinator.
 
-use super::run::{SourceChoice, bundle, plan, state_dir, submit, who};
+use super::run::{SourceChoice, bundle, plan, secret_values, state_dir, submit, who};
 use crate::args::SubmitArgs;
 use crate::client::connect;
 use crate::exit::{Code, Failure};
@@ -18,12 +18,12 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
                 }
                 let repo = shardci_planning::repo::GitRepo::open(&args.input.repo).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
                 let root = repo.prefix().trim_end_matches('/').to_string();
-                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Git { url, root }, &args.secrets, &who()).await?
+                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Git { url, root }, secret_values(&args.secrets)?, &who()).await?
             }
             None => {
                 let state = state_dir(&args.input.repo, None)?;
                 let bundle = bundle(&args.input, state.join("submit-bundle.tar")).await?;
-                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Bundle(&bundle), &args.secrets, &who()).await?
+                submit(&mut client, Some(&args.remote), &plan, SourceChoice::Bundle(&bundle), secret_values(&args.secrets)?, &who()).await?
             }
         };
         if !args.watch {

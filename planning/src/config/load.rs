@@ -532,7 +532,11 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        for (what, path) in [("config", &r.config), ("catalog", &r.catalog)] {
+        for (what, path) in [
+            ("config", &r.config),
+            ("catalog", &r.catalog),
+            ("state", &r.state),
+        ] {
             if let Some(path) = path {
                 let text = path.get_ref();
                 if text.is_empty() || text.starts_with('/') || text.split('/').any(|p| p == "..") {

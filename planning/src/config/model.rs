@@ -181,6 +181,9 @@ pub struct RegressionConfig {
     /// A configured catalog relative to the connector's folder [default: each version's own,
     /// from discover].
     pub catalog: Option<Spanned<String>>,
+    /// The state read-with-state starts from, relative to the connector's folder [default: the
+    /// control's last states from read].
+    pub state: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]

@@ -331,6 +331,10 @@ fn regression_step(
             .catalog
             .as_ref()
             .map(|c| connector_path(connector, c.get_ref())),
+        state: config
+            .state
+            .as_ref()
+            .map(|s| connector_path(connector, s.get_ref())),
     }
 }
 

@@ -74,6 +74,16 @@ pub fn bundle_working_tree(repo: &GitRepo, root: &Path, out: &Path) -> Result<Bu
     paths.sort_unstable();
     paths.dedup();
     let _ = repo;
+    bundle_paths(root, &paths, out)
+}
+
+/// Packs `paths` (relative to `root`) into a deterministic bundle at `out`; a path that is
+/// gone or is a folder is left out.
+pub fn bundle_paths<P: AsRef<str>>(
+    root: &Path,
+    paths: &[P],
+    out: &Path,
+) -> Result<Bundle, BundleError> {
     let file = std::fs::File::create(out).map_err(io(out))?;
     let mut builder = tar::Builder::new(HashingWriter {
         file,
@@ -84,6 +94,7 @@ pub fn bundle_working_tree(repo: &GitRepo, root: &Path, out: &Path) -> Result<Bu
     builder.follow_symlinks(false);
     let mut files = 0;
     for path in paths {
+        let path = path.as_ref();
         let full = root.join(path);
         // A tracked file deleted in the working tree is simply not part of the tree.
         let Ok(meta) = std::fs::symlink_metadata(&full) else {

@@ -17,7 +17,7 @@ use crate::args::{ConnectorRunArgs, DebugArgs, RegressionArgs};
 use crate::exit::{Code, Failure};
 
 /// A JSON input file, or an error naming the file and where in it the problem is.
-fn read_json(path: &Path, what: &str) -> Result<Value, Failure> {
+pub(super) fn read_json(path: &Path, what: &str) -> Result<Value, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(anyhow!("{what} {}: {e}", path.display())))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -30,7 +30,7 @@ fn read_json(path: &Path, what: &str) -> Result<Value, Failure> {
     })
 }
 
-fn confinement(args: &ConnectorRunArgs) -> Result<Confinement, Failure> {
+pub(super) fn confinement(args: &ConnectorRunArgs) -> Result<Confinement, Failure> {
     let timeout =
         parse_duration(&args.timeout).map_err(|e| Failure::usage(anyhow!("--timeout: {e}")))?;
     let memory_bytes =
@@ -79,6 +79,8 @@ async fn docker() -> Result<DockerRunner, Failure> {
     Ok(runner)
 }
 
+mod remote;
+
 pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
     let config = read_json(&args.run.config, "--config")?;
     let catalog = args
@@ -103,6 +105,9 @@ pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
     };
     let memory_bytes = parse_size(&args.compare_memory)
         .map_err(|e| Failure::usage(anyhow!("--compare-memory: {e}")))?;
+    if let Some(url) = &args.coordinator {
+        return remote::run(&args, url, &commands, &config);
+    }
     let out_dir = args
         .run
         .out
@@ -122,6 +127,7 @@ pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
             ..Limits::default()
         },
         out_dir: out_dir.clone(),
+        parallel: usize::from(args.workers),
     };
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
