@@ -246,3 +246,34 @@ fn a_capability_that_is_not_one_is_refused_where_it_is() {
     );
     assert!(config.is_ok(), "{config:?}");
 }
+
+#[test]
+fn regression_tables_name_what_is_wrong_and_where() {
+    let with = |table: &str| {
+        format!("{BASE}\n[test_types.regression]\ndepends_on = [\"build\"]\nregression = {table}\n")
+    };
+    assert_eq!(
+        error(&with("{ commands = [\"read\"] }")),
+        "repo/shardci.toml:17:14: `regression` in [test_types.regression] needs the connection config: `config` (a file in the connector's folder) or `config_secret` (a secret's name)"
+    );
+    assert_eq!(
+        error(&with("{ config = \"c.json\", config_secret = \"X\" }")),
+        "repo/shardci.toml:17:51: `regression` in [test_types.regression]: set `config` (a file) or `config_secret`, not both"
+    );
+    assert_eq!(
+        error(&with(
+            "{ config = \"c.json\", commands = [\"read\", \"write\"] }"
+        )),
+        "repo/shardci.toml:17:55: `regression.commands` in [test_types.regression]: \"write\" is not one of spec, check, discover, read, read-with-state"
+    );
+    assert_eq!(
+        error(&with("{ config = \"../secrets/c.json\" }")),
+        "repo/shardci.toml:17:25: `regression.config` in [test_types.regression]: \"../secrets/c.json\" must be a path inside the connector's folder"
+    );
+    // A regression test type needs no command.
+    let text = format!(
+        "{}\n[templates.generic]\ntest_types = [\"build\", \"regression\"]\n",
+        with("{ config_secret = \"{CONNECTOR}_CONFIG\" }")
+    );
+    assert!(Config::parse(Path::new("shardci.toml"), &text).is_ok());
+}

@@ -298,3 +298,62 @@ fn planning_on_the_base_itself_says_there_is_nothing_to_compare() {
         plan.mode_reasons
     );
 }
+
+#[test]
+fn regression_steps_compare_with_the_version_released_on_the_base() {
+    let (dir, root) = example_git_repo("");
+    let repo = dir.path();
+    // The config comes from a secret named after the connector.
+    let config = root.join("shardci.toml");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "regression = { config = \"integration_tests/sample_config.json\" }",
+        "regression = { config_secret = \"{CONNECTOR}_CONFIG\", commands = [\"spec\", \"read\"] }",
+    );
+    fs::write(&config, text).unwrap();
+    git(repo, &["commit", "-qam", "regression config from a secret"]);
+    git(repo, &["checkout", "-q", "-b", "tiny"]);
+    let metadata = root.join(C).join("source-tiny/metadata.yaml");
+    let bumped = fs::read_to_string(&metadata)
+        .unwrap()
+        .replace("dockerImageTag: 1.0.0", "dockerImageTag: 1.1.0");
+    fs::write(&metadata, bumped).unwrap();
+    git(repo, &["commit", "-qam", "tiny 1.1.0"]);
+
+    let plan = plan_repository(&request(&root, "master")).unwrap();
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| j.id == "source-tiny/regression")
+        .expect("the metadata change selects the regression test type");
+    let step = job.steps.iter().find(|s| s.name == "regression").unwrap();
+    let regression = step.regression.as_ref().unwrap();
+    assert_eq!(regression.control_image, "airbyte/source-tiny:1.0.0");
+    assert_eq!(regression.target_image, "airbyte/source-tiny:dev");
+    assert_eq!(
+        regression.config_secret.as_deref(),
+        Some("SOURCE_TINY_CONFIG")
+    );
+    assert_eq!(regression.commands, ["spec", "read"]);
+    assert_eq!(step.secrets, ["SOURCE_TINY_CONFIG"]);
+    assert!(!step.cache, "a released image is outside the tree");
+    assert_eq!(step.artifacts, ["regression/regression/**"]);
+    assert_eq!(step.junit, ["regression/regression/junit.xml"]);
+
+    // Without a change to the metadata, the version at head is the released one.
+    let plan = plan_repository(&{
+        let mut r = PlanRequest::new(&root);
+        r.all = true;
+        r
+    })
+    .unwrap();
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| j.id == "source-tiny/regression")
+        .unwrap();
+    let step = job.steps.iter().find(|s| s.name == "regression").unwrap();
+    assert_eq!(
+        step.regression.as_ref().unwrap().control_image,
+        "airbyte/source-tiny:1.1.0"
+    );
+}
