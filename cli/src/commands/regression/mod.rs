@@ -81,20 +81,28 @@ async fn docker() -> Result<DockerRunner, Failure> {
 
 mod remote;
 
+/// The JSON files a run reads: the config, and a catalog and a state when given.
+pub(super) struct Inputs {
+    pub config: Value,
+    pub catalog: Option<Value>,
+    pub state: Option<Value>,
+}
+
+impl Inputs {
+    fn read(args: &ConnectorRunArgs) -> Result<Self, Failure> {
+        let optional = |path: &Option<PathBuf>, what: &str| {
+            path.as_deref().map(|p| read_json(p, what)).transpose()
+        };
+        Ok(Self {
+            config: read_json(&args.config, "--config")?,
+            catalog: optional(&args.catalog, "--catalog")?,
+            state: optional(&args.state, "--state")?,
+        })
+    }
+}
+
 pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
-    let config = read_json(&args.run.config, "--config")?;
-    let catalog = args
-        .run
-        .catalog
-        .as_deref()
-        .map(|p| read_json(p, "--catalog"))
-        .transpose()?;
-    let state = args
-        .run
-        .state
-        .as_deref()
-        .map(|p| read_json(p, "--state"))
-        .transpose()?;
+    let inputs = Inputs::read(&args.run)?;
     let commands: Vec<Command> = if args.commands.is_empty() {
         Command::ALL.to_vec()
     } else {
@@ -106,8 +114,13 @@ pub fn run(args: RegressionArgs) -> Result<Code, Failure> {
     let memory_bytes = parse_size(&args.compare_memory)
         .map_err(|e| Failure::usage(anyhow!("--compare-memory: {e}")))?;
     if let Some(url) = &args.coordinator {
-        return remote::run(&args, url, &commands, &config);
+        return remote::run(&args, url, &commands, &inputs);
     }
+    let Inputs {
+        config,
+        catalog,
+        state,
+    } = inputs;
     let out_dir = args
         .run
         .out
@@ -216,20 +229,12 @@ async fn upload(store: &str, dir: &Path, prefix: &str) -> Result<(), Failure> {
 pub fn debug(args: DebugArgs) -> Result<Code, Failure> {
     let command = Command::parse(&args.command)
         .ok_or_else(|| Failure::usage(anyhow!("unknown command {}", args.command)))?;
-    let config = read_json(&args.run.config, "--config")?;
+    let Inputs {
+        config,
+        catalog,
+        state,
+    } = Inputs::read(&args.run)?;
     let config_bytes = serde_json::to_vec_pretty(&config).unwrap_or_default();
-    let catalog = args
-        .run
-        .catalog
-        .as_deref()
-        .map(|p| read_json(p, "--catalog"))
-        .transpose()?;
-    let state = args
-        .run
-        .state
-        .as_deref()
-        .map(|p| read_json(p, "--state"))
-        .transpose()?;
     if command == Command::ReadWithState && state.is_none() {
         return Err(Failure::usage(anyhow!(
             "debug read-with-state needs --state FILE"

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use serde_json::Value;
 
 use shardci_planning::config::{Language, parse_size};
 use shardci_planning::plan::{
@@ -33,7 +32,7 @@ pub fn run(
     args: &RegressionArgs,
     url: &str,
     commands: &[Command],
-    config: &Value,
+    inputs: &super::Inputs,
 ) -> Result<Code, Failure> {
     let remote = Remote {
         coordinator: url.to_string(),
@@ -45,12 +44,11 @@ pub fn run(
     let source = tempfile::tempdir()
         .map_err(|e| Failure::infrastructure(anyhow!("a temporary folder: {e}")))?;
     let mut files = Vec::new();
-    for (name, path) in [
-        ("catalog.json", &args.run.catalog),
-        ("state.json", &args.run.state),
+    for (name, value) in [
+        ("catalog.json", &inputs.catalog),
+        ("state.json", &inputs.state),
     ] {
-        if let Some(path) = path {
-            let value = super::read_json(path, &format!("--{}", name.trim_end_matches(".json")))?;
+        if let Some(value) = value {
             std::fs::write(source.path().join(name), value.to_string())
                 .map_err(|e| Failure::infrastructure(anyhow!("writing {name}: {e}")))?;
             files.push(name.to_string());
@@ -59,7 +57,7 @@ pub fn run(
     let bundle = bundle_paths(source.path(), &files, &source.path().join("bundle.tar"))
         .map_err(|e| Failure::infrastructure(anyhow!(e)))?;
     let plan = plan(args, commands, &files)?;
-    let secrets = HashMap::from([(CONFIG_SECRET.to_string(), config.to_string())]);
+    let secrets = HashMap::from([(CONFIG_SECRET.to_string(), inputs.config.to_string())]);
     let runtime = super::super::runtime()?;
     runtime.block_on(async {
         let mut client = connect(&remote).await?;
