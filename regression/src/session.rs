@@ -119,27 +119,29 @@ pub async fn run(
         }
         let [control_files, target_files] = files;
         let [control_missing, target_missing] = missing;
-        let (control, target) = futures_util::future::join(
-            run_one(
-                runner,
-                request,
-                command,
-                Side::Control,
-                control_files,
-                control_missing,
-                &masker,
-            ),
-            run_one(
-                runner,
-                request,
-                command,
-                Side::Target,
-                target_files,
-                target_missing,
-                &masker,
-            ),
-        )
-        .await;
+        let control = run_one(
+            runner,
+            request,
+            command,
+            Side::Control,
+            control_files,
+            control_missing,
+            &masker,
+        );
+        let target = run_one(
+            runner,
+            request,
+            command,
+            Side::Target,
+            target_files,
+            target_missing,
+            &masker,
+        );
+        let (control, target) = if request.parallel > 1 {
+            futures_util::future::join(control, target).await
+        } else {
+            (control.await, target.await)
+        };
         let (control, target) = (control.map_err(io)?, target.map_err(io)?);
         if command == Command::Spec {
             let specs: Vec<&Value> = [&control.spec, &target.spec]
@@ -305,4 +307,80 @@ fn state_from_read(runs: &[CommandRun]) -> Option<Value> {
         .filter_map(|s| s.last_state.clone())
         .collect();
     (!states.is_empty()).then_some(Value::Array(states))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A runner that answers every command at once and records how many ran together.
+    #[derive(Default)]
+    struct Counting {
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ConnectorRunner for Counting {
+        async fn run(
+            &self,
+            invocation: &Invocation,
+            _: &Confinement,
+            output: &mut Capture,
+        ) -> Exit {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if invocation.args[0] == "spec" {
+                output.stdout(b"{\"type\":\"SPEC\",\"spec\":{\"connectionSpecification\":{}}}\n");
+            }
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Exit::Code { code: 0 }
+        }
+    }
+
+    async fn most_at_once(parallel: usize) -> usize {
+        let out = tempfile::tempdir().expect("tempdir");
+        let runner = Counting::default();
+        let request = Request {
+            connector: "c".into(),
+            control_image: "a".into(),
+            target_image: "b".into(),
+            config: json!({}),
+            catalog: None,
+            state: None,
+            commands: vec![Command::Spec, Command::Check],
+            confinement: Confinement::default(),
+            limits: Limits::default(),
+            out_dir: out.path().to_path_buf(),
+            parallel,
+        };
+        run(&runner, &request).await.expect("run");
+        runner.most.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn versions_run_side_by_side_unless_told_one_at_a_time() {
+        assert_eq!(most_at_once(2).await, 2);
+        assert_eq!(most_at_once(1).await, 1);
+    }
+
+    #[test]
+    fn spec_always_runs_and_reads_bring_what_they_need() {
+        assert_eq!(
+            commands_to_run(&[Command::ReadWithState], false, false),
+            [
+                Command::Spec,
+                Command::Discover,
+                Command::Read,
+                Command::ReadWithState
+            ]
+        );
+        assert_eq!(
+            commands_to_run(&[Command::ReadWithState], true, true),
+            [Command::Spec, Command::ReadWithState]
+        );
+    }
 }
