@@ -249,7 +249,7 @@ fn ended(output: &shardci_regression::CommandOutput) -> String {
 
 fn read_config(spec: &RegressionSpec, ctx: &StepContext) -> Result<Value, String> {
     match (&spec.config_file, &spec.config_secret) {
-        (Some(path), _) => read_json(&ctx.source_dir.join(path), path),
+        (Some(path), _) => read_tree_json(ctx, path),
         (None, Some(name)) => {
             let text = ctx.secrets.get(name).ok_or_else(|| {
                 format!(
@@ -270,12 +270,70 @@ fn read_config(spec: &RegressionSpec, ctx: &StepContext) -> Result<Value, String
 
 /// A JSON file of the source tree, when one is named.
 fn optional_json(ctx: &StepContext, path: Option<&str>) -> Result<Option<Value>, String> {
-    path.map(|p| read_json(&ctx.source_dir.join(p), p))
-        .transpose()
+    path.map(|p| read_tree_json(ctx, p)).transpose()
+}
+
+/// A JSON file of the source tree. A symbolic link out of the tree is refused: the file goes
+/// to containers of an image the change under test built.
+fn read_tree_json(ctx: &StepContext, relative: &str) -> Result<Value, String> {
+    let outside = || format!("{relative}: leads outside the source tree");
+    let root = ctx
+        .source_dir
+        .canonicalize()
+        .map_err(|e| format!("the source tree: {e}"))?;
+    let path = ctx
+        .source_dir
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| format!("{relative}: {e}"))?;
+    if !path.starts_with(&root) {
+        return Err(outside());
+    }
+    read_json(&path, relative)
 }
 
 fn read_json(path: &Path, shown: &str) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
     serde_json::from_str(&text)
         .map_err(|e| format!("{shown}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(source: &Path) -> StepContext {
+        StepContext {
+            source_dir: source.to_path_buf(),
+            work_dir: source.to_path_buf(),
+            labels: Default::default(),
+            secrets: Default::default(),
+            cancel: Default::default(),
+            stop_grace: std::time::Duration::ZERO,
+            step_key: None,
+            dependency_keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tree_files_must_stay_in_the_tree() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let secret = outside.path().join("credentials.json");
+        std::fs::write(&secret, r#"{"token": "worker-only"}"#).expect("write");
+        let tree = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tree.path().join("config.json"), r#"{"api_key": "x"}"#).expect("write");
+        std::os::unix::fs::symlink(&secret, tree.path().join("link.json")).expect("symlink");
+        std::fs::write(tree.path().join("broken.json"), "{ nope").expect("write");
+        let ctx = context(tree.path());
+        assert_eq!(
+            read_tree_json(&ctx, "config.json"),
+            Ok(serde_json::json!({"api_key": "x"}))
+        );
+        assert_eq!(
+            read_tree_json(&ctx, "link.json"),
+            Err("link.json: leads outside the source tree".to_string())
+        );
+        let broken = read_tree_json(&ctx, "broken.json").expect_err("not JSON");
+        assert!(broken.starts_with("broken.json:1:3: not valid JSON"), "{broken}");
+    }
 }
