@@ -62,6 +62,15 @@ struct Args {
     /// no names or secrets). Off unless given.
     #[arg(long, env = "SHARDCI_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the read-only web view (runs, a run's jobs changing live, logs as they are
+    /// written) at http://ADDR/ behind the read tokens (?token= or a bearer header). Off
+    /// unless given; off loopback only when a token guards reading.
+    #[arg(long, env = "SHARDCI_WEB_LISTEN", value_name = "ADDR")]
+    web_listen: Option<std::net::SocketAddr>,
+    /// The web view's address as people reach it, for the links `submit` prints [default:
+    /// http://<--web-listen>].
+    #[arg(long, env = "SHARDCI_WEB_URL", value_name = "URL")]
+    web_url: Option<String>,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
     state_prefix: String,
@@ -309,10 +318,35 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let web = match args.web_listen {
+        None => None,
+        Some(address) => {
+            if !address.ip().is_loopback() && !config.tokens.guards_reading() {
+                eprintln!(
+                    "error: refusing to serve the web view on {address} without a token for the read scope: anyone reaching it could read every run's logs; add --client-token or a read token in --tokens-file, or listen on loopback"
+                );
+                return ExitCode::from(2);
+            }
+            match std::net::TcpListener::bind(address) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    eprintln!("error: --web-listen {address}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let web_url = args.web_url.clone().or_else(|| {
+        web.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!("http://{a}"))
+    });
     let config = ServerConfig {
         election: shared_state,
         secrets_key,
         metrics,
+        web,
+        web_url,
         ..config
     };
     match serve(listener, config, state, shutdown).await {

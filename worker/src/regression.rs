@@ -334,6 +334,9 @@ mod tests {
             Err("link.json: leads outside the source tree".to_string())
         );
         let broken = read_tree_json(&ctx, "broken.json").expect_err("not JSON");
-        assert!(broken.starts_with("broken.json:1:3: not valid JSON"), "{broken}");
+        assert!(
+            broken.starts_with("broken.json:1:3: not valid JSON"),
+            "{broken}"
+        );
     }
 }

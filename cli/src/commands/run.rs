@@ -150,7 +150,13 @@ pub async fn submit(
         }
         .await;
         match (attempt, remote) {
-            (Ok(response), _) => return Ok(response.into_inner().run_id),
+            (Ok(response), _) => {
+                let response = response.into_inner();
+                if !response.view_url.is_empty() {
+                    eprintln!("follow it at {}", response.view_url);
+                }
+                return Ok(response.run_id);
+            }
             (Err(lost), Some(remote))
                 if lost.connection_lost && std::time::Instant::now() < deadline =>
             {

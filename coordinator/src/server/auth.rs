@@ -124,6 +124,11 @@ impl Tokens {
         Ok(tokens)
     }
 
+    /// Whether a token is needed to read runs and logs.
+    pub fn guards_reading(&self) -> bool {
+        self.required(Scope::Read)
+    }
+
     /// Whether every scope has a token (a closed coordinator).
     pub fn closes_every_scope(&self) -> bool {
         Scope::ALL.into_iter().all(|scope| self.required(scope))
@@ -135,7 +140,7 @@ impl Tokens {
             .any(|(_, scopes)| scopes.contains(&scope))
     }
 
-    fn allows(&self, given: Option<&str>, scope: Scope) -> bool {
+    pub(crate) fn allows(&self, given: Option<&str>, scope: Scope) -> bool {
         if !self.required(scope) {
             return true;
         }

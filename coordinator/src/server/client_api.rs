@@ -29,6 +29,8 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 pub(crate) struct ClientApi {
     pub coordinator: Coordinator,
     pub sources: SourceStore,
+    /// The web view's public address, if it is served.
+    pub web_url: Option<String>,
 }
 
 struct UploadChunks {
@@ -189,9 +191,13 @@ impl ClientService for ClientApi {
             })
             .await?;
         let run_id = result.map_err(status::submit)?;
+        let view_url = self.web_url.as_ref().map_or_else(String::new, |base| {
+            format!("{}/runs/{}", base.trim_end_matches('/'), run_id.0)
+        });
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: run_id.0,
             plan: Some(runnable.wire),
+            view_url,
         }))
     }
 

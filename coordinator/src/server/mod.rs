@@ -15,6 +15,7 @@ mod publish;
 mod sealed;
 mod sources;
 mod status;
+mod web;
 mod worker_api;
 mod writer;
 
@@ -70,6 +71,12 @@ pub struct ServerConfig {
     pub secrets_key: Option<Arc<SecretsKey>>,
     /// Where `/metrics` is served (Prometheus text over plain HTTP), if anywhere.
     pub metrics: Option<std::net::TcpListener>,
+    /// Where the read-only web view is served (plain HTTP, behind the read tokens), if
+    /// anywhere.
+    pub web: Option<std::net::TcpListener>,
+    /// The web view's address as people reach it (`http://ci:8080`): `submit` prints a run's
+    /// page under it.
+    pub web_url: Option<String>,
 }
 
 /// How a coordinator that shares its state store campaigns.
@@ -112,6 +119,8 @@ impl ServerConfig {
             election: None,
             secrets_key: None,
             metrics: None,
+            web: None,
+            web_url: None,
         }
     }
 }
@@ -122,6 +131,9 @@ pub enum ServeError {
     /// The metrics listener could not be used.
     #[error("failed to serve metrics: {0}")]
     Metrics(#[source] std::io::Error),
+    /// The web view's listener could not be used.
+    #[error("failed to serve the web view: {0}")]
+    Web(#[source] std::io::Error),
     /// The data directory could not be prepared.
     #[error("failed to prepare the data directory {}: {source}", path.display())]
     DataDir {
@@ -244,9 +256,22 @@ pub async fn serve(
             stop.clone(),
         ));
     }
+    if let Some(listener) = config.web {
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(ServeError::Web)?;
+        let web = web::Web {
+            coordinator: coordinator.clone(),
+            roles: roles.clone(),
+            tokens: Arc::new(config.tokens.clone()),
+        };
+        tracker.spawn(web::serve(listener, web, stop.clone()));
+    }
     let client = client_api::ClientApi {
         coordinator: coordinator.clone(),
         sources: sources.clone(),
+        web_url: config.web_url.clone(),
     };
     let worker = worker_api::WorkerApi {
         coordinator,
