@@ -358,6 +358,65 @@ fn a_killed_worker_s_shard_reruns_elsewhere_soon_and_its_containers_are_swept_by
         "the lost shard ran again as attempt 2: {run}"
     );
     assert!(results.iter().all(|r| r["attempt"].as_u64() <= Some(2)));
+    // The report's timeline shows the lost attempt on the killed worker's lane and the
+    // retried jobs on the lanes of the workers that ran them again.
+    let report_json = cluster.dir.path().join(format!(
+        "coordinator/store/runs/{}/report.json",
+        run["id"].as_str().unwrap_or_default()
+    ));
+    let mut report = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while report.is_null() {
+        assert!(Instant::now() < deadline, "the report was not written");
+        report = std::fs::read(&report_json)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lanes = report["timeline"]["lanes"]
+        .as_array()
+        .expect("a timeline")
+        .clone();
+    let lost: Vec<&Value> = lanes
+        .iter()
+        .filter(|l| l["worker"] == victim.as_str())
+        .flat_map(|l| l["bars"].as_array().into_iter().flatten())
+        .filter(|b| b["lost"].is_string())
+        .collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "one lost attempt on {victim}'s lane: {lanes:?}"
+    );
+    let lost_job = lost[0]["job"].as_str().unwrap_or_default();
+    assert!(lost_job.contains(" attempt 1: "), "{lost_job}");
+    let retried: Vec<&str> = results
+        .iter()
+        .filter(|r| r["attempt"] == 2)
+        .filter_map(|r| r["job"].as_str())
+        .collect();
+    for job in &retried {
+        assert!(
+            lost_job.contains(job),
+            "{job} was in the lost attempt: {lost_job}"
+        );
+        let lane = lanes
+            .iter()
+            .find(|l| {
+                l["bars"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().any(|b| b["job"] == *job))
+            })
+            .unwrap_or_else(|| panic!("{job} has no bar"));
+        assert_ne!(
+            lane["worker"],
+            victim.as_str(),
+            "{job} ran again on another worker"
+        );
+    }
+    let html = std::fs::read_to_string(report_json.with_file_name("report.html")).expect("html");
+    assert_eq!(html.matches("<rect class=\"bar lost").count(), 1);
 }
 
 #[test]

@@ -206,7 +206,12 @@ fn the_web_view_follows_a_run_live_and_refuses_strangers() {
     let (_, body) = get(&web, &format!("/api/runs/{run}"), Some(CLIENT));
     let detail: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(detail["job_list"][0]["worker"], "web-worker", "{detail}");
-    assert!(detail["report"].as_str().is_some_and(|r| r.ends_with("/report.html")), "{detail}");
+    assert!(
+        detail["report"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/report.html")),
+        "{detail}"
+    );
     let _ = worker.kill();
     let _ = coordinator.kill();
     let _ = (worker.wait(), coordinator.wait());

@@ -77,6 +77,7 @@ fn run(
             lower_bound_seconds: None,
             predicted_makespan_seconds: None,
             trends: Default::default(),
+            lost_attempts: Vec::new(),
         },
         logs: BTreeMap::new(),
         plan_json: b"{}".to_vec(),

@@ -243,6 +243,7 @@ fn stored(f: &Fixture) -> StoredRun {
         lower_bound_seconds: None,
         predicted_makespan_seconds: None,
         trends: Default::default(),
+        lost_attempts: Vec::new(),
     }
 }
 

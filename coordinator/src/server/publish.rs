@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use shardci_reports::report::{JobMeta, Skipped, StoredRun};
+use shardci_reports::report::{JobMeta, LostAttempt, Skipped, StoredRun};
 use shardci_reports::{FinishedRun, ReportStore};
 use shardci_scheduling::schedule::{RunId, RunView, Status};
 use tokio::sync::mpsc;
@@ -89,6 +89,7 @@ pub(crate) fn finished_run(
                 .filter(|s| *s > 0.0),
             tests: BTreeMap::new(),
             trends: BTreeMap::new(),
+            lost_attempts: lost_attempts(record, view),
             skipped: record
                 .plan
                 .wire
@@ -106,6 +107,28 @@ pub(crate) fn finished_run(
         logs,
         plan_json,
     }
+}
+
+/// The run's lost attempts with epoch times: the scheduler's clock counts from the
+/// coordinator's start, and the run's creation is known on both clocks.
+fn lost_attempts(record: &RunRecord, view: &RunView) -> Vec<LostAttempt> {
+    let created_ms = record
+        .created_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let epoch = |at: shardci_types::Millis| (created_ms + at.0).saturating_sub(view.created.0);
+    view.lost
+        .iter()
+        .map(|lost| LostAttempt {
+            shard: lost.shard.0.clone(),
+            attempt: lost.attempt.0,
+            worker: lost.worker.0.clone(),
+            started_at_ms: epoch(lost.started),
+            ended_at_ms: epoch(lost.ended),
+            jobs: lost.jobs.iter().map(|j| j.0.clone()).collect(),
+            why: lost.why.clone(),
+        })
+        .collect()
 }
 
 /// Writes the run's report, retrying through store outages; tells the actor how it went.

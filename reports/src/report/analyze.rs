@@ -243,6 +243,7 @@ pub fn analyze(input: &ReportInput<'_>) -> RunReport {
         untested_connectors: untested,
         timeline: super::timeline::build(
             &run.results,
+            &run.lost_attempts,
             run.created_at,
             run.lower_bound_seconds,
             run.predicted_makespan_seconds,

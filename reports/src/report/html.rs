@@ -22,7 +22,7 @@ h1{font-size:20px;margin:0 0 4px}.meta{color:#59636e;margin-bottom:16px}\
 .already_failing{background:#eaeef2}.quarantined{background:#fbefff}.fixed{background:#dafbe1}pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:240px}\
 .tests{margin:6px 0;font-size:13px}.timeline text{font-size:11px;fill:#59636e}\
 .timeline .bar{stroke:#fff}.timeline .bar.success{fill:#4ac26b}.timeline .bar.failure{fill:#cf222e}\
-.timeline .bar.error{fill:#d4a72c}.timeline .bar.cancelled,.timeline .bar.skipped{fill:#afb8c1}\
+.timeline .bar.error{fill:#d4a72c}.timeline .bar.lost{fill:#fff;stroke:#d4a72c;stroke-dasharray:3 2}.timeline .bar.cancelled,.timeline .bar.skipped{fill:#afb8c1}\
 .timeline .bar.critical{stroke:#1f2328;stroke-width:1.5}.timeline text.critical{fill:#1f2328;font-weight:bold}\
 .timeline .mark{stroke:#0969da;stroke-dasharray:4 3}.case summary{cursor:pointer;font-size:13px}\
 .filters{margin:12px 0}.why{color:#59636e;font-size:12px}.hidden{display:none}";

@@ -22,8 +22,8 @@ pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use model::{
-    Baseline, BaselineRun, Cell, ComparedWith, Counts, JobEntry, JobMeta, RunReport, Skipped,
-    StepEntry, StoredRun, Verdict,
+    Baseline, BaselineRun, Cell, ComparedWith, Counts, JobEntry, JobMeta, LostAttempt, RunReport,
+    Skipped, StepEntry, StoredRun, Verdict,
 };
 pub use test_cases::{FAILING_CASES_KEPT, TestCase, TestSummary, read_junit};
 pub use timeline::{Bar, Lane, Timeline, render_svg};

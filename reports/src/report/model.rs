@@ -77,6 +77,24 @@ pub struct StoredRun {
     /// last; read from the history when the run was published.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trends: BTreeMap<String, Vec<f64>>,
+    /// Shard attempts that never reported (their worker lost, their lease run out); their
+    /// jobs ran again in a later attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_attempts: Vec<LostAttempt>,
+}
+
+/// A shard attempt that never reported, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LostAttempt {
+    pub shard: String,
+    pub attempt: u32,
+    pub worker: String,
+    /// Milliseconds since the epoch, like steps' start times.
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    /// The jobs it had not finished.
+    pub jobs: Vec<String>,
+    pub why: String,
 }
 
 /// The latest finished runs of the branch a run is compared with: a pull request's target,

@@ -8,6 +8,8 @@ use std::fmt::Write;
 use serde::Serialize;
 use shardci_types::{JobResult, Status};
 
+use super::model::LostAttempt;
+
 use super::escape::escape;
 
 /// The run laid out in time; seconds count from the run's creation.
@@ -38,22 +40,30 @@ pub struct Lane {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bar {
+    /// The job; for a lost attempt, the shard, its attempt and the jobs it had not finished.
     pub job: String,
     pub status: Status,
     pub start_seconds: f64,
     pub end_seconds: f64,
+    /// Set for an attempt that never reported: why it was given up (its jobs ran again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
+
+type Span = (String, String, Status, u64, u64, Option<String>);
 
 /// The timeline of `results` (`created_at`: seconds since the epoch), or `None` when no
 /// step reported when it started (workers before this field, or nothing ran).
 pub fn build(
     results: &[JobResult],
+    lost_attempts: &[LostAttempt],
     created_at: u64,
     lower_bound_seconds: Option<f64>,
     predicted_seconds: Option<f64>,
 ) -> Option<Timeline> {
-    // (worker, job, status, start ms, end ms) from each job's steps.
-    let mut spans: Vec<(String, String, Status, u64, u64)> = results
+    // (worker, job, status, start ms, end ms, why lost) from each job's steps, and from
+    // each lost attempt on the worker that lost it.
+    let mut spans: Vec<Span> = results
         .iter()
         .filter_map(|r| {
             let timed: Vec<(u64, u64)> = r
@@ -64,22 +74,38 @@ pub fn build(
             let start = timed.iter().map(|(s, _)| *s).min()?;
             let end = timed.iter().map(|(_, e)| *e).max()?;
             let worker = r.worker.as_ref().map_or("?".to_string(), |w| w.0.clone());
-            Some((worker, r.job.0.clone(), r.status, start, end))
+            Some((worker, r.job.0.clone(), r.status, start, end, None))
         })
         .collect();
+    spans.extend(lost_attempts.iter().map(|lost| {
+        (
+            lost.worker.clone(),
+            format!(
+                "{} attempt {}: {}",
+                lost.shard,
+                lost.attempt,
+                lost.jobs.join(", ")
+            ),
+            Status::Error,
+            lost.started_at_ms,
+            lost.ended_at_ms.max(lost.started_at_ms),
+            Some(lost.why.clone()),
+        )
+    }));
     let earliest = spans.iter().map(|s| s.3).min()?;
     // The run's creation is known to the second; a step cannot start before it.
     let origin = (created_at * 1000).min(earliest);
     let seconds = |ms: u64| (ms - origin) as f64 / 1000.0;
     spans.sort_by(|a, b| a.0.cmp(&b.0).then(a.3.cmp(&b.3)).then(a.1.cmp(&b.1)));
     let mut by_worker: BTreeMap<String, Vec<Vec<Bar>>> = BTreeMap::new();
-    for (worker, job, status, start, end) in spans {
+    for (worker, job, status, start, end, lost) in spans {
         let slots = by_worker.entry(worker).or_default();
         let bar = Bar {
             job,
             status,
             start_seconds: seconds(start),
             end_seconds: seconds(end),
+            lost,
         };
         // The first slot free by then (a worker runs a slot's jobs one after another).
         match slots.iter_mut().find(|slot| {
@@ -161,15 +187,18 @@ pub fn render_svg(timeline: &Timeline) -> String {
         );
         for bar in &lane.bars {
             let (left, right) = (x(bar.start_seconds), x(bar.end_seconds));
+            let (class, what) = match &bar.lost {
+                Some(why) => ("lost".to_string(), format!("lost ({why}); ran again")),
+                None => (bar.status.to_string(), bar.status.to_string()),
+            };
             let _ = write!(
                 out,
-                "<rect class=\"bar {}{}\" x=\"{left:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"14\"><title>{} · {} · {:.1}s from {:.1}s</title></rect>",
-                bar.status,
+                "<rect class=\"bar {class}{}\" x=\"{left:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"14\"><title>{} · {} · {:.1}s from {:.1}s</title></rect>",
                 if lane.critical { " critical" } else { "" },
                 y + 3.0,
                 (right - left).max(1.0),
                 escape(&bar.job),
-                bar.status,
+                escape(&what),
                 bar.end_seconds - bar.start_seconds,
                 bar.start_seconds
             );
@@ -237,7 +266,7 @@ mod tests {
             result("c", "w1", 1_002_600, 3_000),
             result("d", "w2", 1_000_600, 500),
         ];
-        let timeline = build(&results, created, Some(4.0), Some(5.0)).expect("timed");
+        let timeline = build(&results, &[], created, Some(4.0), Some(5.0)).expect("timed");
         let lanes: Vec<(String, usize, Vec<&str>)> = timeline
             .lanes
             .iter()
@@ -267,9 +296,43 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_attempt_is_a_bar_on_the_worker_that_lost_it_and_its_job_runs_again_elsewhere() {
+        let lost = LostAttempt {
+            shard: "shard-1".into(),
+            attempt: 1,
+            worker: "w1".into(),
+            started_at_ms: 1_000_200,
+            ended_at_ms: 1_003_000,
+            jobs: vec!["a".into()],
+            why: "worker w1 lost".into(),
+        };
+        let results = vec![result("a", "w2", 1_003_100, 2_000)];
+        let timeline = build(&results, &[lost], 1_000, None, None).expect("timed");
+        let bars: Vec<(&str, &str, Option<&str>)> = timeline
+            .lanes
+            .iter()
+            .flat_map(|l| {
+                l.bars
+                    .iter()
+                    .map(move |b| (l.worker.as_str(), b.job.as_str(), b.lost.as_deref()))
+            })
+            .collect();
+        assert_eq!(
+            bars,
+            vec![
+                ("w1", "shard-1 attempt 1: a", Some("worker w1 lost")),
+                ("w2", "a", None),
+            ]
+        );
+        let svg = render_svg(&timeline);
+        assert!(svg.contains("<rect class=\"bar lost\""), "{svg}");
+        assert!(svg.contains("lost (worker w1 lost); ran again"), "{svg}");
+    }
+
+    #[test]
     fn a_prediction_far_past_the_makespan_does_not_squash_the_bars() {
         let results = vec![result("a", "w1", 1_000_000, 10_000)];
-        let timeline = build(&results, 1_000, Some(1_720.0), Some(1_720.0)).expect("timed");
+        let timeline = build(&results, &[], 1_000, Some(1_720.0), Some(1_720.0)).expect("timed");
         let svg = render_svg(&timeline);
         assert_eq!(svg.matches("<line class=\"mark\"").count(), 0, "{svg}");
         assert!(
@@ -282,6 +345,6 @@ mod tests {
     fn untimed_results_draw_nothing() {
         let mut untimed = result("a", "w1", 0, 10);
         untimed.steps[0].started_at_ms = None;
-        assert_eq!(build(&[untimed], 0, None, None), None);
+        assert_eq!(build(&[untimed], &[], 0, None, None), None);
     }
 }

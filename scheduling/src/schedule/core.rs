@@ -87,7 +87,11 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Queued,
-    Running { worker: WorkerId },
+    /// Since the attempt was leased to `worker`.
+    Running {
+        worker: WorkerId,
+        since: Millis,
+    },
     Done,
     Cancelled,
 }
@@ -137,6 +141,8 @@ struct RunState {
     /// Shards other shards come after (they run steps those share), and the workers that
     /// hold their outputs: the worker that ran one, and those that ran a shard after it.
     holders: BTreeMap<ShardId, BTreeSet<WorkerId>>,
+    /// Attempts that never reported (their worker lost, their lease expired), in order.
+    lost: Vec<LostAttempt>,
 }
 
 impl RunState {
@@ -239,6 +245,23 @@ pub struct RunView {
     pub shards: Vec<ShardView>,
     pub results: Vec<JobResult>,
     pub jobs_total: usize,
+    /// Attempts that never reported, in order.
+    pub lost: Vec<LostAttempt>,
+}
+
+/// A shard's attempt that never reported: its worker was lost or its lease ran out, and the
+/// shard was queued again (or given up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostAttempt {
+    pub shard: ShardId,
+    pub attempt: Attempt,
+    pub worker: WorkerId,
+    /// When it was leased and when it was given up, on the scheduler's clock.
+    pub started: Millis,
+    pub ended: Millis,
+    /// The jobs it had not finished.
+    pub jobs: Vec<JobId>,
+    pub why: String,
 }
 
 impl RunView {
@@ -403,6 +426,7 @@ impl Scheduler {
                 created: now,
                 finished: None,
                 holders,
+                lost: Vec::new(),
             },
         );
         self.maybe_finish(now, &id);
@@ -432,7 +456,7 @@ impl Scheduler {
         };
         match &shard.phase {
             Phase::Done | Phase::Cancelled => return false,
-            Phase::Running { worker: holder } => {
+            Phase::Running { worker: holder, .. } => {
                 // An older attempt's holder lost it (a lease expired before the restart).
                 if let Some(state) = self.workers.get_mut(holder) {
                     state.running.remove(&(key.clone(), shard.attempt));
@@ -446,6 +470,7 @@ impl Scheduler {
         shard.attempt = attempt;
         shard.phase = Phase::Running {
             worker: worker.clone(),
+            since: now,
         };
         let state = self
             .workers
@@ -533,7 +558,7 @@ impl Scheduler {
                         message: "run cancelled".into(),
                     });
                 }
-                Phase::Running { worker } => self.notices.push(Notice::CancelShard {
+                Phase::Running { worker, .. } => self.notices.push(Notice::CancelShard {
                     worker: worker.clone(),
                     run: run_id.clone(),
                     shard: shard_id.clone(),
@@ -689,7 +714,7 @@ impl Scheduler {
     pub fn request_work(
         &mut self,
         // Dispatch does not depend on time today; taken so every input carries it.
-        _now: Millis,
+        now: Millis,
         worker: &WorkerId,
         session: SessionId,
         free_slots: u32,
@@ -722,6 +747,7 @@ impl Scheduler {
             shard.attempt = Attempt(shard.attempt.0 + 1);
             shard.phase = Phase::Running {
                 worker: worker.clone(),
+                since: now,
             };
             run.running += 1;
             run.status = Status::Running;
@@ -826,7 +852,7 @@ impl Scheduler {
                 "attempt {attempt} of {shard_id} was never assigned"
             ));
         }
-        let holds = matches!(&shard.phase, Phase::Running { worker: w } if w == worker);
+        let holds = matches!(&shard.phase, Phase::Running { worker: w, .. } if w == worker);
         if attempt < shard.attempt || !holds {
             return Ack::Fenced;
         }
@@ -1018,9 +1044,21 @@ impl Scheduler {
         let Some(shard) = run.shards.get_mut(&key.shard) else {
             return;
         };
-        if shard.attempt != attempt || !matches!(shard.phase, Phase::Running { .. }) {
+        let Phase::Running { worker, since } = &shard.phase else {
+            return;
+        };
+        if shard.attempt != attempt {
             return;
         }
+        run.lost.push(LostAttempt {
+            shard: key.shard.clone(),
+            attempt,
+            worker: worker.clone(),
+            started: *since,
+            ended: now,
+            jobs: shard.pending.clone(),
+            why: why.to_string(),
+        });
         run.running = run.running.saturating_sub(1);
         let give_up = run.cancel_requested || shard.infra_failures >= max_infra;
         shard.infra_failures += 1;
@@ -1132,7 +1170,7 @@ impl Scheduler {
                     Phase::Cancelled => Status::Cancelled,
                 },
                 worker: match &s.phase {
-                    Phase::Running { worker } => Some(worker.clone()),
+                    Phase::Running { worker, .. } => Some(worker.clone()),
                     _ => s.settled_by.as_ref().map(|(_, w)| w.clone()),
                 },
                 jobs: s.def.jobs.clone(),
@@ -1148,6 +1186,7 @@ impl Scheduler {
             shards,
             results: run.jobs.values().filter_map(|j| j.result.clone()).collect(),
             jobs_total: run.jobs.len(),
+            lost: run.lost.clone(),
         })
     }
 

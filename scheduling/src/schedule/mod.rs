@@ -5,8 +5,8 @@ mod core;
 mod model;
 
 pub use self::core::{
-    Assignment, Gauges, RunView, Scheduler, SchedulerConfig, SessionError, ShardView, SubmitError,
-    UnknownRun, WorkerView,
+    Assignment, Gauges, LostAttempt, RunView, Scheduler, SchedulerConfig, SessionError, ShardView,
+    SubmitError, UnknownRun, WorkerView,
 };
 pub use model::{Ack, JobDef, NewRun, Notice, Priority, ShardDef};
 pub use shardci_types::{
