@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod election;
+pub mod repositories;
 pub mod server;
 pub mod state;
 pub mod wire;

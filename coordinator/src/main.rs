@@ -71,6 +71,16 @@ struct Args {
     /// http://<--web-listen>].
     #[arg(long, env = "SHARDCI_WEB_URL", value_name = "URL")]
     web_url: Option<String>,
+    /// Repositories this coordinator plans runs of by itself (a TOML file of
+    /// `[[repositories]] name, url, webhook_secret_file`): GitHub-style webhooks posted to
+    /// http://<--web-listen>/webhooks/github start their runs.
+    #[arg(
+        long,
+        env = "SHARDCI_REPOSITORIES",
+        value_name = "FILE",
+        requires = "web_listen"
+    )]
+    repositories: Option<PathBuf>,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
     state_prefix: String,
@@ -212,10 +222,7 @@ async fn main() -> ExitCode {
         }
     };
     let bound = match listener.local_addr() {
-        Ok(address) => {
-            println!("shardci-coordinator listening on {address}");
-            address
-        }
+        Ok(address) => address,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(3);
@@ -341,14 +348,30 @@ async fn main() -> ExitCode {
             .and_then(|l| l.local_addr().ok())
             .map(|a| format!("http://{a}"))
     });
+    let repositories = match &args.repositories {
+        None => Vec::new(),
+        Some(path) => match shardci_coordinator::repositories::load(path) {
+            Ok(repositories) => repositories,
+            Err(e) => {
+                eprintln!("error: --repositories {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = ServerConfig {
         election: shared_state,
         secrets_key,
         metrics,
         web,
         web_url,
+        repositories,
         ..config
     };
+    // Said once every listener is bound: whoever waits for this line can connect to any.
+    if let Some(url) = &config.web_url {
+        tracing::info!(%url, "serving the web view");
+    }
+    println!("shardci-coordinator listening on {bound}");
     match serve(listener, config, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ ServeError::Deposed) => {

@@ -26,6 +26,61 @@ use crate::wire;
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[derive(Clone)]
+/// A checked plan and what it runs on, ready to become a run.
+pub(crate) struct Submission {
+    pub plan: wire::RunnablePlan,
+    pub source: pb::Source,
+    pub event: Option<Event>,
+    pub labels: Vec<String>,
+    pub submitted_by: String,
+    /// The same key again answers with the run it made.
+    pub idempotency_key: String,
+    pub boost: u32,
+    /// Milliseconds from now until what is left of the run is cancelled.
+    pub deadline_ms: Option<u64>,
+    pub secrets: BTreeMap<String, String>,
+    pub retry_of: Option<RunId>,
+}
+
+/// Makes the run: pushes and schedules outrank pull requests and manual runs.
+pub(crate) async fn submit_runnable(
+    coordinator: &Coordinator,
+    submission: Submission,
+) -> Result<RunId, Status> {
+    let class = match submission.event {
+        Some(Event::Push | Event::Schedule) => 2,
+        _ => 1,
+    };
+    let id = RunId(new_run_id());
+    let record = RunRecord {
+        id: id.clone(),
+        plan: submission.plan,
+        source: submission.source,
+        event: submission.event,
+        labels: submission.labels,
+        submitted_by: submission.submitted_by,
+        retry_of: submission.retry_of,
+        created_at: SystemTime::now(),
+        secrets: submission.secrets,
+        finished_at: None,
+        report: None,
+    };
+    let result = coordinator
+        .call(|reply| Command::Submit {
+            record: Box::new(record),
+            idempotency_key: submission.idempotency_key,
+            priority: Priority {
+                class,
+                boost: submission.boost,
+            },
+            // Milliseconds from now; the actor turns them into scheduler time.
+            deadline: submission.deadline_ms.map(Millis),
+            reply,
+        })
+        .await?;
+    result.map_err(status::submit)
+}
+
 pub(crate) struct ClientApi {
     pub coordinator: Coordinator,
     pub sources: SourceStore,
@@ -152,45 +207,28 @@ impl ClientService for ClientApi {
             0 => None,
             n => Some(event_from_wire(n).map_err(status::invalid)?),
         };
-        let class = match event {
-            Some(Event::Push | Event::Schedule) => 2,
-            _ => 1,
-        };
-        let id = RunId(new_run_id());
         let deadline = submit.deadline.map(|d| {
             let target =
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.seconds.max(0) as u64);
             let left = target.duration_since(SystemTime::now()).unwrap_or_default();
             left.as_millis() as u64
         });
-        let record = RunRecord {
-            id: id.clone(),
-            plan: runnable.clone(),
-            source,
-            event,
-            labels: plan_request.labels,
-            submitted_by: submit.submitted_by,
-            retry_of: (!submit.retry_of.is_empty()).then(|| RunId(submit.retry_of.clone())),
-            created_at: SystemTime::now(),
-            secrets: submit.secrets.into_iter().collect::<BTreeMap<_, _>>(),
-            finished_at: None,
-            report: None,
-        };
-        let coordinator = self.coordinator.clone();
-        let result = coordinator
-            .call(|reply| Command::Submit {
-                record: Box::new(record),
+        let run_id = submit_runnable(
+            &self.coordinator,
+            Submission {
+                plan: runnable.clone(),
+                source,
+                event,
+                labels: plan_request.labels,
+                submitted_by: submit.submitted_by,
                 idempotency_key: submit.idempotency_key,
-                priority: Priority {
-                    class,
-                    boost: submit.priority,
-                },
-                // Milliseconds from now; the actor turns them into scheduler time.
-                deadline: deadline.map(Millis),
-                reply,
-            })
-            .await?;
-        let run_id = result.map_err(status::submit)?;
+                boost: submit.priority,
+                deadline_ms: deadline,
+                secrets: submit.secrets.into_iter().collect(),
+                retry_of: (!submit.retry_of.is_empty()).then(|| RunId(submit.retry_of.clone())),
+            },
+        )
+        .await?;
         let view_url = self.web_url.as_ref().map_or_else(String::new, |base| {
             format!("{}/runs/{}", base.trim_end_matches('/'), run_id.0)
         });

@@ -12,10 +12,12 @@ mod gate;
 mod logs;
 mod metrics;
 mod publish;
+mod remote_plan;
 mod sealed;
 mod sources;
 mod status;
 mod web;
+mod webhooks;
 mod worker_api;
 mod writer;
 
@@ -77,6 +79,8 @@ pub struct ServerConfig {
     /// The web view's address as people reach it (`http://ci:8080`): `submit` prints a run's
     /// page under it.
     pub web_url: Option<String>,
+    /// Repositories the coordinator plans for itself (webhooks), from `--repositories`.
+    pub repositories: Vec<crate::repositories::Repository>,
 }
 
 /// How a coordinator that shares its state store campaigns.
@@ -121,6 +125,7 @@ impl ServerConfig {
             metrics: None,
             web: None,
             web_url: None,
+            repositories: Vec::new(),
         }
     }
 }
@@ -261,10 +266,23 @@ pub async fn serve(
             .set_nonblocking(true)
             .and_then(|()| TcpListener::from_std(listener))
             .map_err(ServeError::Web)?;
+        let webhooks = (!config.repositories.is_empty()).then(|| {
+            let planner = remote_plan::RemotePlanner::new(
+                config.data_dir.join("repositories"),
+                coordinator.clone(),
+                config.reports.clone(),
+            );
+            Arc::new(webhooks::Webhooks::new(
+                config.repositories.clone(),
+                Arc::new(planner),
+                coordinator.clone(),
+            ))
+        });
         let web = web::Web {
             coordinator: coordinator.clone(),
             roles: roles.clone(),
             tokens: Arc::new(config.tokens.clone()),
+            webhooks,
         };
         tracker.spawn(web::serve(listener, web, stop.clone()));
     }

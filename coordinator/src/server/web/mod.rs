@@ -44,6 +44,8 @@ pub(crate) struct Web {
     pub coordinator: Coordinator,
     pub roles: watch::Receiver<Role>,
     pub tokens: Arc<Tokens>,
+    /// `POST /webhooks/github`, when repositories are configured.
+    pub webhooks: Option<Arc<super::webhooks::Webhooks>>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -102,6 +104,9 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 async fn answer(request: Request<Incoming>, web: Web) -> Result<Answer, Infallible> {
+    if request.uri().path() == "/webhooks/github" {
+        return Ok(webhook(request, &web).await);
+    }
     if request.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -145,6 +150,78 @@ async fn answer(request: Request<Incoming>, web: Web) -> Result<Answer, Infallib
         ["api", "logs"] => logs(&web, &params).await,
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     })
+}
+
+/// A webhook delivery: its signature, not a token, says who sent it.
+async fn webhook(request: Request<Incoming>, web: &Web) -> Answer {
+    use super::webhooks::{MAX_BODY, Outcome};
+    use http_body_util::BodyExt;
+    let Some(webhooks) = &web.webhooks else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "webhooks are off: no repository is configured (--repositories)\n",
+        );
+    };
+    if request.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "webhooks are POSTed\n");
+    }
+    if !matches!(*web.roles.borrow(), Role::Leader) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this coordinator stands by; deliver to the one that leads\n",
+        );
+    }
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a webhook body may hold at most {MAX_BODY} bytes\n"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return too_large();
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (event, delivery, signature) = (
+        header("x-github-event"),
+        header("x-github-delivery"),
+        header("x-hub-signature-256"),
+    );
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return too_large(),
+    };
+    let outcome = webhooks.receive(
+        event.as_deref(),
+        delivery.as_deref(),
+        signature.as_deref(),
+        &body,
+    );
+    let (status, message) = match outcome {
+        Outcome::Accepted(m) => (StatusCode::ACCEPTED, m),
+        Outcome::Ignored(m) => (StatusCode::OK, m),
+        Outcome::Refused(code, m) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            m,
+        ),
+    };
+    if status.is_client_error() {
+        tracing::warn!(%status, %message, "refused a webhook delivery");
+    }
+    text(status, format!("{message}\n"))
 }
 
 fn shutting_down() -> Answer {

@@ -30,6 +30,7 @@ pub(crate) fn run_summary(view: &RunView, record: &RunRecord) -> Value {
         "finished_ms": record.finished_at.map(millis),
         "submitted_by": record.submitted_by,
         "event": record.event.map(|e| e.as_str()),
+        "labels": record.labels,
         "jobs": view.jobs_total,
         "finished_jobs": view.results.len(),
         "counts": counts,

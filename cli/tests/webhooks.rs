@@ -1,0 +1,239 @@
+//! Webhooks with real HTTP requests to a real coordinator, which fetches a real git
+//! repository and plans it itself: a signed push to the default branch starts the full
+//! matrix, a pull request a selective run with its labels, a newer push to the pull request
+//! cancels the run it superseded; bad deliveries are refused and start nothing.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+mod common;
+use common::{spawn_coordinator, wait_for};
+
+const SECRET: &str = "a-webhook-secret-for-tests";
+
+fn request(address: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write head");
+    // A body over the limit is refused from its declared length, unread: it is not sent, so
+    // no unread bytes make the server's close a reset that could lose the answer.
+    if body.len() <= 1 << 20 {
+        stream.write_all(body).expect("write body");
+    }
+    let mut response = Vec::new();
+    // A refused body is not read: the answer may come before the whole body was written.
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Posts `payload` as `event`; `signature`: `None` signs it, `Some("")` sends none.
+fn post(
+    web: &str,
+    event: &str,
+    delivery: &str,
+    payload: &[u8],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let signature = match signature {
+        None => format!("x-hub-signature-256: {}\r\n", sign(payload)),
+        Some("") => String::new(),
+        Some(given) => format!("x-hub-signature-256: {given}\r\n"),
+    };
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nhost: {web}\r\ncontent-type: application/json\r\nx-github-event: {event}\r\nx-github-delivery: {delivery}\r\n{signature}content-length: {}\r\nconnection: close\r\n\r\n",
+        payload.len()
+    );
+    request(web, &head, payload)
+}
+
+fn runs(web: &str) -> Vec<Value> {
+    let head = format!("GET /api/runs HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
+    let (status, body) = request(web, &head, b"");
+    assert_eq!(status, 200, "{body}");
+    let runs: Value = serde_json::from_str(&body).expect("json");
+    runs["runs"].as_array().cloned().unwrap_or_default()
+}
+
+fn head_of(repo: &Path, rev: &str) -> String {
+    shardci_testkit::git(repo, &["rev-parse", rev])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn signed_webhooks_start_the_right_runs_and_bad_ones_start_nothing() {
+    // The "forge": the example monorepo with a pull request branch that changes one
+    // connector's unit tests.
+    let forge = shardci_testkit::example_repo("master");
+    let repo = forge.path();
+    shardci_testkit::git(repo, &["checkout", "-q", "-b", "faker-tests"]);
+    let test_file =
+        repo.join("airbyte-integrations/connectors/source-faker/unit_tests/test_extra.py");
+    std::fs::write(&test_file, "def test_extra():\n    assert True\n").expect("write");
+    shardci_testkit::commit_all(repo, "faker: one more test");
+    let pr_head = head_of(repo, "HEAD");
+    shardci_testkit::git(repo, &["checkout", "-q", "master"]);
+    let master = head_of(repo, "master");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hook.secret"), SECRET).expect("secret");
+    let repositories = dir.path().join("repositories.toml");
+    std::fs::write(
+        &repositories,
+        format!(
+            "[[repositories]]\nname = \"example/monorepo\"\nurl = \"{}\"\nwebhook_secret_file = \"hook.secret\"\n",
+            repo.display()
+        ),
+    )
+    .expect("repositories");
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (mut coordinator, _) = spawn_coordinator(
+        dir.path(),
+        &[
+            "--web-listen".as_ref(),
+            web.as_ref(),
+            "--repositories".as_ref(),
+            repositories.as_os_str(),
+        ],
+    );
+
+    let repository = json!({"full_name": "example/monorepo", "default_branch": "master"});
+    // A push to the default branch: the full matrix.
+    let push = serde_json::to_vec(&json!({
+        "ref": "refs/heads/master", "after": master, "deleted": false,
+        "repository": repository, "pusher": {"name": "alice"},
+    }))
+    .expect("json");
+    let (status, body) = post(&web, "push", "delivery-1", &push, None);
+    assert_eq!(status, 202, "{body}");
+    wait_for("the push's run", Duration::from_secs(60), || {
+        runs(&web).len() == 1
+    });
+    let run = &runs(&web)[0];
+    assert_eq!(run["event"], "push", "{run}");
+    assert_eq!(run["jobs"], 85, "the full matrix at every version: {run}");
+    assert!(
+        run["submitted_by"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("alice"))
+    );
+
+    // The same delivery again is a replay.
+    let (status, body) = post(&web, "push", "delivery-1", &push, None);
+    assert_eq!(status, 409, "{body}");
+
+    // A pull request: only what its change selects, with its labels.
+    let pull = |action: &str, head: &str| {
+        serde_json::to_vec(&json!({
+            "action": action, "number": 7, "repository": repository,
+            "pull_request": {
+                "number": 7, "head": {"sha": head, "ref": "faker-tests"}, "base": {"ref": "master"},
+                "labels": [{"name": "ci:extra"}], "user": {"login": "bob"},
+            },
+        }))
+        .expect("json")
+    };
+    let (status, body) = post(
+        &web,
+        "pull_request",
+        "delivery-2",
+        &pull("opened", &pr_head),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_for("the pull request's run", Duration::from_secs(60), || {
+        runs(&web).len() == 2
+    });
+    let first_pr = runs(&web)[0].clone();
+    assert_eq!(first_pr["event"], "pull_request", "{first_pr}");
+    assert_eq!(first_pr["labels"], json!(["ci:extra"]));
+    let id = first_pr["id"].as_str().expect("id").to_string();
+    let head = format!("GET /api/runs/{id} HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
+    let (_, detail) = request(&web, &head, b"");
+    let detail: Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["connectors"], json!(["source-faker"]), "{detail}");
+
+    // Bad deliveries: refused with why, nothing started, the server still answers.
+    /// What is wrong, the event, the body, the signature (`None`: a right one), the status.
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<String>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong signature",
+            "push",
+            push.clone(),
+            Some(sign(b"something else")),
+            401,
+        ),
+        (
+            "no signature",
+            "push",
+            push.clone(),
+            Some(String::new()),
+            401,
+        ),
+        ("an unknown event", "issues", push.clone(), None, 400),
+        ("malformed JSON", "push", b"{\"ref\": ".to_vec(), None, 400),
+        ("an oversized body", "push", vec![b' '; 6 << 20], None, 413),
+    ];
+    for (i, (what, event, body, signature, expected)) in cases.into_iter().enumerate() {
+        let delivery = format!("bad-{i}");
+        let (status, answer) = post(&web, event, &delivery, &body, signature.as_deref());
+        assert_eq!(status, expected, "{what}: {answer}");
+    }
+    assert_eq!(runs(&web).len(), 2, "no bad delivery started a run");
+
+    // A newer push to the pull request: a new run, and the one it supersedes is cancelled.
+    shardci_testkit::git(repo, &["checkout", "-q", "faker-tests"]);
+    std::fs::write(&test_file, "def test_extra():\n    assert 1 == 1\n").expect("write");
+    shardci_testkit::commit_all(repo, "faker: reword");
+    let newer = head_of(repo, "HEAD");
+    let (status, body) = post(
+        &web,
+        "pull_request",
+        "delivery-3",
+        &pull("synchronize", &newer),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_for(
+        "the superseded run cancelled",
+        Duration::from_secs(60),
+        || {
+            let all = runs(&web);
+            all.len() == 3
+                && all
+                    .iter()
+                    .any(|r| r["id"] == id.as_str() && r["status"] == "cancelled")
+        },
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}
