@@ -334,6 +334,10 @@ pub struct SubmitArgs {
     /// instead of uploading a bundle; uncommitted files are then not part of the run.
     #[arg(long, value_name = "URL")]
     pub git_url: Option<String>,
+    /// Let the coordinator plan (no checkout needed here): it fetches --git-url, a repository
+    /// it declares (--repositories), and plans --head (a commit or a branch) against --base.
+    #[arg(long = "remote", requires = "git_url", requires = "head")]
+    pub remote_plan: bool,
     /// Give steps this secret (repeatable): its value is read from the environment variable
     /// of the same name, injected into steps that list it, and masked in logs.
     #[arg(long = "secret", value_name = "NAME")]

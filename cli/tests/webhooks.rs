@@ -237,3 +237,92 @@ fn signed_webhooks_start_the_right_runs_and_bad_ones_start_nothing() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+/// `submit --remote`: no checkout here; the coordinator fetches a repository it declares and
+/// plans the named branch against the base; it fetches no URL it does not declare.
+#[test]
+fn submit_remote_is_planned_by_the_coordinator_for_declared_repositories_only() {
+    let forge = shardci_testkit::example_repo("master");
+    let repo = forge.path();
+    shardci_testkit::git(repo, &["checkout", "-q", "-b", "faker-tests"]);
+    std::fs::write(
+        repo.join("airbyte-integrations/connectors/source-faker/unit_tests/test_remote.py"),
+        "def test_remote():\n    assert True\n",
+    )
+    .expect("write");
+    shardci_testkit::commit_all(repo, "faker: a test");
+    shardci_testkit::git(repo, &["checkout", "-q", "master"]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repositories = dir.path().join("repositories.toml");
+    std::fs::write(
+        &repositories,
+        format!(
+            "[[repositories]]\nname = \"example/monorepo\"\nurl = \"{}\"\n",
+            repo.display()
+        ),
+    )
+    .expect("repositories");
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (mut coordinator, address) = spawn_coordinator(
+        dir.path(),
+        &[
+            "--web-listen".as_ref(),
+            web.as_ref(),
+            "--repositories".as_ref(),
+            repositories.as_os_str(),
+        ],
+    );
+    let url = format!("http://{address}");
+    let empty = tempfile::tempdir().expect("no checkout");
+    let submit = |git_url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardci"))
+            .args([
+                "submit",
+                "--remote",
+                "--git-url",
+                git_url,
+                "--head",
+                "faker-tests",
+            ])
+            .args([
+                "--base",
+                "master",
+                "--label",
+                "ci:remote",
+                "--coordinator",
+                &url,
+            ])
+            .current_dir(empty.path())
+            .output()
+            .expect("submit")
+    };
+    let out = submit(&repo.to_string_lossy());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("follow it at http://{web}/runs/")),
+        "{stderr}"
+    );
+    let run = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let head = format!("GET /api/runs/{run} HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
+    let (status, detail) = request(&web, &head, b"");
+    assert_eq!(status, 200, "{detail}");
+    let detail: Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["connectors"], json!(["source-faker"]), "{detail}");
+    assert_eq!(detail["labels"], json!(["ci:remote"]));
+
+    let out = submit("https://git.invalid/other.git");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not plan https://git.invalid/other.git: it plans only the repositories it declares"),
+        "{stderr}"
+    );
+    assert_eq!(runs(&web).len(), 1, "nothing else was started");
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

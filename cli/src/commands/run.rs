@@ -128,6 +128,7 @@ pub async fn submit(
             slots: plan.slots,
             filters: None,
             branch: plan.source.branch.clone().unwrap_or_default(),
+            base_ref: plan.source.base_ref.clone().unwrap_or_default(),
         }),
         idempotency_key: request_id(&key),
         priority: 0,

@@ -8,6 +8,9 @@ use crate::progress::watch_to_the_end;
 
 pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
     let runtime = super::runtime()?;
+    if args.remote_plan {
+        return runtime.block_on(remote(&args));
+    }
     runtime.block_on(async {
         let plan = plan(&args.input, args.workers, None).await?;
         let mut client = connect(&args.remote).await?;
@@ -37,4 +40,57 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
         eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
         watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
     })
+}
+
+/// `--remote`: the coordinator fetches and plans; nothing is read here but the arguments.
+async fn remote(args: &SubmitArgs) -> Result<Code, Failure> {
+    use shardci_proto::v1 as pb;
+    let (Some(url), Some(head)) = (&args.git_url, &args.input.head) else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--remote needs --git-url and --head"
+        )));
+    };
+    let event = super::plan::event(args.input.event);
+    let request = pb::SubmitRunRequest {
+        plan_request: Some(pb::PlanRequest {
+            source: Some(pb::Source {
+                location: Some(pb::source::Location::Git(pb::GitSource {
+                    url: url.clone(),
+                    r#ref: head.clone(),
+                })),
+                ..Default::default()
+            }),
+            event: pb::Event::from(event) as i32,
+            labels: args.input.labels.clone(),
+            all: args.input.all,
+            slots: args.workers.unwrap_or_default(),
+            filters: None,
+            branch: args.input.branch.clone().unwrap_or_default(),
+            base_ref: args.input.base.clone().unwrap_or_default(),
+        }),
+        idempotency_key: super::run::request_id(&format!("{url}@{head}")),
+        submitted_by: who(),
+        secrets: secret_values(&args.secrets)?,
+        ..Default::default()
+    };
+    let mut client = connect(&args.remote).await?;
+    let response = client
+        .submit_run(request)
+        .await
+        .map_err(|s| crate::client::status_failure("the coordinator refused the run", s))?
+        .into_inner();
+    if !response.view_url.is_empty() {
+        eprintln!("follow it at {}", response.view_url);
+    }
+    let run_id = response.run_id;
+    if !args.watch {
+        if args.json {
+            println!("{}", serde_json::json!({ "run_id": run_id }));
+        } else {
+            println!("{run_id}");
+        }
+        return Ok(Code::Success);
+    }
+    eprintln!("submitted {run_id}, planned by the coordinator");
+    watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
 }

@@ -81,11 +81,77 @@ pub(crate) async fn submit_runnable(
     result.map_err(status::submit)
 }
 
+impl ClientApi {
+    fn view_url(&self, run: &RunId) -> String {
+        self.web_url.as_ref().map_or_else(String::new, |base| {
+            format!("{}/runs/{}", base.trim_end_matches('/'), run.0)
+        })
+    }
+
+    /// A submission without a plan: the coordinator fetches and plans the commit itself, for
+    /// a repository it declares (it fetches no other URL).
+    async fn plan_here(
+        &self,
+        plan_request: &pb::PlanRequest,
+        source: &pb::Source,
+        secrets: std::collections::HashMap<String, String>,
+        (submitted_by, idempotency_key): (String, String),
+    ) -> Result<RunId, Status> {
+        let Some(pb::source::Location::Git(git)) = &source.location else {
+            return Err(Status::invalid_argument(
+                "a submission without a plan needs a git source (--git-url) for the coordinator to plan",
+            ));
+        };
+        let (Some(planner), Some(repository)) = (
+            &self.planner,
+            self.repositories.iter().find(|r| r.url == git.url),
+        ) else {
+            return Err(Status::failed_precondition(format!(
+                "this coordinator does not plan {}: it plans only the repositories it declares (--repositories); plan with the CLI and submit the plan",
+                git.url
+            )));
+        };
+        let event = match plan_request.event {
+            0 => Event::Manual,
+            n => event_from_wire(n).map_err(status::invalid)?,
+        };
+        let head = if git.r#ref.is_empty() {
+            source.head_commit.clone()
+        } else {
+            git.r#ref.clone()
+        };
+        let trigger = super::remote_plan::Trigger {
+            repository: repository.clone(),
+            event,
+            head,
+            branch: (!plan_request.branch.is_empty()).then(|| plan_request.branch.clone()),
+            base_branch: (!plan_request.base_ref.is_empty()).then(|| {
+                plan_request
+                    .base_ref
+                    .trim_start_matches("origin/")
+                    .to_string()
+            }),
+            labels: plan_request.labels.clone(),
+            all: plan_request.all,
+            secrets: secrets.into_iter().collect(),
+            submitted_by,
+            idempotency_key,
+        };
+        planner
+            .run(trigger)
+            .await
+            .map_err(Status::failed_precondition)
+    }
+}
+
 pub(crate) struct ClientApi {
     pub coordinator: Coordinator,
     pub sources: SourceStore,
     /// The web view's public address, if it is served.
     pub web_url: Option<String>,
+    /// Plans submissions that bring no plan, for the declared repositories.
+    pub planner: Option<std::sync::Arc<super::remote_plan::RemotePlanner>>,
+    pub repositories: Vec<crate::repositories::Repository>,
 }
 
 struct UploadChunks {
@@ -183,8 +249,11 @@ impl ClientService for ClientApi {
                     )));
                 }
             }
+            // Without a plan the coordinator resolves the ref itself.
             Some(pb::source::Location::Git(git))
-                if !git.url.is_empty() && !source.head_commit.is_empty() => {}
+                if !git.url.is_empty()
+                    && (!source.head_commit.is_empty()
+                        || (submit.plan.is_none() && !git.r#ref.is_empty())) => {}
             Some(pb::source::Location::Git(_)) => {
                 return Err(Status::invalid_argument(
                     "a git source needs a url and a head commit",
@@ -196,11 +265,23 @@ impl ClientService for ClientApi {
                 ));
             }
         }
-        let plan = submit.plan.ok_or_else(|| {
-            Status::unimplemented(
-                "submit a plan made by the CLI; coordinator-side planning is not available yet",
-            )
-        })?;
+        let Some(plan) = submit.plan else {
+            let asked = pb::PlanRequest {
+                source: None,
+                labels: plan_request.labels.clone(),
+                branch: plan_request.branch.clone(),
+                base_ref: plan_request.base_ref.clone(),
+                filters: None,
+                ..plan_request
+            };
+            let by = (submit.submitted_by, submit.idempotency_key);
+            let run_id = self.plan_here(&asked, &source, submit.secrets, by).await?;
+            return Ok(Response::new(pb::SubmitRunResponse {
+                view_url: self.view_url(&run_id),
+                run_id: run_id.0,
+                plan: None,
+            }));
+        };
         let runnable = wire::plan_from_wire(plan).map_err(status::invalid)?;
         // An unspecified event is a manual run; an unknown number is refused.
         let event = match plan_request.event {
@@ -229,9 +310,7 @@ impl ClientService for ClientApi {
             },
         )
         .await?;
-        let view_url = self.web_url.as_ref().map_or_else(String::new, |base| {
-            format!("{}/runs/{}", base.trim_end_matches('/'), run_id.0)
-        });
+        let view_url = self.view_url(&run_id);
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: run_id.0,
             plan: Some(runnable.wire),

@@ -261,20 +261,24 @@ pub async fn serve(
             stop.clone(),
         ));
     }
+    // Repositories the coordinator plans for itself: for webhooks and for submissions that
+    // bring no plan.
+    let planner = (!config.repositories.is_empty()).then(|| {
+        Arc::new(remote_plan::RemotePlanner::new(
+            config.data_dir.join("repositories"),
+            coordinator.clone(),
+            config.reports.clone(),
+        ))
+    });
     if let Some(listener) = config.web {
         let listener = listener
             .set_nonblocking(true)
             .and_then(|()| TcpListener::from_std(listener))
             .map_err(ServeError::Web)?;
-        let webhooks = (!config.repositories.is_empty()).then(|| {
-            let planner = remote_plan::RemotePlanner::new(
-                config.data_dir.join("repositories"),
-                coordinator.clone(),
-                config.reports.clone(),
-            );
+        let webhooks = planner.as_ref().map(|planner| {
             Arc::new(webhooks::Webhooks::new(
                 config.repositories.clone(),
-                Arc::new(planner),
+                planner.clone(),
                 coordinator.clone(),
             ))
         });
@@ -290,6 +294,8 @@ pub async fn serve(
         coordinator: coordinator.clone(),
         sources: sources.clone(),
         web_url: config.web_url.clone(),
+        planner,
+        repositories: config.repositories.clone(),
     };
     let worker = worker_api::WorkerApi {
         coordinator,

@@ -30,6 +30,10 @@ pub(crate) struct Trigger {
     /// A pull request's target branch: the diff starts at its merge base.
     pub base_branch: Option<String>,
     pub labels: Vec<String>,
+    /// Every connector and test type (`--all`).
+    pub all: bool,
+    /// Secret values for the run's steps.
+    pub secrets: std::collections::BTreeMap<String, String>,
     /// Who or what asked, for the run's record.
     pub submitted_by: String,
     /// The same key again makes no second run (a webhook's delivery id).
@@ -71,13 +75,14 @@ impl RemotePlanner {
         let clone = self.dir.join(hex::encode(
             &Sha256::digest(trigger.repository.url.as_bytes())[..12],
         ));
-        {
+        let head = {
             let lock = self.lock(&clone);
             let _held = lock.lock().await;
-            fetch(&trigger.repository.url, &clone, &trigger.head).await?;
-        }
+            fetch(&trigger.repository.url, &clone, &trigger.head).await?
+        };
         let mut request = PlanRequest::new(&clone);
-        request.head = Some(trigger.head.clone());
+        request.head = Some(head.clone());
+        request.all = trigger.all;
         request.event = trigger.event;
         request.branch = trigger.branch.clone();
         request.base = trigger.base_branch.as_ref().map(|b| format!("origin/{b}"));
@@ -90,12 +95,12 @@ impl RemotePlanner {
         let plan = tokio::task::spawn_blocking(move || plan_repository(&request))
             .await
             .map_err(|e| format!("planning panicked: {e}"))?
-            .map_err(|e| format!("planning {}: {e}", trigger.head))?;
+            .map_err(|e| format!("planning {head}: {e}"))?;
         if plan.jobs.is_empty() {
             return Err(format!(
                 "nothing to run for {} at {}: {}",
                 trigger.repository.name,
-                trigger.head,
+                head,
                 plan.mode_reasons.join("; ")
             ));
         }
@@ -104,9 +109,9 @@ impl RemotePlanner {
         let source = pb::Source {
             location: Some(pb::source::Location::Git(pb::GitSource {
                 url: trigger.repository.url.clone(),
-                r#ref: trigger.head.clone(),
+                r#ref: head.clone(),
             })),
-            head_commit: trigger.head.clone(),
+            head_commit: head.clone(),
             base_commit: plan.source.base_commit.clone().unwrap_or_default(),
             root: String::new(),
         };
@@ -121,7 +126,7 @@ impl RemotePlanner {
                 idempotency_key: trigger.idempotency_key,
                 boost: 0,
                 deadline_ms: None,
-                secrets: Default::default(),
+                secrets: trigger.secrets,
                 retry_of: None,
             },
         )
@@ -152,8 +157,9 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// A clone of `url` at `clone` holding `commit` and every branch as `origin/<branch>`.
-async fn fetch(url: &str, clone: &Path, commit: &str) -> Result<(), String> {
+/// A clone of `url` at `clone` holding `head` (a commit, or a branch or tag of the remote)
+/// and every branch as `origin/<branch>`; returns the commit `head` names.
+async fn fetch(url: &str, clone: &Path, head: &str) -> Result<String, String> {
     if !clone.join(".git").is_dir() {
         if let Some(parent) = clone.parent() {
             tokio::fs::create_dir_all(parent)
@@ -169,17 +175,39 @@ async fn fetch(url: &str, clone: &Path, commit: &str) -> Result<(), String> {
             "fetch",
             "--quiet",
             "--prune",
+            "--tags",
             "origin",
             "+refs/heads/*:refs/remotes/origin/*",
             "+refs/pull/*/head:refs/remotes/origin/pull/*",
         ],
     )
     .await?;
-    let spec = format!("{commit}^{{commit}}");
-    if git(Some(clone), &["cat-file", "-e", &spec]).await.is_err() {
-        git(Some(clone), &["fetch", "--quiet", "origin", commit])
-            .await
-            .map_err(|e| format!("{url} has no commit {commit}: {e}"))?;
+    let resolve = |rev: String| async move {
+        git(
+            Some(clone),
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ],
+        )
+        .await
+        .ok()
+        .map(|sha| sha.trim().to_string())
+        .filter(|sha| !sha.is_empty())
+    };
+    // A branch name means the remote's branch, not a stale local one.
+    if let Some(sha) = resolve(format!("origin/{head}")).await {
+        return Ok(sha);
     }
-    Ok(())
+    if let Some(sha) = resolve(head.to_string()).await {
+        return Ok(sha);
+    }
+    git(Some(clone), &["fetch", "--quiet", "origin", head])
+        .await
+        .map_err(|e| format!("{url} has no commit or branch {head}: {e}"))?;
+    resolve(head.to_string())
+        .await
+        .ok_or_else(|| format!("{url} has no commit or branch {head}"))
 }
