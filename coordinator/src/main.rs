@@ -72,14 +72,10 @@ struct Args {
     #[arg(long, env = "SHARDCI_WEB_URL", value_name = "URL")]
     web_url: Option<String>,
     /// Repositories this coordinator plans runs of by itself (a TOML file of
-    /// `[[repositories]] name, url, webhook_secret_file`): GitHub-style webhooks posted to
-    /// http://<--web-listen>/webhooks/github start their runs.
-    #[arg(
-        long,
-        env = "SHARDCI_REPOSITORIES",
-        value_name = "FILE",
-        requires = "web_listen"
-    )]
+    /// `[[repositories]] name, url, webhook_secret_file` and `[[schedules]] name, repository,
+    /// cron, ref, catch_up`): GitHub-style webhooks posted to
+    /// http://<--web-listen>/webhooks/github start their runs, and so does the clock.
+    #[arg(long, env = "SHARDCI_REPOSITORIES", value_name = "FILE")]
     repositories: Option<PathBuf>,
     /// The key prefix in etcd.
     #[arg(long, env = "SHARDCI_STATE_PREFIX", default_value = "/shardci/")]
@@ -348,10 +344,10 @@ async fn main() -> ExitCode {
             .and_then(|l| l.local_addr().ok())
             .map(|a| format!("http://{a}"))
     });
-    let repositories = match &args.repositories {
-        None => Vec::new(),
+    let declared = match &args.repositories {
+        None => Default::default(),
         Some(path) => match shardci_coordinator::repositories::load(path) {
-            Ok(repositories) => repositories,
+            Ok(declared) => declared,
             Err(e) => {
                 eprintln!("error: --repositories {e}");
                 return ExitCode::from(2);
@@ -364,7 +360,8 @@ async fn main() -> ExitCode {
         metrics,
         web,
         web_url,
-        repositories,
+        repositories: declared.repositories,
+        schedules: declared.schedules,
         ..config
     };
     // Said once every listener is bound: whoever waits for this line can connect to any.

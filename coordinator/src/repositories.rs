@@ -1,11 +1,18 @@
 //! The repositories a coordinator plans for itself (`--repositories FILE`): where to fetch
-//! them and the secret their webhooks are signed with.
+//! them, the secret their webhooks are signed with, and the schedules that run them.
 //!
 //! ```toml
 //! [[repositories]]
 //! name = "example/monorepo"            # as the forge names it (`repository.full_name`)
 //! url = "https://git.example/monorepo.git"   # where the coordinator and workers fetch it
 //! webhook_secret_file = "/etc/shardci/monorepo.webhook-secret"
+//!
+//! [[schedules]]
+//! name = "nightly"
+//! repository = "example/monorepo"
+//! cron = "0 3 * * *"                   # UTC; six fields to give seconds
+//! ref = "master"
+//! catch_up = "1h"                      # a tick missed while nobody led fires once, if this recent
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -17,6 +24,50 @@ use serde::Deserialize;
 struct File {
     #[serde(default)]
     repositories: Vec<Entry>,
+    #[serde(default)]
+    schedules: Vec<ScheduleEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleEntry {
+    name: String,
+    repository: String,
+    cron: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    catch_up: Option<String>,
+}
+
+/// A run started by the clock: the schedule event on `reference`, at every tick of `cron`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Names the schedule's runs and their ticks.
+    pub name: String,
+    /// The repository's name, as in `[[repositories]]`.
+    pub repository: String,
+    /// The pattern as written.
+    pub pattern: String,
+    /// The parsed pattern (UTC).
+    pub cron: croner::Cron,
+    /// The branch (or commit) to run.
+    pub reference: String,
+    /// Labels for its runs, as a pull request's would be.
+    pub labels: Vec<String>,
+    /// How old a tick missed while no coordinator led may be and still fire (once) when one
+    /// does.
+    pub catch_up: std::time::Duration,
+}
+
+/// What `--repositories` declares.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    /// The repositories.
+    pub repositories: Vec<Repository>,
+    /// The schedules.
+    pub schedules: Vec<Schedule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,8 +102,11 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// How long ago a missed tick may be by default and still fire when a coordinator leads.
+const DEFAULT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Reads the repositories file; errors name the file and, for TOML, the line and column.
-pub fn load(path: &Path) -> Result<Vec<Repository>, String> {
+pub fn load(path: &Path) -> Result<Declared, String> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
     let file: File = toml::from_str(&text).map_err(|e| {
@@ -106,7 +160,44 @@ pub fn load(path: &Path) -> Result<Vec<Repository>, String> {
             webhook_secret,
         });
     }
-    Ok(repositories)
+    let mut schedules: Vec<Schedule> = Vec::new();
+    for entry in file.schedules {
+        let name = &entry.name;
+        if schedules.iter().any(|s| &s.name == name) {
+            return Err(format!("{shown}: schedule {name:?} is listed twice"));
+        }
+        if !repositories.iter().any(|r| r.name == entry.repository) {
+            return Err(format!(
+                "{shown}: schedule {name:?} names repository {:?}, which [[repositories]] does not declare",
+                entry.repository
+            ));
+        }
+        let cron: croner::Cron = entry.cron.parse().map_err(|e| {
+            format!(
+                "{shown}: schedule {name:?}: cron {:?} does not parse: {e}",
+                entry.cron
+            )
+        })?;
+        let catch_up = match &entry.catch_up {
+            None => DEFAULT_CATCH_UP,
+            Some(text) => shardci_types::parse_duration(text)
+                .map(std::time::Duration::from_secs_f64)
+                .map_err(|e| format!("{shown}: schedule {name:?}: catch_up: {e}"))?,
+        };
+        schedules.push(Schedule {
+            name: entry.name,
+            repository: entry.repository,
+            pattern: entry.cron,
+            cron,
+            reference: entry.reference,
+            labels: entry.labels,
+            catch_up,
+        });
+    }
+    Ok(Declared {
+        repositories,
+        schedules,
+    })
 }
 
 #[cfg(test)]
@@ -123,12 +214,33 @@ mod tests {
             "[[repositories]]\nname = \"o/r\"\nurl = \"/srv/r.git\"\nwebhook_secret_file = \"hook.secret\"\n",
         )
         .expect("write");
-        let repos = load(&file).expect("loads");
+        let repos = load(&file).expect("loads").repositories;
         assert_eq!(
             repos[0].webhook_secret.as_deref(),
             Some(&b"a-long-enough-secret"[..])
         );
         assert!(!format!("{:?}", repos[0]).contains("a-long-enough"));
+
+        std::fs::write(
+            &file,
+            "[[repositories]]\nname = \"o/r\"\nurl = \"/r\"\n[[schedules]]\nname = \"n\"\nrepository = \"o/r\"\ncron = \"*/3 * * * * *\"\nref = \"main\"\ncatch_up = \"10s\"\n",
+        )
+        .expect("write");
+        let declared = load(&file).expect("loads");
+        assert_eq!(
+            declared.schedules[0].catch_up,
+            std::time::Duration::from_secs(10)
+        );
+        std::fs::write(
+            &file,
+            "[[repositories]]\nname = \"o/r\"\nurl = \"/r\"\n[[schedules]]\nname = \"n\"\nrepository = \"o/r\"\ncron = \"61 * * * *\"\nref = \"main\"\n",
+        )
+        .expect("write");
+        let error = load(&file).expect_err("refused");
+        assert!(
+            error.contains("schedule \"n\": cron \"61 * * * *\" does not parse"),
+            "{error}"
+        );
 
         std::fs::write(&file, "[[repositories]]\nname = \"o/r\"\nurl = 3\n").expect("write");
         let error = load(&file).expect_err("refused");

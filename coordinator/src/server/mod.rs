@@ -7,6 +7,7 @@ mod actor;
 mod auth;
 mod client_api;
 mod commands;
+mod cron;
 mod durable;
 mod gate;
 mod logs;
@@ -81,6 +82,8 @@ pub struct ServerConfig {
     pub web_url: Option<String>,
     /// Repositories the coordinator plans for itself (webhooks), from `--repositories`.
     pub repositories: Vec<crate::repositories::Repository>,
+    /// Runs started by the clock, from `--repositories`.
+    pub schedules: Vec<crate::repositories::Schedule>,
 }
 
 /// How a coordinator that shares its state store campaigns.
@@ -126,6 +129,7 @@ impl ServerConfig {
             web: None,
             web_url: None,
             repositories: Vec::new(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -270,6 +274,17 @@ pub async fn serve(
             config.reports.clone(),
         ))
     });
+    if let Some(planner) = &planner
+        && !config.schedules.is_empty()
+    {
+        tracker.spawn(cron::run(
+            config.schedules.clone(),
+            config.repositories.clone(),
+            planner.clone(),
+            roles.clone(),
+            stop.clone(),
+        ));
+    }
     if let Some(listener) = config.web {
         let listener = listener
             .set_nonblocking(true)
