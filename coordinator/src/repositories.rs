@@ -76,6 +76,41 @@ struct Entry {
     name: String,
     url: String,
     webhook_secret_file: Option<PathBuf>,
+    statuses: Option<StatusesEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusesEntry {
+    api: String,
+    token_file: Option<PathBuf>,
+    context: Option<String>,
+    per: Option<String>,
+}
+
+/// Where a repository's commit statuses go: a GitHub-compatible API
+/// (`POST {api}/repos/{name}/statuses/{sha}`).
+#[derive(Clone)]
+pub struct Statuses {
+    /// The API's base URL (`https://api.github.com`).
+    pub api: String,
+    /// The bearer token, if the API needs one.
+    pub token: Option<String>,
+    /// The status's context (`shardci`); per test type it is `<context>/<test type>`.
+    pub context: String,
+    /// One status per test type instead of one per run.
+    pub per_test_type: bool,
+}
+
+impl std::fmt::Debug for Statuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statuses")
+            .field("api", &self.api)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("context", &self.context)
+            .field("per_test_type", &self.per_test_type)
+            .finish()
+    }
 }
 
 /// A repository the coordinator plans runs of.
@@ -87,6 +122,8 @@ pub struct Repository {
     pub url: String,
     /// The key webhooks for it are signed with (HMAC-SHA256); `None`: no webhook accepted.
     pub webhook_secret: Option<Vec<u8>>,
+    /// Where its runs' commit statuses go, if anywhere.
+    pub statuses: Option<Statuses>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -154,10 +191,46 @@ pub fn load(path: &Path) -> Result<Declared, String> {
                 Some(secret.as_bytes().to_vec())
             }
         };
+        let statuses = match entry.statuses {
+            None => None,
+            Some(statuses) => {
+                let token = match &statuses.token_file {
+                    None => None,
+                    Some(file) => {
+                        let token_path = path.parent().unwrap_or(Path::new(".")).join(file);
+                        let text = std::fs::read_to_string(&token_path).map_err(|e| {
+                            format!(
+                                "{shown}: the status token of {:?}, {}: {e}",
+                                entry.name,
+                                token_path.display()
+                            )
+                        })?;
+                        Some(text.trim().to_string())
+                    }
+                };
+                let per_test_type = match statuses.per.as_deref() {
+                    None | Some("run") => false,
+                    Some("test-type") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "{shown}: statuses of {:?}: per = {other:?}; use \"run\" or \"test-type\"",
+                            entry.name
+                        ));
+                    }
+                };
+                Some(Statuses {
+                    api: statuses.api.trim_end_matches('/').to_string(),
+                    token,
+                    context: statuses.context.unwrap_or_else(|| "shardci".into()),
+                    per_test_type,
+                })
+            }
+        };
         repositories.push(Repository {
             name: entry.name,
             url: entry.url,
             webhook_secret,
+            statuses,
         });
     }
     let mut schedules: Vec<Schedule> = Vec::new();

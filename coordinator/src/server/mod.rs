@@ -17,6 +17,7 @@ mod remote_plan;
 mod sealed;
 mod sources;
 mod status;
+mod statuses;
 mod web;
 mod webhooks;
 mod worker_api;
@@ -272,6 +273,7 @@ pub async fn serve(
             config.data_dir.join("repositories"),
             coordinator.clone(),
             config.reports.clone(),
+            config.web_url.clone(),
         ))
     });
     if let Some(planner) = &planner

@@ -44,6 +44,10 @@ pub(crate) struct RemotePlanner {
     dir: PathBuf,
     coordinator: Coordinator,
     reports: Option<ReportStore>,
+    /// The web view's address, for the links of commit statuses.
+    web_url: Option<String>,
+    /// Posts commit statuses.
+    http: reqwest::Client,
     /// One fetch at a time per clone.
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -53,11 +57,17 @@ impl RemotePlanner {
         dir: PathBuf,
         coordinator: Coordinator,
         reports: Option<ReportStore>,
+        web_url: Option<String>,
     ) -> Self {
         Self {
             dir,
             coordinator,
             reports,
+            web_url,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -115,7 +125,17 @@ impl RemotePlanner {
             base_commit: plan.source.base_commit.clone().unwrap_or_default(),
             root: String::new(),
         };
-        submit_runnable(
+        let test_types = plan
+            .jobs
+            .iter()
+            .fold(Vec::new(), |mut order: Vec<String>, job| {
+                if !order.contains(&job.test_type) {
+                    order.push(job.test_type.clone());
+                }
+                order
+            });
+        let repository = trigger.repository.clone();
+        let run = submit_runnable(
             &self.coordinator,
             Submission {
                 plan: runnable,
@@ -131,7 +151,26 @@ impl RemotePlanner {
             },
         )
         .await
-        .map_err(|status| status.message().to_string())
+        .map_err(|status| status.message().to_string())?;
+        if let Some(statuses) = repository.statuses {
+            let target = super::statuses::Target {
+                statuses,
+                repository: repository.name,
+                commit: head,
+                run: run.clone(),
+                view_url: self
+                    .web_url
+                    .as_ref()
+                    .map(|base| format!("{}/runs/{}", base.trim_end_matches('/'), run.0)),
+                test_types,
+            };
+            tokio::spawn(super::statuses::follow(
+                self.coordinator.clone(),
+                self.http.clone(),
+                target,
+            ));
+        }
+        Ok(run)
     }
 }
 
