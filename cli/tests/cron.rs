@@ -10,18 +10,11 @@ use serde_json::Value;
 use shardci_testkit::EtcdCluster;
 
 mod common;
-use common::{bin, signal, wait_for};
+use common::{bin, free_address, signal, wait_for};
 
 /// Seconds between ticks: shorter than a takeover (election TTL 2 s), so a tick passes while
 /// nobody leads and must be caught up; plans run concurrently, so ticks may outpace them.
 const EVERY: i64 = 2;
-
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string()
-}
 
 fn spawn(
     i: usize,

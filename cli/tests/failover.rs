@@ -11,15 +11,7 @@ use serde_json::Value;
 use shardci_testkit::{EtcdCluster, fixture};
 
 mod common;
-use common::{bin, ensure_image, signal, wait_for, watched_once};
-
-fn free_address() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    format!("127.0.0.1:{port}")
-}
+use common::{bin, ensure_image, free_address, signal, wait_for, watched_once};
 
 /// Two coordinators on fixed addresses sharing etcd and a report store folder.
 struct Pair {

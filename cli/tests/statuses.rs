@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 mod common;
-use common::{bin, spawn_coordinator, wait_for};
+use common::{bin, free_address, http, http_get, spawn_coordinator, wait_for};
 
 /// Every call received: (path, authorization, body); answers 500 to the first `failures`
 /// calls (all of them when `None`), 201 after.
@@ -88,20 +88,11 @@ fn deliver(web: &str, secret: &str, delivery: &str, payload: &Value) -> u16 {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut stream = TcpStream::connect(web).expect("connect");
     let head = format!(
         "POST /webhooks/github HTTP/1.1\r\nhost: {web}\r\nx-github-event: push\r\nx-github-delivery: {delivery}\r\nx-hub-signature-256: sha256={signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).expect("head");
-    stream.write_all(&body).expect("body");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    http(web, &head, &body).0
 }
 
 fn worker(url: &str, dir: &std::path::Path) -> Child {
@@ -148,10 +139,7 @@ fn statuses_arrive_in_order_through_failures_and_a_dead_forge_delays_nothing() {
         ),
     )
     .expect("repositories");
-    let web = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
+    let web = free_address();
     let (mut coordinator, address) = spawn_coordinator(
         dir.path(),
         &[
@@ -219,13 +207,8 @@ fn statuses_arrive_in_order_through_failures_and_a_dead_forge_delays_nothing() {
     // The forge that never answers well holds no run back: both runs finished while it is
     // still being retried.
     let finished = |status: &str| {
-        let head = format!("GET /api/runs HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
-        let mut stream = TcpStream::connect(&web).expect("connect");
-        stream.write_all(head.as_bytes()).expect("write");
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let runs: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let (_, body) = http_get(&web, "/api/runs", None);
+        let runs: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         runs["runs"]
             .as_array()
             .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["status"] == status))

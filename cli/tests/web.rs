@@ -2,44 +2,16 @@
 //! and pages with one, and a run's page in headless Chromium seeing a job change state
 //! without reloading.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{bin, spawn_coordinator, wait_for};
+use common::{bin, free_address, http_get as get, spawn_coordinator, wait_for};
 
 const CLIENT: &str = "web-client-token-0123456789";
 const WORKER: &str = "web-worker-token-0123456789";
-
-/// A GET over plain HTTP/1.1: the status and the body.
-fn get(address: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let auth = bearer.map_or_else(String::new, |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: {address}\r\n{auth}connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    // hyper answers with a length; no chunked body to undo.
-    (status, body)
-}
 
 fn worker(url: &str, dir: &std::path::Path) -> Child {
     Command::new(bin("shardci-worker"))
@@ -68,11 +40,7 @@ fn the_web_view_follows_a_run_live_and_refuses_strangers() {
         "[test_types.slow]\ncommand = \"echo starting; sleep 4; echo done\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let web_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let web = format!("127.0.0.1:{web_port}");
+    let web = free_address();
     let (mut coordinator, address) = spawn_coordinator(
         dir.path(),
         &[

@@ -3,8 +3,6 @@
 //! matrix, a pull request a selective run with its labels, a newer push to the pull request
 //! cancels the run it superseded; bad deliveries are refused and start nothing.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,35 +11,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 mod common;
-use common::{spawn_coordinator, wait_for};
+use common::{free_address, http as request, http_get, spawn_coordinator, wait_for};
 
 const SECRET: &str = "a-webhook-secret-for-tests";
-
-fn request(address: &str, head: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    stream.write_all(head.as_bytes()).expect("write head");
-    // A body over the limit is refused from its declared length, unread: it is not sent, so
-    // no unread bytes make the server's close a reset that could lose the answer.
-    if body.len() <= 1 << 20 {
-        stream.write_all(body).expect("write body");
-    }
-    let mut response = Vec::new();
-    // A refused body is not read: the answer may come before the whole body was written.
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
 
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
@@ -72,8 +44,7 @@ fn post(
 }
 
 fn runs(web: &str) -> Vec<Value> {
-    let head = format!("GET /api/runs HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
-    let (status, body) = request(web, &head, b"");
+    let (status, body) = http_get(web, "/api/runs", None);
     assert_eq!(status, 200, "{body}");
     let runs: Value = serde_json::from_str(&body).expect("json");
     runs["runs"].as_array().cloned().unwrap_or_default()
@@ -111,10 +82,7 @@ fn signed_webhooks_start_the_right_runs_and_bad_ones_start_nothing() {
         ),
     )
     .expect("repositories");
-    let web = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
+    let web = free_address();
     let (mut coordinator, _) = spawn_coordinator(
         dir.path(),
         &[
@@ -176,8 +144,7 @@ fn signed_webhooks_start_the_right_runs_and_bad_ones_start_nothing() {
     assert_eq!(first_pr["event"], "pull_request", "{first_pr}");
     assert_eq!(first_pr["labels"], json!(["ci:extra"]));
     let id = first_pr["id"].as_str().expect("id").to_string();
-    let head = format!("GET /api/runs/{id} HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
-    let (_, detail) = request(&web, &head, b"");
+    let (_, detail) = http_get(&web, &format!("/api/runs/{id}"), None);
     let detail: Value = serde_json::from_str(&detail).expect("json");
     assert_eq!(detail["connectors"], json!(["source-faker"]), "{detail}");
 
@@ -263,10 +230,7 @@ fn submit_remote_is_planned_by_the_coordinator_for_declared_repositories_only() 
         ),
     )
     .expect("repositories");
-    let web = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
+    let web = free_address();
     let (mut coordinator, address) = spawn_coordinator(
         dir.path(),
         &[
@@ -308,8 +272,7 @@ fn submit_remote_is_planned_by_the_coordinator_for_declared_repositories_only() 
         "{stderr}"
     );
     let run = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let head = format!("GET /api/runs/{run} HTTP/1.1\r\nhost: {web}\r\nconnection: close\r\n\r\n");
-    let (status, detail) = request(&web, &head, b"");
+    let (status, detail) = http_get(&web, &format!("/api/runs/{run}"), None);
     assert_eq!(status, 200, "{detail}");
     let detail: Value = serde_json::from_str(&detail).expect("json");
     assert_eq!(detail["connectors"], json!(["source-faker"]), "{detail}");

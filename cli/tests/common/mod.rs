@@ -129,3 +129,49 @@ pub fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An address on loopback nobody listens on (for a process told to listen there).
+pub fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string()
+}
+
+/// One HTTP/1.1 exchange with `address`: `head` (request line and headers, ending in a blank
+/// line) and `body`; the answer's status and body. A body over 1 MiB is not sent (a server
+/// refusing it from its declared length must not see unread bytes, which would turn its close
+/// into a reset that can lose the answer).
+pub fn http(address: &str, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write head");
+    if body.len() <= 1 << 20 {
+        stream.write_all(body).expect("write body");
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// A GET, with a bearer token if given.
+pub fn http_get(address: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let auth = bearer.map_or_else(String::new, |t| format!("authorization: Bearer {t}\r\n"));
+    http(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nhost: {address}\r\n{auth}connection: close\r\n\r\n"),
+        b"",
+    )
+}

@@ -183,36 +183,10 @@ pub(crate) async fn serve(
     roles: watch::Receiver<Role>,
     stop: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "failed to accept a metrics connection");
-                    continue;
-                }
-            },
-        };
-        let coordinator = coordinator.clone();
-        let roles = roles.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                answer(request, coordinator.clone(), roles.clone())
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                served = connection => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "a metrics connection ended with an error");
-                    }
-                }
-            }
-        });
-    }
+    super::http::serve(listener, stop, "metrics", move |request| {
+        answer(request, coordinator.clone(), roles.clone())
+    })
+    .await;
 }
 
 #[cfg(test)]

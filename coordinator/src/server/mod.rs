@@ -10,6 +10,7 @@ mod commands;
 mod cron;
 mod durable;
 mod gate;
+mod http;
 mod logs;
 mod metrics;
 mod publish;

@@ -402,33 +402,10 @@ async fn read_stream_part(
 
 /// Serves the web view on `listener` until `stop`.
 pub(crate) async fn serve(listener: TcpListener, web: Web, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "failed to accept a web connection");
-                    continue;
-                }
-            },
-        };
-        let web = web.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(request, web.clone()));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                served = connection => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "a web connection ended with an error");
-                    }
-                }
-            }
-        });
-    }
+    super::http::serve(listener, stop, "web", move |request| {
+        answer(request, web.clone())
+    })
+    .await;
 }
 
 #[cfg(test)]
