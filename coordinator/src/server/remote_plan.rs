@@ -85,11 +85,11 @@ impl RemotePlanner {
         let clone = self.dir.join(hex::encode(
             &Sha256::digest(trigger.repository.url.as_bytes())[..12],
         ));
-        let head = {
-            let lock = self.lock(&clone);
-            let _held = lock.lock().await;
-            fetch(&trigger.repository.url, &clone, &trigger.head).await?
-        };
+        // Held through planning too: the planner reads `origin/<base>`, which a fetch for
+        // another event would move.
+        let lock = self.lock(&clone);
+        let held = lock.lock().await;
+        let head = fetch(&trigger.repository.url, &clone, &trigger.head).await?;
         let mut request = PlanRequest::new(&clone);
         request.head = Some(head.clone());
         request.all = trigger.all;
@@ -106,6 +106,7 @@ impl RemotePlanner {
             .await
             .map_err(|e| format!("planning panicked: {e}"))?
             .map_err(|e| format!("planning {head}: {e}"))?;
+        drop(held);
         if plan.jobs.is_empty() {
             return Err(format!(
                 "nothing to run for {} at {}: {}",
