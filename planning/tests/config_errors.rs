@@ -277,3 +277,12 @@ fn regression_tables_name_what_is_wrong_and_where() {
     );
     assert!(Config::parse(Path::new("shardci.toml"), &text).is_ok());
 }
+
+#[test]
+fn a_configuration_that_can_never_plan_a_job_is_refused() {
+    let text = "[defaults]\nimage = \"busybox\"\n\n[test_types.unit]\ncommand = \"true\"\n\n[test_types.lint]\ncommand = \"true\"\n";
+    assert_eq!(
+        error(text),
+        "repo/shardci.toml:1:1: no templates defined, so no connector has a test type: add [templates.generic] with test_types = [\"unit\", \"lint\"] (every language falls back to it), or a template per language"
+    );
+}

@@ -337,6 +337,18 @@ impl Checker<'_> {
             let template = self.check_template(&name, raw, &test_types, &defaults)?;
             templates.insert(name, template);
         }
+        // A connector's jobs come from its language's template: with none, no plan could ever
+        // hold a job, and planning would only say "nothing to run".
+        if templates.is_empty() {
+            return Err(self.loc.file_error(format!(
+                "no templates defined, so no connector has a test type: add [templates.generic] with test_types = [{}] (every language falls back to it), or a template per language",
+                test_types
+                    .keys()
+                    .map(|t| format!("\"{t}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
 
         for (connector, over) in &connectors {
             if let Some(template) = &over.template
