@@ -99,6 +99,13 @@ impl CommandOutput {
         self.streams.values().map(|s| s.records).sum()
     }
 
+    /// How it ended, for people: `exit 0`, `timed out after 60s`, `did not end`.
+    pub fn ended(&self) -> String {
+        self.exit
+            .as_ref()
+            .map_or_else(|| "did not end".to_string(), Exit::describe)
+    }
+
     pub fn ran_cleanly(&self) -> bool {
         self.exit.as_ref().is_some_and(Exit::is_success) && self.malformed == 0
     }

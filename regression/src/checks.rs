@@ -103,10 +103,7 @@ fn pass_fail(failed: bool) -> CheckStatus {
 fn execution(command: Command, side: Side, output: &CommandOutput) -> Check {
     let id = format!("{}.{}.runs", side.as_str(), command);
     let name = format!("{command} runs on the {} version", side.as_str());
-    let exit = output
-        .exit
-        .as_ref()
-        .map_or_else(|| "did not end".to_string(), |e| e.describe());
+    let exit = output.ended();
     let messages: u64 = output.messages.values().sum();
     let mut summary = format!("{exit} after {:.1}s; {messages} messages", output.seconds);
     let mut details = Vec::new();

@@ -167,10 +167,7 @@ pub fn html(report: &RegressionReport) -> String {
             ("control", &run.control, &run.control_dir),
             ("target", &run.target, &run.target_dir),
         ] {
-            let ended = output
-                .exit
-                .as_ref()
-                .map_or("did not end".into(), |e| e.describe());
+            let ended = output.ended();
             let _ = write!(
                 out,
                 "<tr class=\"{}\"><td>{}</td><td>{side}</td><td><code>{}</code></td><td>{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><a href=\"{d}/stdout.log\">stdout</a> <a href=\"{d}/stderr.log\">stderr</a> <a href=\"{d}/summary.json\">summary</a></td></tr>",

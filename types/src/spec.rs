@@ -79,6 +79,20 @@ pub struct RegressionSpec {
     pub state: Option<String>,
 }
 
+impl RegressionSpec {
+    /// Where the regression step named `step` writes its outputs and reports, relative to the
+    /// job's work folder: the plan keeps it as the step's artifacts.
+    pub fn output_dir(step: &str) -> String {
+        format!("regression/{step}")
+    }
+
+    /// The step's artifact globs and its JUnit file, under [`RegressionSpec::output_dir`].
+    pub fn kept(step: &str) -> (Vec<String>, Vec<String>) {
+        let dir = Self::output_dir(step);
+        (vec![format!("{dir}/**")], vec![format!("{dir}/junit.xml")])
+    }
+}
+
 /// One step as a worker runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSpec {

@@ -82,7 +82,7 @@ pub async fn run(
             .filter_map(|c| Command::parse(c))
             .collect()
     };
-    let out_dir = ctx.work_dir.join("regression").join(&step.name);
+    let out_dir = ctx.work_dir.join(RegressionSpec::output_dir(&step.name));
     let labels: HashMap<String, String> = ctx
         .labels
         .iter()
@@ -160,9 +160,9 @@ pub async fn run(
             format!(
                 "{}: control {} ({} records), target {} ({} records)\n",
                 run.command,
-                ended(&run.control),
+                run.control.ended(),
                 run.control.records(),
-                ended(&run.target),
+                run.target.ended(),
                 run.target.records()
             )
             .as_bytes(),
@@ -187,13 +187,13 @@ pub async fn run(
     let failed = report.failed();
     logs.write(
         format!(
-            "{} checks: {} passed, {} failed, {} warnings, {} skipped; report: regression/{}/{}\n",
+            "{} checks: {} passed, {} failed, {} warnings, {} skipped; report: {}/{}\n",
             report.checks.len(),
             report.count(CheckStatus::Pass),
             failed.len(),
             report.count(CheckStatus::Warn),
             report.count(CheckStatus::Skipped),
-            step.name,
+            RegressionSpec::output_dir(&step.name),
             report::HTML
         )
         .as_bytes(),
@@ -238,13 +238,6 @@ async fn built_by(docker: &Docker, keys: &[String]) -> Option<String> {
         }
     }
     None
-}
-
-fn ended(output: &shardci_regression::CommandOutput) -> String {
-    output
-        .exit
-        .as_ref()
-        .map_or_else(|| "did not end".to_string(), |e| e.describe())
 }
 
 fn read_config(spec: &RegressionSpec, ctx: &StepContext) -> Result<Value, String> {

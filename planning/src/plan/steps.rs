@@ -198,12 +198,8 @@ fn make_step(spec: &JobSpec<'_>, name: &str, fields: &StepFields, depends_on: Ve
     }
     // A regression step writes its outputs and reports here; they are kept like artifacts
     // and its checks read as test cases.
-    let regression_dir = format!("regression/{name}");
     let (regression_artifacts, regression_junit) = match &regression {
-        Some(_) => (
-            vec![format!("{regression_dir}/**")],
-            vec![format!("{regression_dir}/junit.xml")],
-        ),
+        Some(_) => RegressionSpec::kept(name),
         None => (Vec::new(), Vec::new()),
     };
     let mut inputs: Vec<String> = vec![format!("{}/**", connector.dir)];

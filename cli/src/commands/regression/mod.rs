@@ -307,10 +307,7 @@ pub fn debug(args: DebugArgs) -> Result<Code, Failure> {
         let (image, dir, output) = result
             .context("writing a command's outputs")
             .map_err(Failure::infrastructure)?;
-        let ended = output
-            .exit
-            .as_ref()
-            .map_or("did not end".into(), |e| e.describe());
+        let ended = output.ended();
         let messages: u64 = output.messages.values().sum();
         println!(
             "  {image}: {ended}, {messages} messages, {} records, {} malformed, {} other lines",

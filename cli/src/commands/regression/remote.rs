@@ -99,8 +99,9 @@ pub fn run(
                     .unwrap_or(&report);
                 println!("run report: {report}");
                 println!(
-                    "{base}/{}/artifacts/regression/{STEP}/report.html",
-                    shardci_types::step_prefix(&run_id, job, STEP)
+                    "{base}/{}/artifacts/{}/report.html",
+                    shardci_types::step_prefix(&run_id, job, STEP),
+                    RegressionSpec::output_dir(STEP)
                 );
             }
             None => println!("run {run_id} finished without a report"),
@@ -115,6 +116,7 @@ fn plan(args: &RegressionArgs, commands: &[Command], files: &[String]) -> Result
     let memory_bytes =
         parse_size(&args.run.memory).map_err(|e| Failure::usage(anyhow!("--memory: {e}")))?;
     let timeout = conf.timeout.as_secs_f64();
+    let (artifacts, junit) = RegressionSpec::kept(STEP);
     let id = format!("{}/regression", args.connector);
     let step = Step {
         name: STEP.into(),
@@ -134,8 +136,8 @@ fn plan(args: &RegressionArgs, commands: &[Command], files: &[String]) -> Result
             cpus: 1.0,
             pids: 1024,
         },
-        artifacts: vec![format!("regression/{STEP}/**")],
-        junit: vec![format!("regression/{STEP}/junit.xml")],
+        artifacts,
+        junit,
         network: conf.network,
         user: args.run.user.clone().filter(|u| u != "image"),
         cap_add: Vec::new(),

@@ -37,10 +37,20 @@ pub(crate) fn run_summary(view: &RunView, record: &RunRecord) -> Value {
     })
 }
 
+/// Where a job is, as its page shows it.
+#[derive(Clone)]
+struct JobState {
+    status: &'static str,
+    attempt: u32,
+    worker: Option<String>,
+    /// The seconds its steps ran, once finished.
+    seconds: Option<f64>,
+}
+
 /// Where each job of the run is: its result once finished; `running` for the job a running
 /// shard is at (its first unfinished one, shards run their jobs in order) and `waiting` for
 /// the shard's others; `queued` otherwise.
-fn job_states(view: &RunView) -> BTreeMap<&str, (&'static str, u32, Option<String>)> {
+fn job_states(view: &RunView) -> BTreeMap<&str, JobState> {
     let finished: BTreeMap<&str, &shardci_types::JobResult> =
         view.results.iter().map(|r| (r.job.0.as_str(), r)).collect();
     let mut states = BTreeMap::new();
@@ -50,15 +60,27 @@ fn job_states(view: &RunView) -> BTreeMap<&str, (&'static str, u32, Option<Strin
         let mut first = true;
         for job in &shard.jobs {
             let state = match finished.get(job.0.as_str()) {
-                Some(result) => (result.status.as_str(), result.attempts, worker.clone()),
+                Some(result) => JobState {
+                    status: result.status.as_str(),
+                    attempt: result.attempts,
+                    worker: worker.clone(),
+                    seconds: Some(
+                        result.steps.iter().map(|s| s.duration_ms).sum::<u64>() as f64 / 1000.0,
+                    ),
+                },
                 None => {
-                    let state = match (running, first) {
+                    let status = match (running, first) {
                         (true, true) => "running",
                         (true, false) => "waiting",
                         _ => "queued",
                     };
                     first = first && !running;
-                    (state, shard.attempt.0, worker.clone())
+                    JobState {
+                        status,
+                        attempt: shard.attempt.0,
+                        worker: worker.clone(),
+                        seconds: None,
+                    }
                 }
             };
             states.insert(job.0.as_str(), state);
@@ -70,8 +92,6 @@ fn job_states(view: &RunView) -> BTreeMap<&str, (&'static str, u32, Option<Strin
 /// The whole run for its page, with `version`.
 pub(crate) fn run_detail(view: &RunView, record: &RunRecord) -> Value {
     let states = job_states(view);
-    let results: BTreeMap<&str, &shardci_types::JobResult> =
-        view.results.iter().map(|r| (r.job.0.as_str(), r)).collect();
     let mut connectors = BTreeSet::new();
     let mut test_types: Vec<&str> = Vec::new();
     let jobs: Vec<Value> = record
@@ -83,21 +103,20 @@ pub(crate) fn run_detail(view: &RunView, record: &RunRecord) -> Value {
             if !test_types.contains(&job.test_type.as_str()) {
                 test_types.push(job.test_type.as_str());
             }
-            let (status, attempt, worker) = states
-                .get(job.id.as_str())
-                .cloned()
-                .unwrap_or(("queued", 0, None));
-            let seconds = results
-                .get(job.id.as_str())
-                .map(|r| r.steps.iter().map(|s| s.duration_ms).sum::<u64>() as f64 / 1000.0);
+            let state = states.get(job.id.as_str()).cloned().unwrap_or(JobState {
+                status: "queued",
+                attempt: 0,
+                worker: None,
+                seconds: None,
+            });
             json!({
                 "id": job.id,
                 "connector": job.connector,
                 "test_type": job.test_type,
-                "status": status,
-                "attempt": attempt,
-                "worker": worker,
-                "seconds": seconds,
+                "status": state.status,
+                "attempt": state.attempt,
+                "worker": state.worker,
+                "seconds": state.seconds,
                 "steps": job.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             })
         })
