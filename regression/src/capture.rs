@@ -119,6 +119,7 @@ pub struct Capture {
     stdout_log: BufWriter<File>,
     stderr_log: BufWriter<File>,
     stdout_pending: Vec<u8>,
+    stderr_pending: Vec<u8>,
     messages: BTreeMap<MessageType, BufWriter<File>>,
     records: BTreeMap<String, BufWriter<File>>,
     file_names: BTreeSet<String>,
@@ -145,6 +146,7 @@ impl Capture {
             stdout_log: BufWriter::new(File::create(dir.join("stdout.log"))?),
             stderr_log: BufWriter::new(File::create(dir.join("stderr.log"))?),
             stdout_pending: Vec::new(),
+            stderr_pending: Vec::new(),
             messages: BTreeMap::new(),
             records: BTreeMap::new(),
             file_names: BTreeSet::new(),
@@ -170,8 +172,16 @@ impl Capture {
 
     pub fn stderr(&mut self, bytes: &[u8]) {
         self.output.stderr_bytes += bytes.len() as u64;
-        // Stderr is for people: masked per chunk is enough unless a secret straddles two
-        // chunks, so it is masked per line like stdout.
+        // Masked whole lines at a time, like stdout: a secret split across two chunks is
+        // still one line.
+        self.stderr_pending.extend_from_slice(bytes);
+        if let Some(end) = self.stderr_pending.iter().rposition(|&b| b == b'\n') {
+            let lines: Vec<u8> = self.stderr_pending.drain(..=end).collect();
+            self.stderr_text(&lines);
+        }
+    }
+
+    fn stderr_text(&mut self, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let masked = self.masker.mask(&text).into_owned();
         self.keep(|c| c.stderr_log.write_all(masked.as_bytes()));
@@ -183,6 +193,10 @@ impl Capture {
             let line =
                 String::from_utf8_lossy(&std::mem::take(&mut self.stdout_pending)).into_owned();
             self.line(&line);
+        }
+        let rest = std::mem::take(&mut self.stderr_pending);
+        if !rest.is_empty() {
+            self.stderr_text(&rest);
         }
         self.output.exit = Some(exit);
         self.output.seconds = seconds;
@@ -407,7 +421,8 @@ mod tests {
         for chunk in chunks {
             c.stdout(chunk.as_bytes());
         }
-        c.stderr(b"warning: s3cr3t\n");
+        c.stderr(b"warning: s3c");
+        c.stderr(b"r3t\nand then s3cr3t");
         c.finish(Exit::Code { code: 0 }, 1.0).expect("finish")
     }
 
@@ -436,7 +451,7 @@ mod tests {
             "{odd}"
         );
         let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).expect("stderr");
-        assert!(!stderr.contains("s3cr3t"));
+        assert_eq!(stderr, "warning: **********\nand then **********");
         assert!(dir.path().join("summary.json").exists());
     }
 
