@@ -486,6 +486,16 @@ pub struct PlanInput {
     /// tag), else the checked-out branch].
     #[arg(long, env = "SHARDCI_BRANCH")]
     pub branch: Option<String>,
+    /// The branch the change targets, which [[events]], file groups and test types'
+    /// target_branches test [default: a pull request's --base branch (origin/ dropped), else
+    /// the event's branch].
+    #[arg(long, env = "SHARDCI_TARGET_BRANCH")]
+    pub target_branch: Option<String>,
+    /// For a push: the commit the branch was at before it (GitHub's `github.event.before`,
+    /// GitLab's CI_COMMIT_BEFORE_SHA), so the plan compares the pushed range; all zeros (a
+    /// new branch) is ignored.
+    #[arg(long, env = "SHARDCI_BEFORE", conflicts_with = "base")]
+    pub before: Option<String>,
     /// A pull-request label such as "full tests needed" or "all versions" (repeatable).
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,

@@ -192,26 +192,35 @@ fn unknown_key_names_it_and_where() {
 }
 
 #[test]
-fn dependency_cycle_is_named() {
-    let dir = repo();
+fn a_dependency_cycle_plans_and_a_change_travels_it() {
+    let dir = shardci_testkit::example_repo("master");
     let path = dir.path().join("shardci.toml");
-    let mut text = fs::read_to_string(&path).unwrap();
-    text = text.replace(
+    let text = fs::read_to_string(&path).unwrap().replace(
         "# --- Shared components",
         "[connectors.source-file]\ndepends_on = [\"source-file-secure\"]\n\n# --- Shared components",
     );
     fs::write(&path, text).unwrap();
-    let err = usage_error(&shardci(&[
+    git(dir.path(), &["commit", "-qam", "source-file and source-file-secure depend on each other"]);
+    git(dir.path(), &["checkout", "-q", "-b", "feature"]);
+    let changed = dir.path().join(C).join("source-file-secure/metadata.yaml");
+    let mut metadata = fs::read_to_string(&changed).unwrap();
+    metadata.push_str("# touched\n");
+    fs::write(&changed, metadata).unwrap();
+    git(dir.path(), &["commit", "-qam", "touch source-file-secure"]);
+    let out = shardci(&[
         "plan",
         "--repo",
         dir.path().to_str().unwrap(),
-        "--all",
-    ]));
+        "--base",
+        "master",
+        "--explain",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
     assert!(
-        err.contains("dependencies form a cycle: source-file -> source-file-secure -> source-file"),
-        "{err}"
+        text.contains("source-file depends on source-file-secure, which changed"),
+        "{text}"
     );
-    assert!(err.contains("shardci.toml:"), "{err}");
 }
 
 #[test]

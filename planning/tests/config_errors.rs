@@ -4,6 +4,10 @@
 use std::path::Path;
 
 use shardci_planning::config::Config;
+use shardci_planning::repo::Connectors;
+
+mod common;
+use common::{plan_all, python_connector};
 
 const BASE: &str = r#"
 [defaults]
@@ -104,14 +108,24 @@ fn template_missing_a_dependency() {
 }
 
 #[test]
-fn step_without_a_command() {
+fn step_without_a_command_plans_but_cannot_run() {
     let text = BASE.replace(
         "depends_on = [\"build\"]\ncommand = \"true\"",
         "depends_on = [\"build\"]",
     );
-    assert_eq!(
-        error(&text),
-        "repo/shardci.toml:12:24: template python: test type unit has no command (set `command` in [test_types.unit] or [templates.python.steps.unit])"
+    let config = Config::parse(Path::new("repo/shardci.toml"), &text)
+        .expect("a configuration that only selects is accepted");
+    let connectors = Connectors::new(vec![python_connector("source-a")]).unwrap();
+    let plan = plan_all(&config, &connectors);
+    assert_eq!(plan.jobs.len(), 2, "build and unit are planned");
+    let refused = plan
+        .check_runnable()
+        .expect_err("a step with no command cannot run");
+    assert!(
+        refused.starts_with(
+            "job source-a/unit: step unit has no command, so this plan can only be read, not run"
+        ),
+        "{refused}"
     );
 }
 

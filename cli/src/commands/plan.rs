@@ -77,13 +77,19 @@ pub fn request(
     filters.test_types = input.test_types.clone();
     filters.skip_steps = input.skip_steps.clone();
     filters.jobs = input.jobs.clone();
+    // A new branch's push has no "before" (all zeros): compare with the default base instead.
+    let before = input
+        .before
+        .clone()
+        .filter(|sha| !sha.is_empty() && !sha.bytes().all(|b| b == b'0'));
     Ok(PlanRequest {
         repo: input.repo.clone(),
-        base: input.base.clone(),
+        base: input.base.clone().or(before),
         head: input.head.clone(),
         include_uncommitted: input.include_uncommitted,
         event: event(input.event),
         branch: input.branch.clone(),
+        target_branch: input.target_branch.clone(),
         labels: input.labels.clone(),
         all: input.all,
         filters,

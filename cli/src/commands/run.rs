@@ -25,6 +25,8 @@ pub async fn plan(
         .await
         .map_err(|e| Failure::infrastructure(anyhow::anyhow!("planning panicked: {e}")))?
         .map_err(Failure::from)?;
+    plan.check_runnable()
+        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
     if input.no_cache {
         plan.without_cache();
     }

@@ -107,6 +107,7 @@ impl RemotePlanner {
             .map_err(|e| format!("planning panicked: {e}"))?
             .map_err(|e| format!("planning {head}: {e}"))?;
         drop(held);
+        plan.check_runnable()?;
         if plan.jobs.is_empty() {
             return Err(format!(
                 "nothing to run for {} at {}: {}",

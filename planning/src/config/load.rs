@@ -15,8 +15,11 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
 use super::model::{
-    AxisConfig, ConnectorOverride, Expand, ImageConfig, LabelsConfig, Layout, RawConfig,
-    RegressionConfig, ShardingConfig, SharedConfig, StepFields,
+    AxisConfig, ConnectorOverride, Expand, ImageConfig, Layout, RawConfig, RegressionConfig,
+    ShardingConfig, SharedConfig, StepFields, Unclassified,
+};
+use super::triggers::{
+    EventTrigger, GraphPolicy, Group, LabelTrigger, TriggerChecker, branch_patterns,
 };
 
 /// The configuration file name at a monorepo's root.
@@ -110,6 +113,48 @@ impl GlobList {
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
+
+    /// Compiles patterns written in `shardci.toml`; an error names the index of the pattern
+    /// at fault.
+    pub(crate) fn compile(raw: &[Spanned<String>]) -> Result<GlobList, (usize, String)> {
+        // Past these, compiling the set costs memory and time out of proportion to any real
+        // monorepo's rules: say so at the first one over, rather than stall.
+        const MAX_GLOBS: usize = 1000;
+        const MAX_GLOB_LEN: usize = 1024;
+        if raw.len() > MAX_GLOBS {
+            return Err((
+                MAX_GLOBS,
+                format!(
+                    "{} globs, at most {MAX_GLOBS} in one list (group them with `**` or braces)",
+                    raw.len()
+                ),
+            ));
+        }
+        let mut builder = GlobSetBuilder::new();
+        for (i, pattern) in raw.iter().enumerate() {
+            if pattern.get_ref().len() > MAX_GLOB_LEN {
+                return Err((
+                    i,
+                    format!(
+                        "a glob of {} characters, at most {MAX_GLOB_LEN}",
+                        pattern.get_ref().len()
+                    ),
+                ));
+            }
+            let glob = compile_glob(pattern.get_ref()).map_err(|e| {
+                (
+                    i,
+                    format!("invalid glob {:?}: {}", pattern.get_ref(), e.kind()),
+                )
+            })?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| (0, e.to_string()))?;
+        Ok(GlobList {
+            patterns: raw.iter().map(|p| p.get_ref().clone()).collect(),
+            set,
+        })
+    }
 }
 
 /// Compiles a glob with `*` not crossing `/` (`**` does), as in `.gitignore`-style paths.
@@ -126,6 +171,8 @@ pub struct TestType {
     pub description: Option<String>,
     pub depends_on: Vec<String>,
     pub suite: Option<String>,
+    /// Branch patterns the change must target for the test type to run; `None`: any.
+    pub target_branches: Option<GlobList>,
     pub fields: StepFields,
 }
 
@@ -201,7 +248,16 @@ pub struct Config {
     pub docs_test_types: Vec<String>,
     pub rules: Vec<Rule>,
     pub matrix: Vec<Axis>,
-    pub labels: LabelsConfig,
+    /// Declared labels, by name as written (matched case-insensitively).
+    pub labels: IndexMap<String, LabelTrigger>,
+    pub groups: Vec<Group>,
+    /// What events on which target branches set.
+    pub events: Vec<EventTrigger>,
+    /// Propagation policies, first match per edge; edges none claims use
+    /// [`GraphPolicy::fallback`].
+    pub graphs: Vec<GraphPolicy>,
+    /// What a file nothing claims does.
+    pub unclassified: Unclassified,
     pub sharding: ShardingConfig,
     /// Jobs whose failures do not fail the run (`[quarantine] jobs`).
     pub quarantine: GlobList,
@@ -300,7 +356,10 @@ impl Checker<'_> {
             shared: raw_shared,
             selection,
             matrix: raw_matrix,
-            labels,
+            labels: raw_labels,
+            groups: raw_groups,
+            events: raw_events,
+            graphs: raw_graphs,
             sharding,
             quarantine: raw_quarantine,
         } = raw;
@@ -325,6 +384,14 @@ impl Checker<'_> {
                 description: fields.description.as_ref().map(|d| d.get_ref().clone()),
                 depends_on,
                 suite: fields.suite.as_ref().map(|s| s.get_ref().clone()),
+                target_branches: match &fields.target_branches {
+                    Some(list) => Some(branch_patterns(
+                        &self.loc,
+                        list.get_ref(),
+                        &format!("[test_types.{name}] target_branches"),
+                    )?),
+                    None => None,
+                },
                 fields,
             };
             test_types.insert(name, test_type);
@@ -334,7 +401,7 @@ impl Checker<'_> {
 
         let mut templates = IndexMap::new();
         for (name, raw) in raw_templates {
-            let template = self.check_template(&name, raw, &test_types, &defaults)?;
+            let template = self.check_template(&name, raw, &test_types)?;
             templates.insert(name, template);
         }
         // A connector's jobs come from its language's template: with none, no plan could ever
@@ -424,6 +491,15 @@ impl Checker<'_> {
 
         let matrix = self.check_matrix(raw_matrix, &known)?;
 
+        let triggers = TriggerChecker {
+            loc: &self.loc,
+            test_types: &known,
+        };
+        let labels = triggers.labels(raw_labels)?;
+        let groups = triggers.groups(raw_groups, &labels)?;
+        let events = triggers.events(raw_events, &project.default_branch)?;
+        let graphs = triggers.graphs(raw_graphs)?;
+
         if sharding.default_slots == 0 {
             return Err(self
                 .loc
@@ -479,6 +555,10 @@ impl Checker<'_> {
             rules,
             matrix,
             labels,
+            groups,
+            events,
+            graphs,
+            unclassified: selection.unclassified,
             sharding,
             quarantine,
         })
@@ -583,6 +663,10 @@ impl Checker<'_> {
                 .map(|s| ("description", s.span())),
             fields.depends_on.as_ref().map(|s| ("depends_on", s.span())),
             fields.suite.as_ref().map(|s| ("suite", s.span())),
+            fields
+                .target_branches
+                .as_ref()
+                .map(|s| ("target_branches", s.span())),
         ];
         if let Some((key, span)) = misplaced.into_iter().flatten().next() {
             return Err(self.loc.error(
@@ -658,7 +742,6 @@ impl Checker<'_> {
         name: &str,
         raw: super::model::TemplateConfig,
         test_types: &IndexMap<String, TestType>,
-        defaults: &StepFields,
     ) -> Result<Template, ConfigError> {
         let known: HashSet<&str> = test_types.keys().map(String::as_str).collect();
         let context = format!("template {name}");
@@ -707,29 +790,6 @@ impl Checker<'_> {
                 &format!("[templates.{name}.steps.{step}]"),
             )?;
             steps.insert(step, fields.into_inner());
-        }
-        for (t, spanned) in listed.iter().zip(&raw.test_types) {
-            let from_template = steps.get(t);
-            let from_type = test_types.get(t).map(|tt| &tt.fields);
-            let has = |get: fn(&StepFields) -> bool| {
-                from_template.is_some_and(get) || from_type.is_some_and(get) || get(defaults)
-            };
-            if !has(|f| f.command.is_some() || f.regression.is_some()) {
-                return Err(self.loc.error(
-                    spanned.span(),
-                    format!(
-                        "{context}: test type {t} has no command (set `command` in [test_types.{t}] or [templates.{name}.steps.{t}])"
-                    ),
-                ));
-            }
-            if !has(|f| f.image.is_some()) {
-                return Err(self.loc.error(
-                    spanned.span(),
-                    format!(
-                        "{context}: test type {t} has no image (set `image` in [defaults], [test_types.{t}] or [templates.{name}.steps.{t}])"
-                    ),
-                ));
-            }
         }
         Ok(Template {
             name: name.to_string(),
@@ -864,49 +924,7 @@ impl Checker<'_> {
     }
 
     fn glob_list(&self, raw: &[Spanned<String>], context: &str) -> Result<GlobList, ConfigError> {
-        // Past these, compiling the set costs memory and time out of proportion to any real
-        // monorepo's rules: say so at the first one over, rather than stall.
-        const MAX_GLOBS: usize = 1000;
-        const MAX_GLOB_LEN: usize = 1024;
-        if let Some(extra) = raw.get(MAX_GLOBS) {
-            return Err(self.loc.error(
-                extra.span(),
-                format!(
-                    "{context}: {} globs, at most {MAX_GLOBS} in one list (group them with `**` or braces)",
-                    raw.len()
-                ),
-            ));
-        }
-        let mut builder = GlobSetBuilder::new();
-        for pattern in raw {
-            if pattern.get_ref().len() > MAX_GLOB_LEN {
-                return Err(self.loc.error(
-                    pattern.span(),
-                    format!(
-                        "{context}: a glob of {} characters, at most {MAX_GLOB_LEN}",
-                        pattern.get_ref().len()
-                    ),
-                ));
-            }
-            let glob = compile_glob(pattern.get_ref()).map_err(|e| {
-                self.loc.error(
-                    pattern.span(),
-                    format!(
-                        "{context}: invalid glob {:?}: {}",
-                        pattern.get_ref(),
-                        e.kind()
-                    ),
-                )
-            })?;
-            builder.add(glob);
-        }
-        let set = builder
-            .build()
-            .map_err(|e| self.loc.file_error(format!("{context}: {e}")))?;
-        Ok(GlobList {
-            patterns: raw.iter().map(|p| p.get_ref().clone()).collect(),
-            set,
-        })
+        super::triggers::glob_list(&self.loc, raw, context)
     }
 }
 

@@ -4,13 +4,17 @@
 mod error;
 mod load;
 mod model;
+mod triggers;
 mod units;
 
 pub use error::{ConfigError, line_column};
 pub use load::{Axis, Template, compile_glob};
 pub use load::{CONFIG_FILE, Config, GlobList, Language, Rule, SharedComponent, TestType};
 pub use model::{
-    ConnectorOverride, Expand, ImageBuildConfig, ImageConfig, LabelsConfig, Layout,
-    RegressionConfig, ResourcesConfig, ShardingConfig, StepFields,
+    ConnectorOverride, Direction, Expand, ImageBuildConfig, ImageConfig, Layout, RegressionConfig,
+    ResourcesConfig, ShardingConfig, StepFields, Unclassified,
+};
+pub use triggers::{
+    Conditions, Effects, EventTrigger, GraphPolicy, Group, LabelTrigger, Target, default_labels,
 };
 pub use units::{Bytes, Seconds, parse_duration, parse_size};

@@ -31,8 +31,19 @@ pub struct RawConfig {
     pub selection: SelectionConfig,
     #[serde(default)]
     pub matrix: IndexMap<String, AxisConfig>,
+    /// Pull-request labels and what each sets; the legacy form (`full_tests = [...]` and the
+    /// other three keys) is still read. Checked by hand for clear messages.
     #[serde(default)]
-    pub labels: LabelsConfig,
+    pub labels: IndexMap<String, Spanned<toml::Value>>,
+    /// File groups: globs from the repository root that overlap and add up.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    /// What events on which target branches set (full tests, versions); absent: a push or
+    /// schedule on the default branch runs full tests at all versions.
+    pub events: Option<Vec<EventTriggerConfig>>,
+    /// Propagation policies over the dependency graph, by the components an edge joins.
+    #[serde(default)]
+    pub graphs: Vec<GraphConfig>,
     #[serde(default)]
     pub sharding: ShardingConfig,
     #[serde(default)]
@@ -126,6 +137,9 @@ pub struct StepFields {
     pub depends_on: Option<Spanned<Vec<Spanned<String>>>>,
     /// Test type only: the `connectorTestSuitesOptions` suite that enables it (e.g. `unitTests`).
     pub suite: Option<Spanned<String>>,
+    /// Test type only: branch patterns the change must target (a pull request's base, a
+    /// push's branch) for the test type to run; absent: any branch.
+    pub target_branches: Option<Spanned<Vec<Spanned<String>>>>,
     /// Retries allowed for test failures; a pass after a failure is reported as flaky.
     pub retries: Option<u32>,
     /// Worker labels a job needs.
@@ -287,6 +301,109 @@ pub struct SelectionConfig {
     pub docs_test_types: Vec<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// What a changed file that nothing claims does: force full tests (the safe default) or
+    /// nothing.
+    #[serde(default)]
+    pub unclassified: Unclassified,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unclassified {
+    #[default]
+    FullTests,
+    Nothing,
+}
+
+/// A named set of files from the repository root. Unlike rules, groups overlap: every group a
+/// file matches adds its effects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: Spanned<String>,
+    /// Globs from the repository root.
+    pub files: Vec<Spanned<String>>,
+    /// Groups that take a file away from this one: it matches only files none of them match
+    /// (selection by elimination, like "other tests").
+    #[serde(default)]
+    pub unless: Vec<Spanned<String>>,
+    /// Test types selected on the component that owns the matching file (if any).
+    #[serde(default)]
+    pub test_types: Vec<Spanned<String>>,
+    /// Components selected wherever the file is: `name` (all its test types) or
+    /// `name/test_type`; `*` in a name matches many.
+    #[serde(default)]
+    pub select: Vec<Spanned<String>>,
+    /// Whether what the group selects carries on through the dependency graph (default
+    /// true, as a change inside those components would).
+    #[serde(default = "yes")]
+    pub propagate: bool,
+    #[serde(default)]
+    pub full_tests: bool,
+    pub versions: Option<Spanned<shardci_types::Versions>>,
+    /// Only for these events (default: any).
+    #[serde(default)]
+    pub events: Vec<Spanned<shardci_types::Event>>,
+    /// Only when the change targets one of these branch patterns (default: any).
+    #[serde(default)]
+    pub target_branches: Vec<Spanned<String>>,
+    /// Only when one of these labels is set (default: always). Each must be declared.
+    #[serde(default)]
+    pub labels: Vec<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What one kind of event, on some target branches, sets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTriggerConfig {
+    pub events: Vec<Spanned<shardci_types::Event>>,
+    /// Target branch patterns (default: any branch).
+    #[serde(default)]
+    pub branches: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub full_tests: bool,
+    pub versions: Option<Spanned<shardci_types::Versions>>,
+}
+
+/// What a label sets: `[labels."full tests needed"] full_tests = true`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub full_tests: bool,
+    pub versions: Option<shardci_types::Versions>,
+    /// Components selected, as in a group's `select`.
+    #[serde(default)]
+    pub select: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// To the components that depend on the changed one (what a change can break).
+    #[default]
+    Dependents,
+    /// To the components the changed one depends on.
+    Dependencies,
+    Both,
+}
+
+/// How a change travels over the edges between some components.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    pub name: Spanned<String>,
+    /// Globs over component names: an edge belongs to the first graph matching both its ends.
+    pub components: Vec<Spanned<String>>,
+    /// Hops a change travels: an integer from 1, or "all" (default).
+    pub depth: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,43 +445,6 @@ pub struct AxisConfig {
     /// Test types the axis applies to (default: all).
     #[serde(default)]
     pub test_types: Vec<Spanned<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelsConfig {
-    #[serde(default = "label_full_tests")]
-    pub full_tests: Vec<String>,
-    #[serde(default = "label_all_versions")]
-    pub all_versions: Vec<String>,
-    #[serde(default = "label_default_versions_only")]
-    pub default_versions_only: Vec<String>,
-    #[serde(default = "label_latest_versions_only")]
-    pub latest_versions_only: Vec<String>,
-}
-
-impl Default for LabelsConfig {
-    fn default() -> Self {
-        Self {
-            full_tests: label_full_tests(),
-            all_versions: label_all_versions(),
-            default_versions_only: label_default_versions_only(),
-            latest_versions_only: label_latest_versions_only(),
-        }
-    }
-}
-
-fn label_full_tests() -> Vec<String> {
-    vec!["full tests needed".into()]
-}
-fn label_all_versions() -> Vec<String> {
-    vec!["all versions".into()]
-}
-fn label_default_versions_only() -> Vec<String> {
-    vec!["default versions only".into()]
-}
-fn label_latest_versions_only() -> Vec<String> {
-    vec!["latest versions only".into()]
 }
 
 #[derive(Debug, Clone, Deserialize)]

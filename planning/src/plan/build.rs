@@ -15,7 +15,7 @@ use super::model::{
     Estimate, Event, Job, PLAN_FORMAT, Plan, SkippedJob, SourceInfo, Step, Versions,
 };
 use super::modes::{ModeInputs, decide};
-use super::select::{DependencyGraph, Node, select, template_for};
+use super::select::{DependencyGraph, Node, check_targets, select, template_for};
 use super::shard::{provided_seconds, providers, shard};
 use super::steps::{JobSpec, estimate_steps, resolve};
 use super::timings::Timings;
@@ -76,6 +76,9 @@ pub struct PlanInputs<'a> {
     pub changes: &'a [ChangedFile],
     pub event: Event,
     pub branch: Option<String>,
+    /// The branch the change targets (a pull request's base, a push's branch); `None`:
+    /// derived from `event` and `branch` (see [`target_branch`]).
+    pub target_branch: Option<String>,
     pub labels: Vec<String>,
     pub all: bool,
     pub filters: Filters,
@@ -121,10 +124,35 @@ fn step_inputs(
     read
 }
 
+/// The branch a change targets: as given; else a push's own branch; a schedule's branch or
+/// the default branch; the default branch for a pull request or a manual run.
+pub fn target_branch(
+    config: &Config,
+    event: Event,
+    branch: Option<&str>,
+    given: Option<&str>,
+) -> Option<String> {
+    if let Some(target) = given {
+        return Some(target.to_string());
+    }
+    match event {
+        Event::Push => branch.map(str::to_string),
+        Event::Schedule => Some(branch.unwrap_or(&config.default_branch).to_string()),
+        Event::PullRequest | Event::Manual => Some(config.default_branch.clone()),
+    }
+}
+
 pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     let config = inputs.config;
     inputs.filters.check(config, inputs.connectors)?;
     let graph = DependencyGraph::build(config, inputs.connectors)?;
+    check_targets(config, inputs.connectors)?;
+    let target = target_branch(
+        config,
+        inputs.event,
+        inputs.branch.as_deref(),
+        inputs.target_branch.as_deref(),
+    );
     let files = classify(config, inputs.connectors, inputs.changes);
     let mut labels = inputs.labels.clone();
     labels.sort();
@@ -134,6 +162,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         &ModeInputs {
             event: inputs.event,
             branch: inputs.branch.as_deref(),
+            target_branch: target.as_deref(),
             labels: &labels,
             all: inputs.all,
             files: &files,
@@ -197,6 +226,19 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             skipped.insert(skip(format!(
                 "skip_test_types in [connectors.{}] of shardci.toml",
                 connector.name
+            )));
+            continue;
+        }
+        if let Some(patterns) = config
+            .test_types
+            .get(test_type)
+            .and_then(|t| t.target_branches.as_ref())
+            && !target.as_deref().is_some_and(|b| patterns.is_match(b))
+        {
+            skipped.insert(skip(format!(
+                "test type {test_type} runs only when the change targets {} (target branch: {})",
+                patterns.patterns().join(", "),
+                target.as_deref().unwrap_or("unknown")
             )));
             continue;
         }
@@ -306,11 +348,15 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         format: PLAN_FORMAT,
         event: inputs.event,
         labels,
-        source: inputs.source.clone(),
+        source: SourceInfo {
+            target_branch: target,
+            ..inputs.source.clone()
+        },
         full_tests: modes.full_tests,
         all_versions: modes.versions == Versions::All,
         versions: modes.versions,
         mode_reasons: modes.reasons,
+        warnings: inputs.connectors.warnings.clone(),
         changed_files: files,
         connectors,
         jobs,

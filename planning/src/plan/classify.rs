@@ -1,5 +1,6 @@
 //! Classifies each changed path: environment file, connector file (by rules), docs page,
-//! shared component, ignored, or unclassified. Pure: config and connectors in, classes out.
+//! shared component, ignored, or unclassified; and, apart from that one class, every file
+//! group that claims it. Pure: config and connectors in, classes out.
 
 use crate::config::Config;
 use crate::repo::{ChangedFile, Connectors};
@@ -16,17 +17,45 @@ pub fn classify(
     let mut out: Vec<ClassifiedFile> = changes
         .iter()
         .flat_map(|change| {
-            change.paths().map(move |path| ClassifiedFile {
-                path: path.to_string(),
-                status: change.status,
-                previous_path: change.previous_path.clone().filter(|_| path == change.path),
-                class: classify_path(config, connectors, path),
+            change.paths().map(move |path| {
+                let groups = groups_of(config, path);
+                let mut class = classify_path(config, connectors, path);
+                if class == FileClass::Unclassified && !groups.is_empty() {
+                    class = FileClass::Grouped;
+                }
+                ClassifiedFile {
+                    path: path.to_string(),
+                    status: change.status,
+                    previous_path: change.previous_path.clone().filter(|_| path == change.path),
+                    class,
+                    groups,
+                }
             })
         })
         .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path).then(a.status.cmp(&b.status)));
     out.dedup_by(|a, b| a.path == b.path && a.status == b.status);
     out
+}
+
+/// The groups whose globs match `path` and that no group in their `unless` list takes it
+/// from (conditions are applied later: a group claims its files whatever the event).
+pub fn groups_of(config: &Config, path: &str) -> Vec<String> {
+    if config.groups.is_empty() {
+        return Vec::new();
+    }
+    let matched: Vec<bool> = config
+        .groups
+        .iter()
+        .map(|g| g.files.is_match(path))
+        .collect();
+    config
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(i, group)| matched[*i] && !group.unless.iter().any(|&u| matched[u]))
+        .map(|(_, group)| group.name.clone())
+        .collect()
 }
 
 fn classify_path(config: &Config, connectors: &Connectors, path: &str) -> FileClass {

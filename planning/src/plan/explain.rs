@@ -58,6 +58,9 @@ fn timing_line(plan: &Plan) -> String {
 /// A few lines: the headline and one line per job.
 pub fn render_summary(plan: &Plan) -> String {
     let mut out = String::new();
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     let _ = writeln!(out, "plan: {}", headline(plan));
     let _ = writeln!(out, "      {}", timing_line(plan));
     if plan.jobs.is_empty() {
@@ -80,7 +83,7 @@ pub fn render_summary(plan: &Plan) -> String {
 }
 
 fn describe_class(file: &ClassifiedFile) -> String {
-    match &file.class {
+    let class = match &file.class {
         FileClass::Environment { glob } => {
             format!("environment file (matches {glob:?}): full tests")
         }
@@ -98,8 +101,8 @@ fn describe_class(file: &ClassifiedFile) -> String {
                     ));
                 }
             }
-            if fallback {
-                parts.push("no rule matches: every test type".into());
+            if fallback && file.groups.is_empty() {
+                parts.push("no rule or group matches: every test type".into());
             }
             format!("connector {connector}; {}", parts.join("; "))
         }
@@ -108,22 +111,35 @@ fn describe_class(file: &ClassifiedFile) -> String {
             format!("shared component {component} (matches {glob:?}): its dependents")
         }
         FileClass::Ignored { glob } => format!("ignored (matches {glob:?})"),
-        FileClass::Unclassified => "unclassified: full tests".into(),
+        FileClass::Grouped => "in no component".into(),
+        FileClass::Unclassified => {
+            "unclassified: in no component, shared component, file group or ignore glob".into()
+        }
+    };
+    if file.groups.is_empty() {
+        class
+    } else {
+        format!("{class}; file groups {}", file.groups.join(", "))
     }
 }
 
 /// The whole story of a plan, for people.
 pub fn render_explain(plan: &Plan) -> String {
     let mut out = String::new();
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     let s = &plan.source;
     let _ = writeln!(
         out,
         "event {}{}; base {} ({}), merge-base {}, head {} ({}){}",
         plan.event,
-        s.branch
-            .as_ref()
-            .map(|b| format!(" on {b}"))
-            .unwrap_or_default(),
+        match (&s.branch, &s.target_branch) {
+            (Some(b), Some(t)) if b != t => format!(" on {b}, targeting {t}"),
+            (Some(b), _) => format!(" on {b}"),
+            (None, Some(t)) => format!(", targeting {t}"),
+            (None, None) => String::new(),
+        },
         s.base_ref.as_deref().unwrap_or("-"),
         short(&s.base_commit),
         short(&s.merge_base),

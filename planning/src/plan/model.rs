@@ -25,6 +25,10 @@ pub struct SourceInfo {
     pub include_uncommitted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The branch the change targets (a pull request's base, a push's own branch), which
+    /// `[[events]]`, file groups and `target_branches` test against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_branch: Option<String>,
 }
 
 /// How one changed path was classified.
@@ -46,7 +50,11 @@ pub enum FileClass {
     Shared { component: String, glob: String },
     /// Matched `selection.ignore`: selects nothing.
     Ignored { glob: String },
-    /// Not a connector file, not shared, not ignored: falls back to full tests.
+    /// In no component, shared component or ignore glob, but claimed by file groups (listed
+    /// in [`ClassifiedFile::groups`]): they alone decide what it selects.
+    Grouped,
+    /// Not a connector file, not shared, not ignored, in no group: full tests, unless
+    /// `selection.unclassified = "nothing"`.
     Unclassified,
 }
 
@@ -63,6 +71,10 @@ pub struct ClassifiedFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_path: Option<String>,
     pub class: FileClass,
+    /// The file groups that claim it (after `unless`), in file order; each adds its effects
+    /// when its conditions hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -194,6 +206,9 @@ pub struct Plan {
     pub versions: Versions,
     /// Why the modes are what they are.
     pub mode_reasons: Vec<String>,
+    /// What planning read but doubts (an unknown support level), each naming file:line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub changed_files: Vec<ClassifiedFile>,
     /// Names of connectors with at least one job, sorted.
     pub connectors: Vec<String>,
@@ -212,6 +227,30 @@ pub struct Plan {
 pub const PLAN_FORMAT: u32 = 1;
 
 impl Plan {
+    /// A configuration may leave out images and commands when it only feeds another CI
+    /// system's matrix (`plan --format github`); such a plan cannot run here. Names the first
+    /// step that lacks one and the places that would set it.
+    pub fn check_runnable(&self) -> Result<(), String> {
+        for job in &self.jobs {
+            for step in job.steps.iter() {
+                if step.regression.is_some() {
+                    continue;
+                }
+                let missing = match (step.image.is_empty(), step.command.is_empty()) {
+                    (true, true) => "no image and no command",
+                    (true, false) => "no image",
+                    (false, true) => "no command",
+                    (false, false) => continue,
+                };
+                return Err(format!(
+                    "job {}: step {} has {missing}, so this plan can only be read, not run (set `image` and `command` in [defaults], [test_types.{}] or a template; `shardci plan --json` or `--format github|gitlab` hands the selection to another CI system)",
+                    job.id, step.name, step.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every step runs: none is taken from an earlier run's cache (`--no-cache`). Jobs of this
     /// run still share the steps they have in common.
     pub fn without_cache(&mut self) {

@@ -1,110 +1,212 @@
-//! Modes, decided apart from selection: `full_tests` (every connector and test type) and which
-//! matrix points run. Precedence, highest first:
-//! 1. versions labels: `default versions only` > `latest versions only` > `all versions`;
-//! 2. the `full tests needed` label (full tests, all versions);
-//! 3. a push or schedule on the default branch (full tests, all versions);
-//! 4. `--all` (full tests, default versions);
-//! 5. a changed environment file or an unclassified file (full tests, default versions).
+//! Modes, decided apart from selection: `full_tests` (every component and test type), which
+//! matrix points run, and what triggers select beyond the changed components themselves.
+//! Every trigger sets its own effects: `[[events]]` (an event on a target branch), labels,
+//! file groups, `--all`, and changed environment or unclassified files.
+//!
+//! Versions, highest first: a label asking for default versions, then one asking for latest
+//! versions (labels are a person's explicit ask), then any trigger asking for all versions,
+//! then any asking for latest, else default.
 
-use crate::config::Config;
+use crate::config::{Config, Effects, Target, Unclassified};
 
 use super::model::{ClassifiedFile, Event, FileClass, Versions};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Modes {
     pub full_tests: bool,
     pub versions: Versions,
     pub reasons: Vec<String>,
+    /// Components selected by triggers (labels, file groups), each with why.
+    pub selections: Vec<Selection>,
+    /// The context conditions were checked in, for the checks selection makes per file.
+    pub event: Event,
+    pub target_branch: Option<String>,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub target: Target,
+    pub reason: String,
+    /// Whether the selected components count as changed, propagating over the graph.
+    pub propagate: bool,
 }
 
 pub struct ModeInputs<'a> {
     pub event: Event,
     /// The branch the event is on, if known.
     pub branch: Option<&'a str>,
+    /// The branch the change targets: a pull request's base, a push's own branch.
+    pub target_branch: Option<&'a str>,
+    /// Sorted, deduplicated.
     pub labels: &'a [String],
     pub all: bool,
     pub files: &'a [ClassifiedFile],
 }
 
-pub fn decide(config: &Config, inputs: &ModeInputs<'_>) -> Modes {
-    let mut full_tests = false;
-    let mut versions = Versions::Default;
-    let mut reasons = Vec::new();
-    let has_label = |names: &[String]| {
-        inputs
-            .labels
-            .iter()
-            .find(|label| names.iter().any(|n| n.eq_ignore_ascii_case(label)))
-            .cloned()
-    };
+#[derive(Default)]
+struct Votes {
+    full_tests: bool,
+    label_versions: Vec<Versions>,
+    other_versions: Vec<Versions>,
+    reasons: Vec<String>,
+    selections: Vec<Selection>,
+}
 
-    let on_default_branch = match inputs.event {
-        // A schedule with no branch named runs on the default branch.
-        Event::Schedule => inputs.branch.is_none_or(|b| b == config.default_branch),
-        Event::Push => inputs.branch == Some(config.default_branch.as_str()),
-        Event::PullRequest | Event::Manual => false,
-    };
+impl Votes {
+    fn apply(&mut self, effects: &Effects, from_label: bool, why: &str) {
+        let mut what = Vec::new();
+        if effects.full_tests {
+            self.full_tests = true;
+            what.push("full tests".to_string());
+        }
+        if let Some(versions) = effects.versions {
+            if from_label {
+                self.label_versions.push(versions);
+            } else {
+                self.other_versions.push(versions);
+            }
+            what.push(format!("{versions} versions"));
+        }
+        if !what.is_empty() {
+            self.reasons.push(format!("{}: {why}", what.join(" and ")));
+        }
+    }
+}
+
+pub fn decide(config: &Config, inputs: &ModeInputs<'_>) -> Modes {
+    let mut votes = Votes::default();
+
     if inputs.event == Event::Push && inputs.branch.is_none() {
-        reasons.push(format!(
+        votes.reasons.push(format!(
             "selective: a push on no known branch (--head names a commit or a tag; pass --branch {} for a push to the default branch)",
             config.default_branch
         ));
     }
-    if on_default_branch {
-        full_tests = true;
-        versions = Versions::All;
-        reasons.push(format!(
-            "full tests and all versions: event {} on the default branch {}",
-            inputs.event, config.default_branch
-        ));
+    for trigger in &config.events {
+        if trigger
+            .when
+            .hold(inputs.event, inputs.target_branch, inputs.labels)
+        {
+            let on = inputs
+                .target_branch
+                .map(|b| format!(" on {b}"))
+                .unwrap_or_default();
+            votes.apply(
+                &trigger.effects,
+                false,
+                &format!("event {}{on} ({})", inputs.event, trigger.description),
+            );
+        }
     }
-    if let Some(label) = has_label(&config.labels.full_tests) {
-        full_tests = true;
-        versions = Versions::All;
-        reasons.push(format!("full tests and all versions: label {label:?}"));
+    for label in inputs.labels {
+        if let Some(trigger) = config
+            .labels
+            .values()
+            .find(|t| t.name.eq_ignore_ascii_case(label))
+        {
+            votes.apply(&trigger.effects, true, &format!("label {label:?}"));
+            for target in &trigger.effects.select {
+                votes.selections.push(Selection {
+                    target: target.clone(),
+                    reason: format!("label {label:?} selects {}", target.text),
+                    propagate: false,
+                });
+            }
+        }
     }
     if inputs.all {
-        full_tests = true;
-        reasons.push("full tests: --all".to_string());
+        votes.full_tests = true;
+        votes.reasons.push("full tests: --all".to_string());
     }
     for file in inputs.files {
         match &file.class {
             FileClass::Environment { glob } => {
-                full_tests = true;
-                reasons.push(format!(
+                votes.full_tests = true;
+                votes.reasons.push(format!(
                     "full tests: environment file {} changed (matches selection.environment {glob:?})",
                     file.path
                 ));
             }
-            FileClass::Unclassified => {
-                full_tests = true;
-                reasons.push(format!(
-                    "full tests: {} is not in a connector, a shared component or selection.ignore, so nothing narrower is safe",
+            FileClass::Unclassified => match config.unclassified {
+                Unclassified::FullTests => {
+                    votes.full_tests = true;
+                    votes.reasons.push(format!(
+                        "full tests: {} is not in a connector, a shared component, a file group or selection.ignore, so nothing narrower is safe",
+                        file.path
+                    ));
+                }
+                Unclassified::Nothing => votes.reasons.push(format!(
+                    "{} is in no component, shared component or file group: it selects nothing (selection.unclassified = \"nothing\")",
                     file.path
-                ));
-            }
+                )),
+            },
             _ => {}
         }
+        for name in &file.groups {
+            let Some(group) = config.groups.iter().find(|g| &g.name == name) else {
+                continue;
+            };
+            if !group
+                .when
+                .hold(inputs.event, inputs.target_branch, inputs.labels)
+            {
+                continue;
+            }
+            votes.apply(
+                &group.effects,
+                false,
+                &format!("{} is in file group {name}", file.path),
+            );
+            for target in &group.effects.select {
+                votes.selections.push(Selection {
+                    target: target.clone(),
+                    reason: format!(
+                        "{} is in file group {name}, which selects {}",
+                        file.path, target.text
+                    ),
+                    propagate: group.propagate,
+                });
+            }
+        }
     }
-    if let Some(label) = has_label(&config.labels.all_versions) {
-        versions = Versions::All;
-        reasons.push(format!("all versions: label {label:?}"));
-    }
-    if let Some(label) = has_label(&config.labels.latest_versions_only) {
-        versions = Versions::Latest;
-        reasons.push(format!(
-            "latest versions only: label {label:?} (overrides all versions)"
+
+    let versions = if votes.label_versions.contains(&Versions::Default) {
+        Versions::Default
+    } else if votes.label_versions.contains(&Versions::Latest) {
+        Versions::Latest
+    } else if votes
+        .label_versions
+        .iter()
+        .chain(&votes.other_versions)
+        .any(|v| *v == Versions::All)
+    {
+        Versions::All
+    } else if votes.other_versions.contains(&Versions::Latest) {
+        Versions::Latest
+    } else {
+        Versions::Default
+    };
+    let conflicting = votes
+        .label_versions
+        .iter()
+        .chain(&votes.other_versions)
+        .any(|v| *v != versions);
+    if conflicting {
+        votes.reasons.push(format!(
+            "{versions} versions win: a label's default versions beats its latest versions, which beats all versions from any trigger"
         ));
     }
-    if let Some(label) = has_label(&config.labels.default_versions_only) {
-        versions = Versions::Default;
-        reasons.push(format!(
-            "default versions only: label {label:?} (overrides every other versions choice)"
-        ));
-    }
+    // Reasons name triggers once each, in a stable order.
+    let mut seen = std::collections::HashSet::new();
+    votes.reasons.retain(|r| seen.insert(r.clone()));
     Modes {
-        full_tests,
+        full_tests: votes.full_tests,
         versions,
-        reasons,
+        reasons: votes.reasons,
+        selections: votes.selections,
+        event: inputs.event,
+        target_branch: inputs.target_branch.map(str::to_string),
+        labels: inputs.labels.to_vec(),
     }
 }

@@ -2,10 +2,10 @@
 //! rules; declared dependencies carry a change to dependents, transitively, naming each edge;
 //! full tests select everything. Pure: classified files and modes in, reasons out.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Direction, GraphPolicy};
 use crate::repo::{ChangeStatus, Connector, Connectors};
 
 use super::model::{ClassifiedFile, FileClass};
@@ -27,23 +27,34 @@ impl fmt::Display for Node {
     }
 }
 
+/// Which way a hop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// To a component that depends on the previous one.
+    ToDependent,
+    /// To a component the previous one depends on.
+    ToDependency,
+}
+
 /// Who depends on whom: connectors on connectors and shared components, shared components on
-/// each other.
+/// each other. Cycles are allowed: propagation visits each node once per origin. Each edge
+/// belongs to a propagation policy (`[[graphs]]`, first match on both ends; else the
+/// fallback: transitive, to dependents).
 #[derive(Debug, Clone, Default)]
 pub struct DependencyGraph {
-    /// dependency -> its direct dependents.
-    dependents: BTreeMap<Node, BTreeSet<Node>>,
-    /// dependent -> its direct dependencies.
-    dependencies: BTreeMap<Node, BTreeSet<Node>>,
+    /// dependency -> its direct dependents, each with the policy index of the edge.
+    dependents: BTreeMap<Node, BTreeSet<(Node, usize)>>,
+    /// dependent -> its direct dependencies, each with the policy index of the edge.
+    dependencies: BTreeMap<Node, BTreeSet<(Node, usize)>>,
+    policies: Vec<GraphPolicy>,
 }
 
 impl DependencyGraph {
-    /// Builds the graph from `[connectors.*] depends_on` and `[[shared]]`, rejecting unknown
-    /// names and cycles at their place in `shardci.toml`.
+    /// Builds the graph from `[connectors.*] depends_on`, `[[shared]]` and the components'
+    /// own `depends_on` metadata, rejecting unknown names at their place in `shardci.toml`.
     pub fn build(config: &Config, connectors: &Connectors) -> Result<Self, ConfigError> {
         let shared_names: BTreeSet<&str> = config.shared.iter().map(|s| s.name.as_str()).collect();
-        let mut dependencies: BTreeMap<Node, BTreeSet<Node>> = BTreeMap::new();
-        let mut first_span: BTreeMap<Node, std::ops::Range<usize>> = BTreeMap::new();
+        let mut edges: BTreeSet<(Node, Node)> = BTreeSet::new();
         for (name, over) in &config.connectors {
             let Some(_) = connectors.get(name) else {
                 let span = over
@@ -71,25 +82,28 @@ impl DependencyGraph {
                         ),
                     ));
                 };
-                let me = Node::Connector(name.clone());
-                first_span.entry(me.clone()).or_insert(dep.span());
-                dependencies.entry(me).or_default().insert(node);
+                edges.insert((Node::Connector(name.clone()), node));
+            }
+        }
+        for connector in connectors.all() {
+            // Discovery checked that each name is a component or a shared component.
+            for target in &connector.depends_on {
+                let node = if connectors.get(target).is_some() {
+                    Node::Connector(target.clone())
+                } else {
+                    Node::Shared(target.clone())
+                };
+                edges.insert((Node::Connector(connector.name.clone()), node));
             }
         }
         for component in &config.shared {
             let node = Node::Shared(component.name.clone());
             for dep in &component.depends_on {
-                dependencies
-                    .entry(node.clone())
-                    .or_default()
-                    .insert(Node::Shared(dep.clone()));
+                edges.insert((node.clone(), Node::Shared(dep.clone())));
             }
             for connector in connectors.all() {
                 if component.languages.contains(&connector.language) {
-                    dependencies
-                        .entry(Node::Connector(connector.name.clone()))
-                        .or_default()
-                        .insert(node.clone());
+                    edges.insert((Node::Connector(connector.name.clone()), node.clone()));
                 }
             }
             for name in &component.connectors {
@@ -103,53 +117,50 @@ impl DependencyGraph {
                         ),
                     ));
                 }
-                dependencies
-                    .entry(Node::Connector(name.get_ref().clone()))
-                    .or_default()
-                    .insert(node.clone());
+                edges.insert((Node::Connector(name.get_ref().clone()), node.clone()));
             }
         }
-        let edges: Vec<(String, Vec<String>)> = dependencies
-            .iter()
-            .map(|(node, deps)| {
-                (
-                    node.to_string(),
-                    deps.iter().map(ToString::to_string).collect(),
-                )
-            })
-            .collect();
-        if let Some(cycle) = shardci_types::find_cycle(&edges) {
-            let span = first_span
+        let mut policies = config.graphs.clone();
+        policies.push(GraphPolicy::fallback());
+        let fallback = policies.len() - 1;
+        let mut graph = Self {
+            policies,
+            ..Self::default()
+        };
+        for (dependent, dependency) in edges {
+            if dependent == dependency {
+                continue;
+            }
+            let policy = config
+                .graphs
                 .iter()
-                .find(|(node, _)| cycle.contains(&node.to_string()))
-                .map_or(0..0, |(_, span)| span.clone());
-            return Err(config.error_at(
-                span,
-                format!("dependencies form a cycle: {}", cycle.join(" -> ")),
-            ));
+                .position(|g| {
+                    g.components.is_match(dependent.name())
+                        && g.components.is_match(dependency.name())
+                })
+                .unwrap_or(fallback);
+            graph
+                .dependents
+                .entry(dependency.clone())
+                .or_default()
+                .insert((dependent.clone(), policy));
+            graph
+                .dependencies
+                .entry(dependent)
+                .or_default()
+                .insert((dependency, policy));
         }
-        let mut dependents: BTreeMap<Node, BTreeSet<Node>> = BTreeMap::new();
-        for (node, deps) in &dependencies {
-            for dep in deps {
-                dependents
-                    .entry(dep.clone())
-                    .or_default()
-                    .insert(node.clone());
-            }
-        }
-        Ok(Self {
-            dependents,
-            dependencies,
-        })
+        Ok(graph)
     }
 
-    /// Everything `node` depends on, directly or not (connectors and shared components).
+    /// Everything `node` depends on, directly or not (connectors and shared components), over
+    /// every edge whatever its policy: what its steps read.
     pub fn dependencies_of(&self, node: &Node) -> BTreeSet<Node> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![node.clone()];
         while let Some(current) = stack.pop() {
-            for dep in self.dependencies.get(&current).into_iter().flatten() {
-                if seen.insert(dep.clone()) {
+            for (dep, _) in self.dependencies.get(&current).into_iter().flatten() {
+                if dep != node && seen.insert(dep.clone()) {
                     stack.push(dep.clone());
                 }
             }
@@ -157,24 +168,60 @@ impl DependencyGraph {
         seen
     }
 
-    /// Every node reachable from `origin` through dependents, with the shortest path
-    /// (origin first), in breadth-first order.
-    fn reach(&self, origin: &Node) -> Vec<Vec<Node>> {
-        let mut paths = Vec::new();
-        let mut seen = BTreeSet::from([origin.clone()]);
-        let mut queue = VecDeque::from([vec![origin.clone()]]);
-        while let Some(path) = queue.pop_front() {
-            let Some(last) = path.last() else { continue };
-            for next in self.dependents.get(last).into_iter().flatten() {
-                if seen.insert(next.clone()) {
-                    let mut longer = path.clone();
-                    longer.push(next.clone());
-                    paths.push(longer.clone());
-                    queue.push_back(longer);
+    /// Every node a change to `origin` reaches, each with its shortest path (origin first):
+    /// per policy, a breadth-first search over that policy's edges in its direction(s), up to
+    /// its depth. Policies do not chain into one another.
+    fn reach(&self, origin: &Node) -> Vec<Vec<(Node, Hop)>> {
+        let mut found: BTreeMap<Node, Vec<(Node, Hop)>> = BTreeMap::new();
+        for (index, policy) in self.policies.iter().enumerate() {
+            let directions: &[Hop] = match policy.direction {
+                Direction::Dependents => &[Hop::ToDependent],
+                Direction::Dependencies => &[Hop::ToDependency],
+                Direction::Both => &[Hop::ToDependent, Hop::ToDependency],
+            };
+            let mut seen = BTreeSet::from([origin.clone()]);
+            let mut frontier = vec![vec![(origin.clone(), Hop::ToDependent)]];
+            let mut depth = 0u32;
+            while !frontier.is_empty() && policy.depth.is_none_or(|d| depth < d) {
+                depth += 1;
+                let mut next_frontier = Vec::new();
+                for path in frontier {
+                    let Some((last, _)) = path.last() else {
+                        continue;
+                    };
+                    for &hop in directions {
+                        let edges = match hop {
+                            Hop::ToDependent => self.dependents.get(last),
+                            Hop::ToDependency => self.dependencies.get(last),
+                        };
+                        for (next, edge_policy) in edges.into_iter().flatten() {
+                            if *edge_policy != index || !seen.insert(next.clone()) {
+                                continue;
+                            }
+                            let mut longer = path.clone();
+                            longer.push((next.clone(), hop));
+                            let shorter_known = found
+                                .get(next)
+                                .is_some_and(|known| known.len() <= longer.len());
+                            if !shorter_known {
+                                found.insert(next.clone(), longer.clone());
+                            }
+                            next_frontier.push(longer);
+                        }
+                    }
                 }
+                frontier = next_frontier;
             }
         }
-        paths
+        found.into_values().collect()
+    }
+}
+
+impl Node {
+    fn name(&self) -> &str {
+        match self {
+            Node::Connector(name) | Node::Shared(name) => name,
+        }
     }
 }
 
@@ -190,8 +237,19 @@ pub fn select(
     modes: &Modes,
 ) -> Chosen {
     let mut chosen = Chosen::new();
-    // What changed, per node: the test types it selects and the first file that did it.
+    // What changed, per node: the test types it selects and the first file (or trigger) that
+    // did it.
     let mut origins: BTreeMap<Node, (BTreeSet<String>, String)> = BTreeMap::new();
+    let mut originate = |node: Node, types: &BTreeSet<String>, why: &str| {
+        if types.is_empty() {
+            return;
+        }
+        origins
+            .entry(node)
+            .or_insert_with(|| (BTreeSet::new(), why.to_string()))
+            .0
+            .extend(types.iter().cloned());
+    };
     let all_types_of =
         |connector: &Connector| -> Vec<String> { template_test_types(config, connector) };
 
@@ -199,28 +257,28 @@ pub fn select(
         let shown = describe_path(file);
         match &file.class {
             FileClass::Connector { connector, rule } => {
-                let fallback = rule.is_none();
                 let Some(c) = connectors.get(connector) else {
                     continue;
                 };
                 let mut selected = BTreeSet::new();
-                if fallback {
+                // Groups that claim the file narrow it as a rule does: the broad fallback is
+                // for files nothing else says anything about.
+                if rule.is_none() && file.groups.is_empty() {
                     for t in all_types_of(c) {
                         add(
                             &mut chosen,
                             connector,
                             &t,
                             format!(
-                                "{shown} belongs to connector {connector} and matches no selection rule; falling back to every test type"
+                                "{shown} belongs to connector {connector} and matches no selection rule or file group; falling back to every test type"
                             ),
                         );
                         selected.insert(t);
                     }
                 }
-                if let Some(rule) = rule {
-                    if rule.test_types.is_empty() {
-                        continue;
-                    }
+                if let Some(rule) = rule
+                    && !rule.test_types.is_empty()
+                {
                     let reason = format!(
                         "{shown} belongs to connector {connector}; rule {} selects {}",
                         rule.rule,
@@ -231,12 +289,29 @@ pub fn select(
                         selected.insert(t.clone());
                     }
                 }
-                if !selected.is_empty() {
-                    let entry = origins
-                        .entry(Node::Connector(connector.clone()))
-                        .or_insert_with(|| (BTreeSet::new(), file.path.clone()));
-                    entry.0.extend(selected);
+                for name in &file.groups {
+                    let Some(group) = config.groups.iter().find(|g| &g.name == name) else {
+                        continue;
+                    };
+                    if group.test_types.is_empty()
+                        || !group.when.hold(
+                            modes.event,
+                            modes.target_branch.as_deref(),
+                            &modes.labels,
+                        )
+                    {
+                        continue;
+                    }
+                    let reason = format!(
+                        "{shown} belongs to connector {connector}; file group {name} selects {}",
+                        group.test_types.join(", ")
+                    );
+                    for t in &group.test_types {
+                        add(&mut chosen, connector, t, reason.clone());
+                        selected.insert(t.clone());
+                    }
                 }
+                originate(Node::Connector(connector.clone()), &selected, &file.path);
             }
             FileClass::DocsPage { connector } => {
                 for t in &config.docs_test_types {
@@ -259,19 +334,41 @@ pub fn select(
                     .unwrap_or_else(|| config.test_types.keys().cloned().collect())
                     .into_iter()
                     .collect();
-                let entry = origins
-                    .entry(Node::Shared(component.clone()))
-                    .or_insert_with(|| (BTreeSet::new(), file.path.clone()));
-                entry.0.extend(types);
+                originate(Node::Shared(component.clone()), &types, &file.path);
             }
-            FileClass::Environment { .. } | FileClass::Ignored { .. } | FileClass::Unclassified => {
+            FileClass::Environment { .. }
+            | FileClass::Ignored { .. }
+            | FileClass::Grouped
+            | FileClass::Unclassified => {}
+        }
+    }
+
+    for selection in &modes.selections {
+        for connector in connectors
+            .all()
+            .iter()
+            .filter(|c| selection.target.components.is_match(&c.name))
+        {
+            let types: BTreeSet<String> = match &selection.target.test_type {
+                Some(t) => BTreeSet::from([t.clone()]),
+                None => all_types_of(connector).into_iter().collect(),
+            };
+            for t in &types {
+                add(&mut chosen, &connector.name, t, selection.reason.clone());
+            }
+            if selection.propagate {
+                originate(
+                    Node::Connector(connector.name.clone()),
+                    &types,
+                    &format!("selected: {}", selection.reason),
+                );
             }
         }
     }
 
     for (origin, (types, first_file)) in &origins {
         for path in graph.reach(origin) {
-            let Some(Node::Connector(target)) = path.last() else {
+            let Some((Node::Connector(target), _)) = path.last() else {
                 continue;
             };
             let reason = propagation_reason(&path, first_file);
@@ -291,6 +388,43 @@ pub fn select(
         }
     }
     chosen
+}
+
+/// Every `select` entry in the configuration matches at least one discovered component, or
+/// it is a typo: refused at its place.
+pub fn check_targets(config: &Config, connectors: &Connectors) -> Result<(), ConfigError> {
+    let targets = config
+        .groups
+        .iter()
+        .flat_map(|g| g.effects.select.iter())
+        .chain(config.labels.values().flat_map(|l| l.effects.select.iter()));
+    for target in targets {
+        let matches: Vec<&Connector> = connectors
+            .all()
+            .iter()
+            .filter(|c| target.components.is_match(&c.name))
+            .collect();
+        if matches.is_empty() {
+            return Err(config.error_at(
+                target.span.clone(),
+                format!("select {:?} matches no component", target.text),
+            ));
+        }
+        if let Some(t) = &target.test_type
+            && !matches
+                .iter()
+                .any(|c| template_test_types(config, c).contains(t))
+        {
+            return Err(config.error_at(
+                target.span.clone(),
+                format!(
+                    "select {:?}: no component it matches has test type {t} in its template",
+                    target.text
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The test types a connector's template lists (its override's template first).
@@ -330,18 +464,28 @@ fn describe_path(file: &ClassifiedFile) -> String {
     }
 }
 
-/// "source-file-secure depends on source-file, which depends on shared component python-cdk, which changed
-/// (airbyte-cdk/python/x.py)".
-fn propagation_reason(path: &[Node], first_file: &str) -> String {
+/// "source-file-secure depends on source-file, which depends on shared component python-cdk,
+/// which changed (airbyte-cdk/python/x.py)"; a hop towards a dependency reads "is a dependency
+/// of".
+fn propagation_reason(path: &[(Node, Hop)], first_file: &str) -> String {
     // path = [origin, ..., target]; read it from the target back to the origin.
-    let mut text = path.last().map(ToString::to_string).unwrap_or_default();
-    let mut hops = path.iter().rev().skip(1);
-    if let Some(first) = hops.next() {
-        text.push_str(&format!(" depends on {first}"));
+    let mut text = String::new();
+    for (i, pair) in path.windows(2).rev().enumerate() {
+        let [(_, _), (to, hop)] = pair else { continue };
+        let from = &pair[0].0;
+        let verb = match hop {
+            Hop::ToDependent => "depends on",
+            Hop::ToDependency => "is a dependency of",
+        };
+        if i == 0 {
+            text.push_str(&format!("{to} {verb} {from}"));
+        } else {
+            text.push_str(&format!(", which {verb} {from}"));
+        }
     }
-    for hop in hops {
-        text.push_str(&format!(", which depends on {hop}"));
+    match first_file.strip_prefix("selected: ") {
+        Some(why) => text.push_str(&format!(", which was selected ({why})")),
+        None => text.push_str(&format!(", which changed ({first_file})")),
     }
-    text.push_str(&format!(", which changed ({first_file})"));
     text
 }

@@ -23,6 +23,9 @@ pub struct PlanRequest {
     pub event: Event,
     /// The branch the event is on; `None`: the checked-out branch.
     pub branch: Option<String>,
+    /// The branch the change targets; `None`: a pull request's base branch, else the event's
+    /// branch.
+    pub target_branch: Option<String>,
     pub labels: Vec<String>,
     pub all: bool,
     pub filters: Filters,
@@ -48,6 +51,7 @@ impl PlanRequest {
             include_uncommitted: false,
             event: Event::PullRequest,
             branch: None,
+            target_branch: None,
             labels: Vec::new(),
             all: false,
             filters: Filters::default(),
@@ -171,11 +175,26 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         Some(head) => git.branch_named_by(head),
     });
 
+    // A pull request targets its base branch; other events their own branch.
+    let target_branch = request.target_branch.clone().or_else(|| {
+        (request.event == Event::PullRequest)
+            .then(|| request.base.as_deref().map(branch_of_ref))
+            .flatten()
+    });
     // A diff is only optional when the modes select everything anyway and no base was given.
-    let on_default = |b: &Option<String>| b.as_deref() == Some(config.default_branch.as_str());
+    let derived_target = super::build::target_branch(
+        config,
+        request.event,
+        branch.as_deref(),
+        target_branch.as_deref(),
+    );
     let full_anyway = request.all
-        || (request.event == Event::Schedule && (branch.is_none() || on_default(&branch)))
-        || (request.event == Event::Push && on_default(&branch));
+        || config.events.iter().any(|trigger| {
+            trigger.effects.full_tests
+                && trigger
+                    .when
+                    .hold(request.event, derived_target.as_deref(), &request.labels)
+        });
     let base = match &request.base {
         Some(base) => Some(base.clone()),
         None if full_anyway => None,
@@ -226,6 +245,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         changes: &changes,
         event: request.event,
         branch,
+        target_branch,
         labels: request.labels.clone(),
         all: request.all,
         filters: request.filters.clone(),
@@ -240,6 +260,19 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         ));
     }
     Ok(plan)
+}
+
+/// The branch a ref names: `origin/main`, `refs/remotes/origin/main` and `refs/heads/main` all
+/// name `main`.
+fn branch_of_ref(reference: &str) -> String {
+    let short = reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/remotes/"))
+        .unwrap_or(reference);
+    match short.split_once('/') {
+        Some((remote, rest)) if remote == "origin" || remote == "upstream" => rest.to_string(),
+        _ => short.to_string(),
+    }
 }
 
 /// `origin/<default>` when it exists (CI checkouts), else `<default>` (laptops).

@@ -27,6 +27,10 @@ pub struct Connector {
     pub tags: Vec<String>,
     /// Suites enabled by the metadata; `None` when the metadata does not restrict them.
     pub enabled_suites: Option<Vec<String>>,
+    /// Components this one depends on, as its metadata declares them (generic layout's
+    /// `depends_on`): edges of the dependency graph beside `shardci.toml`'s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     pub metadata_path: String,
     /// The docs page that belongs to this connector, if it exists.
     #[serde(skip_serializing_if = "Option::is_none")]

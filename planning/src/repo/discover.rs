@@ -40,6 +40,8 @@ pub struct Connectors {
     by_dir: BTreeMap<String, usize>,
     /// Docs page -> index.
     by_docs: BTreeMap<String, usize>,
+    /// What discovery read but doubts (an unknown support level), each naming file:line.
+    pub warnings: Vec<String>,
 }
 
 impl Connectors {
@@ -68,6 +70,7 @@ impl Connectors {
             list,
             by_dir,
             by_docs,
+            warnings: Vec::new(),
         })
     }
 
@@ -113,17 +116,19 @@ impl Connectors {
 
 /// Finds the connectors of the monorepo described by `config`.
 pub fn discover(config: &Config, tree: &dyn SourceTree) -> Result<Connectors, DiscoveryError> {
-    let list = match config.layout {
+    let (list, warnings) = match config.layout {
         Layout::Airbyte => discover_airbyte(config, tree)?,
-        Layout::Generic => discover_generic(config, tree)?,
+        Layout::Generic => (discover_generic(config, tree)?, Vec::new()),
     };
-    Connectors::new(list)
+    let mut connectors = Connectors::new(list)?;
+    connectors.warnings = warnings;
+    Ok(connectors)
 }
 
 fn discover_airbyte(
     config: &Config,
     tree: &dyn SourceTree,
-) -> Result<Vec<Connector>, DiscoveryError> {
+) -> Result<(Vec<Connector>, Vec<String>), DiscoveryError> {
     let base = &config.connectors_dir;
     let dirs: Vec<String> = tree
         .subdirs(base)
@@ -135,6 +140,7 @@ fn discover_airbyte(
     let contents = tree.read_many(&paths);
     let mut connectors = Vec::new();
     let mut errors = Vec::new();
+    let mut texts = BTreeMap::new();
     for ((dir, path), content) in dirs.iter().zip(&paths).zip(contents) {
         let name = dir.rsplit('/').next().unwrap_or(dir).to_string();
         let parsed = content
@@ -149,7 +155,9 @@ fn discover_airbyte(
                     field: None,
                     message: "not UTF-8 text".into(),
                 })?;
-                parse_metadata(path, &text)
+                let parsed = parse_metadata(path, &text);
+                texts.insert(path.clone(), text);
+                parsed
             });
         match parsed {
             Err(e) => errors.push(e),
@@ -169,6 +177,7 @@ fn discover_airbyte(
                     support_level: meta.support_level,
                     tags: meta.tags,
                     enabled_suites: meta.test_suites,
+                    depends_on: Vec::new(),
                     metadata_path: path.clone(),
                     docs_page,
                     connector_type,
@@ -180,10 +189,40 @@ fn discover_airbyte(
         }
     }
     if errors.is_empty() {
-        Ok(connectors)
+        let warnings = support_level_warnings(&connectors, &texts);
+        Ok((connectors, warnings))
     } else {
         Err(DiscoveryError::Metadata(errors))
     }
+}
+
+/// The support levels Airbyte's metadata schema knows.
+const SUPPORT_LEVELS: [&str; 3] = ["community", "certified", "archived"];
+
+/// Support levels shardci does not know are read (they only matter when `archived`), but a
+/// typo of `archived` would silently keep a connector in plans: each is named, at its line.
+fn support_level_warnings(
+    connectors: &[Connector],
+    texts: &BTreeMap<String, String>,
+) -> Vec<String> {
+    connectors
+        .iter()
+        .filter_map(|c| {
+            let level = c.support_level.as_deref()?;
+            if SUPPORT_LEVELS.contains(&level) {
+                return None;
+            }
+            let line = texts
+                .get(&c.metadata_path)
+                .and_then(|text| text.lines().position(|l| l.contains("supportLevel")))
+                .map_or(String::new(), |i| format!(":{}", i + 1));
+            Some(format!(
+                "{}{line}: supportLevel {level:?} is not one of {} (read as not archived)",
+                c.metadata_path,
+                SUPPORT_LEVELS.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// `docs/integrations/sources/faker.md` for `source-faker`.
@@ -241,6 +280,9 @@ struct GenericMetadata {
     #[serde(default)]
     tags: Vec<String>,
     docs: Option<String>,
+    /// Components (by name) whose changes also test this one.
+    #[serde(default)]
+    depends_on: Vec<String>,
 }
 
 fn discover_generic(
@@ -323,12 +365,31 @@ fn discover_generic(
             connector_type: meta.connector_type,
             tags: meta.tags,
             enabled_suites: meta.test_suites,
+            depends_on: meta.depends_on,
             metadata_path: path.clone(),
             docs_page,
             language,
             dir,
             name,
         });
+    }
+    let known: std::collections::BTreeSet<&str> = connectors
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(config.shared.iter().map(|s| s.name.as_str()))
+        .collect();
+    for connector in &connectors {
+        for dep in &connector.depends_on {
+            if !known.contains(dep.as_str()) {
+                errors.push(MetadataError {
+                    path: connector.metadata_path.clone(),
+                    field: Some("depends_on".into()),
+                    message: format!(
+                        "{dep:?} is neither a discovered component nor a shared component"
+                    ),
+                });
+            }
+        }
     }
     if errors.is_empty() {
         Ok(connectors)

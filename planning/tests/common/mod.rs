@@ -53,6 +53,7 @@ pub struct Scenario<'a> {
     pub changes: Vec<ChangedFile>,
     pub event: Option<Event>,
     pub branch: Option<&'a str>,
+    pub target_branch: Option<&'a str>,
     pub labels: Vec<&'a str>,
     pub all: bool,
     pub filters: Filters,
@@ -75,6 +76,7 @@ pub fn plan_with_timings(
         changes: &s.changes,
         event: s.event.unwrap_or(Event::PullRequest),
         branch: s.branch.map(str::to_string),
+        target_branch: s.target_branch.map(str::to_string),
         labels: s.labels.iter().map(|l| l.to_string()).collect(),
         all: s.all,
         filters: s.filters.clone(),
@@ -98,4 +100,43 @@ pub fn example_git_repo(subdir: &str) -> (tempfile::TempDir, PathBuf) {
     git(dir.path(), &["init", "-q", "-b", "master"]);
     shardci_testkit::commit_all(dir.path(), "initial");
     (dir, root)
+}
+
+/// A connector as discovery would make it from `<dir>/<name>`, with nothing optional set.
+pub fn component(
+    name: &str,
+    dir: &str,
+    language: shardci_planning::config::Language,
+) -> shardci_planning::repo::Connector {
+    shardci_planning::repo::Connector {
+        name: name.to_string(),
+        dir: format!("{dir}/{name}"),
+        language,
+        connector_type: None,
+        docker_repository: format!("shardci/{name}"),
+        version: None,
+        released_version: None,
+        support_level: None,
+        tags: Vec::new(),
+        enabled_suites: None,
+        depends_on: Vec::new(),
+        metadata_path: format!("{dir}/{name}/component.toml"),
+        docs_page: None,
+    }
+}
+
+pub fn python_connector(name: &str) -> shardci_planning::repo::Connector {
+    component(name, C, shardci_planning::config::Language::Python)
+}
+
+/// Everything the configuration can select (`--all`).
+pub fn plan_all(config: &Config, connectors: &Connectors) -> Plan {
+    plan(
+        config,
+        connectors,
+        &Scenario {
+            all: true,
+            ..Scenario::default()
+        },
+    )
 }

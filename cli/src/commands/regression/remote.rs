@@ -182,6 +182,7 @@ fn plan(args: &RegressionArgs, commands: &[Command], files: &[String]) -> Result
             "shardci regression: {} against {}",
             args.target, args.control
         )],
+        warnings: Vec::new(),
         changed_files: Vec::new(),
         connectors: vec![args.connector.clone()],
         jobs: vec![job],
