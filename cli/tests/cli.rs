@@ -200,7 +200,14 @@ fn a_dependency_cycle_plans_and_a_change_travels_it() {
         "[connectors.source-file]\ndepends_on = [\"source-file-secure\"]\n\n# --- Shared components",
     );
     fs::write(&path, text).unwrap();
-    git(dir.path(), &["commit", "-qam", "source-file and source-file-secure depend on each other"]);
+    git(
+        dir.path(),
+        &[
+            "commit",
+            "-qam",
+            "source-file and source-file-secure depend on each other",
+        ],
+    );
     git(dir.path(), &["checkout", "-q", "-b", "feature"]);
     let changed = dir.path().join(C).join("source-file-secure/metadata.yaml");
     let mut metadata = fs::read_to_string(&changed).unwrap();
@@ -1038,5 +1045,65 @@ fn assert_yaml(file: &Path) {
         "{}: {}",
         file.display(),
         String::from_utf8_lossy(&parsed.stderr)
+    );
+}
+
+/// The Airflow-shaped example as a git repository on `main`, with a branch `feature` on
+/// which `edit` changed files and committed.
+fn airflow_repo(edit: impl FnOnce(&std::path::Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    shardci_testkit::copy_tree(
+        &shardci_testkit::workspace_root().join("examples/airflow"),
+        dir.path(),
+    );
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    shardci_testkit::commit_all(dir.path(), "initial");
+    git(dir.path(), &["checkout", "-q", "-b", "feature"]);
+    edit(dir.path());
+    shardci_testkit::commit_all(dir.path(), "change");
+    dir
+}
+
+#[test]
+fn a_selection_only_configuration_plans_for_github_and_refuses_to_run() {
+    let dir = airflow_repo(|root| {
+        let hook = root.join("providers/fab/src/airflow/providers/fab/hooks/fab.py");
+        let mut text = fs::read_to_string(&hook).unwrap();
+        text.push_str("# changed\n");
+        fs::write(&hook, text).unwrap();
+    });
+    let repo = dir.path().to_str().unwrap();
+    let out = shardci(&["plan", "--repo", repo, "--format", "github"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("run-tests=true\n"), "{text}");
+    assert!(
+        text.contains("\"common-compat\":[\"providers\"]")
+            && text.contains("\"fab\":[\"providers\"]"),
+        "{text}"
+    );
+    let err = usage_error(&shardci(&["local", "--repo", repo]));
+    assert!(
+        err.contains(
+            "step providers has no image and no command, so this plan can only be read, not run"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_select_that_matches_no_component_names_its_place() {
+    let dir = airflow_repo(|root| {
+        let path = root.join("shardci.toml");
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("select = [\"fab\"]", "select = [\"flask-appbuilder\"]");
+        fs::write(&path, text).unwrap();
+    });
+    let err = usage_error(&shardci(&["plan", "--repo", dir.path().to_str().unwrap()]));
+    assert!(
+        err.contains("shardci.toml:")
+            && err.contains("select \"flask-appbuilder\" matches no component"),
+        "{err}"
     );
 }

@@ -300,3 +300,113 @@ fn a_configuration_that_can_never_plan_a_job_is_refused() {
         "repo/shardci.toml:1:1: no templates defined, so no connector has a test type: add [templates.generic] with test_types = [\"unit\", \"lint\"] (every language falls back to it), or a template per language"
     );
 }
+
+#[test]
+fn a_group_naming_an_undeclared_label_is_refused_where_it_is() {
+    let text = format!(
+        "{BASE}\n[labels.\"full tests needed\"]\nfull_tests = true\n\n[[groups]]\nname = \"g\"\nfiles = [\"x/**\"]\nlabels = [\"ful tests needed\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:21:11: group \"g\": unknown label \"ful tests needed\"; declare it under [labels] (declared: full tests needed)"
+    );
+}
+
+#[test]
+fn unless_naming_an_unknown_group_is_refused_where_it_is() {
+    let text = format!(
+        "{BASE}\n[[groups]]\nname = \"api\"\nfiles = [\"api/**\"]\n\n[[groups]]\nname = \"other\"\nfiles = [\"**\"]\nunless = [\"apii\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:22:11: group \"other\": `unless` names unknown group \"apii\" (defined: api, other)"
+    );
+}
+
+#[test]
+fn a_propagation_depth_of_zero_or_less_is_refused_where_it_is() {
+    for (depth, column, message) in [
+        (
+            "0",
+            9,
+            "depth 0 would propagate nothing; use 1 (direct neighbours), more hops, or \"all\"",
+        ),
+        (
+            "-2",
+            9,
+            "depth -2 would propagate nothing; use 1 (direct neighbours), more hops, or \"all\"",
+        ),
+        (
+            "\"some\"",
+            9,
+            "depth must be a whole number from 1 or \"all\", found \"some\"",
+        ),
+    ] {
+        let text = format!(
+            "{BASE}\n[[graphs]]\nname = \"providers\"\ncomponents = [\"*\"]\ndepth = {depth}\n"
+        );
+        assert_eq!(
+            error(&text),
+            format!("repo/shardci.toml:18:{column}: graph \"providers\": {message}")
+        );
+    }
+}
+
+#[test]
+fn a_branch_pattern_that_does_not_compile_is_refused_where_it_is() {
+    let text = format!("{BASE}\n[[events]]\nevents = [\"push\"]\nbranches = [\"release/[1-\"]\n");
+    let err = error(&text);
+    assert!(
+        err.starts_with(
+            "repo/shardci.toml:17:13: events entry 1: branch pattern: invalid glob \"release/[1-\""
+        ),
+        "{err}"
+    );
+    let text = BASE.replace(
+        "[test_types.unit]\n",
+        "[test_types.unit]\ntarget_branches = [\"v{1\"]\n",
+    );
+    let err = error(&text);
+    assert!(
+        err.starts_with("repo/shardci.toml:9:20: [test_types.unit] target_branches: branch pattern: invalid glob \"v{1\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_select_naming_an_unknown_test_type_is_refused_where_it_is() {
+    let text = format!(
+        "{BASE}\n[[groups]]\nname = \"api\"\nfiles = [\"api/**\"]\nselect = [\"fab/integration\"]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:18:11: group \"api\": select \"fab/integration\": unknown test type \"integration\" (defined: build, unit)"
+    );
+}
+
+#[test]
+fn a_label_in_the_wrong_shape_is_refused_where_it_is() {
+    let text = format!("{BASE}\n[labels]\n\"full tests needed\" = \"yes\"\n");
+    assert_eq!(
+        error(&text),
+        "repo/shardci.toml:16:23: labels: \"full tests needed\" is a string; declare a label as a table (`[labels.\"full tests needed\"] full_tests = true`, or `versions = \"all\"`, or `select = [...]`)"
+    );
+    let text = format!("{BASE}\n[labels.\"all versions\"]\nversions = \"every\"\n");
+    let err = error(&text);
+    assert!(
+        err.starts_with("repo/shardci.toml:15:1: [labels.\"all versions\"]: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_legacy_label_lists_still_read() {
+    let text =
+        format!("{BASE}\n[labels]\nfull_tests = [\"ci:full\"]\nall_versions = [\"ci:all\"]\n");
+    let config = Config::parse(Path::new("repo/shardci.toml"), &text).unwrap();
+    assert_eq!(
+        config.labels.keys().collect::<Vec<_>>(),
+        ["ci:full", "ci:all"]
+    );
+    assert!(config.labels["ci:full"].effects.full_tests);
+}

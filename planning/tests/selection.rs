@@ -180,7 +180,7 @@ fn cases() -> Vec<Case> {
             .pairs(&["destination-duckdb/build", "destination-duckdb/acceptance"]),
         case("unknown file in a connector falls back to every test type", &["A {C}/source-faker/bin/run.sh"])
             .pairs(&["source-faker/build", "source-faker/unit", "source-faker/integration", "source-faker/acceptance"])
-            .reason("matches no selection rule or file group; falling back to every test type"),
+            .reason("matches no selection rule or file group with test_types; falling back to every test type"),
         case("untracked file counts", &["? {C}/source-faker/source_faker/new_stream.py"])
             .pairs(&faker_code)
             .reason("(untracked)"),

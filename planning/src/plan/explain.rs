@@ -101,8 +101,8 @@ fn describe_class(file: &ClassifiedFile) -> String {
                     ));
                 }
             }
-            if fallback && file.groups.is_empty() {
-                parts.push("no rule or group matches: every test type".into());
+            if fallback {
+                parts.push("no rule matches".into());
             }
             format!("connector {connector}; {}", parts.join("; "))
         }

@@ -261,16 +261,23 @@ pub fn select(
                     continue;
                 };
                 let mut selected = BTreeSet::new();
-                // Groups that claim the file narrow it as a rule does: the broad fallback is
-                // for files nothing else says anything about.
-                if rule.is_none() && file.groups.is_empty() {
+                // A group that selects test types on the file's own component narrows it as a
+                // rule does; groups that only select other components leave the broad
+                // fallback to stand, as it is for files nothing says anything about.
+                let narrowed = file.groups.iter().any(|name| {
+                    config
+                        .groups
+                        .iter()
+                        .any(|g| &g.name == name && !g.test_types.is_empty())
+                });
+                if rule.is_none() && !narrowed {
                     for t in all_types_of(c) {
                         add(
                             &mut chosen,
                             connector,
                             &t,
                             format!(
-                                "{shown} belongs to connector {connector} and matches no selection rule or file group; falling back to every test type"
+                                "{shown} belongs to connector {connector} and matches no selection rule or file group with test_types; falling back to every test type"
                             ),
                         );
                         selected.insert(t);

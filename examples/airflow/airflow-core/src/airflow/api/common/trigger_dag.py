@@ -1,0 +1,2 @@
+def trigger_dag(dag_id):
+    return dag_id

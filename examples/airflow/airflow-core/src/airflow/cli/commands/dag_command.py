@@ -1,0 +1,2 @@
+def dag_list():
+    return []

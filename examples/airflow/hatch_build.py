@@ -1,0 +1,1 @@
+# The build backend's hooks.

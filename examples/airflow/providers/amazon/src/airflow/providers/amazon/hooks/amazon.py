@@ -1,0 +1,5 @@
+"""Hook for amazon."""
+
+
+class AmazonHook:
+    conn_type = "amazon"

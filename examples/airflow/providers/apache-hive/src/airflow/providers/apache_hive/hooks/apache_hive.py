@@ -1,0 +1,5 @@
+"""Hook for apache-hive."""
+
+
+class ApacheHiveHook:
+    conn_type = "apache-hive"

@@ -1,0 +1,5 @@
+"""Hook for celery."""
+
+
+class CeleryHook:
+    conn_type = "celery"

@@ -1,0 +1,5 @@
+"""Hook for cncf-kubernetes."""
+
+
+class CncfKubernetesHook:
+    conn_type = "cncf-kubernetes"

@@ -1,0 +1,5 @@
+"""Hook for common-compat."""
+
+
+class CommonCompatHook:
+    conn_type = "common-compat"

@@ -1,0 +1,5 @@
+"""Hook for common-io."""
+
+
+class CommonIoHook:
+    conn_type = "common-io"

@@ -1,0 +1,5 @@
+"""Hook for common-sql."""
+
+
+class CommonSqlHook:
+    conn_type = "common-sql"

@@ -1,0 +1,5 @@
+"""Hook for databricks."""
+
+
+class DatabricksHook:
+    conn_type = "databricks"

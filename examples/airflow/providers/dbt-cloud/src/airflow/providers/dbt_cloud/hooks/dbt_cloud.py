@@ -1,0 +1,5 @@
+"""Hook for dbt-cloud."""
+
+
+class DbtCloudHook:
+    conn_type = "dbt-cloud"

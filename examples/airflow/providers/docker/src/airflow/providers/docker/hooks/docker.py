@@ -1,0 +1,5 @@
+"""Hook for docker."""
+
+
+class DockerHook:
+    conn_type = "docker"

@@ -1,0 +1,5 @@
+"""Hook for fab."""
+
+
+class FabHook:
+    conn_type = "fab"

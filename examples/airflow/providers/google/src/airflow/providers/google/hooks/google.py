@@ -1,0 +1,5 @@
+"""Hook for google."""
+
+
+class GoogleHook:
+    conn_type = "google"

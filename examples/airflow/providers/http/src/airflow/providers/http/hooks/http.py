@@ -1,0 +1,5 @@
+"""Hook for http."""
+
+
+class HttpHook:
+    conn_type = "http"

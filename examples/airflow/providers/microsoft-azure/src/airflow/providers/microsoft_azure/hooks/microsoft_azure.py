@@ -1,0 +1,5 @@
+"""Hook for microsoft-azure."""
+
+
+class MicrosoftAzureHook:
+    conn_type = "microsoft-azure"

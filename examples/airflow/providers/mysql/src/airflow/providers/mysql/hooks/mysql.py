@@ -1,0 +1,5 @@
+"""Hook for mysql."""
+
+
+class MysqlHook:
+    conn_type = "mysql"

@@ -1,0 +1,5 @@
+"""Hook for openlineage."""
+
+
+class OpenlineageHook:
+    conn_type = "openlineage"

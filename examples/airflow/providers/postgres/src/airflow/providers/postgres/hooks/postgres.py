@@ -1,0 +1,5 @@
+"""Hook for postgres."""
+
+
+class PostgresHook:
+    conn_type = "postgres"

@@ -1,0 +1,5 @@
+"""Hook for presto."""
+
+
+class PrestoHook:
+    conn_type = "presto"

@@ -1,0 +1,5 @@
+"""Hook for sftp."""
+
+
+class SftpHook:
+    conn_type = "sftp"

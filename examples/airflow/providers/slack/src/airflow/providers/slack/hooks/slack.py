@@ -1,0 +1,5 @@
+"""Hook for slack."""
+
+
+class SlackHook:
+    conn_type = "slack"

@@ -1,0 +1,5 @@
+"""Hook for snowflake."""
+
+
+class SnowflakeHook:
+    conn_type = "snowflake"

@@ -1,0 +1,5 @@
+"""Hook for sqlite."""
+
+
+class SqliteHook:
+    conn_type = "sqlite"

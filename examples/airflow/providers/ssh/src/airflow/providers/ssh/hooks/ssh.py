@@ -1,0 +1,5 @@
+"""Hook for ssh."""
+
+
+class SshHook:
+    conn_type = "ssh"

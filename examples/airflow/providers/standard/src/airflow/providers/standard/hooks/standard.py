@@ -1,0 +1,5 @@
+"""Hook for standard."""
+
+
+class StandardHook:
+    conn_type = "standard"

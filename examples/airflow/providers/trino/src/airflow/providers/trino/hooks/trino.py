@@ -1,0 +1,5 @@
+"""Hook for trino."""
+
+
+class TrinoHook:
+    conn_type = "trino"
