@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Decide which connectors and test types a change must run, and why, then shard the jobs.
     Plan(PlanArgs),
+    /// Write a commented starter shardci.toml for the layout found (Airbyte's, else generic).
+    /// An Airbyte-layout repository with no shardci.toml plans with this same text.
+    Init(InitArgs),
     /// Inspect the monorepo's connectors.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
@@ -50,6 +53,19 @@ pub enum Command {
     /// Run one connector command on several images and keep every output for a person to
     /// inspect.
     Debug(DebugArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The monorepo root.
+    #[arg(long, env = "SHARDCI_REPO", default_value = ".")]
+    pub repo: PathBuf,
+    /// Replace an existing shardci.toml.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the starter instead of writing it.
+    #[arg(long, conflicts_with = "force")]
+    pub stdout: bool,
 }
 
 /// How connector containers run, for `regression` and `debug`.

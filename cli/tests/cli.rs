@@ -1107,3 +1107,109 @@ fn a_select_that_matches_no_component_names_its_place() {
         "{err}"
     );
 }
+
+/// A hand-written configuration for the Airbyte layout, as a user would write it from the
+/// docs: the same choices as `shardci init`'s, in its own order and words.
+const HAND_WRITTEN_AIRBYTE: &str = r#"
+[project]
+default_branch = "master"
+
+[defaults]
+timeout = "30m"
+image = "python:3.11"
+
+[test_types.unit]
+command = "python -m pytest unit_tests"
+suite = "unitTests"
+expected_duration = "2m"
+[test_types.integration]
+command = "python -m pytest integration_tests"
+suite = "integrationTests"
+expected_duration = "10m"
+[test_types.acceptance]
+command = "python -m pytest -p connector_acceptance_test.plugin --acceptance-test-config ."
+suite = "acceptanceTests"
+expected_duration = "15m"
+
+[templates.generic]
+test_types = ["unit", "integration", "acceptance"]
+[templates.python]
+test_types = ["unit", "integration", "acceptance"]
+[templates.java]
+test_types = ["unit", "integration", "acceptance"]
+steps.unit = { image = "eclipse-temurin:21", command = "./gradlew test" }
+steps.integration = { image = "eclipse-temurin:21", command = "./gradlew integrationTestJava" }
+[templates.manifest-only]
+test_types = ["acceptance"]
+
+[selection]
+environment = [".github/**", "airbyte-ci/**", "shardci.toml"]
+ignore = ["*.md", "LICENSE", "docs/**"]
+rules = [
+  { name = "connector-docs", files = ["README.md", "*.md", "docs/**"], test_types = [] },
+  { name = "unit-tests", files = ["unit_tests/**"], test_types = ["unit"] },
+  { name = "integration-tests", files = ["integration_tests/**"], test_types = ["integration"] },
+  { name = "acceptance-config", files = ["acceptance-test-config.yml", "secrets/**"], test_types = ["acceptance"] },
+]
+"#;
+
+#[test]
+fn the_airbyte_layout_plans_without_a_configuration_as_init_and_a_hand_written_one_do() {
+    let dir = shardci_testkit::example_repo("master");
+    let root = dir.path();
+    git(root, &["rm", "-q", "shardci.toml"]);
+    git(root, &["commit", "-qm", "no configuration"]);
+    git(root, &["checkout", "-q", "-b", "feature"]);
+    for file in [
+        "source-faker/unit_tests/test_streams.py",
+        "source-stripe/metadata.yaml",
+    ] {
+        let path = root.join(C).join(file);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("\n# changed\n");
+        fs::write(&path, text).unwrap();
+    }
+    git(root, &["commit", "-qam", "a change"]);
+    let repo = root.to_str().unwrap();
+    // What a plan decides, without the words about where its configuration came from.
+    let decided = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["plan", "--repo", repo, "--json"];
+        full.extend_from_slice(args);
+        let out = shardci(&full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        serde_json::json!({
+            "jobs": plan["jobs"],
+            "skipped": plan["skipped"],
+            "shards": plan["shards"],
+            "full_tests": plan["full_tests"],
+        })
+    };
+    let cases: [&[&str]; 2] = [&[], &["--all"]];
+    let without: Vec<_> = cases.iter().map(|a| decided(a)).collect();
+    assert!(
+        without[0]["jobs"].as_array().unwrap().len() >= 2,
+        "the change selects jobs with no configuration: {}",
+        without[0]
+    );
+
+    let out = shardci(&["init", "--repo", repo]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("for the Airbyte layout (default branch master)"));
+    let written = fs::read_to_string(root.join("shardci.toml")).unwrap();
+    assert!(written.starts_with("# shardci.toml, written by `shardci init`"));
+    let refused = usage_error(&shardci(&["init", "--repo", repo]));
+    assert!(
+        refused.contains("already exists; pass --force"),
+        "{refused}"
+    );
+    let with_init: Vec<_> = cases.iter().map(|a| decided(a)).collect();
+    assert_eq!(without, with_init, "init's file plans as no file did");
+
+    fs::write(root.join("shardci.toml"), HAND_WRITTEN_AIRBYTE).unwrap();
+    let hand_written: Vec<_> = cases.iter().map(|a| decided(a)).collect();
+    assert_eq!(
+        hand_written, with_init,
+        "init's file plans as the hand-written one does"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod connectors;
 mod gc;
+mod init;
 mod local;
 mod plan;
 mod regression;
@@ -26,6 +27,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 pub fn run(cli: Cli) -> Result<Code, Failure> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Init(args) => init::run(args),
         Command::Connectors(ConnectorsCommand::List(args)) => connectors::list(args),
         Command::Local(args) => local::run(args),
         Command::Submit(args) => submit::run(args),

@@ -4,6 +4,7 @@
 mod error;
 mod load;
 mod model;
+mod starter;
 mod triggers;
 mod units;
 
@@ -14,6 +15,7 @@ pub use model::{
     ConnectorOverride, Direction, Expand, ImageBuildConfig, ImageConfig, Layout, RegressionConfig,
     ResourcesConfig, ShardingConfig, StepFields, Unclassified,
 };
+pub use starter::{AIRBYTE_CONNECTORS_DIR, DetectedLayout, detect_layout, starter_config};
 pub use triggers::{
     Conditions, Effects, EventTrigger, GraphPolicy, Group, LabelTrigger, Target, default_labels,
 };

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{CONFIG_FILE, Config, ConfigError};
+use crate::config::{
+    CONFIG_FILE, Config, ConfigError, DetectedLayout, detect_layout, starter_config,
+};
 use crate::repo::{ChangedFile, Connectors, FsTree, GitRepo, GitTree, SourceTree, discover};
 
 use super::build::{Filters, PlanInputs, build_plan};
@@ -69,6 +71,8 @@ pub struct Workspace {
     pub head_commit: Option<String>,
     /// Whether the working tree (not a commit's tree) was read.
     pub working_tree: bool,
+    /// No `shardci.toml`: the built-in Airbyte defaults (`shardci init`'s text) stood in.
+    pub built_in_config: bool,
 }
 
 impl Workspace {
@@ -87,16 +91,24 @@ impl Workspace {
             _ => (Box::new(FsTree::new(repo)), true),
         };
         let config_path = repo.join(CONFIG_FILE);
-        let text = tree
-            .read_many(&[CONFIG_FILE.to_string()])
-            .pop()
-            .unwrap_or_else(|| Err(std::io::Error::other("nothing read")))
-            .map_err(|e| ConfigError {
-                path: config_path.clone(),
-                line: 1,
-                column: 1,
-                message: format!("failed to read the configuration: {e}"),
-            })?;
+        // An Airbyte-layout repository plans with no configuration at all: with the text
+        // `shardci init` would write, so writing it changes nothing.
+        let built_in = (!tree.is_file(CONFIG_FILE)
+            && detect_layout(tree.as_ref()) == DetectedLayout::Airbyte)
+            .then(|| starter_config(DetectedLayout::Airbyte, &git.default_branch_guess()));
+        let text = match built_in.clone() {
+            Some(text) => Ok(text.into_bytes()),
+            None => tree
+                .read_many(&[CONFIG_FILE.to_string()])
+                .pop()
+                .unwrap_or_else(|| Err(std::io::Error::other("nothing read"))),
+        };
+        let text = text.map_err(|e| ConfigError {
+            path: config_path.clone(),
+            line: 1,
+            column: 1,
+            message: format!("failed to read the configuration: {e}"),
+        })?;
         let text = String::from_utf8(text).map_err(|_| ConfigError {
             path: config_path.clone(),
             line: 1,
@@ -111,6 +123,7 @@ impl Workspace {
             connectors,
             head_commit,
             working_tree,
+            built_in_config: built_in.is_some(),
         })
     }
 }
@@ -165,6 +178,7 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         config,
         mut connectors,
         head_commit: workspace_head,
+        built_in_config,
         ..
     } = Workspace::open(&request.repo, head)?;
     let (git, config) = (&git, &config);
@@ -253,6 +267,11 @@ pub fn plan_repository(request: &PlanRequest) -> Result<Plan, PlanError> {
         timings: &timings,
         source,
     })?;
+    if built_in_config {
+        plan.mode_reasons.push(format!(
+            "no {CONFIG_FILE}: planned with the built-in defaults for the Airbyte layout (`shardci init` writes them to a file to change)"
+        ));
+    }
     if let Some(base) = same_as_base {
         plan.mode_reasons.push(format!(
             "no change to compare: the head is already in {base}, so the diff is empty; pass --base <ref> for another comparison, --all for everything, or --event push on {} for its full run",

@@ -147,7 +147,6 @@ impl GitRepo {
             })
     }
 
-    /// The branch checked out, if any.
     /// The branch a `--head` reference names: itself when it is a local branch, `X` for
     /// `refs/heads/X`, `origin/X` or `refs/remotes/origin/X`; `None` for a commit or a tag.
     pub fn branch_named_by(&self, reference: &str) -> Option<String> {
@@ -162,11 +161,39 @@ impl GitRepo {
             .then(|| remote.to_string())
     }
 
+    /// The branch checked out, if any.
     pub fn current_branch(&self) -> Option<String> {
         run_git(&self.root, &["symbolic-ref", "--quiet", "--short", "HEAD"])
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
+    }
+
+    /// The repository's default branch as far as a clone can tell: what `origin/HEAD` points
+    /// at, else `main` or `master` where only one exists, else `main`.
+    pub fn default_branch_guess(&self) -> String {
+        if let Ok(head) = run_git(
+            &self.root,
+            &[
+                "symbolic-ref",
+                "--quiet",
+                "--short",
+                "refs/remotes/origin/HEAD",
+            ],
+        ) && let Some(branch) = head.trim().strip_prefix("origin/")
+            && !branch.is_empty()
+        {
+            return branch.to_string();
+        }
+        let has = |b: &str| {
+            self.ref_exists(&format!("refs/heads/{b}"))
+                || self.ref_exists(&format!("refs/remotes/origin/{b}"))
+        };
+        if !has("main") && has("master") {
+            "master".into()
+        } else {
+            "main".into()
+        }
     }
 
     /// Files changed between two commits, relative to the monorepo root.
