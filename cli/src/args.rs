@@ -452,7 +452,7 @@ pub enum ConnectorsCommand {
     List(ListArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventArg {
     PullRequest,
     Push,
@@ -508,9 +508,9 @@ pub struct PlanInput {
     #[arg(long, env = "SHARDCI_TARGET_BRANCH")]
     pub target_branch: Option<String>,
     /// For a push: the commit the branch was at before it (GitHub's `github.event.before`,
-    /// GitLab's CI_COMMIT_BEFORE_SHA), so the plan compares the pushed range; all zeros (a
-    /// new branch) is ignored.
-    #[arg(long, env = "SHARDCI_BEFORE", conflicts_with = "base")]
+    /// GitLab's CI_COMMIT_BEFORE_SHA), so the plan compares the pushed range instead of
+    /// --base; ignored for other events and when all zeros (a new branch).
+    #[arg(long, env = "SHARDCI_BEFORE")]
     pub before: Option<String>,
     /// A pull-request label such as "full tests needed" or "all versions" (repeatable).
     #[arg(long = "label", value_name = "LABEL")]

@@ -1213,3 +1213,47 @@ fn the_airbyte_layout_plans_without_a_configuration_as_init_and_a_hand_written_o
         "init's file plans as the hand-written one does"
     );
 }
+
+#[test]
+fn a_push_compares_the_pushed_range_when_ci_gives_the_commit_before_it() {
+    let dir = shardci_testkit::example_repo("master");
+    let root = dir.path();
+    git(root, &["checkout", "-q", "-b", "feature"]);
+    let touch = |file: &str| {
+        let path = root.join(C).join(file);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("\n# changed\n");
+        fs::write(&path, text).unwrap();
+        git(root, &["commit", "-qam", file]);
+        git(root, &["rev-parse", "HEAD"]).trim().to_string()
+    };
+    let first = touch("source-faker/unit_tests/test_streams.py");
+    touch("source-stripe/unit_tests/test_manifest.py");
+    let connectors = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "plan",
+            "--repo",
+            root.to_str().unwrap(),
+            "--event",
+            "push",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = shardci(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        plan["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(connectors(&[]), ["source-faker", "source-stripe"]);
+    assert_eq!(connectors(&["--before", &first]), ["source-stripe"]);
+    // A new branch's first push has no commit before it.
+    assert_eq!(
+        connectors(&["--before", "0000000000000000000000000000000000000000"]),
+        ["source-faker", "source-stripe"]
+    );
+}

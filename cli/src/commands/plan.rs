@@ -77,14 +77,16 @@ pub fn request(
     filters.test_types = input.test_types.clone();
     filters.skip_steps = input.skip_steps.clone();
     filters.jobs = input.jobs.clone();
-    // A new branch's push has no "before" (all zeros): compare with the default base instead.
+    // A push compares the pushed range when CI says where the branch was; a new branch's
+    // push has no "before" (all zeros), so it compares with --base as other events do.
     let before = input
         .before
         .clone()
+        .filter(|_| input.event == EventArg::Push)
         .filter(|sha| !sha.is_empty() && !sha.bytes().all(|b| b == b'0'));
     Ok(PlanRequest {
         repo: input.repo.clone(),
-        base: input.base.clone().or(before),
+        base: before.or_else(|| input.base.clone()),
         head: input.head.clone(),
         include_uncommitted: input.include_uncommitted,
         event: event(input.event),
