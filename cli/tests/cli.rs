@@ -1257,3 +1257,31 @@ fn a_push_compares_the_pushed_range_when_ci_gives_the_commit_before_it() {
         ["source-faker", "source-stripe"]
     );
 }
+
+#[test]
+fn an_unknown_support_level_is_planned_with_a_warning_naming_its_line() {
+    let dir = repo();
+    let path = dir.path().join(C).join("source-faker/metadata.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("supportLevel"))
+        .expect("the example sets supportLevel")
+        + 1;
+    fs::write(
+        &path,
+        text.replace("supportLevel: community", "supportLevel: archivd")
+            .replace("supportLevel: certified", "supportLevel: archivd"),
+    )
+    .unwrap();
+    let out = shardci(&["plan", "--repo", dir.path().to_str().unwrap(), "--all"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "warning: {C}/source-faker/metadata.yaml:{line}: supportLevel \"archivd\" is not one of community, certified, archived (read as not archived)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("source-faker/unit"), "still planned: {text}");
+}
