@@ -6,6 +6,9 @@
 
 #![warn(missing_docs)]
 
+pub mod http;
+pub mod metrics;
+
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;

@@ -86,4 +86,9 @@ impl Millis {
     pub fn plus(self, ms: u64) -> Millis {
         Millis(self.0.saturating_add(ms))
     }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Millis) -> Millis {
+        Millis(self.0.saturating_sub(earlier.0))
+    }
 }

@@ -9,6 +9,7 @@ pub mod image_transfer;
 pub mod images;
 pub mod instance;
 pub mod logs;
+pub mod metrics;
 pub mod outcome;
 mod regression;
 pub mod reuse;

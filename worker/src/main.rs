@@ -86,6 +86,9 @@ struct Args {
     /// a fleet of one Docker daemon.
     #[arg(long, env = "SHARDCI_NO_SHIP_IMAGES")]
     no_ship_images: bool,
+    /// Serve Prometheus metrics (slots, step durations, host failures) at http://ADDR/metrics.
+    #[arg(long, env = "SHARDCI_WORKER_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -119,6 +122,7 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let metrics = Arc::new(shardci_worker::metrics::WorkerMetrics::default());
     let mut labels = args.labels;
     labels.retain(|l| !l.is_empty());
     let options = WorkerOptions {
@@ -132,6 +136,7 @@ async fn main() -> ExitCode {
         sweep_every: args.sweep_every,
         steps: Default::default(),
         ship_images: !args.no_ship_images,
+        metrics: metrics.clone(),
         tls: shardci_proto::endpoint::ClientTls {
             ca: args.ca,
             identity: args.client_cert.zip(args.client_key),
@@ -139,6 +144,23 @@ async fn main() -> ExitCode {
         },
     };
     let shutdown = shardci_runtime::shutdown_on_signal();
+    if let Some(address) = args.metrics_listen {
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("error: failed to listen for metrics on {address}: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        if !address.ip().is_loopback() {
+            tracing::warn!(%address, "metrics are served without authentication off loopback; they hold counts, not names or secrets");
+        }
+        tokio::spawn(shardci_worker::metrics::serve(
+            listener,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     match Worker::new(options, executor).run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(WorkerError::Refused(why)) => {

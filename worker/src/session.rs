@@ -44,6 +44,8 @@ pub struct WorkerOptions {
     pub steps: Arc<crate::reuse::StepMemory>,
     /// Whether images steps build are saved to the store for other hosts (and later runs).
     pub ship_images: bool,
+    /// What `/metrics` shows of this worker (`--metrics-listen`); counted whether served or not.
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +295,16 @@ impl Worker {
         shared.link.send_replace(Some(tx.clone()));
         shared.remember_store(&welcome.store_url);
         tracing::info!(worker = %options.id, session = %welcome.session_id, "connected");
+        options.metrics.set_slots(options.slots);
+        options.metrics.set_connected(true);
+        // However the session ends, the worker is not connected until the next welcome.
+        struct Disconnected<'a>(&'a crate::metrics::WorkerMetrics);
+        impl Drop for Disconnected<'_> {
+            fn drop(&mut self) {
+                self.0.set_connected(false);
+            }
+        }
+        let _disconnected = Disconnected(&options.metrics);
 
         // Heartbeats run on their own task: a busy worker must never look dead.
         let session_done = CancellationToken::new();
@@ -387,16 +399,25 @@ impl Worker {
         };
         let key = (shard.run_id.clone(), shard.shard_id.clone(), shard.attempt);
         let cancel = CancellationToken::new();
-        lock(&self.shared.running).insert(key.clone(), cancel.clone());
+        {
+            let mut running = lock(&self.shared.running);
+            running.insert(key.clone(), cancel.clone());
+            self.shared.options.metrics.set_busy(running.len());
+        }
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let results = run_shard(&shared, &assignment, &shard, cancel).await;
+            shared.options.metrics.shard_finished(&results);
             let finished = pb::ShardFinished {
                 shard: Some(shard),
                 results,
             };
             lock(&shared.unacked).insert(key.clone(), finished.clone());
-            lock(&shared.running).remove(&key);
+            {
+                let mut running = lock(&shared.running);
+                running.remove(&key);
+                shared.options.metrics.set_busy(running.len());
+            }
             shared.slot_freed.notify_one();
             // Send on the current session; if there is none, the next hello re-reports it.
             shared

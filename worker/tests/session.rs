@@ -232,6 +232,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
             tls: Default::default(),
             steps: Default::default(),
             ship_images: false,
+            metrics: Default::default(),
         },
         Arc::new(ProcessExecutor),
     );

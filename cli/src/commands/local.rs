@@ -152,6 +152,7 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
             steps: steps.clone(),
             // One Docker daemon: an image built here is already wherever it is needed.
             ship_images: false,
+            metrics: Default::default(),
         };
         tasks.push(tokio::spawn(
             Worker::new(options, executor.clone()).run(shutdown.clone()),

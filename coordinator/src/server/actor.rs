@@ -56,8 +56,8 @@ struct Actor {
     /// Where transitions go to be made durable.
     writer: mpsc::UnboundedSender<writer::Write>,
     secrets_key: Option<Arc<super::SecretsKey>>,
-    /// What `/metrics` counts.
-    counters: super::metrics::Counters,
+    /// What `/metrics` counts and times.
+    recorder: Arc<super::metrics::Recorder>,
 }
 
 /// Most commands handled in one turn of the loop before notices are routed.
@@ -106,6 +106,8 @@ pub(crate) struct ActorConfig {
     pub reports: Option<ReportStore>,
     /// Seals secrets in the state store.
     pub secrets_key: Option<Arc<super::SecretsKey>>,
+    /// What `/metrics` counts and times.
+    pub recorder: Arc<super::metrics::Recorder>,
 }
 
 /// Starts the event loop; it stops when `shutdown` is cancelled. Work it detaches (report
@@ -128,8 +130,9 @@ pub(crate) fn start(
         disconnect_grace_ms,
         logs,
         secrets_key,
+        recorder,
     } = config;
-    let (writes, writing) = writer::start(store.clone());
+    let (writes, writing) = writer::start(store.clone(), recorder.clone());
     let mut actor = Actor {
         scheduler: Scheduler::new(scheduler),
         reports,
@@ -161,7 +164,7 @@ pub(crate) fn start(
         granted_a_session: false,
         writer: writes,
         secrets_key,
-        counters: Default::default(),
+        recorder,
     };
     tokio::spawn(async move {
         actor.restore(restored);
@@ -334,7 +337,7 @@ impl Actor {
                     .submit(now, new_run)
                     .map(|()| record.id.clone());
                 if result.is_ok() {
-                    self.counters.runs_submitted += 1;
+                    self.recorder.with(|r| r.runs_submitted += 1);
                     if !idempotency_key.is_empty() {
                         self.idempotency.insert(idempotency_key, record.id.clone());
                     }
@@ -439,7 +442,8 @@ impl Actor {
                     return;
                 }
                 self.idle.remove(&worker);
-                self.counters.leases_granted += assignments.len() as u64;
+                let granted = assignments.len() as u64;
+                self.recorder.with(|r| r.leases_granted += granted);
                 let events = assignments
                     .iter()
                     .map(|a| {
@@ -590,7 +594,6 @@ impl Actor {
             Command::Metrics { reply } => {
                 let _ = reply.send(super::metrics::Snapshot {
                     gauges: self.scheduler.gauges(),
-                    counters: self.counters.clone(),
                 });
             }
             Command::Logs {
@@ -707,6 +710,11 @@ impl Actor {
     }
 
     async fn route_notices(&mut self) {
+        let measures = self.scheduler.take_measures();
+        if !measures.is_empty() {
+            self.recorder
+                .with(|r| measures.into_iter().for_each(|m| r.measure(m)));
+        }
         for notice in self.scheduler.take_notices() {
             match notice {
                 Notice::CancelShard {
@@ -753,11 +761,15 @@ impl Actor {
                     self.publish(&run, event);
                 }
                 Notice::JobFinished { run, result } => {
-                    *self
-                        .counters
-                        .jobs_finished
-                        .entry(result.status)
-                        .or_default() += 1;
+                    self.recorder.with(|r| {
+                        *r.jobs_finished.entry(result.status).or_default() += 1;
+                        for step in &result.steps {
+                            r.steps
+                                .entry(step.status)
+                                .or_default()
+                                .observe(step.duration_ms as f64 / 1000.0);
+                        }
+                    });
                     // Durable already: the completion that produced it was persisted.
                     if self.watchers.contains_key(&run) {
                         self.publish(
@@ -767,7 +779,8 @@ impl Actor {
                     }
                 }
                 Notice::RunFinished { run, status } => {
-                    *self.counters.runs_finished.entry(status).or_default() += 1;
+                    self.recorder
+                        .with(|r| *r.runs_finished.entry(status).or_default() += 1);
                     if let Some(record) = self.runs.get_mut(&run) {
                         record.finished_at = Some(SystemTime::now());
                     }

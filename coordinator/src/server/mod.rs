@@ -10,7 +10,6 @@ mod commands;
 mod cron;
 mod durable;
 mod gate;
-mod http;
 mod logs;
 mod metrics;
 mod publish;
@@ -197,7 +196,9 @@ pub async fn serve(
         Some(_) => Role::Standby { leader: None },
         None => Role::Leader,
     });
+    let recorder = Arc::new(metrics::Recorder::default());
     let actor_config = actor::ActorConfig {
+        recorder: recorder.clone(),
         scheduler: config.scheduler,
         max_active_runs: config.max_active_runs,
         finished_runs_kept: config.finished_runs_kept,
@@ -264,6 +265,7 @@ pub async fn serve(
             listener,
             coordinator.clone(),
             roles.clone(),
+            recorder,
             stop.clone(),
         ));
     }

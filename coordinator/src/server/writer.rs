@@ -66,12 +66,17 @@ fn size(op: &Op) -> usize {
 /// Starts the writer; it ends when every sender is dropped, after writing what was queued.
 pub(crate) fn start(
     store: Arc<dyn StateStore>,
+    recorder: Arc<super::metrics::Recorder>,
 ) -> (mpsc::UnboundedSender<Write>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (tx, tokio::spawn(run(store, rx)))
+    (tx, tokio::spawn(run(store, rx, recorder)))
 }
 
-async fn run(store: Arc<dyn StateStore>, mut queue: mpsc::UnboundedReceiver<Write>) {
+async fn run(
+    store: Arc<dyn StateStore>,
+    mut queue: mpsc::UnboundedReceiver<Write>,
+    recorder: Arc<super::metrics::Recorder>,
+) {
     let mut next: Option<Write> = None;
     loop {
         let first = match next.take() {
@@ -102,7 +107,11 @@ async fn run(store: Arc<dyn StateStore>, mut queue: mpsc::UnboundedReceiver<Writ
             batch.into_iter().for_each(|w| w.reply.send());
             continue;
         }
-        match store.txn(txn).await {
+        let started = std::time::Instant::now();
+        let written = store.txn(txn).await;
+        let seconds = started.elapsed().as_secs_f64();
+        recorder.with(|r| r.store_writes.observe(seconds));
+        match written {
             Ok(_) => batch.into_iter().for_each(|w| w.reply.send()),
             Err(e) => {
                 // Dropped answers end the sessions that wait for them; workers reconnect and
@@ -129,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn answers_wait_for_their_writes_and_queued_writes_go_together() {
         let store = Arc::new(MemoryStore::new());
-        let (tx, writer) = start(store.clone());
+        let (tx, writer) = start(store.clone(), Default::default());
         let mut answers = Vec::new();
         for i in 0..250 {
             let (reply, answer) = oneshot::channel();

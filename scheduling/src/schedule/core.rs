@@ -11,7 +11,7 @@ use shardci_types::{
     ShardKey, Status, WorkerId,
 };
 
-use super::model::{Ack, NewRun, Notice, Priority, ShardDef};
+use super::model::{Ack, Measure, NewRun, Notice, Priority, ShardDef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -86,7 +86,10 @@ pub struct Assignment {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
-    Queued,
+    /// Waiting for a slot since then.
+    Queued {
+        since: Millis,
+    },
     /// Since the attempt was leased to `worker`.
     Running {
         worker: WorkerId,
@@ -204,6 +207,8 @@ struct WorkerState {
 pub struct Gauges {
     pub runs_active: usize,
     pub shards_queued: usize,
+    /// Queued shards by their run's priority class.
+    pub queued_by_class: BTreeMap<u8, usize>,
     pub shards_running: usize,
     pub workers_connected: usize,
     pub workers_draining: usize,
@@ -278,6 +283,8 @@ pub struct Scheduler {
     next_session: u64,
     next_seq: u64,
     notices: Vec<Notice>,
+    /// What happened that metrics count or time, since the last [`Scheduler::take_measures`].
+    measures: Vec<Measure>,
     /// When leases end, soonest first, pruned lazily: an entry counts only while its worker's
     /// lease still ends then. The event loop asks for the next deadline after every event;
     /// scanning a thousand workers each time cost more than the rest of a lease.
@@ -299,6 +306,11 @@ impl Scheduler {
     /// Notices queued since the last call, oldest first.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Measurements since the last call, oldest first.
+    pub fn take_measures(&mut self) -> Vec<Measure> {
+        std::mem::take(&mut self.measures)
     }
 
     /// The next time [`Scheduler::tick`] has something to do (a lease or a run deadline).
@@ -388,7 +400,7 @@ impl Scheduler {
                 def: shard.clone(),
                 attempt: Attempt(0),
                 pending: shard.jobs.clone(),
-                phase: Phase::Queued,
+                phase: Phase::Queued { since: now },
                 infra_failures: 0,
                 settled_by: None,
             };
@@ -462,7 +474,7 @@ impl Scheduler {
                     state.running.remove(&(key.clone(), shard.attempt));
                 }
             }
-            Phase::Queued => {
+            Phase::Queued { .. } => {
                 run.queue.retain(|s| s != &key.shard);
                 run.running += 1;
             }
@@ -526,7 +538,7 @@ impl Scheduler {
         run.queue.clear();
         for (shard_id, shard) in run.shards.iter_mut() {
             match &shard.phase {
-                Phase::Queued => {
+                Phase::Queued { .. } => {
                     shard.phase = Phase::Cancelled;
                     run.settled += 1;
                     for job in &shard.pending {
@@ -744,6 +756,12 @@ impl Scheduler {
             let Some(shard) = run.shards.get_mut(&shard_id) else {
                 continue;
             };
+            if let Phase::Queued { since } = shard.phase {
+                self.measures.push(Measure::Dispatched {
+                    priority_class: run.priority.class,
+                    waited: now.since(since),
+                });
+            }
             shard.attempt = Attempt(shard.attempt.0 + 1);
             shard.phase = Phase::Running {
                 worker: worker.clone(),
@@ -852,10 +870,13 @@ impl Scheduler {
                 "attempt {attempt} of {shard_id} was never assigned"
             ));
         }
-        let holds = matches!(&shard.phase, Phase::Running { worker: w, .. } if w == worker);
-        if attempt < shard.attempt || !holds {
+        let started = match &shard.phase {
+            Phase::Running { worker: w, since } if w == worker => Some(*since),
+            _ => None,
+        };
+        let Some(started) = started.filter(|_| attempt == shard.attempt) else {
             return Ack::Fenced;
-        }
+        };
         // Validate everything before changing anything.
         let expected: BTreeSet<&JobId> = shard.pending.iter().collect();
         let reported: BTreeSet<&JobId> = reports.iter().map(|r| &r.job).collect();
@@ -907,6 +928,9 @@ impl Scheduler {
                 job.saw_failure = true;
             }
             if again {
+                if let Some(class) = class {
+                    self.measures.push(Measure::Retried { class });
+                }
                 retry.push(report.job.clone());
                 continue;
             }
@@ -945,10 +969,14 @@ impl Scheduler {
             status = Status::Success;
         } else {
             shard.pending = retry;
-            shard.phase = Phase::Queued;
+            shard.phase = Phase::Queued { since: now };
             run.queue.push_front(shard_id.clone());
             status = Status::Queued;
         }
+        self.measures.push(Measure::AttemptEnded {
+            ran: now.since(started),
+            lost: false,
+        });
         let message = if status == Status::Queued {
             format!("retrying {} job(s)", shard.pending.len())
         } else {
@@ -1007,6 +1035,7 @@ impl Scheduler {
             }
         }
         for worker in expired {
+            self.measures.push(Measure::LeaseExpired);
             self.lose_worker(now, &worker, "the worker's lease expired");
         }
         let overdue: Vec<RunId> = self
@@ -1050,6 +1079,10 @@ impl Scheduler {
         if shard.attempt != attempt {
             return;
         }
+        self.measures.push(Measure::AttemptEnded {
+            ran: now.since(*since),
+            lost: true,
+        });
         run.lost.push(LostAttempt {
             shard: key.shard.clone(),
             attempt,
@@ -1095,8 +1128,11 @@ impl Scheduler {
                 }
             }
         } else {
-            shard.phase = Phase::Queued;
+            shard.phase = Phase::Queued { since: now };
             run.queue.push_front(key.shard.clone());
+            self.measures.push(Measure::Retried {
+                class: FailureClass::WorkerLost,
+            });
         }
         self.notices.push(Notice::ShardChanged {
             run: key.run.clone(),
@@ -1164,7 +1200,7 @@ impl Scheduler {
                 id: s.def.id.clone(),
                 attempt: s.attempt,
                 status: match &s.phase {
-                    Phase::Queued => Status::Queued,
+                    Phase::Queued { .. } => Status::Queued,
                     Phase::Running { .. } => Status::Running,
                     Phase::Done => Status::Success,
                     Phase::Cancelled => Status::Cancelled,
@@ -1204,6 +1240,10 @@ impl Scheduler {
         for run in self.runs.values().filter(|r| r.finished.is_none()) {
             gauges.runs_active += 1;
             gauges.shards_queued += run.queue.len();
+            *gauges
+                .queued_by_class
+                .entry(run.priority.class)
+                .or_default() += run.queue.len();
             gauges.shards_running += run.running;
         }
         for worker in self.workers.values() {

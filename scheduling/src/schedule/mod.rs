@@ -8,7 +8,7 @@ pub use self::core::{
     Assignment, Gauges, LostAttempt, RunView, Scheduler, SchedulerConfig, SessionError, ShardView,
     SubmitError, UnknownRun, WorkerView,
 };
-pub use model::{Ack, JobDef, NewRun, Notice, Priority, ShardDef};
+pub use model::{Ack, JobDef, Measure, NewRun, Notice, Priority, ShardDef};
 pub use shardci_types::{
     Attempt, FailureClass, JobId, JobReport, JobResult, Millis, RunId, SessionId, ShardId,
     ShardKey, Status, StepReport, WorkerId,

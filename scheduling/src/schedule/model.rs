@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use shardci_types::{Attempt, JobId, JobResult, Millis, RunId, ShardId, Status, WorkerId};
+use shardci_types::{
+    Attempt, FailureClass, JobId, JobResult, Millis, RunId, ShardId, Status, WorkerId,
+};
 
 /// Higher runs first. Pushes and schedules outrank pull requests; `boost` orders within.
 #[derive(
@@ -89,4 +91,17 @@ pub enum Notice {
     WorkerLost {
         worker: WorkerId,
     },
+}
+
+/// What metrics count or time, as the scheduler saw it happen (in its own clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// A shard attempt was leased after waiting `waited` in the queue.
+    Dispatched { priority_class: u8, waited: Millis },
+    /// A shard attempt ended after running `ran`: reported, or lost with its worker.
+    AttemptEnded { ran: Millis, lost: bool },
+    /// A job (or a lost attempt's jobs) will run again, for this class of failure.
+    Retried { class: FailureClass },
+    /// A worker's lease ran out (its shards are queued again).
+    LeaseExpired,
 }

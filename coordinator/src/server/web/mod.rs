@@ -402,7 +402,7 @@ async fn read_stream_part(
 
 /// Serves the web view on `listener` until `stop`.
 pub(crate) async fn serve(listener: TcpListener, web: Web, stop: CancellationToken) {
-    super::http::serve(listener, stop, "web", move |request| {
+    shardci_runtime::http::serve(listener, stop, "web", move |request| {
         answer(request, web.clone())
     })
     .await;

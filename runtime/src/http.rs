@@ -1,5 +1,5 @@
-//! The plain HTTP/1.1 listeners beside gRPC (`/metrics`, the web view): accept, serve each
-//! connection with hyper until `stop`.
+//! The plain HTTP/1.1 listeners beside gRPC (`/metrics`, the coordinator's web view): accept,
+//! serve each connection with hyper until `stop`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `answer` on `listener` until `stop`; `what` names the listener in logs.
-pub(crate) async fn serve<A, F>(
+pub async fn serve<A, F>(
     listener: TcpListener,
     stop: CancellationToken,
     what: &'static str,
