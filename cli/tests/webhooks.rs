@@ -286,6 +286,45 @@ fn submit_remote_is_planned_by_the_coordinator_for_declared_repositories_only() 
         "{stderr}"
     );
     assert_eq!(runs(&web).len(), 1, "nothing else was started");
+
+    // The Plan RPC: the same planning, answered without running anything.
+    use shardci_proto::v1 as pb;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let plan = |git_url: String| {
+        runtime.block_on(async {
+            let mut client = pb::client_service_client::ClientServiceClient::connect(url.clone())
+                .await
+                .expect("connect");
+            client
+                .plan(pb::PlanRequest {
+                    source: Some(pb::Source {
+                        location: Some(pb::source::Location::Git(pb::GitSource {
+                            url: git_url,
+                            r#ref: "faker-tests".into(),
+                        })),
+                        ..Default::default()
+                    }),
+                    event: pb::Event::PullRequest as i32,
+                    base_ref: "master".into(),
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    let planned = plan(repo.to_string_lossy().into_owned())
+        .expect("the coordinator plans a declared repository")
+        .into_inner()
+        .plan
+        .expect("a plan");
+    assert!(!planned.jobs.is_empty());
+    assert!(
+        planned.jobs.iter().all(|j| j.connector == "source-faker"),
+        "{:?}",
+        planned.jobs.iter().map(|j| &j.id).collect::<Vec<_>>()
+    );
+    let refused = plan("https://git.invalid/other.git".into()).expect_err("not declared");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(runs(&web).len(), 1, "planning started no run");
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }

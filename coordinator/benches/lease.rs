@@ -232,13 +232,28 @@ async fn shardci_figures(
     store: Arc<dyn StateStore>,
     shared: bool,
 ) -> Figures {
+    observed_figures(workers, rounds, store, shared, false).await
+}
+
+/// [`shardci_figures`]; `observed` also serves `/metrics` and scrapes it every 100 ms, as a
+/// Prometheus server would (ten times as often as usual).
+async fn observed_figures(
+    workers: usize,
+    rounds: usize,
+    store: Arc<dyn StateStore>,
+    shared: bool,
+    observed: bool,
+) -> Figures {
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let data = tempfile::tempdir().expect("tempdir");
+    let metrics = observed.then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let scrape_at = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let config = ServerConfig {
+        metrics,
         max_bundle_bytes: 1 << 20,
         max_active_runs: 16,
         election: shared.then(|| ElectionConfig {
@@ -286,10 +301,115 @@ async fn shardci_figures(
         })
         .await
         .expect("submit");
+    let scraper = scrape_at.map(|address| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut scrapes = 0u32;
+            while !stop.is_cancelled() {
+                if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = stream
+                        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let mut page = Vec::new();
+                    let _ = stream.read_to_end(&mut page).await;
+                    scrapes += u32::from(page.starts_with(b"HTTP/1.1 200"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            scrapes
+        })
+    });
     let figures = drive(&url, workers, rounds).await;
     shutdown.cancel();
     let _ = server.await;
+    if let Some(scraper) = scraper {
+        let _ = scraper.await;
+    }
     figures
+}
+
+/// An OTLP trace receiver that counts the spans it gets.
+#[derive(Clone, Default)]
+struct SpanCounter(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for SpanCounter
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Memory-store figures with tracing and metrics off, then on (OTLP export to a receiver in
+/// this process, `/metrics` scraped every 100 ms), `REPEATS` runs each, the medians printed
+/// with their ratio. Tracing can be switched on once per process, so this comes last.
+fn observability_overhead(runtime: &tokio::runtime::Runtime, workers: usize) {
+    let throughput = |f: &Figures| f.leases as f64 / f.elapsed.as_secs_f64();
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let measure = |observed: bool| -> Vec<f64> {
+        (0..REPEATS)
+            .map(|_| {
+                throughput(&runtime.block_on(observed_figures(
+                    workers,
+                    SHARDS_PER_WORKER,
+                    Arc::new(MemoryStore::new()),
+                    false,
+                    observed,
+                )))
+            })
+            .collect()
+    };
+    let off = measure(false);
+    let counter = SpanCounter::default();
+    let receiver = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(counter.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    });
+    // SAFETY of the environment change: set before any thread reads it in this process's
+    // telemetry set-up, and nothing else reads it.
+    unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")) };
+    let telemetry =
+        runtime.block_on(async { shardci_runtime::init_telemetry("shardci-coordinator", "error") });
+    assert!(telemetry.exporting(), "the OTLP exporter is on");
+    let on = measure(true);
+    runtime.block_on(telemetry.shutdown());
+    let spans = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+    let (off, on) = (median(off), median(on));
+    println!(
+        "memory store, tracing and metrics off: {off:.0} leases/s; on (OTLP export, /metrics scraped every 100 ms): {on:.0} leases/s; on / off = {:.2}x, {spans} spans exported (goal: under 10 % cost)",
+        on / off
+    );
 }
 
 /// A session server with no scheduler: every request gets the same assignment at once.
@@ -330,6 +450,7 @@ impl WorkerService for EchoSession {
                                 ..Default::default()
                             }],
                             secrets: Default::default(),
+                            trace_context: Default::default(),
                         })
                     }
                     Some(pb::worker_message::Msg::ShardFinished(f)) => {
@@ -530,6 +651,7 @@ fn main() {
         throughput(&memory) / throughput(&session),
         p50(&memory) / p50(&session)
     );
+    observability_overhead(&runtime, workers);
     for (name, figures, rounds) in [
         ("memory", &memory, SHARDS_PER_WORKER),
         ("file", &file, DURABLE_SHARDS_PER_WORKER),

@@ -146,7 +146,14 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    shardci_runtime::init_logging("info");
+    let telemetry = shardci_runtime::init_telemetry("shardci-coordinator", "info");
+    let code = run(args).await;
+    // The last spans (a run's end) are sent before the process goes.
+    telemetry.shutdown().await;
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
     let mut tokens = Tokens::pair(args.client_token.clone(), args.worker_token.clone());
     if let Some(path) = &args.tokens_file {
         let text = match std::fs::read_to_string(path) {

@@ -8,24 +8,53 @@
 
 pub mod http;
 pub mod metrics;
+pub mod telemetry;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Sets up logging to standard error: `SHARDCI_LOG` (an `EnvFilter` directive such as `debug`
 /// or `shardci_coordinator=trace`) or else `default_level`. A second call does nothing.
 pub fn init_logging(default_level: &str) {
+    let _ = tracing_subscriber::registry()
+        .with(fmt_layer(default_level))
+        .try_init();
+}
+
+/// [`init_logging`], plus OpenTelemetry traces exported over OTLP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, as `service` (`shardci-coordinator`,
+/// `shardci-worker`). Must be called inside a tokio runtime; keep the result and call
+/// [`telemetry::Telemetry::shutdown`] before exiting so the last spans are sent. An exporter
+/// that cannot be built is reported and tracing goes on without it.
+pub fn init_telemetry(service: &str, default_level: &str) -> telemetry::Telemetry {
+    let (provider, otlp) = match telemetry::otlp_layer(service) {
+        Ok(Some((provider, layer))) => (Some(provider), Some(layer)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: {e}; traces are not exported");
+            (None, None)
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt_layer(default_level))
+        .with(otlp)
+        .try_init();
+    telemetry::telemetry(provider)
+}
+
+fn fmt_layer<S>(default_level: &str) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let filter =
         EnvFilter::try_from_env("SHARDCI_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt::layer()
+    tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none());
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init();
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_filter(filter)
 }
 
 /// A token cancelled at the first SIGINT (Ctrl-C) or SIGTERM. Must be called inside a tokio

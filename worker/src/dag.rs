@@ -55,33 +55,39 @@ pub async fn run_job(
                         .iter()
                         .filter_map(|d| done.get(d.as_str()).and_then(|o| o.key.clone()))
                         .collect();
-                    running.push(async move {
-                        let started = std::time::SystemTime::now();
-                        let mut outcome = match reuse {
-                            Some(reuse) => {
-                                let key = reuse
-                                    .key(executor, step, &context.source_dir, &dependencies)
-                                    .await;
-                                let mut outcome = reuse
-                                    .run(
-                                        executor,
-                                        step,
-                                        context,
-                                        &key,
-                                        &dependencies,
-                                        logs.as_mut(),
-                                    )
-                                    .await;
-                                outcome.key = Some(key);
-                                outcome
+                    let span = crate::traces::step_span(&step.name);
+                    let traced = span.clone();
+                    running.push(tracing::Instrument::instrument(
+                        async move {
+                            let started = std::time::SystemTime::now();
+                            let mut outcome = match reuse {
+                                Some(reuse) => {
+                                    let key = reuse
+                                        .key(executor, step, &context.source_dir, &dependencies)
+                                        .await;
+                                    let mut outcome = reuse
+                                        .run(
+                                            executor,
+                                            step,
+                                            context,
+                                            &key,
+                                            &dependencies,
+                                            logs.as_mut(),
+                                        )
+                                        .await;
+                                    outcome.key = Some(key);
+                                    outcome
+                                }
+                                None => executor.run(step, context, logs.as_mut()).await,
+                            };
+                            if outcome.reused_from.is_none() {
+                                outcome.started = Some(started);
                             }
-                            None => executor.run(step, context, logs.as_mut()).await,
-                        };
-                        if outcome.reused_from.is_none() {
-                            outcome.started = Some(started);
-                        }
-                        (step.name.as_str(), outcome)
-                    });
+                            crate::traces::step_ended(&traced, &outcome);
+                            (step.name.as_str(), outcome)
+                        },
+                        span,
+                    ));
                 }
                 Some(Some((dep, status))) => {
                     let why = match status {

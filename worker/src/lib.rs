@@ -18,4 +18,5 @@ mod shard;
 mod shared;
 mod shipping;
 pub mod source;
+mod traces;
 pub mod wire;

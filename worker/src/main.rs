@@ -99,7 +99,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    shardci_runtime::init_logging("info");
+    let telemetry = shardci_runtime::init_telemetry("shardci-worker", "info");
+    let code = run(args).await;
+    // The last spans (a run's end) are sent before the process goes.
+    telemetry.shutdown().await;
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
     let id = args
         .id
         .clone()

@@ -17,6 +17,7 @@ use shardci_proto::{API_VERSION, API_VERSION_HEADER, LEADER_HEADER};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::executor::Executor;
 use crate::shard::run_shard;
@@ -405,8 +406,12 @@ impl Worker {
             self.shared.options.metrics.set_busy(running.len());
         }
         let shared = self.shared.clone();
+        let span = crate::traces::attempt_span(&assignment, &shard, &self.shared.options.id);
         tokio::spawn(async move {
-            let results = run_shard(&shared, &assignment, &shard, cancel).await;
+            let results = run_shard(&shared, &assignment, &shard, cancel)
+                .instrument(span.clone())
+                .await;
+            crate::traces::attempt_ended(&span, &results);
             shared.options.metrics.shard_finished(&results);
             let finished = pb::ShardFinished {
                 shard: Some(shard),

@@ -11,6 +11,7 @@ use shardci_proto::v1 as pb;
 use shardci_proto::v1::worker_service_client::WorkerServiceClient;
 use shardci_types::FailureClass;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::dag::run_job;
 use crate::executor::StepContext;
@@ -145,6 +146,7 @@ pub(crate) async fn run_shard(
             memory: &shared.options.steps,
             ship_images: shared.options.ship_images,
         };
+        let span = crate::traces::job_span(shard, &job.id);
         let outcome = run_job(
             shared.executor.as_ref(),
             &spec,
@@ -152,8 +154,10 @@ pub(crate) async fn run_shard(
             Some(&reuse),
             sink,
         )
+        .instrument(span.clone())
         .await;
         let mut result = wire::outcome_to_wire(&outcome, attempt);
+        crate::traces::job_ended(&span, &result);
         keep_artifacts(shared, &shard.run_id, &spec, &context.work_dir, &mut result).await;
         if let Some(store) = &store {
             remember_successes(store.as_ref(), &shard.run_id, &spec, &outcome, &result).await;

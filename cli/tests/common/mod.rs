@@ -103,16 +103,37 @@ pub fn spawn_coordinator(dir: &Path, args: &[&OsStr]) -> (Child, String) {
 
 /// [`spawn_coordinator`] on a given address (a restart must come back where it was).
 pub fn spawn_coordinator_on(listen: &str, dir: &Path, args: &[&OsStr]) -> (Child, String) {
-    let mut coordinator = Command::new(bin("shardci-coordinator"))
+    spawn_coordinator_full(listen, dir, args, &[])
+}
+
+/// [`spawn_coordinator`] with more environment variables.
+pub fn spawn_coordinator_with_env(
+    dir: &Path,
+    args: &[&OsStr],
+    env: &[(&str, String)],
+) -> (Child, String) {
+    spawn_coordinator_full("127.0.0.1:0", dir, args, env)
+}
+
+fn spawn_coordinator_full(
+    listen: &str,
+    dir: &Path,
+    args: &[&OsStr],
+    env: &[(&str, String)],
+) -> (Child, String) {
+    let mut command = Command::new(bin("shardci-coordinator"));
+    command
         .args(["--listen", listen])
         .arg("--data-dir")
         .arg(dir.join("coordinator"))
         .args(args)
         .env("SHARDCI_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut coordinator = command.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(coordinator.stdout.take().unwrap())
         .read_line(&mut line)

@@ -58,6 +58,8 @@ struct Actor {
     secrets_key: Option<Arc<super::SecretsKey>>,
     /// What `/metrics` counts and times.
     recorder: Arc<super::metrics::Recorder>,
+    /// Each unfinished run's trace span and each running shard attempt's, ended when they end.
+    traces: super::traces::Traces,
 }
 
 /// Most commands handled in one turn of the loop before notices are routed.
@@ -165,6 +167,7 @@ pub(crate) fn start(
         writer: writes,
         secrets_key,
         recorder,
+        traces: Default::default(),
     };
     tokio::spawn(async move {
         actor.restore(restored);
@@ -274,6 +277,7 @@ impl Actor {
                 self.idempotency.insert(run.idempotency_key, id.clone());
             }
             tracing::info!(run = %id, "restored from the state store");
+            self.traces.run_started(&run.record);
             self.runs.insert(id, run.record);
         }
     }
@@ -341,6 +345,7 @@ impl Actor {
                     if !idempotency_key.is_empty() {
                         self.idempotency.insert(idempotency_key, record.id.clone());
                     }
+                    self.traces.run_started(&record);
                     self.runs.insert(record.id.clone(), *record);
                 } else {
                     let _ = durable::forget(self.store.as_ref(), &record.id).await;
@@ -457,7 +462,13 @@ impl Actor {
                     .collect();
                 let wire = assignments
                     .into_iter()
-                    .filter_map(|a| self.assignment(a))
+                    .filter_map(|a| {
+                        let context = self.traces.attempt_started(&a, &worker);
+                        self.assignment(a).map(|mut wire| {
+                            wire.trace_context = context;
+                            wire
+                        })
+                    })
                     .collect();
                 // Handed out once durable; if that fails the reply is dropped, the session
                 // ends, and the scheduler takes back what the worker never got.
@@ -688,6 +699,7 @@ impl Actor {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            trace_context: Default::default(),
         })
     }
 
@@ -716,6 +728,19 @@ impl Actor {
                 .with(|r| measures.into_iter().for_each(|m| r.measure(m)));
         }
         for notice in self.scheduler.take_notices() {
+            if let Notice::ShardChanged {
+                run,
+                shard,
+                attempt,
+                status,
+                message,
+                ..
+            } = &notice
+                && *status != Status::Running
+            {
+                self.traces
+                    .attempt_ended(run, shard, *attempt, *status, message);
+            }
             match notice {
                 Notice::CancelShard {
                     worker,
@@ -779,6 +804,7 @@ impl Actor {
                     }
                 }
                 Notice::RunFinished { run, status } => {
+                    self.traces.run_ended(&run, status);
                     self.recorder
                         .with(|r| *r.runs_finished.entry(status).or_default() += 1);
                     if let Some(record) = self.runs.get_mut(&run) {

@@ -97,9 +97,31 @@ impl ClientApi {
         secrets: std::collections::HashMap<String, String>,
         (submitted_by, idempotency_key): (String, String),
     ) -> Result<RunId, Status> {
+        let (planner, mut trigger) = self.trigger(plan_request, source)?;
+        trigger.secrets = secrets.into_iter().collect();
+        trigger.submitted_by = submitted_by;
+        trigger.idempotency_key = idempotency_key;
+        planner
+            .run(trigger)
+            .await
+            .map_err(Status::failed_precondition)
+    }
+
+    /// What the coordinator would plan for `plan_request`, for a declared repository.
+    fn trigger<'a>(
+        &'a self,
+        plan_request: &pb::PlanRequest,
+        source: &pb::Source,
+    ) -> Result<
+        (
+            &'a super::remote_plan::RemotePlanner,
+            super::remote_plan::Trigger,
+        ),
+        Status,
+    > {
         let Some(pb::source::Location::Git(git)) = &source.location else {
             return Err(Status::invalid_argument(
-                "a submission without a plan needs a git source (--git-url) for the coordinator to plan",
+                "the coordinator plans a git source (--git-url) only",
             ));
         };
         let (Some(planner), Some(repository)) = (
@@ -133,14 +155,11 @@ impl ClientApi {
             }),
             labels: plan_request.labels.clone(),
             all: plan_request.all,
-            secrets: secrets.into_iter().collect(),
-            submitted_by,
-            idempotency_key,
+            secrets: Default::default(),
+            submitted_by: String::new(),
+            idempotency_key: String::new(),
         };
-        planner
-            .run(trigger)
-            .await
-            .map_err(Status::failed_precondition)
+        Ok((planner.as_ref(), trigger))
     }
 }
 
@@ -191,13 +210,22 @@ impl ClientService for ClientApi {
         }))
     }
 
+    /// Plans a commit of a declared repository without running it: what a submission
+    /// without a plan would run.
     async fn plan(
         &self,
-        _request: Request<pb::PlanRequest>,
+        request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
-        Err(Status::unimplemented(
-            "the coordinator does not plan yet: plan with the CLI (`shardci plan`) and submit the plan",
-        ))
+        let request = request.into_inner();
+        let source = request.source.clone().unwrap_or_default();
+        let (planner, trigger) = self.trigger(&request, &source)?;
+        let (plan, _) = planner
+            .plan(&trigger)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::PlanResponse {
+            plan: Some(wire::plan_to_wire(&plan)),
+        }))
     }
 
     async fn upload_source(

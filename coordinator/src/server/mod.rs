@@ -18,6 +18,7 @@ mod sealed;
 mod sources;
 mod status;
 mod statuses;
+mod traces;
 mod web;
 mod webhooks;
 mod worker_api;

@@ -80,8 +80,11 @@ impl RemotePlanner {
         locks.entry(clone.to_path_buf()).or_default().clone()
     }
 
-    /// Fetches, plans and submits; the run's id, or why there is none.
-    pub(crate) async fn run(&self, trigger: Trigger) -> Result<RunId, String> {
+    /// Fetches and plans: the plan and the commit it is for.
+    pub(crate) async fn plan(
+        &self,
+        trigger: &Trigger,
+    ) -> Result<(shardci_planning::plan::Plan, String), String> {
         let clone = self.dir.join(hex::encode(
             &Sha256::digest(trigger.repository.url.as_bytes())[..12],
         ));
@@ -107,6 +110,12 @@ impl RemotePlanner {
             .map_err(|e| format!("planning panicked: {e}"))?
             .map_err(|e| format!("planning {head}: {e}"))?;
         drop(held);
+        Ok((plan, head))
+    }
+
+    /// Fetches, plans and submits; the run's id, or why there is none.
+    pub(crate) async fn run(&self, trigger: Trigger) -> Result<RunId, String> {
+        let (plan, head) = self.plan(&trigger).await?;
         plan.check_runnable()?;
         if plan.jobs.is_empty() {
             return Err(format!(
