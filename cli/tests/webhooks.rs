@@ -328,3 +328,125 @@ fn submit_remote_is_planned_by_the_coordinator_for_declared_repositories_only() 
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+fn post_gitlab(web: &str, event: &str, uuid: &str, payload: &[u8], token: &str) -> (u16, String) {
+    let token = if token.is_empty() {
+        String::new()
+    } else {
+        format!("x-gitlab-token: {token}\r\n")
+    };
+    let head = format!(
+        "POST /webhooks/gitlab HTTP/1.1\r\nhost: {web}\r\ncontent-type: application/json\r\nx-gitlab-event: {event}\r\nx-gitlab-event-uuid: {uuid}\r\n{token}content-length: {}\r\nconnection: close\r\n\r\n",
+        payload.len()
+    );
+    request(web, &head, payload)
+}
+
+/// GitLab's hooks: a token (not a signature) says who sent them; pushes and merge requests
+/// start the same runs GitHub's do.
+#[test]
+fn gitlab_push_and_merge_request_hooks_start_runs_and_bad_ones_start_nothing() {
+    let forge = shardci_testkit::example_repo("master");
+    let repo = forge.path();
+    shardci_testkit::git(repo, &["checkout", "-q", "-b", "faker-tests"]);
+    std::fs::write(
+        repo.join("airbyte-integrations/connectors/source-faker/unit_tests/test_gitlab.py"),
+        "def test_gitlab():\n    assert True\n",
+    )
+    .expect("write");
+    shardci_testkit::commit_all(repo, "faker: a test");
+    let mr_head = head_of(repo, "HEAD");
+    shardci_testkit::git(repo, &["checkout", "-q", "master"]);
+    let master = head_of(repo, "master");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hook.secret"), SECRET).expect("secret");
+    let repositories = dir.path().join("repositories.toml");
+    std::fs::write(
+        &repositories,
+        format!(
+            "[[repositories]]\nname = \"example/monorepo\"\nurl = \"{}\"\nwebhook_secret_file = \"hook.secret\"\n",
+            repo.display()
+        ),
+    )
+    .expect("repositories");
+    let web = free_address();
+    let (mut coordinator, _) = spawn_coordinator(
+        dir.path(),
+        &[
+            "--web-listen".as_ref(),
+            web.as_ref(),
+            "--repositories".as_ref(),
+            repositories.as_os_str(),
+        ],
+    );
+    let project = json!({"path_with_namespace": "example/monorepo", "default_branch": "master"});
+    let push = serde_json::to_vec(&json!({
+        "object_kind": "push", "ref": "refs/heads/master", "before": "0".repeat(40),
+        "after": master, "checkout_sha": master, "user_username": "carol", "project": project,
+    }))
+    .expect("json");
+    // Refused before anything: no token, a wrong one, a replay, an unknown event.
+    assert_eq!(post_gitlab(&web, "Push Hook", "u-0", &push, "").0, 401);
+    assert_eq!(
+        post_gitlab(&web, "Push Hook", "u-0", &push, "not-the-token").0,
+        401
+    );
+    let (status, body) = post_gitlab(&web, "Push Hook", "u-1", &push, SECRET);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(post_gitlab(&web, "Push Hook", "u-1", &push, SECRET).0, 409);
+    assert_eq!(post_gitlab(&web, "Issue Hook", "u-2", &push, SECRET).0, 400);
+    assert_eq!(
+        post_gitlab(&web, "Push Hook", "u-3", b"{\"ref\": ", SECRET).0,
+        400
+    );
+    wait_for("the push's run", Duration::from_secs(60), || {
+        runs(&web).len() == 1
+    });
+    let run = &runs(&web)[0];
+    assert_eq!(run["event"], "push", "{run}");
+    assert_eq!(
+        run["jobs"], 85,
+        "the full matrix on the default branch: {run}"
+    );
+
+    let merge_request = |action: &str, uuid: &str| {
+        let body = serde_json::to_vec(&json!({
+            "object_kind": "merge_request", "project": project,
+            "user": {"username": "dave"}, "labels": [{"title": "ci:gitlab"}],
+            "object_attributes": {
+                "iid": 3, "action": action, "source_branch": "faker-tests",
+                "target_branch": "master", "last_commit": {"id": mr_head},
+            },
+        }))
+        .expect("json");
+        post_gitlab(&web, "Merge Request Hook", uuid, &body, SECRET)
+    };
+    let (status, body) = merge_request("open", "u-4");
+    assert_eq!(status, 202, "{body}");
+    wait_for("the merge request's run", Duration::from_secs(60), || {
+        runs(&web).len() == 2
+    });
+    let mr_run = runs(&web)[0].clone();
+    assert_eq!(mr_run["event"], "pull_request", "{mr_run}");
+    assert_eq!(mr_run["labels"], json!(["ci:gitlab"]));
+    let id = mr_run["id"].as_str().expect("id").to_string();
+    let (_, detail) = http_get(&web, &format!("/api/runs/{id}"), None);
+    let detail: Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["connectors"], json!(["source-faker"]), "{detail}");
+
+    let (status, body) = merge_request("close", "u-5");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("its run is cancelled"), "{body}");
+    wait_for(
+        "the closed merge request's run cancelled",
+        Duration::from_secs(60),
+        || {
+            runs(&web)
+                .iter()
+                .any(|r| r["id"] == id.as_str() && r["status"] == "cancelled")
+        },
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

@@ -1,12 +1,13 @@
-//! GitHub-style webhooks (`POST /webhooks/github` on the web listener): a push plans and runs
-//! the pushed commit (the full matrix on the default branch), a pull request a selective run
-//! against its target branch with its labels; a newer push to a pull request or its closing
-//! cancels the run it superseded.
+//! Forge webhooks on the web listener, GitHub's (`POST /webhooks/github`) and GitLab's
+//! (`POST /webhooks/gitlab`): a push plans and runs the pushed commit (the full matrix on the
+//! default branch), a pull (merge) request a selective run against its target branch with
+//! its labels; a newer push to a pull request or its closing cancels the run it superseded.
 //!
 //! Nothing is read before the body's size is known to be bounded, nothing is parsed before
-//! the `X-Hub-Signature-256` HMAC of a known repository's secret matches (compared in
-//! constant time), and a delivery id is accepted once. The answer comes at once; planning
-//! (a fetch, then the planner) happens after, and the run appears when it is made.
+//! the sender is authenticated against a known repository's secret, compared in constant
+//! time (GitHub: the `X-Hub-Signature-256` HMAC of the body; GitLab: the `X-Gitlab-Token`
+//! itself), and a delivery id is accepted once. The answer comes at once; planning (a fetch,
+//! then the planner) happens after, and the run appears when it is made.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,30 @@ pub(crate) fn signed_by(secret: &[u8], body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// `a == b`, taking as long whatever the first differing byte (a token guessed byte by byte
+/// learns nothing from the time a refusal takes).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Which forge a delivery comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forge {
+    GitHub,
+    GitLab,
+}
+
+/// A delivery's headers, as each forge names them.
+pub(crate) struct Delivery<'a> {
+    pub forge: Forge,
+    /// `X-GitHub-Event` / `X-Gitlab-Event`.
+    pub event: Option<&'a str>,
+    /// `X-GitHub-Delivery` / `X-Gitlab-Event-UUID`.
+    pub id: Option<&'a str>,
+    /// `X-Hub-Signature-256` / `X-Gitlab-Token`.
+    pub credential: Option<&'a str>,
+}
+
 impl Webhooks {
     pub(crate) fn new(
         repositories: Vec<Repository>,
@@ -83,33 +108,30 @@ impl Webhooks {
         }
     }
 
-    /// Handles one delivery: `event` and `delivery` from the `X-GitHub-Event` and
-    /// `X-GitHub-Delivery` headers, `signature` from `X-Hub-Signature-256`.
-    pub(crate) fn receive(
-        &self,
-        event: Option<&str>,
-        delivery: Option<&str>,
-        signature: Option<&str>,
-        body: &[u8],
-    ) -> Outcome {
-        let Some(signature) = signature else {
-            return Outcome::Refused(401, "no X-Hub-Signature-256 header".into());
+    /// Handles one delivery from either forge.
+    pub(crate) fn deliver(&self, delivery: Delivery<'_>, body: &[u8]) -> Outcome {
+        let (credential_header, event_header, id_header) = match delivery.forge {
+            Forge::GitHub => ("X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"),
+            Forge::GitLab => ("X-Gitlab-Token", "X-Gitlab-Event", "X-Gitlab-Event-UUID"),
+        };
+        let Some(credential) = delivery.credential else {
+            return Outcome::Refused(401, format!("no {credential_header} header"));
         };
         let Some(repository) = self.repositories.iter().find(|r| {
             r.webhook_secret
                 .as_deref()
-                .is_some_and(|secret| signed_by(secret, body, signature))
+                .is_some_and(|secret| match delivery.forge {
+                    Forge::GitHub => signed_by(secret, body, credential),
+                    Forge::GitLab => same_secret(secret, credential.as_bytes()),
+                })
         }) else {
             return Outcome::Refused(
                 401,
-                "X-Hub-Signature-256 matches no repository's webhook secret".into(),
+                format!("{credential_header} matches no repository's webhook secret"),
             );
         };
-        let (Some(event), Some(delivery)) = (event, delivery) else {
-            return Outcome::Refused(
-                400,
-                "X-GitHub-Event and X-GitHub-Delivery are required".into(),
-            );
+        let (Some(event), Some(id)) = (delivery.event, delivery.id) else {
+            return Outcome::Refused(400, format!("{event_header} and {id_header} are required"));
         };
         let payload: Value = match serde_json::from_slice(body) {
             Ok(payload @ Value::Object(_)) => payload,
@@ -125,26 +147,41 @@ impl Webhooks {
                 );
             }
         };
-        let named = payload["repository"]["full_name"].as_str().unwrap_or("");
+        let named = match delivery.forge {
+            Forge::GitHub => &payload["repository"]["full_name"],
+            Forge::GitLab => &payload["project"]["path_with_namespace"],
+        }
+        .as_str()
+        .unwrap_or("");
         if named != repository.name {
             return Outcome::Refused(
                 400,
                 format!(
-                    "the payload names repository {named:?}, signed with the secret of {:?}",
+                    "the payload names repository {named:?}, authenticated with the secret of {:?}",
                     repository.name
                 ),
             );
         }
-        if !self.first_delivery(delivery) {
-            return Outcome::Refused(409, format!("delivery {delivery} was already received"));
+        let key = match delivery.forge {
+            Forge::GitHub => format!("github:{id}"),
+            Forge::GitLab => format!("gitlab:{id}"),
+        };
+        if !self.first_delivery(&key) {
+            return Outcome::Refused(409, format!("delivery {id} was already received"));
         }
-        match event {
-            "ping" => Outcome::Ignored("pong".into()),
-            "push" => self.push(repository, delivery, &payload),
-            "pull_request" => self.pull_request(repository, delivery, &payload),
-            other => Outcome::Refused(
+        match (delivery.forge, event) {
+            (Forge::GitHub, "ping") => Outcome::Ignored("pong".into()),
+            (Forge::GitHub, "push") => self.push(repository, &key, &payload),
+            (Forge::GitHub, "pull_request") => self.pull_request(repository, &key, &payload),
+            (Forge::GitLab, "Push Hook") => self.gitlab_push(repository, &key, &payload),
+            (Forge::GitLab, "Merge Request Hook") => self.merge_request(repository, &key, &payload),
+            (Forge::GitHub, other) => Outcome::Refused(
                 400,
                 format!("event {other:?} is not handled (push, pull_request, ping)"),
+            ),
+            (Forge::GitLab, other) => Outcome::Refused(
+                400,
+                format!("event {other:?} is not handled (Push Hook, Merge Request Hook)"),
             ),
         }
     }
@@ -189,7 +226,7 @@ impl Webhooks {
                 all: false,
                 secrets: Default::default(),
                 submitted_by: format!("{pusher} (push webhook)"),
-                idempotency_key: format!("github:{delivery}"),
+                idempotency_key: delivery.to_string(),
             },
             None,
         );
@@ -247,12 +284,107 @@ impl Webhooks {
                 all: false,
                 secrets: Default::default(),
                 submitted_by: format!("{author} (pull request #{number})"),
-                idempotency_key: format!("github:{delivery}"),
+                idempotency_key: delivery.to_string(),
             },
             Some(key),
         );
         Outcome::Accepted(format!(
             "planning pull request #{number} at {head} against {base}"
+        ))
+    }
+
+    /// GitLab's `Push Hook`: like GitHub's push (`after` is all zeros for a deleted branch).
+    fn gitlab_push(&self, repository: &Repository, delivery: &str, payload: &Value) -> Outcome {
+        let Some(branch) = payload["ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("refs/heads/"))
+        else {
+            return Outcome::Ignored("only pushes to branches are built".into());
+        };
+        let after = payload["after"].as_str().unwrap_or("");
+        if !after.is_empty() && after.bytes().all(|b| b == b'0') {
+            return Outcome::Ignored(format!("branch {branch} was deleted"));
+        }
+        let Some(head) = commit(&payload["checkout_sha"]).or_else(|| commit(&payload["after"]))
+        else {
+            return Outcome::Refused(400, "a push needs `after`, the pushed commit".into());
+        };
+        let pusher = payload["user_username"].as_str().unwrap_or("webhook");
+        self.start(
+            Trigger {
+                repository: repository.clone(),
+                event: Event::Push,
+                head: head.clone(),
+                branch: Some(branch.to_string()),
+                base_branch: None,
+                labels: Vec::new(),
+                all: false,
+                secrets: Default::default(),
+                submitted_by: format!("{pusher} (push webhook)"),
+                idempotency_key: delivery.to_string(),
+            },
+            None,
+        );
+        Outcome::Accepted(format!("planning {branch} at {head}"))
+    }
+
+    /// GitLab's `Merge Request Hook`: opened, reopened or updated merge requests run
+    /// selectively against their target branch; closing or merging one cancels its run.
+    fn merge_request(&self, repository: &Repository, delivery: &str, payload: &Value) -> Outcome {
+        let mr = &payload["object_attributes"];
+        let Some(number) = mr["iid"].as_u64() else {
+            return Outcome::Refused(
+                400,
+                "a merge request event needs object_attributes.iid".into(),
+            );
+        };
+        let action = mr["action"].as_str().unwrap_or("");
+        let key = (repository.name.clone(), number);
+        if matches!(action, "close" | "merge") {
+            if let Some(run) = locked(&self.pull_runs).remove(&key) {
+                self.cancel(run);
+                return Outcome::Ignored(format!(
+                    "merge request !{number} {action}d: its run is cancelled"
+                ));
+            }
+            return Outcome::Ignored(format!("merge request !{number} {action}d"));
+        }
+        if !matches!(action, "open" | "reopen" | "update") {
+            return Outcome::Ignored(format!("merge request action {action:?} runs nothing"));
+        }
+        let (Some(head), Some(base)) = (
+            commit(&mr["last_commit"]["id"]),
+            mr["target_branch"].as_str(),
+        ) else {
+            return Outcome::Refused(
+                400,
+                "a merge request needs object_attributes.last_commit.id and target_branch".into(),
+            );
+        };
+        let labels: Vec<String> = payload["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["title"].as_str().map(str::to_string))
+            .collect();
+        let author = payload["user"]["username"].as_str().unwrap_or("webhook");
+        self.start(
+            Trigger {
+                repository: repository.clone(),
+                event: Event::PullRequest,
+                head: head.clone(),
+                branch: mr["source_branch"].as_str().map(str::to_string),
+                base_branch: Some(base.to_string()),
+                labels,
+                all: false,
+                secrets: Default::default(),
+                submitted_by: format!("{author} (merge request !{number})"),
+                idempotency_key: delivery.to_string(),
+            },
+            Some(key),
+        );
+        Outcome::Accepted(format!(
+            "planning merge request !{number} at {head} against {base}"
         ))
     }
 

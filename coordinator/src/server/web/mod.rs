@@ -44,7 +44,7 @@ pub(crate) struct Web {
     pub coordinator: Coordinator,
     pub roles: watch::Receiver<Role>,
     pub tokens: Arc<Tokens>,
-    /// `POST /webhooks/github`, when repositories are configured.
+    /// `POST /webhooks/github` and `/webhooks/gitlab`, when repositories are configured.
     pub webhooks: Option<Arc<super::webhooks::Webhooks>>,
 }
 
@@ -104,8 +104,14 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 async fn answer(request: Request<Incoming>, web: Web) -> Result<Answer, Infallible> {
-    if request.uri().path() == "/webhooks/github" {
-        return Ok(webhook(request, &web).await);
+    match request.uri().path() {
+        "/webhooks/github" => {
+            return Ok(webhook(request, &web, super::webhooks::Forge::GitHub).await);
+        }
+        "/webhooks/gitlab" => {
+            return Ok(webhook(request, &web, super::webhooks::Forge::GitLab).await);
+        }
+        _ => {}
     }
     if request.method() != Method::GET {
         return Ok(text(
@@ -152,9 +158,10 @@ async fn answer(request: Request<Incoming>, web: Web) -> Result<Answer, Infallib
     })
 }
 
-/// A webhook delivery: its signature, not a token, says who sent it.
-async fn webhook(request: Request<Incoming>, web: &Web) -> Answer {
-    use super::webhooks::{MAX_BODY, Outcome};
+/// A webhook delivery: its signature (GitHub) or its token (GitLab), not a read token, says
+/// who sent it.
+async fn webhook(request: Request<Incoming>, web: &Web, forge: super::webhooks::Forge) -> Answer {
+    use super::webhooks::{Delivery, Forge, MAX_BODY, Outcome};
     use http_body_util::BodyExt;
     let Some(webhooks) = &web.webhooks else {
         return text(
@@ -192,11 +199,18 @@ async fn webhook(request: Request<Incoming>, web: &Web) -> Answer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let (event, delivery, signature) = (
-        header("x-github-event"),
-        header("x-github-delivery"),
-        header("x-hub-signature-256"),
-    );
+    let (event, delivery, credential) = match forge {
+        Forge::GitHub => (
+            header("x-github-event"),
+            header("x-github-delivery"),
+            header("x-hub-signature-256"),
+        ),
+        Forge::GitLab => (
+            header("x-gitlab-event"),
+            header("x-gitlab-event-uuid"),
+            header("x-gitlab-token"),
+        ),
+    };
     let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
@@ -204,10 +218,13 @@ async fn webhook(request: Request<Incoming>, web: &Web) -> Answer {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return too_large(),
     };
-    let outcome = webhooks.receive(
-        event.as_deref(),
-        delivery.as_deref(),
-        signature.as_deref(),
+    let outcome = webhooks.deliver(
+        Delivery {
+            forge,
+            event: event.as_deref(),
+            id: delivery.as_deref(),
+            credential: credential.as_deref(),
+        },
         &body,
     );
     let (status, message) = match outcome {
