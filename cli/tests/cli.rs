@@ -1285,3 +1285,42 @@ fn an_unknown_support_level_is_planned_with_a_warning_naming_its_line() {
     );
     assert!(text.contains("source-faker/unit"), "still planned: {text}");
 }
+
+#[test]
+fn the_deploy_manifests_and_workflows_are_yaml_and_keep_the_docker_socket_to_the_worker() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    // Every manifest parses (several documents per file), each document names its kind, and
+    // only the worker container mounts the Docker socket.
+    let check = r#"
+import sys, yaml, glob
+socket_holders = []
+for path in sorted(glob.glob(sys.argv[1] + "/kubernetes/*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        assert doc.get("kind") and doc.get("apiVersion"), path
+        spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+        sockets = {v["name"] for v in spec.get("volumes", []) if v.get("hostPath", {}).get("type") == "Socket"}
+        for c in spec.get("containers", []):
+            assert c.get("securityContext", {}).get("allowPrivilegeEscalation") is False, (path, c["name"])
+            if any(m["name"] in sockets for m in c.get("volumeMounts", [])):
+                socket_holders.append(c["name"])
+assert socket_holders == ["worker"], socket_holders
+yaml.safe_load(open(sys.argv[1] + "/github/shardci-submit.yml"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", check])
+        .arg(&deploy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let workflow = fs::read_to_string(deploy.join("github/shardci-submit.yml")).unwrap();
+    for needed in [
+        "shardci submit --watch",
+        "shardci report \"$run\" --format md >> \"$GITHUB_STEP_SUMMARY\"",
+    ] {
+        assert!(workflow.contains(needed), "{needed}");
+    }
+}

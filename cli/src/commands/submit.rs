@@ -38,8 +38,37 @@ pub fn run(args: SubmitArgs) -> Result<Code, Failure> {
             return Ok(Code::Success);
         }
         eprintln!("submitted {run_id}: {} job(s) in {} shard(s)", plan.jobs.len(), plan.shards.len());
-        watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
+        watch_or_cancel(&mut client, &args.remote, &run_id, args.json).await
     })
+}
+
+/// Watches the run to its end; a watcher stopped by SIGINT or SIGTERM (a CI job cancelled
+/// because a newer push superseded it) cancels the run first, so its shards stop holding
+/// workers for a result nobody will read.
+async fn watch_or_cancel(
+    client: &mut crate::client::Client,
+    remote: &crate::args::Remote,
+    run_id: &str,
+    json: bool,
+) -> Result<Code, Failure> {
+    let stop = shardci_runtime::shutdown_on_signal();
+    let mut watcher = client.clone();
+    tokio::select! {
+        watched = watch_to_the_end(&mut watcher, remote, run_id, json) => watched,
+        () = stop.cancelled() => {
+            let cancelled = client
+                .cancel_run(shardci_proto::v1::CancelRunRequest {
+                    run_id: run_id.to_string(),
+                    reason: "the watching `shardci submit` was stopped".into(),
+                })
+                .await;
+            match cancelled {
+                Ok(_) => eprintln!("stopped: run {run_id} is cancelled"),
+                Err(e) => eprintln!("stopped; cancelling run {run_id} failed: {}", e.message()),
+            }
+            Ok(Code::RunFailed)
+        }
+    }
 }
 
 /// `--remote`: the coordinator fetches and plans; nothing is read here but the arguments.
@@ -92,5 +121,5 @@ async fn remote(args: &SubmitArgs) -> Result<Code, Failure> {
         return Ok(Code::Success);
     }
     eprintln!("submitted {run_id}, planned by the coordinator");
-    watch_to_the_end(&mut client, &args.remote, &run_id, args.json).await
+    watch_or_cancel(&mut client, &args.remote, &run_id, args.json).await
 }
