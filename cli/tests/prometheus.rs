@@ -2,22 +2,13 @@
 //! shows running shards rise and fall and the duration histograms fill.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{bin, free_address, http_get, spawn_coordinator, wait_for};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Killed, bin, free_address, http_get, spawn_coordinator, wait_for};
 
 fn prometheus(dir: &Path, listen: &str, targets: &[(&str, &str)]) -> Killed {
     let mut config = String::from(

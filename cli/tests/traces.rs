@@ -3,7 +3,7 @@
 //! step spans, all in the run's trace, with the CI/CD semantic conventions' attributes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 
 mod common;
-use common::{bin, spawn_coordinator_with_env, wait_for};
+use common::{Killed, bin, spawn_coordinator_with_env, wait_for};
 
 /// A span as received: its service, trace, parent and string attributes.
 #[derive(Debug, Clone)]
@@ -76,15 +76,6 @@ impl TraceService for Collector {
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

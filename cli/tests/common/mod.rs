@@ -196,3 +196,13 @@ pub fn http_get(address: &str, path: &str, bearer: Option<&str>) -> (u16, String
         b"",
     )
 }
+
+/// A child process killed (and reaped) when the test lets go of it, pass or fail.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

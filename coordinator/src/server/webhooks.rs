@@ -215,6 +215,18 @@ impl Webhooks {
             return Outcome::Refused(400, "a push needs `after`, the pushed commit".into());
         };
         let pusher = payload["pusher"]["name"].as_str().unwrap_or("webhook");
+        self.start_push(repository, delivery, branch, head, pusher)
+    }
+
+    /// Plans and runs a pushed commit (either forge's push).
+    fn start_push(
+        &self,
+        repository: &Repository,
+        delivery: &str,
+        branch: &str,
+        head: String,
+        pusher: &str,
+    ) -> Outcome {
         self.start(
             Trigger {
                 repository: repository.clone(),
@@ -310,22 +322,7 @@ impl Webhooks {
             return Outcome::Refused(400, "a push needs `after`, the pushed commit".into());
         };
         let pusher = payload["user_username"].as_str().unwrap_or("webhook");
-        self.start(
-            Trigger {
-                repository: repository.clone(),
-                event: Event::Push,
-                head: head.clone(),
-                branch: Some(branch.to_string()),
-                base_branch: None,
-                labels: Vec::new(),
-                all: false,
-                secrets: Default::default(),
-                submitted_by: format!("{pusher} (push webhook)"),
-                idempotency_key: delivery.to_string(),
-            },
-            None,
-        );
-        Outcome::Accepted(format!("planning {branch} at {head}"))
+        self.start_push(repository, delivery, branch, head, pusher)
     }
 
     /// GitLab's `Merge Request Hook`: opened, reopened or updated merge requests run
