@@ -361,54 +361,91 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-/// Memory-store figures with tracing and metrics off, then on (OTLP export to a receiver in
-/// this process, `/metrics` scraped every 100 ms), `REPEATS` runs each, the medians printed
-/// with their ratio. Tracing can be switched on once per process, so this comes last.
-fn observability_overhead(runtime: &tokio::runtime::Runtime, workers: usize) {
-    let throughput = |f: &Figures| f.leases as f64 / f.elapsed.as_secs_f64();
+/// The environment variable that makes this bench a child measuring one overhead run:
+/// `off` or `on`.
+const OVERHEAD_CHILD: &str = "SHARDCI_BENCH_OVERHEAD_CHILD";
+
+/// One memory-store run in this (child) process, tracing and metrics `on` (OTLP export to a
+/// receiver in this process, `/metrics` scraped every 100 ms) or off; prints
+/// `<leases/s> <spans exported>`.
+fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
+    let counter = SpanCounter::default();
+    let telemetry = on.then(|| {
+        let receiver = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("addr");
+            let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(counter.clone());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            address
+        });
+        // SAFETY: set before the runtime's threads read the environment for telemetry, and
+        // nothing else in this process reads it.
+        unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")) };
+        let telemetry = runtime
+            .block_on(async { shardci_runtime::init_telemetry("shardci-coordinator", "error") });
+        assert!(telemetry.exporting(), "the OTLP exporter is on");
+        telemetry
+    });
+    let figures = runtime.block_on(observed_figures(
+        workers,
+        SHARDS_PER_WORKER,
+        Arc::new(MemoryStore::new()),
+        false,
+        on,
+    ));
+    if let Some(telemetry) = telemetry {
+        runtime.block_on(telemetry.shutdown());
+    }
+    println!(
+        "{} {}",
+        figures.leases as f64 / figures.elapsed.as_secs_f64(),
+        counter.0.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+/// Tracing and metrics off against on, in alternating child processes (tracing is switched
+/// on once per process), `REPEATS` pairs; the median of each side and every pair's ratio.
+fn observability_overhead(workers: usize) {
+    let child = |mode: &str| -> (f64, usize) {
+        let out = std::process::Command::new(std::env::current_exe().expect("this bench"))
+            .arg(workers.to_string())
+            .env(OVERHEAD_CHILD, mode)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .expect("the child bench runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        let rate = fields.next().and_then(|f| f.parse().ok());
+        let spans = fields.next().and_then(|f| f.parse().ok());
+        match (out.status.success(), rate, spans) {
+            (true, Some(rate), Some(spans)) => (rate, spans),
+            _ => panic!(
+                "the {mode} child failed: {}{text}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    };
+    let pairs: Vec<((f64, usize), (f64, usize))> =
+        (0..REPEATS).map(|_| (child("off"), child("on"))).collect();
     let median = |mut runs: Vec<f64>| {
         runs.sort_by(f64::total_cmp);
         runs[runs.len() / 2]
     };
-    let measure = |observed: bool| -> Vec<f64> {
-        (0..REPEATS)
-            .map(|_| {
-                throughput(&runtime.block_on(observed_figures(
-                    workers,
-                    SHARDS_PER_WORKER,
-                    Arc::new(MemoryStore::new()),
-                    false,
-                    observed,
-                )))
-            })
-            .collect()
-    };
-    let off = measure(false);
-    let counter = SpanCounter::default();
-    let receiver = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("addr");
-        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(counter.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        address
-    });
-    // SAFETY of the environment change: set before any thread reads it in this process's
-    // telemetry set-up, and nothing else reads it.
-    unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")) };
-    let telemetry =
-        runtime.block_on(async { shardci_runtime::init_telemetry("shardci-coordinator", "error") });
-    assert!(telemetry.exporting(), "the OTLP exporter is on");
-    let on = measure(true);
-    runtime.block_on(telemetry.shutdown());
-    let spans = counter.0.load(std::sync::atomic::Ordering::Relaxed);
-    let (off, on) = (median(off), median(on));
+    let off = median(pairs.iter().map(|p| p.0.0).collect());
+    let on = median(pairs.iter().map(|p| p.1.0).collect());
+    let spans = pairs.iter().map(|p| p.1.1).max().unwrap_or(0);
     println!(
-        "memory store, tracing and metrics off: {off:.0} leases/s; on (OTLP export, /metrics scraped every 100 ms): {on:.0} leases/s; on / off = {:.2}x, {spans} spans exported (goal: under 10 % cost)",
-        on / off
+        "memory store, tracing and metrics off: {off:.0} leases/s; on (OTLP export of {spans} spans, /metrics scraped every 100 ms): {on:.0} leases/s; on / off = {:.2}x (pairs: {}; goal: under 10 % cost)",
+        on / off,
+        pairs
+            .iter()
+            .map(|(off, on)| format!("{:.2}x", on.0 / off.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 
@@ -567,6 +604,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(mode) = std::env::var_os(OVERHEAD_CHILD) {
+        overhead_child(&runtime, workers, mode == "on");
+        return;
+    }
     // For a profiler: only the memory store, over and over, nothing printed.
     if std::env::var_os("SHARDCI_BENCH_PROFILE_MEMORY").is_some() {
         for _ in 0..20 {
@@ -651,7 +692,7 @@ fn main() {
         throughput(&memory) / throughput(&session),
         p50(&memory) / p50(&session)
     );
-    observability_overhead(&runtime, workers);
+    observability_overhead(workers);
     for (name, figures, rounds) in [
         ("memory", &memory, SHARDS_PER_WORKER),
         ("file", &file, DURABLE_SHARDS_PER_WORKER),

@@ -44,7 +44,6 @@ pub(crate) fn attempt_span(
     let span = tracing::info_span!(
         target: TARGET,
         "shard attempt",
-        otel.name = format!("run shard {}", shard.shard_id),
         { a::PIPELINE_RUN_ID } = shard.run_id,
         { a::TASK_NAME } = shard.shard_id,
         { a::TASK_RUN_ID } = format!("{}/{}/{}", shard.run_id, shard.shard_id, shard.attempt),
@@ -75,7 +74,6 @@ pub(crate) fn job_span(shard: &pb::ShardRef, job: &str) -> Span {
     tracing::info_span!(
         target: TARGET,
         "job",
-        otel.name = format!("job {job}"),
         { a::PIPELINE_RUN_ID } = shard.run_id,
         { a::TASK_NAME } = job,
         { a::TASK_RUN_ID } = format!("{}/{}/{}/{job}", shard.run_id, shard.shard_id, shard.attempt),
@@ -91,7 +89,6 @@ pub(crate) fn step_span(step: &str) -> Span {
     tracing::info_span!(
         target: TARGET,
         "step",
-        otel.name = format!("step {step}"),
         { a::TASK_NAME } = step,
         { a::TASK_RUN_RESULT } = tracing::field::Empty,
         shardci.reused = tracing::field::Empty,

@@ -1,7 +1,8 @@
 //! The coordinator's side of a run's trace: a root span per run, from submission (or a new
 //! leader's restore) to its end, and a child span per shard attempt, from its lease to its
 //! report or loss. Each attempt's context goes to its worker in the assignment, so the
-//! worker's job and step spans join the run's trace. Spans are only exported when
+//! worker's job and step spans join the run's trace. Span names are the kind of task (low
+//! cardinality, as OpenTelemetry asks); which one is in the `cicd.*` attributes. Spans are only exported when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `shardci_runtime::telemetry`).
 
 use std::collections::HashMap;
@@ -41,7 +42,6 @@ impl Traces {
             target: TARGET,
             parent: None,
             "run",
-            otel.name = format!("run {}", record.id),
             { a::PIPELINE_NAME } = pipeline,
             { a::PIPELINE_RUN_ID } = record.id.0,
             { a::HEAD_REVISION } = record.source.head_commit,
@@ -64,8 +64,7 @@ impl Traces {
         let span = tracing::info_span!(
             target: TARGET,
             parent: run,
-            "shard",
-            otel.name = format!("shard {}", assignment.shard),
+            "shard attempt",
             { a::PIPELINE_RUN_ID } = assignment.run.0,
             { a::TASK_NAME } = assignment.shard.0,
             { a::TASK_RUN_ID } = format!("{}/{}/{}", assignment.run, assignment.shard, assignment.attempt.0),
