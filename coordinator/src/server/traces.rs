@@ -49,7 +49,9 @@ impl Traces {
             shardci.jobs = record.plan.jobs.len(),
             { a::TASK_RUN_RESULT } = tracing::field::Empty,
         );
-        self.runs.insert(record.id.clone(), span);
+        if !span.is_disabled() {
+            self.runs.insert(record.id.clone(), span);
+        }
     }
 
     /// Opens the attempt's span and returns its context for the worker.
@@ -72,6 +74,10 @@ impl Traces {
             shardci.jobs = assignment.jobs.len(),
             { a::TASK_RUN_RESULT } = tracing::field::Empty,
         );
+        // Without an exporter the span is disabled: nothing to carry or keep.
+        if span.is_disabled() {
+            return HashMap::new();
+        }
         let context = context_of(&span);
         self.attempts.insert(
             (
