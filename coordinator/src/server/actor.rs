@@ -277,7 +277,11 @@ impl Actor {
                 self.idempotency.insert(run.idempotency_key, id.clone());
             }
             tracing::info!(run = %id, "restored from the state store");
-            self.traces.run_started(&run.record);
+            // A finished run has no more spans to start; an unfinished one's trace begins
+            // again here (the old leader's root went with it).
+            if run.record.finished_at.is_none() {
+                self.traces.run_started(&run.record);
+            }
             self.runs.insert(id, run.record);
         }
     }

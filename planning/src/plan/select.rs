@@ -261,14 +261,20 @@ pub fn select(
                     continue;
                 };
                 let mut selected = BTreeSet::new();
-                // A group that selects test types on the file's own component narrows it as a
-                // rule does; groups that only select other components leave the broad
-                // fallback to stand, as it is for files nothing says anything about.
+                // A group that selects test types on the file's own component (and applies to
+                // this event) narrows it as a rule does; groups that only select other
+                // components leave the broad fallback to stand, as it is for files nothing
+                // says anything about.
                 let narrowed = file.groups.iter().any(|name| {
-                    config
-                        .groups
-                        .iter()
-                        .any(|g| &g.name == name && !g.test_types.is_empty())
+                    config.groups.iter().any(|g| {
+                        &g.name == name
+                            && !g.test_types.is_empty()
+                            && g.when.hold(
+                                modes.event,
+                                modes.target_branch.as_deref(),
+                                &modes.labels,
+                            )
+                    })
                 });
                 if rule.is_none() && !narrowed {
                     for t in all_types_of(c) {
