@@ -9,7 +9,7 @@
 //! bound `max(total / slots, longest job)`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use crate::config::ShardingConfig;
 
@@ -35,7 +35,9 @@ pub fn providers(jobs: &[Job]) -> BTreeMap<String, Vec<String>> {
     // Per connector, the jobs holding a step of each name other than their own: only those
     // can take a provider's step, so each provider is compared with them alone (comparing
     // every pair of a connector's jobs cost most of a 43,200-job plan).
-    let mut holders: BTreeMap<(&str, &str), Vec<&Job>> = BTreeMap::new();
+    // Hashed, not ordered: only looked up, and a 43,200-job plan spent its time comparing
+    // long id strings in ordered maps.
+    let mut holders: HashMap<(&str, &str), Vec<&Job>> = HashMap::new();
     for job in jobs {
         for step in job.steps.iter().filter(|s| s.name != job.test_type) {
             holders
@@ -89,8 +91,8 @@ pub fn shard(
 ) -> Sharding {
     let slots = slots.max(1);
     let total: f64 = jobs.iter().map(|j| j.expected_seconds).sum();
-    let by_id: BTreeMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
-    let provider_ids: BTreeSet<&str> = provided.values().flatten().map(String::as_str).collect();
+    let by_id: HashMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let provider_ids: HashSet<&str> = provided.values().flatten().map(String::as_str).collect();
     // A consumer cannot start before its providers end: the longest such chain bounds it too.
     let longest = jobs
         .iter()
@@ -126,7 +128,7 @@ pub fn shard(
     let ids: Vec<String> = (0..packed.len())
         .map(|i| format!("shard-{:0width$}", i + 1))
         .collect();
-    let home: BTreeMap<&str, &str> = packed
+    let home: HashMap<&str, &str> = packed
         .iter()
         .zip(&ids)
         .flat_map(|((_, members, _), id)| members.iter().map(move |j| (j.id.as_str(), id.as_str())))
@@ -205,7 +207,7 @@ fn pack<'a>(
         // (load, lane); an entry whose load is no longer its lane's is stale and skipped.
         let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
             (0..lanes).map(|i| Reverse((0, i))).collect();
-        let mut lanes_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut lanes_of: HashMap<&str, Vec<usize>> = HashMap::new();
         for job in members {
             let least = loop {
                 match heap.peek() {
@@ -242,7 +244,7 @@ fn pack<'a>(
                 // A connector's jobs together (longest first), connectors in the order they
                 // came, which is by their longest job: each shard cut from the lane then
                 // needs few connectors' builds.
-                let first_seen: BTreeMap<&str, usize> = lane
+                let first_seen: HashMap<&str, usize> = lane
                     .iter()
                     .enumerate()
                     .rev()
