@@ -617,27 +617,24 @@ impl Actor {
                 follow,
                 reply,
             } => {
+                // The attempt that decided a finished job: its log is the one to show when
+                // none is asked for (a job re-run after a lost attempt has its log under the
+                // later attempt).
+                let decided = self.scheduler.run(&key.0).and_then(|view| {
+                    view.results
+                        .iter()
+                        .find(|r| r.job.0 == key.1)
+                        .map(|r| r.attempt.0)
+                });
                 let read = match self.runs.get(&key.0) {
                     None => None,
                     Some(record) => match (&record.report, &self.reports) {
-                        (Some(Ok(_)), Some(store)) => {
-                            let final_attempt = self
-                                .scheduler
-                                .run(&key.0)
-                                .and_then(|view| {
-                                    view.results
-                                        .iter()
-                                        .find(|r| r.job.0 == key.1)
-                                        .map(|r| r.attempt.0)
-                                })
-                                .unwrap_or(1);
-                            Some(LogRead::Stored {
-                                store: store.clone(),
-                                final_attempt,
-                            })
-                        }
+                        (Some(Ok(_)), Some(store)) => Some(LogRead::Stored {
+                            store: store.clone(),
+                            final_attempt: decided.unwrap_or(1),
+                        }),
                         _ => Some(LogRead::Live(
-                            self.logs.read(&key, attempt, follow),
+                            self.logs.read(&key, attempt.or(decided), follow),
                             self.reports.clone(),
                         )),
                     },
