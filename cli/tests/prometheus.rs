@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{Killed, bin, free_address, http_get, spawn_coordinator, wait_for};
+use common::{Killed, free_address, http_get, process_worker, spawn_coordinator, wait_for};
 
 fn prometheus(dir: &Path, listen: &str, targets: &[(&str, &str)]) -> Killed {
     let mut config = String::from(
@@ -80,24 +80,13 @@ fn prometheus_sees_shards_rise_and_fall_and_histograms_fill() {
     let _coordinator = Killed(coordinator);
     let url = format!("http://{address}");
     let worker_metrics = free_address();
-    let worker = Command::new(bin("shardci-worker"))
-        .args([
-            "--coordinator",
-            &url,
-            "--id",
-            "scraped",
-            "--executor",
-            "process",
-        ])
-        .args(["--slots", "2", "--metrics-listen", &worker_metrics])
-        .arg("--data-dir")
-        .arg(dir.path().join("worker"))
-        .env("SHARDCI_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("worker");
-    let _worker = Killed(worker);
+    let _worker = process_worker(
+        &url,
+        "scraped",
+        dir.path(),
+        &["--slots", "2", "--metrics-listen", &worker_metrics],
+        &[],
+    );
 
     let server = free_address();
     let _prometheus = prometheus(

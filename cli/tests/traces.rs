@@ -3,7 +3,7 @@
 //! step spans, all in the run's trace, with the CI/CD semantic conventions' attributes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 
 mod common;
-use common::{Killed, bin, spawn_coordinator_with_env, wait_for};
+use common::{Killed, process_worker, spawn_coordinator_with_env, wait_for};
 
 /// A span as received: its service, trace, parent and string attributes.
 #[derive(Debug, Clone)]
@@ -109,25 +109,7 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
     let (coordinator, address) = spawn_coordinator_with_env(dir.path(), &[], &otel);
     let _coordinator = Killed(coordinator);
     let url = format!("http://{address}");
-    let mut worker = Command::new(bin("shardci-worker"));
-    worker
-        .args([
-            "--coordinator",
-            &url,
-            "--id",
-            "traced",
-            "--executor",
-            "process",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("worker"))
-        .env("SHARDCI_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (key, value) in &otel {
-        worker.env(key, value);
-    }
-    let _worker = Killed(worker.spawn().expect("worker"));
+    let _worker = process_worker(&url, "traced", dir.path(), &[], &otel);
 
     let submitted = Command::new(env!("CARGO_BIN_EXE_shardci"))
         .args(["submit", "--all", "--watch", "--coordinator", &url])

@@ -206,3 +206,27 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A `shardci-worker` on the process executor serving `url`, its data under `dir/worker`,
+/// with `args` and `env` added; killed when dropped.
+pub fn process_worker(
+    url: &str,
+    id: &str,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Killed {
+    let mut worker = Command::new(bin("shardci-worker"));
+    worker
+        .args(["--coordinator", url, "--id", id, "--executor", "process"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("worker"))
+        .env("SHARDCI_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        worker.env(key, value);
+    }
+    Killed(worker.spawn().expect("worker"))
+}
