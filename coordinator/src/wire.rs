@@ -243,6 +243,7 @@ pub fn plan_to_wire(plan: &Plan) -> pb::Plan {
                 previous_path: f.previous_path.clone().unwrap_or_default(),
             })
             .collect(),
+        images: plan.images.iter().map(pb::ProjectImage::from).collect(),
         branch: plan.source.branch.clone().unwrap_or_default(),
         base_branch: match plan.event {
             shardci_types::Event::PullRequest => plan.source.base_ref.clone().unwrap_or_default(),
@@ -299,6 +300,11 @@ pub fn plan_from_wire(plan: pb::Plan) -> Result<RunnablePlan, WireError> {
             after: shard.after.clone(),
         });
         earlier.insert(&shard.id);
+    }
+    // Workers build these from the tree: refused here, before a worker sees a context that
+    // leaves it.
+    for image in &plan.images {
+        shardci_types::ProjectImage::try_from(image)?;
     }
     Ok(RunnablePlan {
         jobs,

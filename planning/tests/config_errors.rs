@@ -410,3 +410,13 @@ fn the_legacy_label_lists_still_read() {
     );
     assert!(config.labels["ci:full"].effects.full_tests);
 }
+
+#[test]
+fn a_project_image_whose_context_leaves_the_tree() {
+    assert_eq!(
+        error(&format!(
+            "{BASE}\n[[images]]\ntag = \"base:1\"\ncontext = \"../elsewhere\"\n"
+        )),
+        "repo/shardci.toml:15:1: [[images]]: project image context \"../elsewhere\" must stay inside the source tree"
+    );
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use shardci_types::{
     Attempt, ChangeStatus, Event, FailureClass, ImageBuild, JobId, JobReport, JobResult, JobSpec,
-    RegressionSpec, Resources, ReusedFrom, SpecError, Status, StepReport, StepSpec, Versions,
-    matrix_env_var, relative_path, valid_artifact_path,
+    ProjectImage, RegressionSpec, Resources, ReusedFrom, SpecError, Status, StepReport, StepSpec,
+    Versions, matrix_env_var, relative_path, valid_artifact_path,
 };
 
 use crate::v1 as pb;
@@ -107,6 +107,38 @@ pub fn seconds_from_wire(d: Option<prost_types::Duration>) -> f64 {
 /// A wire duration as a [`Duration`] (absent, negative or NaN is zero).
 pub fn std_duration_from_wire(d: Option<prost_types::Duration>) -> Duration {
     Duration::try_from_secs_f64(seconds_from_wire(d)).unwrap_or_default()
+}
+
+impl From<&ProjectImage> for pb::ProjectImage {
+    fn from(image: &ProjectImage) -> Self {
+        pb::ProjectImage {
+            tag: image.tag.clone(),
+            context: image.context.clone(),
+            dockerfile: image.dockerfile.clone(),
+            host_files: image.host_files.iter().cloned().collect(),
+        }
+    }
+}
+
+impl TryFrom<&pb::ProjectImage> for ProjectImage {
+    type Error = WireError;
+
+    /// An image whose context and Dockerfile stay in the tree.
+    fn try_from(image: &pb::ProjectImage) -> Result<Self, WireError> {
+        let mut host_files: Vec<(String, String)> = image
+            .host_files
+            .iter()
+            .map(|(name, path)| (name.clone(), path.clone()))
+            .collect();
+        host_files.sort();
+        ProjectImage::new(
+            image.tag.clone(),
+            &image.context,
+            &image.dockerfile,
+            host_files,
+        )
+        .map_err(|e| invalid("project image", e.to_string()))
+    }
 }
 
 impl TryFrom<&pb::Job> for JobSpec {

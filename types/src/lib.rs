@@ -28,7 +28,7 @@ pub use outcome::{FailureClass, Status};
 pub use result::{JobReport, JobResult, ReusedFrom, StepReport};
 pub use spec::{
     DEFAULT_MEMORY_BYTES, DEFAULT_MILLI_CPUS, DEFAULT_PIDS, DEFAULT_STEP_TIMEOUT, ImageBuild,
-    JobSpec, RegressionSpec, Resources, SpecError, StepSpec, relative_path,
+    JobSpec, ProjectImage, RegressionSpec, Resources, SpecError, StepSpec, relative_path,
 };
 pub use step_key::{STEP_KEY_VERSION, step_key};
 

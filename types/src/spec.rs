@@ -53,6 +53,54 @@ pub struct ImageBuild {
     pub tag: String,
 }
 
+/// An image the project builds itself where it is missing (`[[images]]`), before any step: no
+/// registry may be reachable, so step images and connector Dockerfiles' bases come from the
+/// tree.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectImage {
+    /// The tag steps and Dockerfiles name.
+    pub tag: String,
+    /// The build context, relative to the source root.
+    pub context: String,
+    /// Relative to the context.
+    pub dockerfile: String,
+    /// Files copied from the host into the context: (name in the context, host path). Workers
+    /// build only with the host files they allow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_files: Vec<(String, String)>,
+}
+
+impl ProjectImage {
+    /// An image whose paths stay in the tree and whose host files land at the context's top.
+    pub fn new(
+        tag: String,
+        context: &str,
+        dockerfile: &str,
+        host_files: Vec<(String, String)>,
+    ) -> Result<Self, SpecError> {
+        if tag.is_empty() {
+            return Err(SpecError::BadImage {
+                tag,
+                why: "the tag is empty".into(),
+            });
+        }
+        for (name, _) in &host_files {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(SpecError::BadImage {
+                    tag,
+                    why: format!("host file name {name:?} is not a plain file name"),
+                });
+            }
+        }
+        Ok(Self {
+            context: relative_path("project image context", context)?,
+            dockerfile: relative_path("project image dockerfile", dockerfile)?,
+            tag,
+            host_files,
+        })
+    }
+}
+
 /// A step that compares two versions of a connector on Airbyte protocol commands (the
 /// worker's regression runner) instead of running a command.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -209,6 +257,14 @@ pub enum SpecError {
         /// The loop, first node repeated at the end.
         cycle: Vec<String>,
     },
+    /// A project image that cannot be built as given.
+    #[error("project image {tag:?}: {why}")]
+    BadImage {
+        /// The image's tag.
+        tag: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A path leaves the source tree.
     #[error("{what} {path:?} must stay inside the source tree")]
     PathEscapes {
@@ -272,6 +328,32 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_project_image_stays_in_the_tree() {
+        let image = |tag: &str, context: &str, dockerfile: &str, host: &str| {
+            let files = if host.is_empty() {
+                vec![]
+            } else {
+                vec![(host.to_string(), "/bin/busybox".to_string())]
+            };
+            ProjectImage::new(tag.into(), context, dockerfile, files)
+        };
+        assert!(image("t:1", "images/busybox", "Dockerfile", "busybox").is_ok());
+        for (tag, context, dockerfile, host) in [
+            ("", "images", "Dockerfile", ""),
+            ("t:1", "../outside", "Dockerfile", ""),
+            ("t:1", "/etc", "Dockerfile", ""),
+            ("t:1", "images", "../../Dockerfile", ""),
+            ("t:1", "images", "Dockerfile", "bin/busybox"),
+            ("t:1", "images", "Dockerfile", ".."),
+        ] {
+            assert!(
+                image(tag, context, dockerfile, host).is_err(),
+                "{tag:?} {context:?} {dockerfile:?} {host:?} is refused"
+            );
+        }
+    }
 
     fn step(name: &str, deps: &[&str]) -> StepSpec {
         StepSpec {

@@ -86,6 +86,16 @@ struct Args {
     /// a fleet of one Docker daemon.
     #[arg(long, env = "SHARDCI_NO_SHIP_IMAGES")]
     no_ship_images: bool,
+    /// A host file project images (`[[images]]`, `host_files`) may copy into their build
+    /// context (repeatable, or comma separated); every step in such an image can read it.
+    #[arg(
+        long = "image-host-file",
+        env = "SHARDCI_IMAGE_HOST_FILES",
+        value_name = "PATH",
+        value_delimiter = ',',
+        default_values_t = shardci_worker::executor::DEFAULT_IMAGE_HOST_FILES.iter().map(|p| p.to_string())
+    )]
+    image_host_files: Vec<String>,
     /// Serve Prometheus metrics (slots, step durations, host failures) at http://ADDR/metrics.
     #[arg(long, env = "SHARDCI_WORKER_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -115,7 +125,11 @@ async fn run(args: Args) -> ExitCode {
         ExecutorKind::Process => Arc::new(ProcessExecutor),
         ExecutorKind::Docker => match DockerExecutor::connect(&id).await {
             Ok(docker) => {
-                let docker = docker.with_step_user(args.step_user.clone());
+                let docker = docker
+                    .with_step_user(args.step_user.clone())
+                    .with_image_host_files(
+                        args.image_host_files.iter().map(PathBuf::from).collect(),
+                    );
                 match docker.sweep_orphans().await {
                     Ok(0) => {}
                     Ok(n) => eprintln!("swept {n} container(s) of worker processes that are gone"),

@@ -39,6 +39,13 @@ pub(crate) async fn run_shard(
                 .collect();
         }
     };
+    if let Err(why) = ensure_project_images(shared, assignment, &source_dir).await {
+        return assignment
+            .jobs
+            .iter()
+            .map(|j| wire::failed_job(&j.id, FailureClass::Image, &why, attempt))
+            .collect();
+    }
     let safe = |s: &str| {
         s.chars()
             .map(|c| {
@@ -177,6 +184,48 @@ pub(crate) async fn run_shard(
     .await;
     store_logs(shared, &registry, &shard.run_id, attempt).await;
     results
+}
+
+/// Builds the run's project images this host lacks, before any step: connector Dockerfiles
+/// and steps name them, and no registry may hold them. A failure names the image and ends with
+/// the tail of its build output.
+async fn ensure_project_images(
+    shared: &Shared,
+    assignment: &pb::Assignment,
+    source_dir: &std::path::Path,
+) -> Result<(), String> {
+    if assignment.images.is_empty() {
+        return Ok(());
+    }
+    let images = assignment
+        .images
+        .iter()
+        .map(shardci_types::ProjectImage::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut log = crate::logs::MemorySink::default();
+    match shared
+        .executor
+        .ensure_project_images(&images, source_dir, &mut log)
+        .await
+    {
+        Ok(built) => {
+            for tag in built {
+                tracing::info!(image = %tag, "built project image");
+            }
+            Ok(())
+        }
+        Err(why) => {
+            let output = log.text();
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            Err(if tail.is_empty() {
+                why
+            } else {
+                format!("{why}\n{tail}")
+            })
+        }
+    }
 }
 
 async fn fetch_source(shared: &Shared, source: Option<&pb::Source>) -> Result<PathBuf, String> {

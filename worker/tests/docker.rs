@@ -517,3 +517,100 @@ async fn steps_run_with_least_privilege_unless_they_ask() {
     assert_eq!(outcome.status, Status::Success, "{}", logs.text());
     assert_eq!(logs.text(), "0\nroot-writable\nCapEff:\t0000000000000001\n");
 }
+
+/// Project images (`[[images]]`) are built from the checkout where missing, in order (the
+/// second builds on the first); a host file the worker does not give and a context that is a
+/// link out of the checkout are refused before anything is built.
+#[tokio::test]
+async fn project_images_are_built_from_the_checkout_and_host_files_are_given_only_on_purpose() {
+    use shardci_types::ProjectImage;
+    let executor = executor("project-images").await;
+    let docker = executor.client().clone();
+    let checkout = tempfile::tempdir().unwrap();
+    let base = checkout.path().join("images/base");
+    let on_top = checkout.path().join("images/on-top");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::create_dir_all(&on_top).unwrap();
+    std::fs::write(
+        base.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        on_top.join("Dockerfile"),
+        "FROM shardci-test/project-base:1\nRUN echo built on top > /marker\n",
+    )
+    .unwrap();
+    let tags = ["shardci-test/project-base:1", "shardci-test/project-top:1"];
+    for tag in tags {
+        let _ = docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+    let images = [
+        ProjectImage::new(
+            tags[0].into(),
+            "images/base",
+            "Dockerfile",
+            vec![("busybox".into(), "/bin/busybox".into())],
+        )
+        .unwrap(),
+        ProjectImage::new(tags[1].into(), "images/on-top", "Dockerfile", vec![]).unwrap(),
+    ];
+    let mut log = MemorySink::default();
+    let built = executor
+        .ensure_project_images(&images, checkout.path(), &mut log)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
+    assert_eq!(built, tags, "both built, in order");
+    let again = executor
+        .ensure_project_images(&images, checkout.path(), &mut log)
+        .await
+        .expect("present");
+    assert!(again.is_empty(), "present images are not built again");
+
+    // A host file the worker was not told to give (the default gives only /bin/busybox).
+    let greedy = ProjectImage::new(
+        "shardci-test/greedy:1".into(),
+        "images/base",
+        "Dockerfile",
+        vec![("busybox".into(), "/etc/shadow".into())],
+    )
+    .unwrap();
+    let refused = executor
+        .ensure_project_images(&[greedy], checkout.path(), &mut log)
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.contains("/etc/shadow") && refused.contains("--image-host-file"),
+        "{refused}"
+    );
+
+    // A context that is a symbolic link out of the checkout.
+    std::os::unix::fs::symlink("/etc", checkout.path().join("images/escape")).unwrap();
+    let escaping = ProjectImage::new(
+        "shardci-test/escape:1".into(),
+        "images/escape",
+        "Dockerfile",
+        vec![],
+    )
+    .unwrap();
+    let refused = executor
+        .ensure_project_images(&[escaping], checkout.path(), &mut log)
+        .await
+        .expect_err("refused");
+    assert!(refused.contains("leaves the checkout"), "{refused}");
+    for tag in tags {
+        let _ = docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+}

@@ -196,6 +196,7 @@ async fn a_session_runs_its_assignment_ships_sequenced_logs_and_refuses_a_cyclic
         ],
         secrets: Default::default(),
         trace_context: Default::default(),
+        images: Vec::new(),
     };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let done = CancellationToken::new();

@@ -12,7 +12,6 @@ use shardci_planning::config::Config;
 use shardci_reports::open_report_store;
 use shardci_scheduling::schedule::SchedulerConfig;
 use shardci_worker::executor::{DockerExecutor, Executor, ProcessExecutor};
-use shardci_worker::images::{ProjectImage, ensure};
 use shardci_worker::logs::MemorySink;
 use shardci_worker::session::{Worker, WorkerOptions};
 
@@ -27,37 +26,29 @@ pub fn run(args: LocalArgs) -> Result<Code, Failure> {
     runtime.block_on(local(args))
 }
 
+/// Builds the project's images before the run, so a broken one stops it at once with its
+/// output (the in-process workers would otherwise find it per shard).
 async fn build_images(
     config: &Config,
     repo: &std::path::Path,
     docker: &DockerExecutor,
 ) -> Result<(), Failure> {
-    for image in &config.images {
-        let project = ProjectImage {
-            tag: image.tag.clone(),
-            context: repo.join(&image.context),
-            dockerfile: image.dockerfile.clone(),
-            host_files: image
-                .host_files
-                .iter()
-                .map(|(name, host)| (name.clone(), host.into()))
-                .collect(),
-        };
-        let mut log = MemorySink::default();
-        match ensure(docker.client(), &project, &mut log).await {
-            Ok(true) => eprintln!("built image {}", image.tag),
-            Ok(false) => {}
-            Err(e) => {
-                return Err(Failure::infrastructure(anyhow::anyhow!(
-                    "failed to build image {} from {}: {e}\n{}",
-                    image.tag,
-                    image.context,
-                    log.text()
-                )));
+    let mut log = MemorySink::default();
+    match docker
+        .ensure_project_images(&config.images, repo, &mut log)
+        .await
+    {
+        Ok(built) => {
+            for tag in built {
+                eprintln!("built image {tag}");
             }
+            Ok(())
         }
+        Err(e) => Err(Failure::infrastructure(anyhow::anyhow!(
+            "{e}\n{}",
+            log.text()
+        ))),
     }
-    Ok(())
 }
 
 async fn local(args: LocalArgs) -> Result<Code, Failure> {

@@ -701,6 +701,7 @@ impl Actor {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             trace_context: Default::default(),
+            images: record.plan.wire.images.clone(),
         })
     }
 

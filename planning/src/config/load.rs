@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
 use super::model::{
-    AxisConfig, ConnectorOverride, Expand, ImageConfig, Layout, RawConfig, RegressionConfig,
-    ShardingConfig, SharedConfig, StepFields, Unclassified,
+    AxisConfig, ConnectorOverride, Expand, Layout, RawConfig, RegressionConfig, ShardingConfig,
+    SharedConfig, StepFields, Unclassified,
 };
 use super::triggers::{
     EventTrigger, GraphPolicy, Group, LabelTrigger, TriggerChecker, branch_patterns,
@@ -237,7 +237,8 @@ pub struct Config {
     /// Generic layout only.
     pub metadata_glob: Option<String>,
     pub defaults: StepFields,
-    pub images: Vec<ImageConfig>,
+    /// Images built where missing before steps run, in order: `[[images]]`.
+    pub images: Vec<shardci_types::ProjectImage>,
     /// In file order, which is also the order jobs are listed in.
     pub test_types: IndexMap<String, TestType>,
     pub templates: IndexMap<String, Template>,
@@ -535,6 +536,20 @@ impl Checker<'_> {
             (Layout::Airbyte, None) => None,
         };
 
+        let images = images
+            .into_iter()
+            .map(|image| {
+                let span = image.span();
+                let image = image.into_inner();
+                shardci_types::ProjectImage::new(
+                    image.tag,
+                    &image.context,
+                    &image.dockerfile,
+                    image.host_files.into_iter().collect(),
+                )
+                .map_err(|e| self.loc.error(span, format!("[[images]]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             source_path: self.loc_path(),
             source_text: text.to_string(),

@@ -18,7 +18,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub defaults: StepFields,
     #[serde(default)]
-    pub images: Vec<ImageConfig>,
+    pub images: Vec<Spanned<ImageConfig>>,
     #[serde(default)]
     pub test_types: IndexMap<String, StepFields>,
     #[serde(default)]

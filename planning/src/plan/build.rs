@@ -361,6 +361,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         connectors,
         jobs,
         skipped: skipped.into_iter().collect(),
+        images: config.images.clone(),
         shards: sharding.shards,
         slots,
         total_seconds: sharding.total_seconds,

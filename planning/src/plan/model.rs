@@ -214,6 +214,10 @@ pub struct Plan {
     pub connectors: Vec<String>,
     pub jobs: Vec<Job>,
     pub skipped: Vec<SkippedJob>,
+    /// Images the project builds where they are missing before steps run (`[[images]]`), in
+    /// order: every worker that runs a shard of the plan ensures them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<shardci_types::ProjectImage>,
     /// Shards in dispatch order (longest expected first).
     pub shards: Vec<Shard>,
     pub slots: u32,

@@ -9,6 +9,7 @@
 //! `docker`.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bollard::Docker;
@@ -50,7 +51,17 @@ pub struct DockerExecutor {
     docker: Docker,
     worker_id: String,
     step_user: String,
+    /// The host files a project image may copy into its context (`--image-host-file`).
+    image_host_files: Vec<PathBuf>,
+    /// One project-image build at a time on this host: slots starting shards of one run
+    /// together build each missing image once.
+    project_images: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The host files project images may take by default: Debian's static busybox, what the
+/// example's step image is made of. Anything else must be given on purpose: a host file in an
+/// image is readable by every step that runs in it.
+pub const DEFAULT_IMAGE_HOST_FILES: &[&str] = &["/bin/busybox"];
 
 fn engine_error(step: &str, started: Instant, what: &str, e: &BollardError) -> StepOutcome {
     StepOutcome::failed(
@@ -96,7 +107,16 @@ impl DockerExecutor {
             docker,
             worker_id: worker_id.to_string(),
             step_user: DEFAULT_STEP_USER.to_string(),
+            image_host_files: DEFAULT_IMAGE_HOST_FILES.iter().map(PathBuf::from).collect(),
+            project_images: Default::default(),
         })
+    }
+
+    /// The host files project images may copy into their contexts (instead of the default,
+    /// [`DEFAULT_IMAGE_HOST_FILES`]).
+    pub fn with_image_host_files(mut self, files: Vec<PathBuf>) -> Self {
+        self.image_host_files = files;
+        self
     }
 
     /// Runs steps that name no user as `user` (`uid[:gid]` or a name in the image).
@@ -216,6 +236,70 @@ impl DockerExecutor {
 impl Executor for DockerExecutor {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    async fn ensure_project_images(
+        &self,
+        images: &[shardci_types::ProjectImage],
+        source: &Path,
+        logs: &mut dyn LogSink,
+    ) -> Result<Vec<String>, String> {
+        let _one_at_a_time = self.project_images.lock().await;
+        let root = source
+            .canonicalize()
+            .map_err(|e| format!("the checkout {}: {e}", source.display()))?;
+        let mut built = Vec::new();
+        for image in images {
+            let refused = image
+                .host_files
+                .iter()
+                .find(|(_, host)| !self.image_host_files.iter().any(|a| a == Path::new(host)));
+            if let Some((_, host)) = refused {
+                return Err(format!(
+                    "project image {} asks for host file {host}, which this worker does not give (it gives {}; shardci-worker --image-host-file)",
+                    image.tag,
+                    self.image_host_files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            // A context that is a symbolic link out of the checkout would ship host files.
+            let context = root.join(&image.context).canonicalize().map_err(|e| {
+                format!(
+                    "project image {}: context {}: {e}",
+                    image.tag, image.context
+                )
+            })?;
+            if !context.starts_with(&root) {
+                return Err(format!(
+                    "project image {}: context {} leaves the checkout",
+                    image.tag, image.context
+                ));
+            }
+            let project = crate::images::ProjectImage {
+                tag: image.tag.clone(),
+                context,
+                dockerfile: image.dockerfile.clone(),
+                host_files: image
+                    .host_files
+                    .iter()
+                    .map(|(name, host)| (name.clone(), PathBuf::from(host)))
+                    .collect(),
+            };
+            match crate::images::ensure(&self.docker, &project, logs).await {
+                Ok(true) => built.push(image.tag.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "building project image {} from {}: {e}",
+                        image.tag, image.context
+                    ));
+                }
+            }
+        }
+        Ok(built)
     }
 
     async fn sweep(&self) -> usize {

@@ -20,8 +20,8 @@ use shardci_types::StepSpec;
 use crate::outcome::StepOutcome;
 
 pub use docker::{
-    DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_STEP_KEY, LABEL_WORKER,
+    DEFAULT_IMAGE_HOST_FILES, DEFAULT_STEP_USER, DockerExecutor, DockerSetupError, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_STEP_KEY, LABEL_WORKER,
 };
 pub use process::ProcessExecutor;
 
@@ -85,6 +85,17 @@ pub trait Executor: Send + Sync {
         _store: &dyn ObjectStore,
     ) -> Result<(), TransferError> {
         Err(TransferError::Unsupported)
+    }
+
+    /// Builds the project images (`[[images]]`) this host lacks, in order, from the checkout
+    /// at `source`; returns the tags it built. Executors that run no images build nothing.
+    async fn ensure_project_images(
+        &self,
+        _images: &[shardci_types::ProjectImage],
+        _source: &std::path::Path,
+        _logs: &mut dyn LogSink,
+    ) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
 
     /// Removes what processes that are gone left running (their containers); returns how many

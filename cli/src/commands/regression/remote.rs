@@ -187,6 +187,7 @@ fn plan(args: &RegressionArgs, commands: &[Command], files: &[String]) -> Result
         connectors: vec![args.connector.clone()],
         jobs: vec![job],
         skipped: Vec::new(),
+        images: Vec::new(),
         shards: vec![Shard {
             id: "shard-1".into(),
             jobs: vec![id],
