@@ -625,7 +625,10 @@ mod tests {
         );
         let key = "runs/r/jobs/j/unit/log.txt";
         store.put(key, Vec::new()).await.expect("put");
-        assert_eq!(store.stored_tail(key).await.expect("tail"), Vec::<u8>::new());
+        assert_eq!(
+            store.stored_tail(key).await.expect("tail"),
+            Vec::<u8>::new()
+        );
         store.put(key, b"last words".to_vec()).await.expect("put");
         assert_eq!(store.stored_tail(key).await.expect("tail"), b"last words");
     }
