@@ -385,6 +385,15 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a run to its end (one a webhook or a schedule started, say), print its table
+    /// and report, and exit with its result; stopping the watch leaves the run running.
+    Watch {
+        run: String,
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel what is left of a run.
     Cancel {
         run: String,

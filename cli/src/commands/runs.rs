@@ -87,6 +87,10 @@ pub fn runs(command: RunsCommand) -> Result<Code, Failure> {
                 }
                 Ok(Code::Success)
             }
+            RunsCommand::Watch { run, remote, json } => {
+                let mut client = connect(&remote).await?;
+                crate::progress::watch_to_the_end(&mut client, &remote, &run, json).await
+            }
             RunsCommand::Cancel { run, remote } => {
                 let mut client = connect(&remote).await?;
                 let response = client
