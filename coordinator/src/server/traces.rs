@@ -2,21 +2,132 @@
 //! leader's restore) to its end, and a child span per shard attempt, from its lease to its
 //! report or loss. Each attempt's context goes to its worker in the assignment, so the
 //! worker's job and step spans join the run's trace. Span names are the kind of task (low
-//! cardinality, as OpenTelemetry asks); which one is in the `cicd.*` attributes. Spans are only exported when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `shardci_runtime::telemetry`).
+//! cardinality, as OpenTelemetry asks); which one is in the `cicd.*` attributes. Spans are
+//! only exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `shardci_runtime::telemetry`).
+//!
+//! The event loop that leases shards is the coordinator's one serial path, so it only notes
+//! ids and times here: spans are built and exported by a task of their own once they end,
+//! under the ids handed out when they started (a worker's spans already name them).
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
-use shardci_runtime::telemetry::{TARGET, attributes as a, context_of};
+use shardci_runtime::telemetry::{
+    FinishedSpan, KeyValue, SpanId, TraceId, attributes as a, exporting, new_span_id, new_trace_id,
+    traceparent,
+};
 use shardci_scheduling::schedule::{Assignment, Attempt, RunId, ShardId, Status, WorkerId};
-use tracing::Span;
+use tokio::sync::mpsc;
 
 use super::commands::RunRecord;
 
+/// Ended spans waiting for the exporting task; beyond this many the newest are dropped, as
+/// the SDK's own batch queue does: tracing never holds the scheduler back.
+const QUEUED_SPANS: usize = 4096;
+
+struct OpenRun {
+    trace: TraceId,
+    span: SpanId,
+    start: SystemTime,
+    pipeline: String,
+    head: String,
+    event: &'static str,
+    jobs: usize,
+}
+
+struct OpenAttempt {
+    span: SpanId,
+    start: SystemTime,
+    worker: String,
+    jobs: usize,
+}
+
+/// What ended, as the event loop saw it; made into a span by the exporting task.
+enum Ended {
+    Run {
+        id: RunId,
+        open: OpenRun,
+        end: SystemTime,
+        result: &'static str,
+    },
+    Attempt {
+        run: RunId,
+        trace: TraceId,
+        parent: SpanId,
+        shard: ShardId,
+        attempt: Attempt,
+        open: OpenAttempt,
+        end: SystemTime,
+        result: Option<&'static str>,
+    },
+}
+
+impl Ended {
+    fn into_span(self) -> FinishedSpan {
+        match self {
+            Ended::Run {
+                id,
+                open,
+                end,
+                result,
+            } => FinishedSpan {
+                name: "run",
+                trace: open.trace,
+                span: open.span,
+                parent: None,
+                start: open.start,
+                end,
+                attributes: vec![
+                    KeyValue::new(a::PIPELINE_NAME, open.pipeline),
+                    KeyValue::new(a::PIPELINE_RUN_ID, id.0),
+                    KeyValue::new(a::HEAD_REVISION, open.head),
+                    KeyValue::new("shardci.event", open.event),
+                    KeyValue::new("shardci.jobs", open.jobs as i64),
+                    KeyValue::new(a::TASK_RUN_RESULT, result),
+                ],
+            },
+            Ended::Attempt {
+                run,
+                trace,
+                parent,
+                shard,
+                attempt,
+                open,
+                end,
+                result,
+            } => {
+                let mut attributes = vec![
+                    KeyValue::new(a::TASK_RUN_ID, format!("{run}/{shard}/{}", attempt.0)),
+                    KeyValue::new(a::PIPELINE_RUN_ID, run.0),
+                    KeyValue::new(a::TASK_NAME, shard.0),
+                    KeyValue::new(a::WORKER_ID, open.worker),
+                    KeyValue::new("shardci.jobs", open.jobs as i64),
+                ];
+                // An attempt still open when its run ended (cancelled before it reported)
+                // has no result of its own.
+                if let Some(result) = result {
+                    attributes.push(KeyValue::new(a::TASK_RUN_RESULT, result));
+                }
+                FinishedSpan {
+                    name: "shard attempt",
+                    trace,
+                    span: open.span,
+                    parent: Some(parent),
+                    start: open.start,
+                    end,
+                    attributes,
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Traces {
-    runs: HashMap<RunId, Span>,
-    attempts: HashMap<(RunId, ShardId, Attempt), Span>,
+    runs: HashMap<RunId, OpenRun>,
+    attempts: HashMap<(RunId, ShardId, Attempt), OpenAttempt>,
+    /// To the exporting task, started with the first span.
+    ended: Option<mpsc::Sender<Ended>>,
 }
 
 /// The CI/CD semantic conventions' name for how a task ended.
@@ -34,27 +145,29 @@ pub(crate) fn result_of(status: Status, message: &str) -> &'static str {
 
 impl Traces {
     pub fn run_started(&mut self, record: &RunRecord) {
+        // Without an exporter there is nothing to note.
+        if !exporting() {
+            return;
+        }
         let pipeline = match &record.source.location {
             Some(shardci_proto::v1::source::Location::Git(git)) => git.url.clone(),
             _ => "shardci".to_string(),
         };
-        let span = tracing::info_span!(
-            target: TARGET,
-            parent: None,
-            "run",
-            { a::PIPELINE_NAME } = pipeline,
-            { a::PIPELINE_RUN_ID } = record.id.0,
-            { a::HEAD_REVISION } = record.source.head_commit,
-            shardci.event = record.event.map(|e| e.as_str()).unwrap_or("manual"),
-            shardci.jobs = record.plan.jobs.len(),
-            { a::TASK_RUN_RESULT } = tracing::field::Empty,
+        self.runs.insert(
+            record.id.clone(),
+            OpenRun {
+                trace: new_trace_id(),
+                span: new_span_id(),
+                start: SystemTime::now(),
+                pipeline,
+                head: record.source.head_commit.clone(),
+                event: record.event.map(|e| e.as_str()).unwrap_or("manual"),
+                jobs: record.plan.jobs.len(),
+            },
         );
-        if !span.is_disabled() {
-            self.runs.insert(record.id.clone(), span);
-        }
     }
 
-    /// Opens the attempt's span and returns its context for the worker.
+    /// Notes the attempt's start and returns its context for the worker.
     pub fn attempt_started(
         &mut self,
         assignment: &Assignment,
@@ -63,29 +176,20 @@ impl Traces {
         let Some(run) = self.runs.get(&assignment.run) else {
             return HashMap::new();
         };
-        let span = tracing::info_span!(
-            target: TARGET,
-            parent: run,
-            "shard attempt",
-            { a::PIPELINE_RUN_ID } = assignment.run.0,
-            { a::TASK_NAME } = assignment.shard.0,
-            { a::TASK_RUN_ID } = format!("{}/{}/{}", assignment.run, assignment.shard, assignment.attempt.0),
-            { a::WORKER_ID } = worker.0,
-            shardci.jobs = assignment.jobs.len(),
-            { a::TASK_RUN_RESULT } = tracing::field::Empty,
-        );
-        // Without an exporter the span is disabled: nothing to carry or keep.
-        if span.is_disabled() {
-            return HashMap::new();
-        }
-        let context = context_of(&span);
+        let span = new_span_id();
+        let context = traceparent(run.trace, span);
         self.attempts.insert(
             (
                 assignment.run.clone(),
                 assignment.shard.clone(),
                 assignment.attempt,
             ),
-            span,
+            OpenAttempt {
+                span,
+                start: SystemTime::now(),
+                worker: worker.0.clone(),
+                jobs: assignment.jobs.len(),
+            },
         );
         context
     }
@@ -98,16 +202,69 @@ impl Traces {
         status: Status,
         message: &str,
     ) {
-        if let Some(span) = self.attempts.remove(&(run.clone(), shard.clone(), attempt)) {
-            span.record(a::TASK_RUN_RESULT, result_of(status, message));
-        }
+        let key = (run.clone(), shard.clone(), attempt);
+        let (Some(open), Some(traced)) = (self.attempts.remove(&key), self.runs.get(run)) else {
+            return;
+        };
+        let (trace, parent) = (traced.trace, traced.span);
+        let (run, shard, attempt) = key;
+        self.send(Ended::Attempt {
+            run,
+            trace,
+            parent,
+            shard,
+            attempt,
+            open,
+            end: SystemTime::now(),
+            result: Some(result_of(status, message)),
+        });
     }
 
     pub fn run_ended(&mut self, run: &RunId, status: Status) {
+        let Some(open) = self.runs.remove(run) else {
+            return;
+        };
+        let end = SystemTime::now();
         // Attempts still open (cancelled before they reported) end with the run.
-        self.attempts.retain(|(r, _, _), _| r != run);
-        if let Some(span) = self.runs.remove(run) {
-            span.record(a::TASK_RUN_RESULT, result_of(status, ""));
+        let still_open: Vec<(RunId, ShardId, Attempt)> = self
+            .attempts
+            .keys()
+            .filter(|(r, _, _)| r == run)
+            .cloned()
+            .collect();
+        for key in still_open {
+            if let Some(attempt_open) = self.attempts.remove(&key) {
+                let (run, shard, attempt) = key;
+                self.send(Ended::Attempt {
+                    run,
+                    trace: open.trace,
+                    parent: open.span,
+                    shard,
+                    attempt,
+                    open: attempt_open,
+                    end,
+                    result: None,
+                });
+            }
         }
+        self.send(Ended::Run {
+            id: run.clone(),
+            open,
+            end,
+            result: result_of(status, ""),
+        });
+    }
+
+    fn send(&mut self, ended: Ended) {
+        let sender = self.ended.get_or_insert_with(|| {
+            let (sender, mut receiver) = mpsc::channel::<Ended>(QUEUED_SPANS);
+            tokio::spawn(async move {
+                while let Some(ended) = receiver.recv().await {
+                    ended.into_span().export();
+                }
+            });
+            sender
+        });
+        let _ = sender.try_send(ended);
     }
 }
