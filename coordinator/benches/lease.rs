@@ -1,6 +1,7 @@
 //! Dispatch throughput and lease latency over real gRPC on loopback.
 //!
-//! Run: `cargo bench -p shardci-coordinator --bench lease` (`-- 1000` for 1,000 workers).
+//! Run: `cargo bench -p shardci-coordinator --bench lease` (`-- 1000` for 1,000 workers,
+//! `-- overhead` for only the tracing and metrics comparison at its end).
 //!
 //! N simulated workers (default 200) each hold a session with an in-process coordinator and
 //! loop: request work, receive an assignment, report it finished, wait for the
@@ -361,91 +362,182 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-/// The environment variable that makes this bench a child measuring one overhead run:
-/// `off` or `on`.
+/// Shards per worker in an overhead run: long enough (seconds, tens of thousands of spans)
+/// that the exporter's batches and the scrapes fall inside the timing, not after it.
+const OVERHEAD_SHARDS_PER_WORKER: usize = 200;
+
+/// Off/on pairs in the overhead comparison: single runs on this machine vary by a third.
+const OVERHEAD_PAIRS: usize = 7;
+
+/// The environment variable that makes this bench a child of the overhead comparison:
+/// `off` or `on` (a coordinator run) or `receiver` (the OTLP collector `on` exports to).
 const OVERHEAD_CHILD: &str = "SHARDCI_BENCH_OVERHEAD_CHILD";
 
-/// One memory-store run in this (child) process, tracing and metrics `on` (OTLP export to a
-/// receiver in this process, `/metrics` scraped every 100 ms) or off; prints
-/// `<leases/s> <spans exported>`.
-fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
+/// The CPU time this process has used, user and system, from `/proc/self/stat` (in clock
+/// ticks of 1/100 s, as Linux reports them).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// An OTLP collector in a process of its own, as in a deployment: prints its address, counts
+/// the spans it receives until its standard input closes, then prints the count.
+fn overhead_receiver(runtime: &tokio::runtime::Runtime) {
     let counter = SpanCounter::default();
-    let telemetry = on.then(|| {
-        let receiver = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let address = listener.local_addr().expect("addr");
-            let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(counter.clone());
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            address
-        });
-        // SAFETY: set before the runtime's threads read the environment for telemetry, and
-        // nothing else in this process reads it.
-        unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")) };
-        let telemetry = runtime
-            .block_on(async { shardci_runtime::init_telemetry("shardci-coordinator", "error") });
-        assert!(telemetry.exporting(), "the OTLP exporter is on");
-        telemetry
+    let address = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(counter.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
     });
+    println!("{address}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    println!("{}", counter.0.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// One memory-store run in this (child) process, tracing and metrics `on` (OTLP export to
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `/metrics` scraped every 100 ms) or off; prints
+/// `<leases/s> <CPU microseconds per lease>`.
+fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
+    // Both sides log as a coordinator does (the subscriber is installed either way); only
+    // `on` exports spans.
+    let telemetry =
+        runtime.block_on(async { shardci_runtime::init_telemetry("shardci-coordinator", "error") });
+    assert_eq!(
+        telemetry.exporting(),
+        on,
+        "the OTLP exporter is on only when asked"
+    );
+    let cpu = cpu_seconds();
     let figures = runtime.block_on(observed_figures(
         workers,
-        SHARDS_PER_WORKER,
+        OVERHEAD_SHARDS_PER_WORKER,
         Arc::new(MemoryStore::new()),
         false,
         on,
     ));
-    if let Some(telemetry) = telemetry {
-        runtime.block_on(telemetry.shutdown());
-    }
+    // Sending what is still batched is part of the cost.
+    runtime.block_on(telemetry.shutdown());
+    let cpu = cpu_seconds() - cpu;
     println!(
         "{} {}",
         figures.leases as f64 / figures.elapsed.as_secs_f64(),
-        counter.0.load(std::sync::atomic::Ordering::Relaxed)
+        cpu * 1e6 / figures.leases as f64
     );
 }
 
-/// Tracing and metrics off against on, in alternating child processes (tracing is switched
-/// on once per process), `REPEATS` pairs; the median of each side and every pair's ratio.
-fn observability_overhead(workers: usize) {
-    let child = |mode: &str| -> (f64, usize) {
-        let out = std::process::Command::new(std::env::current_exe().expect("this bench"))
-            .arg(workers.to_string())
-            .env(OVERHEAD_CHILD, mode)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .output()
-            .expect("the child bench runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text.split_whitespace();
-        let rate = fields.next().and_then(|f| f.parse().ok());
-        let spans = fields.next().and_then(|f| f.parse().ok());
-        match (out.status.success(), rate, spans) {
-            (true, Some(rate), Some(spans)) => (rate, spans),
-            _ => panic!(
-                "the {mode} child failed: {}{text}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
+/// One overhead child's figures: leases per second, CPU microseconds per lease, and the spans
+/// its collector received.
+type OverheadFigures = (f64, f64, usize);
+
+fn overhead_run(workers: usize, on: bool) -> OverheadFigures {
+    let bench = std::env::current_exe().expect("this bench");
+    let mut receiver = on.then(|| {
+        let mut receiver = std::process::Command::new(&bench)
+            .env(OVERHEAD_CHILD, "receiver")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the receiver starts");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            receiver.stdout.take().expect("stdout"),
+        ));
+        let address = lines
+            .next()
+            .and_then(Result::ok)
+            .expect("the receiver names its address");
+        (receiver, lines, address)
+    });
+    let mut child = std::process::Command::new(&bench);
+    child
+        .arg(workers.to_string())
+        .env(OVERHEAD_CHILD, if on { "on" } else { "off" })
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if let Some((_, _, address)) = &receiver {
+        child.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"));
+    }
+    let out = child.output().expect("the child bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let rate = fields.next().and_then(|f| f.parse().ok());
+    let cpu = fields.next().and_then(|f| f.parse().ok());
+    let spans = match receiver.as_mut() {
+        Some((process, lines, _)) => {
+            drop(process.stdin.take());
+            let spans = lines
+                .next()
+                .and_then(Result::ok)
+                .and_then(|l| l.parse().ok());
+            let _ = process.wait();
+            spans.unwrap_or(0)
         }
+        None => 0,
     };
-    let pairs: Vec<((f64, usize), (f64, usize))> =
-        (0..REPEATS).map(|_| (child("off"), child("on"))).collect();
+    match (out.status.success(), rate, cpu) {
+        (true, Some(rate), Some(cpu)) => (rate, cpu, spans),
+        _ => panic!(
+            "the overhead child failed: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Tracing and metrics off against on, in alternating child processes (tracing is switched
+/// on once per process), `REPEATS` pairs; the median of each side and every pair's ratio, of
+/// throughput and of the coordinator process's CPU per lease. The collector is a process of
+/// its own, as deployed; on this machine it shares the coordinator's cores.
+fn observability_overhead(workers: usize) {
+    let pairs: Vec<(OverheadFigures, OverheadFigures)> = (0..OVERHEAD_PAIRS)
+        .map(|_| (overhead_run(workers, false), overhead_run(workers, true)))
+        .collect();
     let median = |mut runs: Vec<f64>| {
         runs.sort_by(f64::total_cmp);
         runs[runs.len() / 2]
     };
-    let off = median(pairs.iter().map(|p| p.0.0).collect());
-    let on = median(pairs.iter().map(|p| p.1.0).collect());
-    let spans = pairs.iter().map(|p| p.1.1).max().unwrap_or(0);
-    println!(
-        "memory store, tracing and metrics off: {off:.0} leases/s; on (OTLP export of {spans} spans, /metrics scraped every 100 ms): {on:.0} leases/s; on / off = {:.2}x (pairs: {}; goal: under 10 % cost)",
-        on / off,
-        pairs
+    // Each pair ran back to back, so its ratio is the least touched by the machine's drift:
+    // the median of the pairs' ratios is the figure.
+    let ratios = |of: &dyn Fn(&OverheadFigures) -> f64| {
+        let ratios: Vec<f64> = pairs.iter().map(|(off, on)| of(on) / of(off)).collect();
+        let listed = ratios
             .iter()
-            .map(|(off, on)| format!("{:.2}x", on.0 / off.0))
+            .map(|r| format!("{r:.2}x"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        (median(ratios), listed)
+    };
+    let (off, on) = (
+        median(pairs.iter().map(|p| p.0.0).collect()),
+        median(pairs.iter().map(|p| p.1.0).collect()),
+    );
+    let (off_cpu, on_cpu) = (
+        median(pairs.iter().map(|p| p.0.1).collect()),
+        median(pairs.iter().map(|p| p.1.1).collect()),
+    );
+    let leases = workers * OVERHEAD_SHARDS_PER_WORKER;
+    let spans = pairs.iter().map(|p| p.1.2).min().unwrap_or(0);
+    println!(
+        "observability, {leases} leases per run: off {off:.0} leases/s, {off_cpu:.0} us CPU per lease; on (OTLP export to a collector process, which received at least {spans} spans; /metrics scraped every 100 ms) {on:.0} leases/s, {on_cpu:.0} us CPU per lease"
+    );
+    let (throughput, throughput_pairs) = ratios(&|r| r.0);
+    let (cpu, cpu_pairs) = ratios(&|r| r.1);
+    println!(
+        "observability on / off, the median of {OVERHEAD_PAIRS} back-to-back pairs: throughput {throughput:.2}x (pairs: {throughput_pairs}), CPU per lease {cpu:.2}x (pairs: {cpu_pairs}); goal: under 10 % throughput cost"
     );
 }
 
@@ -488,6 +580,7 @@ impl WorkerService for EchoSession {
                             }],
                             secrets: Default::default(),
                             trace_context: Default::default(),
+                            images: Vec::new(),
                         })
                     }
                     Some(pb::worker_message::Msg::ShardFinished(f)) => {
@@ -605,7 +698,16 @@ fn main() {
         .build()
         .expect("runtime");
     if let Some(mode) = std::env::var_os(OVERHEAD_CHILD) {
-        overhead_child(&runtime, workers, mode == "on");
+        if mode == "receiver" {
+            overhead_receiver(&runtime);
+        } else {
+            overhead_child(&runtime, workers, mode == "on");
+        }
+        return;
+    }
+    // `-- overhead`: only tracing and metrics off against on.
+    if std::env::args().any(|a| a == "overhead") {
+        observability_overhead(workers);
         return;
     }
     // For a profiler: only the memory store, over and over, nothing printed.
