@@ -518,6 +518,18 @@ async fn steps_run_with_least_privilege_unless_they_ask() {
     assert_eq!(logs.text(), "0\nroot-writable\nCapEff:\t0000000000000001\n");
 }
 
+async fn remove_images(docker: &bollard::Docker, tags: &[&str]) {
+    for tag in tags {
+        let _ = docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+}
+
 /// Project images (`[[images]]`) are built from the checkout where missing, in order (the
 /// second builds on the first); a host file the worker does not give and a context that is a
 /// link out of the checkout are refused before anything is built.
@@ -542,15 +554,7 @@ async fn project_images_are_built_from_the_checkout_and_host_files_are_given_onl
     )
     .unwrap();
     let tags = ["shardci-test/project-base:1", "shardci-test/project-top:1"];
-    for tag in tags {
-        let _ = docker
-            .remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
+    remove_images(&docker, &tags).await;
     let images = [
         ProjectImage::new(
             tags[0].into(),
@@ -604,13 +608,5 @@ async fn project_images_are_built_from_the_checkout_and_host_files_are_given_onl
         .await
         .expect_err("refused");
     assert!(refused.contains("leaves the checkout"), "{refused}");
-    for tag in tags {
-        let _ = docker
-            .remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
+    remove_images(&docker, &tags).await;
 }
