@@ -300,6 +300,15 @@ pub struct LocalArgs {
     /// of the same name, injected into steps that list it, and masked in logs.
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// A host file project images (`[[images]]`, `host_files`) may copy into their build
+    /// context (repeatable, or comma separated); every step in such an image can read it.
+    #[arg(
+        long = "image-host-file",
+        value_name = "PATH",
+        value_delimiter = ',',
+        default_values_t = shardci_worker::executor::DEFAULT_IMAGE_HOST_FILES.iter().map(|p| p.to_string())
+    )]
+    pub image_host_files: Vec<String>,
     /// Print the final run as JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -1324,3 +1324,52 @@ yaml.safe_load(open(sys.argv[1] + "/github/shardci-submit.yml"))
         assert!(workflow.contains(needed), "{needed}");
     }
 }
+
+/// A project image's `host_files` reach its build only when the host gives them: by default
+/// only `/bin/busybox`; `--image-host-file` gives more.
+#[test]
+fn local_gives_project_images_only_the_host_files_it_is_told_to() {
+    let extra = tempfile::NamedTempFile::new().unwrap();
+    fs::write(extra.path(), "given on purpose\n").unwrap();
+    // Steps run as nobody: the file must be readable by others once in the image.
+    fs::set_permissions(
+        extra.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let extra_path = extra.path().to_str().unwrap();
+    let tag = format!("shardci-test/host-files-{}:1", std::process::id());
+    let dir = shardci_testkit::fixture(
+        1,
+        &format!(
+            "[[images]]\ntag = \"{tag}\"\ncontext = \"img\"\nhost_files = {{ busybox = \"/bin/busybox\", extra = \"{extra_path}\" }}\n\n\
+             [test_types.unit]\nimage = \"{tag}\"\ncommand = \"cat /extra\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n"
+        ),
+    );
+    fs::create_dir_all(dir.path().join("img")).unwrap();
+    fs::write(
+        dir.path().join("img/Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY extra /extra\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
+    )
+    .unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "image"]);
+    let root = dir.path().to_str().unwrap();
+    let refused = shardci(&["local", "--repo", root, "--all"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", stderr(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains(extra_path) && err.contains("--image-host-file"),
+        "{err}"
+    );
+    let given = shardci(&[
+        "local",
+        "--repo",
+        root,
+        "--all",
+        "--image-host-file",
+        &format!("/bin/busybox,{extra_path}"),
+    ]);
+    assert_eq!(given.status.code(), Some(0), "{}", stderr(&given));
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}

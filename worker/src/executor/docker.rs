@@ -256,7 +256,7 @@ impl Executor for DockerExecutor {
                 .find(|(_, host)| !self.image_host_files.iter().any(|a| a == Path::new(host)));
             if let Some((_, host)) = refused {
                 return Err(format!(
-                    "project image {} asks for host file {host}, which this worker does not give (it gives {}; shardci-worker --image-host-file)",
+                    "project image {} asks for host file {host}, which this host does not give (it gives {}; --image-host-file gives more)",
                     image.tag,
                     self.image_host_files
                         .iter()
