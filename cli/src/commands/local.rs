@@ -51,6 +51,29 @@ async fn build_images(
     }
 }
 
+/// The Docker executor, with the project's images built and what an earlier local run left
+/// running removed.
+async fn docker_executor(args: &LocalArgs) -> Result<DockerExecutor, Failure> {
+    let docker = DockerExecutor::connect("local").await.map_err(|e| {
+        Failure::infrastructure(anyhow::anyhow!(
+            "{e}\n(no Docker here? `--executor process` runs steps as plain processes)"
+        ))
+    })?;
+    let docker = docker.with_image_host_files(
+        args.image_host_files
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
+    );
+    let config = Config::load(&args.input.repo)?;
+    build_images(&config, &args.input.repo, &docker).await?;
+    let swept = docker.sweep_orphans().await.unwrap_or(0);
+    if swept > 0 {
+        eprintln!("removed {swept} container(s) left by an earlier local run");
+    }
+    Ok(docker)
+}
+
 async fn local(args: LocalArgs) -> Result<Code, Failure> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let workers = args.workers.unwrap_or(cores);
@@ -77,29 +100,10 @@ async fn local(args: LocalArgs) -> Result<Code, Failure> {
     let _ = std::fs::create_dir_all(&state);
     let bundle = bundle(&args.input, state.join("bundle.tar")).await?;
 
-    let executor: Arc<dyn Executor> =
-        match args.executor {
-            ExecutorArg::Process => Arc::new(ProcessExecutor),
-            ExecutorArg::Docker => {
-                let docker = DockerExecutor::connect("local")
-                .await
-                .map_err(|e| {
-                    Failure::infrastructure(anyhow::anyhow!(
-                        "{e}\n(no Docker here? `--executor process` runs steps as plain processes)"
-                    ))
-                })?
-                .with_image_host_files(
-                    args.image_host_files.iter().map(std::path::PathBuf::from).collect(),
-                );
-                let config = Config::load(&args.input.repo)?;
-                build_images(&config, &args.input.repo, &docker).await?;
-                let swept = docker.sweep_orphans().await.unwrap_or(0);
-                if swept > 0 {
-                    eprintln!("removed {swept} container(s) left by an earlier local run");
-                }
-                Arc::new(docker)
-            }
-        };
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorArg::Process => Arc::new(ProcessExecutor),
+        ExecutorArg::Docker => Arc::new(docker_executor(&args).await?),
+    };
 
     // Ctrl-C or SIGTERM stops the run: workers stop their containers (grace, then kill) and the
     // coordinator shuts down, instead of leaving containers behind.

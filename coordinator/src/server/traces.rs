@@ -36,6 +36,9 @@ struct OpenRun {
 }
 
 struct OpenAttempt {
+    trace: TraceId,
+    /// The run's span.
+    parent: SpanId,
     span: SpanId,
     start: SystemTime,
     worker: String,
@@ -51,11 +54,7 @@ enum Ended {
         result: &'static str,
     },
     Attempt {
-        run: RunId,
-        trace: TraceId,
-        parent: SpanId,
-        shard: ShardId,
-        attempt: Attempt,
+        key: (RunId, ShardId, Attempt),
         open: OpenAttempt,
         end: SystemTime,
         result: Option<&'static str>,
@@ -87,11 +86,7 @@ impl Ended {
                 ],
             },
             Ended::Attempt {
-                run,
-                trace,
-                parent,
-                shard,
-                attempt,
+                key: (run, shard, attempt),
                 open,
                 end,
                 result,
@@ -110,9 +105,9 @@ impl Ended {
                 }
                 FinishedSpan {
                     name: "shard attempt",
-                    trace,
+                    trace: open.trace,
                     span: open.span,
-                    parent: Some(parent),
+                    parent: Some(open.parent),
                     start: open.start,
                     end,
                     attributes,
@@ -185,6 +180,8 @@ impl Traces {
                 assignment.attempt,
             ),
             OpenAttempt {
+                trace: run.trace,
+                parent: run.span,
                 span,
                 start: SystemTime::now(),
                 worker: worker.0.clone(),
@@ -203,21 +200,14 @@ impl Traces {
         message: &str,
     ) {
         let key = (run.clone(), shard.clone(), attempt);
-        let (Some(open), Some(traced)) = (self.attempts.remove(&key), self.runs.get(run)) else {
-            return;
-        };
-        let (trace, parent) = (traced.trace, traced.span);
-        let (run, shard, attempt) = key;
-        self.send(Ended::Attempt {
-            run,
-            trace,
-            parent,
-            shard,
-            attempt,
-            open,
-            end: SystemTime::now(),
-            result: Some(result_of(status, message)),
-        });
+        if let Some(open) = self.attempts.remove(&key) {
+            self.send(Ended::Attempt {
+                key,
+                open,
+                end: SystemTime::now(),
+                result: Some(result_of(status, message)),
+            });
+        }
     }
 
     pub fn run_ended(&mut self, run: &RunId, status: Status) {
@@ -226,26 +216,14 @@ impl Traces {
         };
         let end = SystemTime::now();
         // Attempts still open (cancelled before they reported) end with the run.
-        let still_open: Vec<(RunId, ShardId, Attempt)> = self
-            .attempts
-            .keys()
-            .filter(|(r, _, _)| r == run)
-            .cloned()
-            .collect();
-        for key in still_open {
-            if let Some(attempt_open) = self.attempts.remove(&key) {
-                let (run, shard, attempt) = key;
-                self.send(Ended::Attempt {
-                    run,
-                    trace: open.trace,
-                    parent: open.span,
-                    shard,
-                    attempt,
-                    open: attempt_open,
-                    end,
-                    result: None,
-                });
-            }
+        let still_open: Vec<_> = self.attempts.extract_if(|(r, _, _), _| r == run).collect();
+        for (key, open) in still_open {
+            self.send(Ended::Attempt {
+                key,
+                open,
+                end,
+                result: None,
+            });
         }
         self.send(Ended::Run {
             id: run.clone(),
