@@ -367,7 +367,7 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 const OVERHEAD_SHARDS_PER_WORKER: usize = 200;
 
 /// Off/on pairs in the overhead comparison: single runs on this machine vary by a third.
-const OVERHEAD_PAIRS: usize = 7;
+const OVERHEAD_PAIRS: usize = 11;
 
 /// The environment variable that makes this bench a child of the overhead comparison:
 /// `off` or `on` (a coordinator run) or `receiver` (the OTLP collector `on` exports to).

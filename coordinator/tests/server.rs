@@ -683,6 +683,7 @@ async fn metrics_count_what_waits_what_runs_and_what_finished_in_prometheus_text
         "shardci_shards_queued{priority_class=\"0\"} 0",
         "shardci_shards_running 0",
         "shardci_lease_expiries_total 0",
+        "shardci_trace_spans_dropped_total 0",
         "shardci_shard_duration_seconds_count{outcome=\"reported\"} 1",
     ] {
         assert!(after.contains(&format!("{line}\n")), "{line} in:\n{after}");

@@ -30,19 +30,19 @@ pub fn init_logging(default_level: &str) {
 /// [`telemetry::Telemetry::shutdown`] before exiting so the last spans are sent. An exporter
 /// that cannot be built is reported and tracing goes on without it.
 pub fn init_telemetry(service: &str, default_level: &str) -> telemetry::Telemetry {
-    let (provider, otlp) = match telemetry::otlp_layer(service) {
-        Ok(Some((provider, layer))) => (Some(provider), Some(layer)),
-        Ok(None) => (None, None),
+    let (telemetry, otlp) = match telemetry::otlp_layer(service) {
+        Ok(Some((telemetry, layer))) => (telemetry, Some(layer)),
+        Ok(None) => (telemetry::Telemetry::default(), None),
         Err(e) => {
             eprintln!("warning: {e}; traces are not exported");
-            (None, None)
+            (telemetry::Telemetry::default(), None)
         }
     };
     let _ = tracing_subscriber::registry()
         .with(fmt_layer(default_level))
         .with(otlp)
         .try_init();
-    telemetry::telemetry(provider)
+    telemetry
 }
 
 fn fmt_layer<S>(default_level: &str) -> impl tracing_subscriber::Layer<S>

@@ -6,20 +6,23 @@
 //! Only [`TARGET`] spans are exported: the fmt layer's `SHARDCI_LOG` level does not decide what
 //! a trace holds, and libraries' internal spans (hyper, tonic) stay out of it.
 
-use std::cell::Cell;
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use opentelemetry::InstrumentationScope;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, TraceContextExt as _, TraceFlags, TraceState, Tracer as _,
-    TracerProvider as _,
+    SpanContext, SpanKind, Status, TraceFlags, TraceState, TracerProvider as _,
 };
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SdkTracerProvider, SpanData, SpanEvents, SpanExporter as _,
+    SpanLinks,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
@@ -48,10 +51,11 @@ pub mod attributes {
     pub const HEAD_REVISION: &str = "vcs.ref.head.revision";
 }
 
-/// Keeps the exporter alive; [`Telemetry::shutdown`] sends what is still buffered.
+/// Keeps the exporters alive; [`Telemetry::shutdown`] sends what is still buffered.
 #[derive(Default)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    finished: Option<FinishedSpans>,
 }
 
 impl Telemetry {
@@ -60,9 +64,20 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Flushes buffered spans and stops the exporter (call before the process exits).
+    /// Sends what is still buffered and stops the exporters (call before the process exits):
+    /// waits (a while) for the tasks exporting finished spans to drain what they were given.
     pub async fn shutdown(self) {
-        if let Some(provider) = self.provider {
+        let Telemetry { provider, finished } = self;
+        if let Some(finished) = finished {
+            if let Ok(mut slot) = FINISHED.write() {
+                slot.take();
+            }
+            EXPORTING_TASKS.close();
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, EXPORTING_TASKS.wait()).await;
+            let _ = finished.exporter.shutdown();
+        }
+        // The SDK's flush and shutdown block on its batch task: not on a runtime thread.
+        if let Some(provider) = provider {
             let _ = tokio::task::spawn_blocking(move || {
                 let _ = provider.force_flush();
                 provider.shutdown()
@@ -72,47 +87,99 @@ impl Telemetry {
     }
 }
 
-/// The layer exporting [`TARGET`] spans, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; must be
-/// called inside a tokio runtime (the exporter and its batches run on it).
-pub(crate) fn otlp_layer<S>(
-    service: &str,
-) -> Result<Option<(SdkTracerProvider, impl Layer<S>)>, String>
+/// How long [`Telemetry::shutdown`] waits for the last finished spans to be sent.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The SDK's OTLP exporter (its endpoint, headers, timeout and retries from the standard
+/// `OTEL_EXPORTER_OTLP_*` variables), given [`FinishedSpan`]s in batches their producer
+/// gathers. A scheduler ends tens of thousands of spans a second: the SDK's tracer, sampler,
+/// span builder and batch processor would only copy each one several times more.
+#[derive(Clone)]
+pub struct FinishedSpans {
+    exporter: Arc<opentelemetry_otlp::SpanExporter>,
+    scope: InstrumentationScope,
+}
+
+/// The process's [`FinishedSpans`]; empty when spans are not exported.
+static FINISHED: RwLock<Option<FinishedSpans>> = RwLock::new(None);
+
+/// The tasks exporting finished spans, which [`Telemetry::shutdown`] lets finish.
+static EXPORTING_TASKS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+impl FinishedSpans {
+    /// This process's, when spans are exported.
+    pub fn get() -> Option<FinishedSpans> {
+        FINISHED.read().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Sends one batch and waits for the collector's answer (or the exporter's timeout); a
+    /// batch the collector does not take is dropped, as the SDK's processors drop it.
+    pub async fn export(&self, spans: impl IntoIterator<Item = FinishedSpan>) {
+        let batch: Vec<SpanData> = spans
+            .into_iter()
+            .map(|span| span.into_span_data(&self.scope))
+            .collect();
+        if !batch.is_empty() {
+            let _ = self.exporter.export(batch).await;
+        }
+    }
+
+    /// Runs `task`, which exports finished spans, on the runtime; [`Telemetry::shutdown`]
+    /// waits for it to end before it stops the exporter.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        EXPORTING_TASKS.spawn(task);
+    }
+}
+
+fn otlp_exporter(resource: &Resource) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| format!("the OTLP exporter could not be built: {e}"))?;
+    exporter.set_resource(resource);
+    Ok(exporter)
+}
+
+/// The layer exporting [`TARGET`] spans, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the
+/// exporter [`FinishedSpans`] uses; must be called inside a tokio runtime (the exporters
+/// and their batches run on it).
+pub(crate) fn otlp_layer<S>(service: &str) -> Result<Option<(Telemetry, impl Layer<S>)>, String>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none_or(|v| v.is_empty()) {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()
-        .map_err(|e| format!("the OTLP exporter could not be built: {e}"))?;
-    let processor =
-        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-            exporter,
-            opentelemetry_sdk::runtime::Tokio,
-        )
+    let resource = Resource::builder()
+        .with_service_name(service.to_string())
         .build();
+    let finished = FinishedSpans {
+        exporter: Arc::new(otlp_exporter(&resource)?),
+        scope: InstrumentationScope::builder("shardci").build(),
+    };
+    let processor =
+        BatchSpanProcessor::builder(otlp_exporter(&resource)?, opentelemetry_sdk::runtime::Tokio)
+            .build();
     let provider = SdkTracerProvider::builder()
-        .with_id_generator(ChosenIds::default())
         .with_span_processor(processor)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_string())
-                .build(),
-        )
+        .with_resource(resource)
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut slot) = FINISHED.write() {
+        *slot = Some(finished.clone());
+    }
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("shardci"))
         .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
-    Ok(Some((provider, layer)))
-}
-
-pub(crate) fn telemetry(provider: Option<SdkTracerProvider>) -> Telemetry {
-    Telemetry { provider }
+    Ok(Some((
+        Telemetry {
+            provider: Some(provider),
+            finished: Some(finished),
+        },
+        layer,
+    )))
 }
 
 /// The W3C trace context (`traceparent`, `tracestate`) of `span`, to carry to another process.
@@ -132,36 +199,9 @@ pub fn continue_from(span: &tracing::Span, carrier: &HashMap<String, String>) {
     let _ = span.set_parent(parent);
 }
 
-/// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` was set when telemetry started).
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
 /// Whether spans are exported: without an exporter, nothing about a span need be kept.
 pub fn exporting() -> bool {
-    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-thread_local! {
-    /// The ids the next span built on this thread takes (see [`FinishedSpan::export`]).
-    static CHOSEN: Cell<Option<(TraceId, SpanId)>> = const { Cell::new(None) };
-}
-
-/// Random ids, except for a span whose ids were chosen before it was built: the SDK offers
-/// no other way to build a span after the fact under ids already handed out.
-#[derive(Debug, Default)]
-struct ChosenIds(RandomIdGenerator);
-
-impl IdGenerator for ChosenIds {
-    fn new_trace_id(&self) -> TraceId {
-        CHOSEN
-            .with(Cell::get)
-            .map_or_else(|| self.0.new_trace_id(), |(trace, _)| trace)
-    }
-
-    fn new_span_id(&self) -> SpanId {
-        CHOSEN
-            .with(Cell::get)
-            .map_or_else(|| self.0.new_span_id(), |(_, span)| span)
-    }
+    FINISHED.read().is_ok_and(|slot| slot.is_some())
 }
 
 /// A new random trace id, for a span built later ([`FinishedSpan`]).
@@ -176,7 +216,23 @@ pub fn new_span_id() -> SpanId {
 
 /// The W3C trace context naming `span` of `trace`, to carry to another process.
 pub fn traceparent(trace: TraceId, span: SpanId) -> HashMap<String, String> {
-    HashMap::from([("traceparent".to_string(), format!("00-{trace}-{span}-01"))])
+    // Built by hand: the event loop makes one per lease, and `format!` of the ids' `Display`
+    // was most of what tracing cost it.
+    let mut value = String::with_capacity(55);
+    value.push_str("00-");
+    push_hex(&mut value, &trace.to_bytes());
+    value.push('-');
+    push_hex(&mut value, &span.to_bytes());
+    value.push_str("-01");
+    HashMap::from([("traceparent".to_string(), value)])
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
 }
 
 /// A span recorded as plain data where it happened (a scheduler's event loop, which must not
@@ -201,31 +257,46 @@ pub struct FinishedSpan {
 }
 
 impl FinishedSpan {
-    /// Builds the span and hands it to the exporter (a no-op without one).
-    pub fn export(self) {
-        if !exporting() {
-            return;
+    fn into_span_data(self, scope: &InstrumentationScope) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                self.trace,
+                self.span,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: self.parent.unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(self.name),
+            start_time: self.start,
+            end_time: self.end,
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
         }
-        let tracer = opentelemetry::global::tracer("shardci");
-        let parent = match self.parent {
-            Some(parent) => {
-                opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
-                    self.trace,
-                    parent,
-                    TraceFlags::SAMPLED,
-                    true,
-                    TraceState::default(),
-                ))
-            }
-            None => opentelemetry::Context::new(),
-        };
-        let builder = tracer
-            .span_builder(self.name)
-            .with_start_time(self.start)
-            .with_attributes(self.attributes);
-        CHOSEN.with(|chosen| chosen.set(Some((self.trace, self.span))));
-        let mut span = tracer.build_with_context(builder, &parent);
-        CHOSEN.with(|chosen| chosen.set(None));
-        span.end_with_timestamp(self.end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_traceparent_is_the_w3c_form_of_its_ids() {
+        let (trace, span) = (new_trace_id(), new_span_id());
+        let context = traceparent(trace, span);
+        assert_eq!(context.len(), 1);
+        assert_eq!(context["traceparent"], format!("00-{trace}-{span}-01"));
+        let parent = TraceContextPropagator::new().extract(&context);
+        let parent = parent.span().span_context().clone();
+        assert_eq!((parent.trace_id(), parent.span_id()), (trace, span));
+        assert!(parent.is_sampled() && parent.is_remote());
     }
 }

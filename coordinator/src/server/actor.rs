@@ -166,8 +166,8 @@ pub(crate) fn start(
         granted_a_session: false,
         writer: writes,
         secrets_key,
+        traces: super::traces::Traces::new(recorder.clone()),
         recorder,
-        traces: Default::default(),
     };
     tokio::spawn(async move {
         actor.restore(restored);

@@ -46,6 +46,8 @@ pub(crate) struct Recorded {
     pub steps: BTreeMap<Status, Histogram>,
     /// Group commits to the state store.
     pub store_writes: Histogram,
+    /// Ended spans dropped because the exporter fell behind.
+    pub spans_dropped: u64,
 }
 
 impl Recorded {
@@ -196,6 +198,12 @@ fn render(leading: bool, gauges: Option<&Gauges>, recorded: &Recorded) -> String
         "shardci_lease_expiries_total",
         "Workers whose lease ran out (their shards were queued again).",
         recorded.lease_expiries,
+    );
+    counter(
+        &mut out,
+        "shardci_trace_spans_dropped_total",
+        "Ended spans not exported because the exporter fell that far behind.",
+        recorded.spans_dropped,
     );
     for (name, help, by_status) in [
         (

@@ -10,20 +10,28 @@
 //! under the ids handed out when they started (a worker's spans already name them).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use shardci_runtime::telemetry::{
-    FinishedSpan, KeyValue, SpanId, TraceId, attributes as a, exporting, new_span_id, new_trace_id,
-    traceparent,
+    FinishedSpan, FinishedSpans, KeyValue, SpanId, TraceId, attributes as a, exporting,
+    new_span_id, new_trace_id, traceparent,
 };
 use shardci_scheduling::schedule::{Assignment, Attempt, RunId, ShardId, Status, WorkerId};
 use tokio::sync::mpsc;
 
 use super::commands::RunRecord;
+use super::metrics::Recorder;
 
 /// Ended spans waiting for the exporting task; beyond this many the newest are dropped, as
 /// the SDK's own batch queue does: tracing never holds the scheduler back.
-const QUEUED_SPANS: usize = 4096;
+const QUEUED_SPANS: usize = 65_536;
+
+/// Spans per export, as the SDK's batch processor sends them (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+const EXPORT_BATCH: usize = 512;
+
+/// How often ended spans are built and exported.
+const EXPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 struct OpenRun {
     trace: TraceId,
@@ -117,12 +125,13 @@ impl Ended {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Traces {
     runs: HashMap<RunId, OpenRun>,
     attempts: HashMap<(RunId, ShardId, Attempt), OpenAttempt>,
     /// To the exporting task, started with the first span.
     ended: Option<mpsc::Sender<Ended>>,
+    /// Counts the spans dropped when the exporting task falls behind.
+    recorder: Arc<Recorder>,
 }
 
 /// The CI/CD semantic conventions' name for how a task ended.
@@ -139,6 +148,15 @@ pub(crate) fn result_of(status: Status, message: &str) -> &'static str {
 }
 
 impl Traces {
+    pub fn new(recorder: Arc<Recorder>) -> Traces {
+        Traces {
+            runs: HashMap::new(),
+            attempts: HashMap::new(),
+            ended: None,
+            recorder,
+        }
+    }
+
     pub fn run_started(&mut self, record: &RunRecord) {
         // Without an exporter there is nothing to note.
         if !exporting() {
@@ -235,14 +253,48 @@ impl Traces {
 
     fn send(&mut self, ended: Ended) {
         let sender = self.ended.get_or_insert_with(|| {
-            let (sender, mut receiver) = mpsc::channel::<Ended>(QUEUED_SPANS);
-            tokio::spawn(async move {
-                while let Some(ended) = receiver.recv().await {
-                    ended.into_span().export();
-                }
-            });
+            let (sender, receiver) = mpsc::channel::<Ended>(QUEUED_SPANS);
+            if let Some(spans) = FinishedSpans::get() {
+                FinishedSpans::spawn(export_ended(receiver, spans));
+            }
             sender
         });
-        let _ = sender.try_send(ended);
+        if sender.try_send(ended).is_err() {
+            self.recorder.with(|r| r.spans_dropped += 1);
+        }
     }
+}
+
+/// Every [`EXPORT_EVERY`], builds what ended since into batches and exports them, one at a
+/// time, until the event loop lets go of the channel. A timer rather than the channel wakes
+/// it: at thousands of leases a second, a wake-up per span costs the loop more than the span.
+async fn export_ended(mut ended: mpsc::Receiver<Ended>, spans: FinishedSpans) {
+    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(EXPORT_BATCH);
+    let mut open = true;
+    while open {
+        tick.tick().await;
+        loop {
+            open = take_waiting(&mut ended, &mut batch);
+            let full = batch.len() == EXPORT_BATCH;
+            spans.export(batch.drain(..).map(Ended::into_span)).await;
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+/// Moves waiting ended spans into `batch` until it is full or none are left; false once the
+/// event loop has let go of the channel and nothing is left in it.
+fn take_waiting(ended: &mut mpsc::Receiver<Ended>, batch: &mut Vec<Ended>) -> bool {
+    while batch.len() < EXPORT_BATCH {
+        match ended.try_recv() {
+            Ok(span) => batch.push(span),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
