@@ -54,8 +54,8 @@ pub mod attributes {
 /// Keeps the exporters alive; [`Telemetry::shutdown`] sends what is still buffered.
 #[derive(Default)]
 pub struct Telemetry {
+    /// Set with [`FINISHED`]: this value started the exporters and stops them.
     provider: Option<SdkTracerProvider>,
-    finished: Option<FinishedSpans>,
 }
 
 impl Telemetry {
@@ -67,23 +67,21 @@ impl Telemetry {
     /// Sends what is still buffered and stops the exporters (call before the process exits):
     /// waits (a while) for the tasks exporting finished spans to drain what they were given.
     pub async fn shutdown(self) {
-        let Telemetry { provider, finished } = self;
-        if let Some(finished) = finished {
-            if let Ok(mut slot) = FINISHED.write() {
-                slot.take();
-            }
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // Later finished spans have nowhere to go.
+        if let Some(finished) = FINISHED.write().ok().and_then(|mut slot| slot.take()) {
             EXPORTING_TASKS.close();
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, EXPORTING_TASKS.wait()).await;
             let _ = finished.exporter.shutdown();
         }
         // The SDK's flush and shutdown block on its batch task: not on a runtime thread.
-        if let Some(provider) = provider {
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = provider.force_flush();
-                provider.shutdown()
-            })
-            .await;
-        }
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = provider.force_flush();
+            provider.shutdown()
+        })
+        .await;
     }
 }
 
@@ -168,7 +166,7 @@ where
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     if let Ok(mut slot) = FINISHED.write() {
-        *slot = Some(finished.clone());
+        *slot = Some(finished);
     }
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("shardci"))
@@ -176,7 +174,6 @@ where
     Ok(Some((
         Telemetry {
             provider: Some(provider),
-            finished: Some(finished),
         },
         layer,
     )))
