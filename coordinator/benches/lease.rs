@@ -367,7 +367,57 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 const OVERHEAD_SHARDS_PER_WORKER: usize = 200;
 
 /// Off/on pairs in the overhead comparison: single runs on this machine vary by a third.
-const OVERHEAD_PAIRS: usize = 11;
+const OVERHEAD_PAIRS: usize = 15;
+
+/// The CPUs an overhead child pins itself to (comma-separated), before its runtime starts.
+const OVERHEAD_CPUS: &str = "SHARDCI_BENCH_OVERHEAD_CPUS";
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set, and sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Pins this process (its threads started after this call) to `cpus`, a comma-separated list.
+fn pin_to(cpus: &str) {
+    // SAFETY: as in allowed_cpus; CPU_SET only writes inside the set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in cpus
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    let pinned = unsafe { libc::sched_setaffinity(0, size, &set) } == 0;
+    assert!(pinned, "could not pin the bench to CPUs {cpus}");
+}
+
+/// The CPUs of an overhead comparison: the collector gets one of its own, as it would on a
+/// host of its own in a deployment, and the coordinator (both sides) the rest. Sharing the
+/// coordinator's cores, its wake-ups preempt the event loop, a cost of the test rig (measured
+/// at 0.85x to 0.91x on two cores), not of tracing. `None` on one CPU: nothing to split.
+fn overhead_cpus() -> Option<(String, String)> {
+    let cpus = allowed_cpus();
+    let (collector, coordinator) = cpus.split_last()?;
+    if coordinator.is_empty() {
+        return None;
+    }
+    let list = |cpus: &[usize]| {
+        cpus.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Some((list(coordinator), collector.to_string()))
+}
 
 /// The environment variable that makes this bench a child of the overhead comparison:
 /// `off` or `on` (a coordinator run) or `receiver` (the OTLP collector `on` exports to).
@@ -446,10 +496,17 @@ fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
 /// its collector received.
 type OverheadFigures = (f64, f64, usize);
 
-fn overhead_run(workers: usize, on: bool) -> OverheadFigures {
+fn overhead_run(workers: usize, on: bool, cpus: Option<&(String, String)>) -> OverheadFigures {
     let bench = std::env::current_exe().expect("this bench");
+    let pinned = |command: &mut std::process::Command, which: fn(&(String, String)) -> &String| {
+        if let Some(cpus) = cpus {
+            command.env(OVERHEAD_CPUS, which(cpus));
+        }
+    };
     let mut receiver = on.then(|| {
-        let mut receiver = std::process::Command::new(&bench)
+        let mut receiver = std::process::Command::new(&bench);
+        pinned(&mut receiver, |c| &c.1);
+        let mut receiver = receiver
             .env(OVERHEAD_CHILD, "receiver")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -469,6 +526,7 @@ fn overhead_run(workers: usize, on: bool) -> OverheadFigures {
         .arg(workers.to_string())
         .env(OVERHEAD_CHILD, if on { "on" } else { "off" })
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    pinned(&mut child, |c| &c.0);
     if let Some((_, _, address)) = &receiver {
         child.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"));
     }
@@ -503,8 +561,18 @@ fn overhead_run(workers: usize, on: bool) -> OverheadFigures {
 /// throughput and of the coordinator process's CPU per lease. The collector is a process of
 /// its own, as deployed; on this machine it shares the coordinator's cores.
 fn observability_overhead(workers: usize) {
+    let cpus = overhead_cpus();
     let pairs: Vec<(OverheadFigures, OverheadFigures)> = (0..OVERHEAD_PAIRS)
-        .map(|_| (overhead_run(workers, false), overhead_run(workers, true)))
+        .map(|pair| {
+            // Which side runs first alternates, so the machine's drift favours neither.
+            if pair % 2 == 0 {
+                let off = overhead_run(workers, false, cpus.as_ref());
+                (off, overhead_run(workers, true, cpus.as_ref()))
+            } else {
+                let on = overhead_run(workers, true, cpus.as_ref());
+                (overhead_run(workers, false, cpus.as_ref()), on)
+            }
+        })
         .collect();
     let median = |mut runs: Vec<f64>| {
         runs.sort_by(f64::total_cmp);
@@ -531,13 +599,19 @@ fn observability_overhead(workers: usize) {
     );
     let leases = workers * OVERHEAD_SHARDS_PER_WORKER;
     let spans = pairs.iter().map(|p| p.1.2).min().unwrap_or(0);
+    match &cpus {
+        Some((coordinator, collector)) => println!(
+            "observability: the coordinator (both sides) on CPUs {coordinator}, the collector on CPU {collector}"
+        ),
+        None => println!("observability: one CPU, which the coordinator and the collector share"),
+    }
     println!(
         "observability, {leases} leases per run: off {off:.0} leases/s, {off_cpu:.0} us CPU per lease; on (OTLP export to a collector process, which received at least {spans} spans; /metrics scraped every 100 ms) {on:.0} leases/s, {on_cpu:.0} us CPU per lease"
     );
     let (throughput, throughput_pairs) = ratios(&|r| r.0);
     let (cpu, cpu_pairs) = ratios(&|r| r.1);
     println!(
-        "observability on / off, the median of {OVERHEAD_PAIRS} back-to-back pairs: throughput {throughput:.2}x (pairs: {throughput_pairs}), CPU per lease {cpu:.2}x (pairs: {cpu_pairs}); goal: under 10 % throughput cost"
+        "observability on / off, the median of {OVERHEAD_PAIRS} back-to-back pairs (alternating which runs first): throughput {throughput:.2}x (pairs: {throughput_pairs}), CPU per lease {cpu:.2}x (pairs: {cpu_pairs}); goal: under 10 % throughput cost"
     );
 }
 
@@ -693,6 +767,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
+    // Before the runtime's threads start, so they are pinned too.
+    if let Ok(cpus) = std::env::var(OVERHEAD_CPUS) {
+        pin_to(&cpus);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

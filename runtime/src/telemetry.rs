@@ -33,6 +33,11 @@ pub use opentelemetry::trace::{SpanId, TraceId};
 /// The target of the spans a trace is made of.
 pub const TARGET: &str = "shardci::trace";
 
+/// The most detailed [`TARGET`] spans exported: shardci's are `info`. No finer, since the
+/// finest level any layer asks for is what every `trace!` and `debug!` in hyper, h2 and tonic
+/// is checked against before it returns, at thousands of messages a second.
+const TRACED_LEVEL: tracing::Level = tracing::Level::INFO;
+
 /// The OpenTelemetry CI/CD semantic conventions' attribute names shardci sets.
 pub mod attributes {
     /// The pipeline: the repository (or plan) a run is for.
@@ -170,7 +175,7 @@ where
     }
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("shardci"))
-        .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
+        .with_filter(Targets::new().with_target(TARGET, TRACED_LEVEL));
     Ok(Some((
         Telemetry {
             provider: Some(provider),
