@@ -557,9 +557,9 @@ fn overhead_run(workers: usize, on: bool, cpus: Option<&(String, String)>) -> Ov
 }
 
 /// Tracing and metrics off against on, in alternating child processes (tracing is switched
-/// on once per process), `REPEATS` pairs; the median of each side and every pair's ratio, of
-/// throughput and of the coordinator process's CPU per lease. The collector is a process of
-/// its own, as deployed; on this machine it shares the coordinator's cores.
+/// on once per process), [`OVERHEAD_PAIRS`] pairs; the median of each side and every pair's
+/// ratio, of throughput and of the coordinator process's CPU per lease. The collector is a
+/// process of its own on a CPU of its own ([`overhead_cpus`]), as deployed.
 fn observability_overhead(workers: usize) {
     let cpus = overhead_cpus();
     let pairs: Vec<(OverheadFigures, OverheadFigures)> = (0..OVERHEAD_PAIRS)
