@@ -134,16 +134,26 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
 
     let spans = || collector.0.lock().unwrap().clone();
     // The run's end, and jobs and steps (two connectors, build and unit each: the unit jobs
-    // take their connector's build from the build jobs).
-    wait_for("the run's spans", Duration::from_secs(60), || {
-        let spans = spans();
-        spans.iter().any(|s| {
-            s.name == "run"
-                && s.attributes.get("cicd.pipeline.run.id") == Some(&run)
-                && s.attributes.contains_key("cicd.pipeline.task.run.result")
-        }) && spans.iter().filter(|s| s.name == "job").count() >= 4
-            && spans.iter().filter(|s| s.name == "step").count() >= 6
-    });
+    // take their connector's build from the build jobs), and every parent they name: each
+    // process sends its spans in batches of its own, so a worker's shard attempt, which ends
+    // after its jobs, may come a batch after them.
+    wait_for(
+        "the run's spans, each with its parent",
+        Duration::from_secs(60),
+        || {
+            let spans = spans();
+            let ids: BTreeSet<&Vec<u8>> = spans.iter().map(|s| &s.id).collect();
+            spans.iter().any(|s| {
+                s.name == "run"
+                    && s.attributes.get("cicd.pipeline.run.id") == Some(&run)
+                    && s.attributes.contains_key("cicd.pipeline.task.run.result")
+            }) && spans.iter().filter(|s| s.name == "job").count() >= 4
+                && spans.iter().filter(|s| s.name == "step").count() >= 6
+                && spans
+                    .iter()
+                    .all(|s| s.parent.is_empty() || ids.contains(&s.parent))
+        },
+    );
     let spans = spans();
     let root = spans
         .iter()
