@@ -35,11 +35,17 @@ fn worker(url: &str, dir: &std::path::Path) -> Child {
 
 #[test]
 fn the_web_view_follows_a_run_live_and_refuses_strangers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The step runs until the test lets it end (at most a minute), so the page is sure to
+    // find it running, however long Chromium takes to start on a loaded machine.
+    let release = dir.path().join("release");
     let repo = shardci_testkit::fixture(
         1,
-        "[test_types.slow]\ncommand = \"echo starting; sleep 4; echo done\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+        &format!(
+            "[test_types.slow]\ncommand = \"echo starting; for i in $(seq 600); do [ -e {} ] && break; sleep 0.1; done; echo done\"\n\n[templates.generic]\ntest_types = [\"slow\"]\n",
+            release.display()
+        ),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
     let web = free_address();
     let (mut coordinator, address) = spawn_coordinator(
         dir.path(),
@@ -127,7 +133,7 @@ fn the_web_view_follows_a_run_live_and_refuses_strangers() {
 
     let page = format!("http://{web}/runs/{run}?token={CLIENT}");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-view.png");
-    let dom = Command::new("chromium")
+    let chromium = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
@@ -136,9 +142,15 @@ fn the_web_view_follows_a_run_live_and_refuses_strangers() {
             "--dump-dom",
             &page,
         ])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .expect("chromium runs");
+    // Time for Chromium to load the page and see the job running (a second or two when the
+    // machine is idle); then the step ends, and the open page must see that too.
+    std::thread::sleep(Duration::from_secs(10));
+    std::fs::write(&release, b"").expect("release the step");
+    let dom = chromium.wait_with_output().expect("chromium ends");
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     // The row was seen running, then finished, in one page load.
     let row = dom
