@@ -404,7 +404,7 @@ fn pin_to(cpus: &str) {
 /// host of its own in a deployment, and the coordinator (both sides) the rest. Sharing the
 /// coordinator's cores, its wake-ups preempt the event loop, a cost of the test rig (measured
 /// at 0.85x to 0.91x on two cores), not of tracing. `None` on one CPU: nothing to split.
-fn overhead_cpus() -> Option<(String, String)> {
+fn overhead_cpus() -> Option<OverheadCpus> {
     let cpus = allowed_cpus();
     let (collector, coordinator) = cpus.split_last()?;
     if coordinator.is_empty() {
@@ -416,7 +416,16 @@ fn overhead_cpus() -> Option<(String, String)> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    Some((list(coordinator), collector.to_string()))
+    Some(OverheadCpus {
+        coordinator: list(coordinator),
+        collector: collector.to_string(),
+    })
+}
+
+/// Where an overhead comparison's processes run, as lists for [`OVERHEAD_CPUS`].
+struct OverheadCpus {
+    coordinator: String,
+    collector: String,
 }
 
 /// The environment variable that makes this bench a child of the overhead comparison:
@@ -496,16 +505,13 @@ fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
 /// its collector received.
 type OverheadFigures = (f64, f64, usize);
 
-fn overhead_run(workers: usize, on: bool, cpus: Option<&(String, String)>) -> OverheadFigures {
+fn overhead_run(workers: usize, on: bool, cpus: Option<&OverheadCpus>) -> OverheadFigures {
     let bench = std::env::current_exe().expect("this bench");
-    let pinned = |command: &mut std::process::Command, which: fn(&(String, String)) -> &String| {
-        if let Some(cpus) = cpus {
-            command.env(OVERHEAD_CPUS, which(cpus));
-        }
-    };
     let mut receiver = on.then(|| {
         let mut receiver = std::process::Command::new(&bench);
-        pinned(&mut receiver, |c| &c.1);
+        if let Some(cpus) = cpus {
+            receiver.env(OVERHEAD_CPUS, &cpus.collector);
+        }
         let mut receiver = receiver
             .env(OVERHEAD_CHILD, "receiver")
             .stdin(std::process::Stdio::piped())
@@ -526,7 +532,9 @@ fn overhead_run(workers: usize, on: bool, cpus: Option<&(String, String)>) -> Ov
         .arg(workers.to_string())
         .env(OVERHEAD_CHILD, if on { "on" } else { "off" })
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-    pinned(&mut child, |c| &c.0);
+    if let Some(cpus) = cpus {
+        child.env(OVERHEAD_CPUS, &cpus.coordinator);
+    }
     if let Some((_, _, address)) = &receiver {
         child.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"));
     }
@@ -600,8 +608,9 @@ fn observability_overhead(workers: usize) {
     let leases = workers * OVERHEAD_SHARDS_PER_WORKER;
     let spans = pairs.iter().map(|p| p.1.2).min().unwrap_or(0);
     match &cpus {
-        Some((coordinator, collector)) => println!(
-            "observability: the coordinator (both sides) on CPUs {coordinator}, the collector on CPU {collector}"
+        Some(cpus) => println!(
+            "observability: the coordinator (both sides) on CPUs {}, the collector on CPU {}",
+            cpus.coordinator, cpus.collector
         ),
         None => println!("observability: one CPU, which the coordinator and the collector share"),
     }
