@@ -1,9 +1,10 @@
 //! A run is one OpenTelemetry trace: an OTLP receiver in the test (a tonic server of the OTLP
-//! trace service) gets the coordinator's run and shard spans and the worker's shard, job and
-//! step spans, all in the run's trace, with the CI/CD semantic conventions' attributes.
+//! trace service) gets the coordinator's run span and the worker's shard, job and step spans,
+//! all in the run's trace, with the CI/CD semantic conventions' attributes; an attempt lost
+//! with its worker is a span of the coordinator's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,27 +80,37 @@ impl TraceService for Collector {
     }
 }
 
-#[test]
-fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let collector = Collector::default();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let receiver = listener.local_addr().unwrap();
-    {
-        let collector = collector.clone();
+impl Collector {
+    /// Serves on loopback from `runtime`; the environment that makes a process export to it.
+    fn start(runtime: &tokio::runtime::Runtime) -> (Collector, [(&'static str, String); 2]) {
+        let collector = Collector::default();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let receiver = listener.local_addr().unwrap();
+        let serving = collector.clone();
         runtime.spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector))
+                .add_service(TraceServiceServer::new(serving))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
         });
+        let otel = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ];
+        (collector, otel)
     }
-    let otel = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
-    ];
+
+    fn spans(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (collector, otel) = Collector::start(&runtime);
 
     let repo = shardci_testkit::fixture(
         2,
@@ -132,7 +143,7 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
         })
         .expect("the run id");
 
-    let spans = || collector.0.lock().unwrap().clone();
+    let spans = || collector.spans();
     // The run's end, and jobs and steps (two connectors, build and unit each: the unit jobs
     // take their connector's build from the build jobs), and every parent they name: each
     // process sends its spans in batches of its own, so a worker's shard attempt, which ends
@@ -178,7 +189,7 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
         BTreeSet::from(["shardci-coordinator", "shardci-worker"])
     );
     // Every span but the root has its parent in the trace: the worker's shard attempt hangs
-    // under the coordinator's, jobs under it, steps under their job.
+    // under the run's, jobs under it, steps under their job.
     let ids: BTreeSet<&Vec<u8>> = spans.iter().map(|s| &s.id).collect();
     for span in spans.iter().filter(|s| !s.parent.is_empty()) {
         assert!(
@@ -196,18 +207,22 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
         attempt.attributes["cicd.pipeline.task.run.result"],
         "success"
     );
-    let parent = spans
-        .iter()
-        .find(|s| s.id == attempt.parent)
-        .expect("its parent");
-    assert_eq!(
-        parent.service, "shardci-coordinator",
-        "continued from the coordinator"
-    );
     assert!(
-        parent.attributes["cicd.pipeline.task.run.id"].starts_with(&format!("{run}/")),
+        attempt.attributes["cicd.pipeline.task.run.id"].starts_with(&format!("{run}/")),
         "{:?}",
-        parent.attributes
+        attempt.attributes
+    );
+    assert_eq!(
+        attempt.parent, root.id,
+        "the attempt continues the coordinator's span of its run"
+    );
+    // Nothing was lost, so every attempt's span is its worker's.
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == "shard attempt")
+            .all(|s| s.service == "shardci-worker"),
+        "{spans:#?}"
     );
     let job = spans
         .iter()
@@ -224,4 +239,95 @@ fn a_run_is_one_trace_from_the_coordinator_to_the_workers_steps() {
         })
         .expect("the job's unit step");
     assert_eq!(step.attributes["cicd.pipeline.task.run.result"], "success");
+}
+
+#[test]
+fn an_attempt_lost_with_its_worker_is_the_coordinator_s_span_under_the_run() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (collector, otel) = Collector::start(&runtime);
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let repo = shardci_testkit::fixture(
+        1,
+        &format!(
+            "[test_types.unit]\ncommand = \"touch '{}' && sleep 2\"\n\n[templates.generic]\ntest_types = [\"unit\"]\n",
+            started.display()
+        ),
+    );
+    let (coordinator, address) = spawn_coordinator_with_env(dir.path(), &[], &otel);
+    let _coordinator = Killed(coordinator);
+    let url = format!("http://{address}");
+    let doomed_dir = dir.path().join("doomed");
+    let doomed = process_worker(&url, "doomed", &doomed_dir, &[], &otel);
+
+    let submit = Command::new(env!("CARGO_BIN_EXE_shardci"))
+        .args(["submit", "--all", "--watch", "--coordinator", &url])
+        .arg("--repo")
+        .arg(repo.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("submit");
+    // Killed mid-step: the coordinator sees its session close and gives the attempt up.
+    wait_for("the step to start", Duration::from_secs(60), || {
+        started.exists()
+    });
+    drop(doomed);
+    let _survivor = process_worker(&url, "survivor", &dir.path().join("survivor"), &[], &otel);
+    let submitted = submit.wait_with_output().expect("submit ends");
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+
+    let lost = |spans: &[Received]| {
+        spans
+            .iter()
+            .find(|s| s.name == "shard attempt" && s.service == "shardci-coordinator")
+            .cloned()
+    };
+    wait_for(
+        "the run's span, the lost attempt's and the rerun's",
+        Duration::from_secs(60),
+        || {
+            let spans = collector.spans();
+            spans.iter().any(|s| s.name == "run")
+                && lost(&spans).is_some()
+                && spans.iter().any(|s| {
+                    s.name == "shard attempt"
+                        && s.attributes.get("cicd.worker.id").map(String::as_str)
+                            == Some("survivor")
+                })
+        },
+    );
+    let spans = collector.spans();
+    let root = spans.iter().find(|s| s.name == "run").expect("the run");
+    let lost = lost(&spans).expect("the lost attempt's span");
+    assert_eq!(lost.parent, root.id, "under the run's span");
+    assert_eq!(lost.trace, root.trace);
+    assert_eq!(lost.attributes["cicd.worker.id"], "doomed");
+    assert_eq!(lost.attributes["cicd.pipeline.task.run.result"], "error");
+    assert_eq!(lost.attributes["error.type"], "worker_lost");
+    assert!(
+        lost.attributes["cicd.pipeline.task.run.id"].ends_with("/1"),
+        "{:?}",
+        lost.attributes
+    );
+    let rerun = spans
+        .iter()
+        .find(|s| {
+            s.service == "shardci-worker"
+                && s.attributes.get("cicd.worker.id").map(String::as_str) == Some("survivor")
+                && s.name == "shard attempt"
+        })
+        .expect("the rerun's span");
+    assert_eq!(rerun.parent, root.id);
+    assert_eq!(rerun.attributes["cicd.pipeline.task.run.result"], "success");
+    assert!(
+        rerun.attributes["cicd.pipeline.task.run.id"].ends_with("/2"),
+        "{:?}",
+        rerun.attributes
+    );
+    assert_eq!(root.attributes["cicd.pipeline.task.run.result"], "success");
 }

@@ -27,8 +27,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 
-pub use opentelemetry::KeyValue;
 pub use opentelemetry::trace::{SpanId, TraceId};
+pub use opentelemetry::{KeyValue, Value};
 
 /// The target of the spans a trace is made of.
 pub const TARGET: &str = "shardci::trace";

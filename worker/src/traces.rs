@@ -1,6 +1,7 @@
-//! The worker's side of a run's trace: a span per shard attempt (continuing the coordinator's
-//! span for it, from the assignment's trace context), per job and per step, each with the
-//! OpenTelemetry CI/CD attributes and how it ended.
+//! The worker's side of a run's trace: a span per shard attempt (a child of the coordinator's
+//! span for the run, from the assignment's trace context), per job and per step, each with the
+//! OpenTelemetry CI/CD attributes and how it ended. The attempt's span is the only one for it
+//! unless the coordinator loses the attempt, which it then reports itself.
 
 use std::collections::HashMap;
 

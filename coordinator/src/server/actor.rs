@@ -58,7 +58,7 @@ struct Actor {
     secrets_key: Option<Arc<super::SecretsKey>>,
     /// What `/metrics` counts and times.
     recorder: Arc<super::metrics::Recorder>,
-    /// Each unfinished run's trace span and each running shard attempt's, ended when they end.
+    /// Each unfinished run's trace span, ended when it ends.
     traces: super::traces::Traces,
 }
 
@@ -467,7 +467,7 @@ impl Actor {
                 let wire = assignments
                     .into_iter()
                     .filter_map(|a| {
-                        let context = self.traces.attempt_started(&a, &worker);
+                        let context = self.traces.context_for(&a);
                         self.assignment(a).map(|mut wire| {
                             wire.trace_context = context;
                             wire
@@ -730,19 +730,6 @@ impl Actor {
                 .with(|r| measures.into_iter().for_each(|m| r.measure(m)));
         }
         for notice in self.scheduler.take_notices() {
-            if let Notice::ShardChanged {
-                run,
-                shard,
-                attempt,
-                status,
-                message,
-                ..
-            } = &notice
-                && *status != Status::Running
-            {
-                self.traces
-                    .attempt_ended(run, shard, *attempt, *status, message);
-            }
             match notice {
                 Notice::CancelShard {
                     worker,
@@ -806,7 +793,15 @@ impl Actor {
                     }
                 }
                 Notice::RunFinished { run, status } => {
-                    self.traces.run_ended(&run, status);
+                    let (runs, scheduler) = (&self.runs, &self.scheduler);
+                    self.traces.run_ended(&run, status, || {
+                        match (runs.get(&run), scheduler.run(&run)) {
+                            (Some(record), Some(view)) => {
+                                super::publish::lost_attempts(record, &view)
+                            }
+                            _ => Vec::new(),
+                        }
+                    });
                     self.recorder
                         .with(|r| *r.runs_finished.entry(status).or_default() += 1);
                     if let Some(record) = self.runs.get_mut(&run) {

@@ -111,7 +111,7 @@ pub(crate) fn finished_run(
 
 /// The run's lost attempts with epoch times: the scheduler's clock counts from the
 /// coordinator's start, and the run's creation is known on both clocks.
-fn lost_attempts(record: &RunRecord, view: &RunView) -> Vec<LostAttempt> {
+pub(crate) fn lost_attempts(record: &RunRecord, view: &RunView) -> Vec<LostAttempt> {
     let created_ms = record
         .created_at
         .duration_since(SystemTime::UNIX_EPOCH)

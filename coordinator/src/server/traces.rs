@@ -1,23 +1,26 @@
 //! The coordinator's side of a run's trace: a root span per run, from submission (or a new
-//! leader's restore) to its end, and a child span per shard attempt, from its lease to its
-//! report or loss. Each attempt's context goes to its worker in the assignment, so the
-//! worker's job and step spans join the run's trace. Span names are the kind of task (low
-//! cardinality, as OpenTelemetry asks); which one is in the `cicd.*` attributes. Spans are
-//! only exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `shardci_runtime::telemetry`).
+//! leader's restore) to its end. Each assignment carries the run span's context to its
+//! worker, whose shard attempt, job and step spans hang under it, so a run is one trace.
+//! Span names are the kind of task (low cardinality, as OpenTelemetry asks); which one is in
+//! the `cicd.*` attributes. Spans are only exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (see `shardci_runtime::telemetry`).
 //!
-//! The event loop that leases shards is the coordinator's one serial path, so it only notes
-//! ids and times here: spans are built and exported by a task of their own once they end,
-//! under the ids handed out when they started (a worker's spans already name them).
+//! The event loop that leases shards is the coordinator's one serial path, at thousands of
+//! leases a second, so a lease costs tracing only a copy of its run's context: an attempt's
+//! span is its worker's, which saw it run. The attempts only the coordinator saw end, those
+//! lost with their worker, get their spans from it when the run ends, from the run's record
+//! of them. Spans are built and exported by a task of their own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use shardci_reports::report::LostAttempt;
 use shardci_runtime::telemetry::{
     FinishedSpan, FinishedSpans, KeyValue, SpanId, TraceId, attributes as a, exporting,
     new_span_id, new_trace_id, traceparent,
 };
-use shardci_scheduling::schedule::{Assignment, Attempt, RunId, ShardId, Status, WorkerId};
+use shardci_scheduling::schedule::{Assignment, RunId, Status};
 use tokio::sync::mpsc;
 
 use super::commands::RunRecord;
@@ -25,13 +28,10 @@ use super::metrics::Recorder;
 
 /// Ended spans waiting for the exporting task; beyond this many the newest are dropped, as
 /// the SDK's own batch queue does: tracing never holds the scheduler back.
-const QUEUED_SPANS: usize = 65_536;
+const QUEUED_SPANS: usize = 4_096;
 
 /// Spans per export, as the SDK's batch processor sends them (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
 const EXPORT_BATCH: usize = 512;
-
-/// How often ended spans are built and exported.
-const EXPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 struct OpenRun {
     trace: TraceId,
@@ -41,108 +41,95 @@ struct OpenRun {
     head: String,
     event: &'static str,
     jobs: usize,
+    /// The run span's W3C context, made once and copied into each assignment.
+    context: HashMap<String, String>,
 }
 
-struct OpenAttempt {
-    trace: TraceId,
-    /// The run's span.
-    parent: SpanId,
-    span: SpanId,
-    start: SystemTime,
-    worker: String,
-    jobs: usize,
+/// A run as the event loop saw it end, with the attempts it lost; made into spans by the
+/// exporting task.
+struct EndedRun {
+    id: RunId,
+    open: OpenRun,
+    end: SystemTime,
+    result: &'static str,
+    lost: Vec<LostAttempt>,
 }
 
-/// What ended, as the event loop saw it; made into a span by the exporting task.
-enum Ended {
-    Run {
-        id: RunId,
-        open: OpenRun,
-        end: SystemTime,
-        result: &'static str,
-    },
-    Attempt {
-        key: (RunId, ShardId, Attempt),
-        open: OpenAttempt,
-        end: SystemTime,
-        result: Option<&'static str>,
-    },
+impl EndedRun {
+    fn into_spans(self) -> impl Iterator<Item = FinishedSpan> {
+        let EndedRun {
+            id,
+            open,
+            end,
+            result,
+            lost,
+        } = self;
+        let (trace, parent, run_id) = (open.trace, open.span, id.0.clone());
+        let attempts = lost
+            .into_iter()
+            .map(move |lost| lost_attempt_span(trace, parent, &run_id, lost));
+        let run = FinishedSpan {
+            name: "run",
+            trace: open.trace,
+            span: open.span,
+            parent: None,
+            start: open.start,
+            end,
+            attributes: vec![
+                KeyValue::new(a::PIPELINE_NAME, open.pipeline),
+                KeyValue::new(a::PIPELINE_RUN_ID, id.0),
+                KeyValue::new(a::HEAD_REVISION, open.head),
+                KeyValue::new("shardci.event", open.event),
+                KeyValue::new("shardci.jobs", open.jobs as i64),
+                KeyValue::new(a::TASK_RUN_RESULT, result),
+            ],
+        };
+        attempts.chain(std::iter::once(run))
+    }
 }
 
-impl Ended {
-    fn into_span(self) -> FinishedSpan {
-        match self {
-            Ended::Run {
-                id,
-                open,
-                end,
-                result,
-            } => FinishedSpan {
-                name: "run",
-                trace: open.trace,
-                span: open.span,
-                parent: None,
-                start: open.start,
-                end,
-                attributes: vec![
-                    KeyValue::new(a::PIPELINE_NAME, open.pipeline),
-                    KeyValue::new(a::PIPELINE_RUN_ID, id.0),
-                    KeyValue::new(a::HEAD_REVISION, open.head),
-                    KeyValue::new("shardci.event", open.event),
-                    KeyValue::new("shardci.jobs", open.jobs as i64),
-                    KeyValue::new(a::TASK_RUN_RESULT, result),
-                ],
-            },
-            Ended::Attempt {
-                key: (run, shard, attempt),
-                open,
-                end,
-                result,
-            } => {
-                let mut attributes = vec![
-                    KeyValue::new(a::TASK_RUN_ID, format!("{run}/{shard}/{}", attempt.0)),
-                    KeyValue::new(a::PIPELINE_RUN_ID, run.0),
-                    KeyValue::new(a::TASK_NAME, shard.0),
-                    KeyValue::new(a::WORKER_ID, open.worker),
-                    KeyValue::new("shardci.jobs", open.jobs as i64),
-                ];
-                // An attempt still open when its run ended (cancelled before it reported)
-                // has no result of its own.
-                if let Some(result) = result {
-                    attributes.push(KeyValue::new(a::TASK_RUN_RESULT, result));
-                }
-                FinishedSpan {
-                    name: "shard attempt",
-                    trace: open.trace,
-                    span: open.span,
-                    parent: Some(open.parent),
-                    start: open.start,
-                    end,
-                    attributes,
-                }
-            }
-        }
+/// The span of an attempt lost with its worker, which never reported it (and may never
+/// export a span of its own for it): from its lease to when the coordinator gave it up.
+fn lost_attempt_span(trace: TraceId, parent: SpanId, run: &str, lost: LostAttempt) -> FinishedSpan {
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    FinishedSpan {
+        name: "shard attempt",
+        trace,
+        span: new_span_id(),
+        parent: Some(parent),
+        start: at(lost.started_at_ms),
+        end: at(lost.ended_at_ms),
+        attributes: vec![
+            KeyValue::new(
+                a::TASK_RUN_ID,
+                format!("{run}/{}/{}", lost.shard, lost.attempt),
+            ),
+            KeyValue::new(a::PIPELINE_RUN_ID, run.to_string()),
+            KeyValue::new(a::TASK_NAME, lost.shard),
+            KeyValue::new(a::WORKER_ID, lost.worker),
+            KeyValue::new("shardci.jobs", lost.jobs.len() as i64),
+            KeyValue::new(a::TASK_RUN_RESULT, "error"),
+            KeyValue::new("error.type", "worker_lost"),
+            KeyValue::new("shardci.lost", lost.why),
+        ],
     }
 }
 
 pub(crate) struct Traces {
     runs: HashMap<RunId, OpenRun>,
-    attempts: HashMap<(RunId, ShardId, Attempt), OpenAttempt>,
     /// To the exporting task, started with the first span.
-    ended: Option<mpsc::Sender<Ended>>,
+    ended: Option<mpsc::Sender<EndedRun>>,
     /// Counts the spans dropped when the exporting task falls behind.
     recorder: Arc<Recorder>,
 }
 
 /// The CI/CD semantic conventions' name for how a task ended.
-pub(crate) fn result_of(status: Status, message: &str) -> &'static str {
+pub(crate) fn result_of(status: Status) -> &'static str {
     match status {
         Status::Success => "success",
-        Status::Failure if message.contains("timed out") => "timeout",
         Status::Failure => "failure",
         Status::Cancelled => "cancellation",
         Status::Skipped => "skip",
-        // Queued again: this attempt was lost or had jobs to retry.
         Status::Error | Status::Queued | Status::Running => "error",
     }
 }
@@ -151,7 +138,6 @@ impl Traces {
     pub fn new(recorder: Arc<Recorder>) -> Traces {
         Traces {
             runs: HashMap::new(),
-            attempts: HashMap::new(),
             ended: None,
             recorder,
         }
@@ -166,119 +152,78 @@ impl Traces {
             Some(shardci_proto::v1::source::Location::Git(git)) => git.url.clone(),
             _ => "shardci".to_string(),
         };
+        let (trace, span) = (new_trace_id(), new_span_id());
         self.runs.insert(
             record.id.clone(),
             OpenRun {
-                trace: new_trace_id(),
-                span: new_span_id(),
+                trace,
+                span,
                 start: SystemTime::now(),
                 pipeline,
                 head: record.source.head_commit.clone(),
                 event: record.event.map(|e| e.as_str()).unwrap_or("manual"),
                 jobs: record.plan.jobs.len(),
+                context: traceparent(trace, span),
             },
         );
     }
 
-    /// Notes the attempt's start and returns its context for the worker.
-    pub fn attempt_started(
-        &mut self,
-        assignment: &Assignment,
-        worker: &WorkerId,
-    ) -> HashMap<String, String> {
-        let Some(run) = self.runs.get(&assignment.run) else {
-            return HashMap::new();
-        };
-        let span = new_span_id();
-        let context = traceparent(run.trace, span);
-        self.attempts.insert(
-            (
-                assignment.run.clone(),
-                assignment.shard.clone(),
-                assignment.attempt,
-            ),
-            OpenAttempt {
-                trace: run.trace,
-                parent: run.span,
-                span,
-                start: SystemTime::now(),
-                worker: worker.0.clone(),
-                jobs: assignment.jobs.len(),
-            },
-        );
-        context
+    /// The trace context an attempt of this assignment carries to its worker: its run's
+    /// span, under which the worker's span for the attempt hangs.
+    pub fn context_for(&self, assignment: &Assignment) -> HashMap<String, String> {
+        self.runs
+            .get(&assignment.run)
+            .map(|run| run.context.clone())
+            .unwrap_or_default()
     }
 
-    pub fn attempt_ended(
+    /// Ends the run's span; `lost` (called only for a traced run) gives the attempts it lost
+    /// with their workers.
+    pub fn run_ended(
         &mut self,
         run: &RunId,
-        shard: &ShardId,
-        attempt: Attempt,
         status: Status,
-        message: &str,
+        lost: impl FnOnce() -> Vec<LostAttempt>,
     ) {
-        let key = (run.clone(), shard.clone(), attempt);
-        if let Some(open) = self.attempts.remove(&key) {
-            self.send(Ended::Attempt {
-                key,
-                open,
-                end: SystemTime::now(),
-                result: Some(result_of(status, message)),
-            });
-        }
-    }
-
-    pub fn run_ended(&mut self, run: &RunId, status: Status) {
         let Some(open) = self.runs.remove(run) else {
             return;
         };
-        let end = SystemTime::now();
-        // Attempts still open (cancelled before they reported) end with the run.
-        let still_open: Vec<_> = self.attempts.extract_if(|(r, _, _), _| r == run).collect();
-        for (key, open) in still_open {
-            self.send(Ended::Attempt {
-                key,
-                open,
-                end,
-                result: None,
-            });
-        }
-        self.send(Ended::Run {
+        self.send(EndedRun {
             id: run.clone(),
             open,
-            end,
-            result: result_of(status, ""),
+            end: SystemTime::now(),
+            result: result_of(status),
+            lost: lost(),
         });
     }
 
-    fn send(&mut self, ended: Ended) {
+    fn send(&mut self, ended: EndedRun) {
         let sender = self.ended.get_or_insert_with(|| {
-            let (sender, receiver) = mpsc::channel::<Ended>(QUEUED_SPANS);
+            let (sender, receiver) = mpsc::channel::<EndedRun>(QUEUED_SPANS);
             if let Some(spans) = FinishedSpans::get() {
                 FinishedSpans::spawn(export_ended(receiver, spans));
             }
             sender
         });
-        if sender.try_send(ended).is_err() {
-            self.recorder.with(|r| r.spans_dropped += 1);
+        if let Err(refused) = sender.try_send(ended) {
+            let spans = 1 + refused.into_inner().lost.len() as u64;
+            self.recorder.with(|r| r.spans_dropped += spans);
         }
     }
 }
 
-/// Every [`EXPORT_EVERY`], builds what ended since into batches and exports them, one at a
-/// time, until the event loop lets go of the channel. A timer rather than the channel wakes
-/// it: at thousands of leases a second, a wake-up per span costs the loop more than the span.
-async fn export_ended(mut ended: mpsc::Receiver<Ended>, spans: FinishedSpans) {
-    let mut tick = tokio::time::interval(EXPORT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Builds each ended run's span and exports it, with any others that ended meanwhile in the
+/// same batch, until the event loop lets go of the channel.
+async fn export_ended(mut ended: mpsc::Receiver<EndedRun>, spans: FinishedSpans) {
     let mut batch = Vec::with_capacity(EXPORT_BATCH);
-    let mut open = true;
-    while open {
-        tick.tick().await;
+    while let Some(run) = ended.recv().await {
+        batch.push(run);
         loop {
-            open = take_waiting(&mut ended, &mut batch);
+            take_waiting(&mut ended, &mut batch);
             let full = batch.len() == EXPORT_BATCH;
-            spans.export(batch.drain(..).map(Ended::into_span)).await;
+            spans
+                .export(batch.drain(..).flat_map(EndedRun::into_spans))
+                .await;
             if !full {
                 break;
             }
@@ -286,15 +231,86 @@ async fn export_ended(mut ended: mpsc::Receiver<Ended>, spans: FinishedSpans) {
     }
 }
 
-/// Moves waiting ended spans into `batch` until it is full or none are left; false once the
-/// event loop has let go of the channel and nothing is left in it.
-fn take_waiting(ended: &mut mpsc::Receiver<Ended>, batch: &mut Vec<Ended>) -> bool {
+/// Moves waiting ended runs into `batch` until it is full or none are left.
+fn take_waiting(ended: &mut mpsc::Receiver<EndedRun>, batch: &mut Vec<EndedRun>) {
     while batch.len() < EXPORT_BATCH {
         match ended.try_recv() {
-            Ok(span) => batch.push(span),
-            Err(mpsc::error::TryRecvError::Empty) => return true,
-            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            Ok(run) => batch.push(run),
+            Err(_) => return,
         }
     }
-    true
+}
+
+#[cfg(test)]
+mod tests {
+    use shardci_runtime::telemetry::Value;
+
+    use super::*;
+
+    fn attribute<'a>(span: &'a FinishedSpan, key: &str) -> &'a Value {
+        &span
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .unwrap_or_else(|| panic!("{key} in {:?}", span.attributes))
+            .value
+    }
+
+    #[test]
+    fn a_run_that_lost_an_attempt_ends_with_a_span_for_it_under_its_own() {
+        let (trace, span) = (new_trace_id(), new_span_id());
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ended = EndedRun {
+            id: RunId("run-1".into()),
+            open: OpenRun {
+                trace,
+                span,
+                start,
+                pipeline: "https://example.com/mono.git".into(),
+                head: "a".repeat(40),
+                event: "push",
+                jobs: 3,
+                context: traceparent(trace, span),
+            },
+            end: start + Duration::from_secs(90),
+            result: result_of(Status::Success),
+            lost: vec![LostAttempt {
+                shard: "shard-2".into(),
+                attempt: 1,
+                worker: "w-7".into(),
+                started_at_ms: 1_700_000_010_000,
+                ended_at_ms: 1_700_000_040_500,
+                jobs: vec!["c1/unit".into(), "c2/unit".into()],
+                why: "lease expired".into(),
+            }],
+        };
+        let spans: Vec<FinishedSpan> = ended.into_spans().collect();
+        assert_eq!(spans.len(), 2);
+        let (lost, run) = (&spans[0], &spans[1]);
+
+        assert_eq!(
+            (run.name, run.trace, run.span, run.parent),
+            ("run", trace, span, None)
+        );
+        assert_eq!(attribute(run, a::PIPELINE_RUN_ID), &Value::from("run-1"));
+        assert_eq!(attribute(run, a::TASK_RUN_RESULT), &Value::from("success"));
+
+        assert_eq!(lost.name, "shard attempt");
+        assert_eq!((lost.trace, lost.parent), (trace, Some(span)));
+        assert_ne!(lost.span, span);
+        assert_eq!(lost.start, start + Duration::from_secs(10));
+        assert_eq!(lost.end, start + Duration::from_millis(40_500));
+        assert_eq!(
+            attribute(lost, a::TASK_RUN_ID),
+            &Value::from("run-1/shard-2/1")
+        );
+        assert_eq!(attribute(lost, a::WORKER_ID), &Value::from("w-7"));
+        assert_eq!(attribute(lost, a::TASK_RUN_RESULT), &Value::from("error"));
+        assert_eq!(attribute(lost, "error.type"), &Value::from("worker_lost"));
+        assert_eq!(
+            attribute(lost, "shardci.lost"),
+            &Value::from("lease expired")
+        );
+        assert_eq!(attribute(lost, "shardci.jobs"), &Value::from(2_i64));
+    }
 }
