@@ -362,12 +362,13 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-/// Shards per worker in an overhead run: long enough (seconds, tens of thousands of spans)
-/// that the exporter's batches and the scrapes fall inside the timing, not after it.
+/// Shards per worker in an overhead run: long enough (seconds, tens of thousands of leases)
+/// that the scrapes and any exports fall inside the timing, not after it.
 const OVERHEAD_SHARDS_PER_WORKER: usize = 200;
 
-/// Off/on pairs in the overhead comparison: single runs on this machine vary by a third.
-const OVERHEAD_PAIRS: usize = 15;
+/// Off/on pairs in the overhead comparison, an even number (pairs swap CPUs): single pairs on
+/// this machine vary by a tenth.
+const OVERHEAD_PAIRS: usize = 16;
 
 /// The CPUs an overhead child pins itself to (comma-separated), before its runtime starts.
 const OVERHEAD_CPUS: &str = "SHARDCI_BENCH_OVERHEAD_CPUS";
@@ -400,16 +401,14 @@ fn pin_to(cpus: &str) {
     assert!(pinned, "could not pin the bench to CPUs {cpus}");
 }
 
-/// The CPUs of an overhead comparison: the collector gets one of its own, as it would on a
-/// host of its own in a deployment, and the coordinator (both sides) the rest. Sharing the
-/// coordinator's cores, its wake-ups preempt the event loop, a cost of the test rig (measured
-/// at 0.85x to 0.91x on two cores), not of tracing. `None` on one CPU: nothing to split.
+/// The CPUs of an overhead comparison: two disjoint halves of those allowed, one for each
+/// side of a pair, which run at the same time. `None` on one CPU: both sides share it.
 fn overhead_cpus() -> Option<OverheadCpus> {
     let cpus = allowed_cpus();
-    let (collector, coordinator) = cpus.split_last()?;
-    if coordinator.is_empty() {
+    if cpus.len() < 2 {
         return None;
     }
+    let (first, second) = cpus.split_at(cpus.len() / 2);
     let list = |cpus: &[usize]| {
         cpus.iter()
             .map(usize::to_string)
@@ -417,15 +416,13 @@ fn overhead_cpus() -> Option<OverheadCpus> {
             .join(",")
     };
     Some(OverheadCpus {
-        coordinator: list(coordinator),
-        collector: collector.to_string(),
+        halves: [list(first), list(second)],
     })
 }
 
-/// Where an overhead comparison's processes run, as lists for [`OVERHEAD_CPUS`].
+/// Where the two sides of an overhead pair run, as lists for [`OVERHEAD_CPUS`].
 struct OverheadCpus {
-    coordinator: String,
-    collector: String,
+    halves: [String; 2],
 }
 
 /// The environment variable that makes this bench a child of the overhead comparison:
@@ -505,58 +502,90 @@ fn overhead_child(runtime: &tokio::runtime::Runtime, workers: usize, on: bool) {
 /// its collector received.
 type OverheadFigures = (f64, f64, usize);
 
-fn overhead_run(workers: usize, on: bool, cpus: Option<&OverheadCpus>) -> OverheadFigures {
-    let bench = std::env::current_exe().expect("this bench");
-    let mut receiver = on.then(|| {
-        let mut receiver = std::process::Command::new(&bench);
+/// An OTLP collector process for an `on` child.
+struct Collector {
+    process: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    address: String,
+}
+
+impl Collector {
+    fn start(bench: &std::path::Path, cpus: Option<&str>) -> Collector {
+        let mut command = std::process::Command::new(bench);
         if let Some(cpus) = cpus {
-            receiver.env(OVERHEAD_CPUS, &cpus.collector);
+            command.env(OVERHEAD_CPUS, cpus);
         }
-        let mut receiver = receiver
+        let mut process = command
             .env(OVERHEAD_CHILD, "receiver")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("the receiver starts");
+            .expect("the collector starts");
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-            receiver.stdout.take().expect("stdout"),
+            process.stdout.take().expect("stdout"),
         ));
         let address = lines
             .next()
             .and_then(Result::ok)
-            .expect("the receiver names its address");
-        (receiver, lines, address)
-    });
-    let mut child = std::process::Command::new(&bench);
+            .expect("the collector names its address");
+        Collector {
+            process,
+            lines,
+            address,
+        }
+    }
+
+    /// Stops the collector; the spans it received.
+    fn finish(mut self) -> usize {
+        drop(self.process.stdin.take());
+        let spans = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| l.parse().ok());
+        let _ = self.process.wait();
+        spans.unwrap_or(0)
+    }
+}
+
+/// Starts a coordinator child, tracing and metrics on (exporting to `collector`) or off.
+fn start_overhead_child(
+    bench: &std::path::Path,
+    workers: usize,
+    cpus: Option<&str>,
+    collector: Option<&Collector>,
+) -> std::process::Child {
+    let mut child = std::process::Command::new(bench);
     child
         .arg(workers.to_string())
-        .env(OVERHEAD_CHILD, if on { "on" } else { "off" })
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        .env(
+            OVERHEAD_CHILD,
+            if collector.is_some() { "on" } else { "off" },
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     if let Some(cpus) = cpus {
-        child.env(OVERHEAD_CPUS, &cpus.coordinator);
+        child.env(OVERHEAD_CPUS, cpus);
     }
-    if let Some((_, _, address)) = &receiver {
-        child.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"));
+    if let Some(collector) = collector {
+        child.env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.address),
+        );
     }
-    let out = child.output().expect("the child bench runs");
+    child.spawn().expect("the child bench starts")
+}
+
+/// A coordinator child's leases per second and CPU microseconds per lease.
+fn overhead_child_figures(child: std::process::Child) -> (f64, f64) {
+    let out = child.wait_with_output().expect("the child bench runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut fields = text.split_whitespace();
     let rate = fields.next().and_then(|f| f.parse().ok());
     let cpu = fields.next().and_then(|f| f.parse().ok());
-    let spans = match receiver.as_mut() {
-        Some((process, lines, _)) => {
-            drop(process.stdin.take());
-            let spans = lines
-                .next()
-                .and_then(Result::ok)
-                .and_then(|l| l.parse().ok());
-            let _ = process.wait();
-            spans.unwrap_or(0)
-        }
-        None => 0,
-    };
     match (out.status.success(), rate, cpu) {
-        (true, Some(rate), Some(cpu)) => (rate, cpu, spans),
+        (true, Some(rate), Some(cpu)) => (rate, cpu),
         _ => panic!(
             "the overhead child failed: {}{text}",
             String::from_utf8_lossy(&out.stderr)
@@ -564,30 +593,50 @@ fn overhead_run(workers: usize, on: bool, cpus: Option<&OverheadCpus>) -> Overhe
     }
 }
 
-/// Tracing and metrics off against on, in alternating child processes (tracing is switched
-/// on once per process), [`OVERHEAD_PAIRS`] pairs; the median of each side and every pair's
-/// ratio, of throughput and of the coordinator process's CPU per lease. The collector is a
-/// process of its own on a CPU of its own ([`overhead_cpus`]), as deployed.
+/// One pair: the `off` and `on` children at the same time, each on its own half of the CPUs
+/// (swapped every other pair), the collector on the `on` side's, so whatever it costs counts
+/// against tracing.
+fn overhead_pair(
+    workers: usize,
+    pair: usize,
+    cpus: Option<&OverheadCpus>,
+) -> (OverheadFigures, OverheadFigures) {
+    let bench = std::env::current_exe().expect("this bench");
+    let (off_cpus, on_cpus) = match cpus {
+        Some(cpus) if pair.is_multiple_of(2) => (Some(&cpus.halves[0]), Some(&cpus.halves[1])),
+        Some(cpus) => (Some(&cpus.halves[1]), Some(&cpus.halves[0])),
+        None => (None, None),
+    };
+    let collector = Collector::start(&bench, on_cpus.map(String::as_str));
+    let on = start_overhead_child(
+        &bench,
+        workers,
+        on_cpus.map(String::as_str),
+        Some(&collector),
+    );
+    let off = start_overhead_child(&bench, workers, off_cpus.map(String::as_str), None);
+    let (on, off) = (overhead_child_figures(on), overhead_child_figures(off));
+    let spans = collector.finish();
+    ((off.0, off.1, 0), (on.0, on.1, spans))
+}
+
+/// Tracing and metrics off against on, in child processes (tracing is switched on once per
+/// process), [`OVERHEAD_PAIRS`] pairs; the median of each side and every pair's ratio, of
+/// throughput and of the coordinator process's CPU per lease. The two sides of a pair run at
+/// the same time on CPUs of their own ([`overhead_pair`]): this machine's speed drifts by a
+/// third within minutes, which back-to-back runs took for overhead.
 fn observability_overhead(workers: usize) {
     let cpus = overhead_cpus();
     let pairs: Vec<(OverheadFigures, OverheadFigures)> = (0..OVERHEAD_PAIRS)
-        .map(|pair| {
-            // Which side runs first alternates, so the machine's drift favours neither.
-            if pair % 2 == 0 {
-                let off = overhead_run(workers, false, cpus.as_ref());
-                (off, overhead_run(workers, true, cpus.as_ref()))
-            } else {
-                let on = overhead_run(workers, true, cpus.as_ref());
-                (overhead_run(workers, false, cpus.as_ref()), on)
-            }
-        })
+        .map(|pair| overhead_pair(workers, pair, cpus.as_ref()))
         .collect();
     let median = |mut runs: Vec<f64>| {
         runs.sort_by(f64::total_cmp);
         runs[runs.len() / 2]
     };
-    // Each pair ran back to back, so its ratio is the least touched by the machine's drift:
-    // the median of the pairs' ratios is the figure.
+    // Each pair ran at once, so its ratio is untouched by the machine's drift; but its two
+    // CPUs differ (one takes the interrupts), and pairs swap them, so the figure is the
+    // median of each two consecutive pairs' geometric mean, which cancels that out.
     let ratios = |of: &dyn Fn(&OverheadFigures) -> f64| {
         let ratios: Vec<f64> = pairs.iter().map(|(off, on)| of(on) / of(off)).collect();
         let listed = ratios
@@ -595,7 +644,11 @@ fn observability_overhead(workers: usize) {
             .map(|r| format!("{r:.2}x"))
             .collect::<Vec<_>>()
             .join(", ");
-        (median(ratios), listed)
+        let swapped = ratios
+            .chunks_exact(2)
+            .map(|two| (two[0] * two[1]).sqrt())
+            .collect();
+        (median(swapped), listed)
     };
     let (off, on) = (
         median(pairs.iter().map(|p| p.0.0).collect()),
@@ -609,10 +662,10 @@ fn observability_overhead(workers: usize) {
     let spans = pairs.iter().map(|p| p.1.2).min().unwrap_or(0);
     match &cpus {
         Some(cpus) => println!(
-            "observability: the coordinator (both sides) on CPUs {}, the collector on CPU {}",
-            cpus.coordinator, cpus.collector
+            "observability: each pair's sides run at once, on CPUs {} and {} (swapped every other pair), the collector beside the `on` side",
+            cpus.halves[0], cpus.halves[1]
         ),
-        None => println!("observability: one CPU, which the coordinator and the collector share"),
+        None => println!("observability: one CPU, which both sides and the collector share"),
     }
     println!(
         "observability, {leases} leases per run: off {off:.0} leases/s, {off_cpu:.0} us CPU per lease; on (OTLP export to a collector process, which received at least {spans} spans; /metrics scraped every 100 ms) {on:.0} leases/s, {on_cpu:.0} us CPU per lease"
@@ -620,7 +673,7 @@ fn observability_overhead(workers: usize) {
     let (throughput, throughput_pairs) = ratios(&|r| r.0);
     let (cpu, cpu_pairs) = ratios(&|r| r.1);
     println!(
-        "observability on / off, the median of {OVERHEAD_PAIRS} back-to-back pairs (alternating which runs first): throughput {throughput:.2}x (pairs: {throughput_pairs}), CPU per lease {cpu:.2}x (pairs: {cpu_pairs}); goal: under 10 % throughput cost"
+        "observability on / off, {OVERHEAD_PAIRS} simultaneous pairs, the median of each two (CPUs swapped) pairs' geometric mean: throughput {throughput:.2}x (pairs: {throughput_pairs}), CPU per lease {cpu:.2}x (pairs: {cpu_pairs}); goal: under 10 % throughput cost"
     );
 }
 
