@@ -338,11 +338,13 @@ fn the_leader_killed_three_times_and_an_etcd_member_lost_mid_run_cost_no_job_and
     assert_eq!(results.len(), JOBS, "one final result per job: {shown}");
     assert!(results.iter().all(|r| r["status"] == "success"), "{shown}");
     // A kill can lose an assignment the leader made durable but never delivered; that shard runs
-    // again, once. Running shards are kept, not re-run.
+    // again. Each kill costs a shard at most the one attempt in flight as it died, and a shard
+    // re-leased just before the next kill (they came 1.6 s apart in one run) can lose twice.
+    // Running shards are kept, not re-run.
     let retried = results.iter().filter(|r| r["attempt"] != 1).count();
     assert!(
-        results.iter().all(|r| r["attempt"].as_u64() <= Some(2)),
-        "no shard ran more often than lost attempts explain: {shown}"
+        results.iter().all(|r| r["attempt"].as_u64() <= Some(1 + 3)),
+        "no shard ran more often than the three kills explain: {shown}"
     );
     eprintln!("jobs re-run after a lost assignment: {retried} of {JOBS}");
     let fetched = std::fs::read_dir(pair.dir.path().join("fo-w3").join("sources"))

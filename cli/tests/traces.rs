@@ -257,8 +257,7 @@ fn an_attempt_lost_with_its_worker_is_the_coordinator_s_span_under_the_run() {
     let (coordinator, address) = spawn_coordinator_with_env(dir.path(), &[], &otel);
     let _coordinator = Killed(coordinator);
     let url = format!("http://{address}");
-    let doomed_dir = dir.path().join("doomed");
-    let doomed = process_worker(&url, "doomed", &doomed_dir, &[], &otel);
+    let doomed = process_worker(&url, "doomed", &dir.path().join("doomed"), &[], &otel);
 
     let submit = Command::new(env!("CARGO_BIN_EXE_shardci"))
         .args(["submit", "--all", "--watch", "--coordinator", &url])
