@@ -218,14 +218,20 @@ pub fn new_span_id() -> SpanId {
 
 /// The W3C trace context naming `span` of `trace`, to carry to another process.
 pub fn traceparent(trace: TraceId, span: SpanId) -> HashMap<String, String> {
-    // Filled in place: the event loop makes one per lease, and `format!` of the ids'
-    // `Display` was most of what tracing cost it. The slices are the ids' exact hex lengths,
-    // the only thing encode_to_slice checks.
-    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let _ = hex::encode_to_slice(trace.to_bytes(), &mut value[3..35]);
-    let _ = hex::encode_to_slice(span.to_bytes(), &mut value[36..52]);
-    let value = String::from_utf8_lossy(&value).into_owned();
-    HashMap::from([("traceparent".to_string(), value)])
+    HashMap::from([("traceparent".to_string(), format!("00-{trace}-{span}-01"))])
+}
+
+/// The CI/CD semantic conventions' name for how a task with this status ended (`timeout` is
+/// the caller's to tell: a status does not say it).
+pub fn task_result(status: shardci_types::Status) -> &'static str {
+    use shardci_types::Status;
+    match status {
+        Status::Success => "success",
+        Status::Failure => "failure",
+        Status::Cancelled => "cancellation",
+        Status::Skipped => "skip",
+        Status::Error | Status::Queued | Status::Running => "error",
+    }
 }
 
 /// A span recorded as plain data where it happened (a scheduler's event loop, which must not

@@ -7,21 +7,17 @@ use std::collections::HashMap;
 
 use shardci_proto::convert::{class_from_wire, status_from_wire};
 use shardci_proto::v1 as pb;
-use shardci_runtime::telemetry::{TARGET, attributes as a, continue_from};
+use shardci_runtime::telemetry::{TARGET, attributes as a, continue_from, task_result};
 use shardci_types::{FailureClass, Status};
 use tracing::Span;
 
 use crate::outcome::StepOutcome;
 
-/// The CI/CD semantic conventions' name for how a task ended.
+/// The CI/CD semantic conventions' name for how a task ended: a timeout is told by its class.
 fn result_of(status: Status, class: Option<FailureClass>) -> &'static str {
-    match (status, class) {
-        (_, Some(FailureClass::Timeout)) => "timeout",
-        (Status::Success, _) => "success",
-        (Status::Failure, _) => "failure",
-        (Status::Cancelled, _) => "cancellation",
-        (Status::Skipped, _) => "skip",
-        (Status::Error | Status::Queued | Status::Running, _) => "error",
+    match class {
+        Some(FailureClass::Timeout) => "timeout",
+        _ => task_result(status),
     }
 }
 

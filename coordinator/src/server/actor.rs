@@ -9,8 +9,9 @@ use std::time::{Instant, SystemTime};
 use shardci_proto::v1 as pb;
 use shardci_reports::ReportStore;
 use shardci_scheduling::schedule::{
-    Ack, Assignment, Attempt, JobDef, JobId, Millis, NewRun, Notice, Priority, RunId, Scheduler,
-    SchedulerConfig, SessionId, ShardDef, ShardId, ShardKey, Status, SubmitError, WorkerId,
+    Ack, Assignment, Attempt, JobDef, JobId, Millis, NewRun, Notice, Priority, RunId, RunView,
+    Scheduler, SchedulerConfig, SessionId, ShardDef, ShardId, ShardKey, Status, SubmitError,
+    WorkerId,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -793,21 +794,21 @@ impl Actor {
                     }
                 }
                 Notice::RunFinished { run, status } => {
-                    let (runs, scheduler) = (&self.runs, &self.scheduler);
-                    self.traces.run_ended(&run, status, || {
-                        match (runs.get(&run), scheduler.run(&run)) {
+                    let view = self.scheduler.run(&run);
+                    let runs = &self.runs;
+                    self.traces
+                        .run_ended(&run, status, || match (runs.get(&run), view.as_ref()) {
                             (Some(record), Some(view)) => {
-                                super::publish::lost_attempts(record, &view)
+                                super::publish::lost_attempts(record, view)
                             }
                             _ => Vec::new(),
-                        }
-                    });
+                        });
                     self.recorder
                         .with(|r| *r.runs_finished.entry(status).or_default() += 1);
                     if let Some(record) = self.runs.get_mut(&run) {
                         record.finished_at = Some(SystemTime::now());
                     }
-                    self.publish_report(&run, status);
+                    self.publish_report(&run, status, view);
                 }
                 Notice::WorkerLost { worker } => {
                     tracing::warn!(%worker, "worker lost; its shards are queued again");
@@ -818,12 +819,10 @@ impl Actor {
     }
 
     /// Starts writing the finished run's report; watchers hear of the end once it exists.
-    fn publish_report(&mut self, run: &RunId, status: Status) {
-        let (Some(reports), Some(record), Some(view)) = (
-            self.reports.clone(),
-            self.runs.get(run),
-            self.scheduler.run(run),
-        ) else {
+    fn publish_report(&mut self, run: &RunId, status: Status, view: Option<RunView>) {
+        let (Some(reports), Some(record), Some(view)) =
+            (self.reports.clone(), self.runs.get(run), view)
+        else {
             if let Some(record) = self.runs.get_mut(run) {
                 record.report = Some(Err("no report store is configured".into()));
             }

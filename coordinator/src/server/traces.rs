@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use shardci_reports::report::LostAttempt;
 use shardci_runtime::telemetry::{
     FinishedSpan, FinishedSpans, KeyValue, SpanId, TraceId, attributes as a, exporting,
-    new_span_id, new_trace_id, traceparent,
+    new_span_id, new_trace_id, task_result, traceparent,
 };
 use shardci_scheduling::schedule::{Assignment, RunId, Status};
 use tokio::sync::mpsc;
@@ -123,17 +123,6 @@ pub(crate) struct Traces {
     recorder: Arc<Recorder>,
 }
 
-/// The CI/CD semantic conventions' name for how a task ended.
-pub(crate) fn result_of(status: Status) -> &'static str {
-    match status {
-        Status::Success => "success",
-        Status::Failure => "failure",
-        Status::Cancelled => "cancellation",
-        Status::Skipped => "skip",
-        Status::Error | Status::Queued | Status::Running => "error",
-    }
-}
-
 impl Traces {
     pub fn new(recorder: Arc<Recorder>) -> Traces {
         Traces {
@@ -192,7 +181,7 @@ impl Traces {
             id: run.clone(),
             open,
             end: SystemTime::now(),
-            result: result_of(status),
+            result: task_result(status),
             lost: lost(),
         });
     }
@@ -273,7 +262,7 @@ mod tests {
                 context: traceparent(trace, span),
             },
             end: start + Duration::from_secs(90),
-            result: result_of(Status::Success),
+            result: task_result(Status::Success),
             lost: vec![LostAttempt {
                 shard: "shard-2".into(),
                 attempt: 1,
